@@ -1,0 +1,95 @@
+//! Builds the default guest (`guest/`) for `wasm32-wasip2` and hands its
+//! path to the host crate, which embeds it.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    for watched in ["guest/src", "guest/Cargo.toml", "guest/Cargo.lock", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    ensure_target_installed();
+
+    let manifest = root.join("guest/Cargo.toml");
+    // A target directory of its own under OUT_DIR: sharing the outer one
+    // would deadlock on its lock.
+    let target_dir = out.join("guest-target");
+    let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if root.join("guest/Cargo.lock").exists() {
+        cargo.arg("--locked");
+    }
+    // The host's flags (and target settings) must not leak into the wasm
+    // build: they break its link or silently replace the guest's own.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cargo.env_remove(var);
+    }
+    let status = cargo
+        .status()
+        .unwrap_or_else(|err| panic!("could not run cargo to build the guest: {err}"));
+    if !status.success() {
+        panic!("building the guest component (guest/) for {TARGET} failed; see the errors above");
+    }
+
+    let wasm = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("session_bridge_guest.wasm");
+    assert!(
+        wasm.is_file(),
+        "the guest build succeeded but {} is missing",
+        wasm.display()
+    );
+    println!("cargo:rustc-env=BRIDGE_GUEST_WASM={}", wasm.display());
+}
+
+/// Fails early, with the one command that fixes it, when the standard
+/// library for the wasm target is not installed.
+fn ensure_target_installed() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        return; // Let the build itself report what is wrong with rustc.
+    };
+    let libdir = sysroot.join("lib/rustlib").join(TARGET).join("lib");
+    if !has_std(&libdir) {
+        panic!(
+            "the {TARGET} target is not installed for this toolchain ({}).\n\
+             Run: rustup target add {TARGET}\n\
+             (rust-toolchain.toml lists it, so rustup normally installs it by itself.)",
+            sysroot.display()
+        );
+    }
+}
+
+fn has_std(libdir: &Path) -> bool {
+    std::fs::read_dir(libdir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+    })
+}

@@ -1,0 +1,313 @@
+//! The WebAssembly component layer: converts between the WIT types and the
+//! library's, and adapts the host imports to [`Platform`]. No protocol rule
+//! lives here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use session_bridge::protocol::host as imports;
+use session_bridge::protocol::types as wit;
+
+use crate::wire::{self, Kind, Status};
+use crate::{Bridge, Layout, Platform, Watcher};
+
+wit_bindgen::generate!({
+    world: "bridge",
+    path: "../wit/v0.1.0",
+});
+
+struct HostPlatform;
+
+struct HostWatcher(imports::Watcher);
+
+impl Watcher for HostWatcher {
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let ms = timeout.as_millis().min(u32::MAX as u128) as u32;
+        self.0.wait(ms)
+    }
+}
+
+impl Platform for HostPlatform {
+    fn watch(&self, dir: &Path) -> Option<Box<dyn Watcher>> {
+        let dir = dir.to_str()?;
+        let watcher = imports::Watcher::watch(dir).ok()?;
+        Some(Box::new(HostWatcher(watcher)))
+    }
+
+    fn read_pointer(&self) -> Option<String> {
+        imports::read_project_pointer()
+    }
+
+    fn write_pointer(&self, id: &str) -> Result<(), String> {
+        imports::write_project_pointer(id)
+    }
+
+    fn clear_pointer(&self, id: &str) -> Result<(), String> {
+        imports::clear_project_pointer(id)
+    }
+}
+
+/// The bridge directory is the guest's only preopened directory; relative
+/// paths resolve inside it.
+fn bridge() -> Bridge<HostPlatform> {
+    Bridge::new(Layout::new(""), HostPlatform)
+}
+
+struct DefaultGuest;
+
+impl Guest for DefaultGuest {
+    fn info() -> wit::GuestInfo {
+        wit::GuestInfo {
+            name: "default".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn limits() -> wit::Limits {
+        wit::Limits {
+            max_content_bytes: wire::MAX_CONTENT_BYTES as u64,
+        }
+    }
+
+    fn run(
+        context: wit::InvocationContext,
+        verb: wit::Verb,
+    ) -> Result<wit::Report, wit::BridgeError> {
+        let report = bridge()
+            .run(&context.into(), verb.into())
+            .map_err(wit::BridgeError::from)?;
+        Ok(wit::Report {
+            outcome: report.outcome.into(),
+            rendered: report.rendered,
+            warnings: report.warnings,
+        })
+    }
+
+    fn commit_delivery(
+        _context: wit::InvocationContext,
+        ticket: wit::ClaimTicket,
+    ) -> Result<(), wit::BridgeError> {
+        bridge()
+            .commit_delivery(&ticket.into())
+            .map_err(wit::BridgeError::from)
+    }
+}
+
+export!(DefaultGuest);
+
+impl From<wit::InvocationContext> for crate::Context {
+    fn from(c: wit::InvocationContext) -> Self {
+        crate::Context {
+            session: c.session,
+            agent_session: c.agent_session,
+            project_dir: c.project_dir,
+            working_dir: c.working_dir,
+            format: match c.format {
+                wit::OutputFormat::Text => crate::Format::Text,
+                wit::OutputFormat::Json => crate::Format::Json,
+            },
+        }
+    }
+}
+
+impl From<wit::MessageKind> for Kind {
+    fn from(kind: wit::MessageKind) -> Self {
+        match kind {
+            wit::MessageKind::Query => Kind::Query,
+            wit::MessageKind::Response => Kind::Response,
+            wit::MessageKind::Ping => Kind::Ping,
+            wit::MessageKind::SessionEnded => Kind::SessionEnded,
+        }
+    }
+}
+
+impl From<Kind> for wit::MessageKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Query => wit::MessageKind::Query,
+            Kind::Response => wit::MessageKind::Response,
+            Kind::Ping => wit::MessageKind::Ping,
+            Kind::SessionEnded => wit::MessageKind::SessionEnded,
+        }
+    }
+}
+
+impl From<wit::Verb> for crate::Verb {
+    fn from(verb: wit::Verb) -> Self {
+        use crate::Verb as V;
+        match verb {
+            wit::Verb::Start => V::Start,
+            wit::Verb::Id => V::Id,
+            wit::Verb::Connect(peer) => V::Connect(peer),
+            wit::Verb::Send(r) => V::Send {
+                to: r.to,
+                kind: r.kind.into(),
+                content: r.content,
+                in_reply_to: r.in_reply_to,
+            },
+            wit::Verb::Listen(r) => V::Listen {
+                timeout_seconds: r.timeout_seconds,
+            },
+            wit::Verb::Reply(r) => V::Reply {
+                message_id: r.message_id,
+                content: r.content,
+            },
+            wit::Verb::Ask(r) => V::Ask {
+                to: r.to,
+                content: r.content,
+                timeout_seconds: r.timeout_seconds,
+            },
+            wit::Verb::Receive(r) => V::Receive {
+                message_id: r.message_id,
+                timeout_seconds: r.timeout_seconds,
+            },
+            wit::Verb::Peers => V::Peers,
+            wit::Verb::Status => V::Status,
+            wit::Verb::Heartbeat => V::Heartbeat,
+            wit::Verb::Stop => V::Stop,
+        }
+    }
+}
+
+impl From<wit::ClaimTicket> for crate::ClaimTicket {
+    fn from(t: wit::ClaimTicket) -> Self {
+        crate::ClaimTicket {
+            session_id: t.session_id,
+            message_id: t.message_id,
+            claim_name: t.claim_name,
+        }
+    }
+}
+
+impl From<crate::ClaimTicket> for wit::ClaimTicket {
+    fn from(t: crate::ClaimTicket) -> Self {
+        wit::ClaimTicket {
+            session_id: t.session_id,
+            message_id: t.message_id,
+            claim_name: t.claim_name,
+        }
+    }
+}
+
+impl From<wire::Message> for wit::Message {
+    fn from(m: wire::Message) -> Self {
+        wit::Message {
+            id: m.id,
+            from: m.from,
+            to: m.to,
+            kind: m.kind.into(),
+            timestamp: m.timestamp,
+            status: match m.status {
+                Status::Pending => wit::MessageStatus::Pending,
+                Status::Read => wit::MessageStatus::Read,
+                Status::Sent => wit::MessageStatus::Sent,
+            },
+            content: m.content,
+            in_reply_to: m.in_reply_to,
+            metadata: wit::MessageMetadata {
+                urgency: m.metadata.urgency,
+                from_project: m.metadata.from_project,
+            },
+        }
+    }
+}
+
+impl From<wire::Manifest> for wit::Manifest {
+    fn from(m: wire::Manifest) -> Self {
+        wit::Manifest {
+            session_id: m.session_id,
+            project_name: m.project_name,
+            project_path: m.project_path,
+            started_at: m.started_at,
+            last_heartbeat: m.last_heartbeat,
+            status: m.status,
+            capabilities: m.capabilities,
+        }
+    }
+}
+
+impl From<crate::Peer> for wit::Peer {
+    fn from(p: crate::Peer) -> Self {
+        wit::Peer {
+            manifest: p.manifest.into(),
+            stale: p.stale,
+            this_session: p.this_session,
+        }
+    }
+}
+
+impl From<crate::Delivery> for wit::Delivery {
+    fn from(d: crate::Delivery) -> Self {
+        wit::Delivery {
+            message: d.message.into(),
+            ticket: d.ticket.into(),
+            answered_ping: d.answered_ping.map(Into::into),
+        }
+    }
+}
+
+impl From<crate::Outcome> for wit::Outcome {
+    fn from(outcome: crate::Outcome) -> Self {
+        use crate::Outcome as O;
+        match outcome {
+            O::Session(m) => wit::Outcome::Session(m.into()),
+            O::Connected { peer, stale, ping } => wit::Outcome::Connected(wit::Connection {
+                peer: peer.into(),
+                stale,
+                ping: ping.into(),
+            }),
+            O::Sent(m) => wit::Outcome::Sent(m.into()),
+            O::Delivered(d) => wit::Outcome::Delivered(d.into()),
+            O::Answered(d) => wit::Outcome::Answered(d.into()),
+            O::Peers(entries) => wit::Outcome::Peers(
+                entries
+                    .into_iter()
+                    .map(|e| match e {
+                        crate::PeerEntry::Valid(p) => wit::PeerEntry::Valid(p.into()),
+                        crate::PeerEntry::Unreadable { session_id, reason } => {
+                            wit::PeerEntry::Unreadable(wit::UnreadableSession {
+                                session_id,
+                                reason,
+                            })
+                        }
+                    })
+                    .collect(),
+            ),
+            O::Status(r) => wit::Outcome::Status(wit::StatusReport {
+                session: r.session.into(),
+                connected: r.connected.into_iter().map(Into::into).collect(),
+                pending: r.pending,
+                sent: r.sent,
+            }),
+            O::Heartbeat(m) => wit::Outcome::Heartbeat(m.into()),
+            O::Stopped(r) => wit::Outcome::Stopped(wit::StopReport {
+                session_id: r.session_id,
+                notified: r.notified,
+                pruned: r.pruned,
+            }),
+        }
+    }
+}
+
+impl From<crate::BridgeError> for wit::BridgeError {
+    fn from(e: crate::BridgeError) -> Self {
+        use crate::BridgeError as E;
+        match e {
+            E::InvalidSessionId(s) => wit::BridgeError::InvalidSessionId(s),
+            E::InvalidMessageId(s) => wit::BridgeError::InvalidMessageId(s),
+            E::InvalidArgument(s) => wit::BridgeError::InvalidArgument(s),
+            E::NoSuchSession(s) => wit::BridgeError::NoSuchSession(s),
+            E::NoIdentity => wit::BridgeError::NoIdentity,
+            E::NoSuchMessage(s) => wit::BridgeError::NoSuchMessage(s),
+            E::ContentTooLarge { size, limit } => {
+                wit::BridgeError::ContentTooLarge(wit::SizeLimit { size, limit })
+            }
+            E::TimedOut(s) => wit::BridgeError::TimedOut(s),
+            E::Corrupt { path, reason } => {
+                wit::BridgeError::Corrupt(wit::FileProblem { path, reason })
+            }
+            E::Io { path, reason } => wit::BridgeError::Io(wit::FileProblem { path, reason }),
+            E::Pointer(s) => wit::BridgeError::Pointer(s),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! File primitives on the bridge directory. Every write goes to a temporary
+//! name first and is then renamed or linked into place, so a reader never
+//! sees a partial file; every read is bounded.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{BridgeError, Result};
+use crate::ids::random_token;
+
+/// Temporary files start with this; readers skip names starting with `.`.
+const TEMP_PREFIX: &str = ".tmp-";
+
+fn temp_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{TEMP_PREFIX}{}", random_token(12)))
+}
+
+fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let temp = temp_path(dir);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(bytes));
+    match written {
+        Ok(()) => Ok(temp),
+        Err(err) => {
+            let _ = fs::remove_file(&temp);
+            Err(BridgeError::io("cannot write", &temp, &err))
+        }
+    }
+}
+
+/// Writes `bytes` to `dir/name`, replacing any file there, atomically.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let temp = write_temp(dir, bytes)?;
+    let target = dir.join(name);
+    fs::rename(&temp, &target).map_err(|err| {
+        let _ = fs::remove_file(&temp);
+        BridgeError::io("cannot move into place", &target, &err)
+    })
+}
+
+/// Writes `bytes` to `dir/name` atomically unless a file of that name
+/// exists. Returns false, and leaves the existing file alone, when it does.
+pub fn create(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool> {
+    let temp = write_temp(dir, bytes)?;
+    let target = dir.join(name);
+    let linked = fs::hard_link(&temp, &target);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(BridgeError::io("cannot create", &target, &err)),
+    }
+}
+
+/// Why a file could not be read.
+#[derive(Debug)]
+pub enum ReadFailure {
+    /// It vanished (taken by someone else, or never there).
+    Missing,
+    /// Not a regular file: a directory, FIFO, socket or device.
+    NotRegular(&'static str),
+    /// Larger than the limit.
+    TooLarge(u64),
+    /// Another I/O error.
+    Io(io::Error),
+}
+
+impl ReadFailure {
+    pub fn describe(&self, limit: u64) -> String {
+        match self {
+            ReadFailure::Missing => "it disappeared".into(),
+            ReadFailure::NotRegular(kind) => format!("it is a {kind}, not a regular file"),
+            ReadFailure::TooLarge(size) => {
+                format!("it is {size} bytes, over the {limit}-byte limit")
+            }
+            ReadFailure::Io(err) => crate::error::describe_io(err),
+        }
+    }
+}
+
+fn kind_name(file_type: &fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file (FIFO, socket or device)"
+    }
+}
+
+/// Reads a regular file of at most `limit` bytes. Symbolic links, FIFOs and
+/// directories are refused before anything is opened, so a planted FIFO
+/// cannot block the reader.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFailure> {
+    let meta = fs::symlink_metadata(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => ReadFailure::Missing,
+        _ => ReadFailure::Io(err),
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(ReadFailure::NotRegular(kind_name(&meta.file_type())));
+    }
+    if meta.len() > limit {
+        return Err(ReadFailure::TooLarge(meta.len()));
+    }
+    let file = File::open(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => ReadFailure::Missing,
+        _ => ReadFailure::Io(err),
+    })?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadFailure::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadFailure::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// The names in `dir` that do not start with `.`. A missing directory has
+/// no names.
+pub fn list(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|err| BridgeError::io("cannot list", dir, &err))?;
+        if let Some(name) = entry.file_name().to_str() {
+            if !name.starts_with('.') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Creates `dir` and its parents when missing.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|err| BridgeError::io("cannot create directory", dir, &err))
+}
+
+/// Removes a file; a missing file is not an error.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(BridgeError::io("cannot remove", path, &err)),
+    }
+}

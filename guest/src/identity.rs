@@ -1,0 +1,93 @@
+//! Which session an invocation speaks for.
+//!
+//! The order is: an explicit session (`--session`, `BRIDGE_SESSION_ID`);
+//! the session registered for the agent's own session ID
+//! (`CLAUDE_CODE_SESSION_ID`); the project pointer; the manifest whose
+//! `projectPath` contains the working directory. When the agent's session ID
+//! is known, sessions registered by another agent are never picked by the
+//! later steps, so two agents in one repository keep separate bridges.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::ids::SessionId;
+use crate::registry::validate_agent_session;
+use crate::wire::Manifest;
+use crate::{Bridge, Context, Platform};
+
+impl<P: Platform> Bridge<P> {
+    /// Resolves this invocation's session; None when nothing matches.
+    ///
+    /// # Errors
+    /// `InvalidSessionId` for a malformed explicit session,
+    /// `InvalidArgument` for a malformed agent session ID.
+    pub(crate) fn resolve(&self, context: &Context) -> Result<Option<SessionId>> {
+        if let Some(explicit) = &context.session {
+            return SessionId::parse(explicit).map(Some);
+        }
+        if let Some(agent) = self.registered_for_agent(context)? {
+            return Ok(Some(agent));
+        }
+        if let Some(pointed) = self.pointed_session(context)? {
+            return Ok(Some(pointed));
+        }
+        self.session_containing(context)
+    }
+
+    /// The session registered by this agent session, if any.
+    pub(crate) fn registered_for_agent(&self, context: &Context) -> Result<Option<SessionId>> {
+        let Some(agent) = &context.agent_session else {
+            return Ok(None);
+        };
+        validate_agent_session(agent)?;
+        let found = self
+            .session_ids()?
+            .into_iter()
+            .find(|id| self.agent_of(id).as_deref() == Some(agent.as_str()));
+        Ok(found)
+    }
+
+    /// True when `id` may stand for this invocation: it is not registered
+    /// to a different agent session.
+    fn usable_by(&self, id: &SessionId, context: &Context) -> bool {
+        match (&context.agent_session, self.agent_of(id)) {
+            (Some(mine), Some(theirs)) => *mine == theirs,
+            _ => true,
+        }
+    }
+
+    /// The session named by the project pointer, if it still exists.
+    pub(crate) fn pointed_session(&self, context: &Context) -> Result<Option<SessionId>> {
+        let Some(text) = self.platform.read_pointer() else {
+            return Ok(None);
+        };
+        let Ok(id) = SessionId::parse(text.trim()) else {
+            return Ok(None);
+        };
+        let usable = self.manifest(&id).is_ok() && self.usable_by(&id, context);
+        Ok(usable.then_some(id))
+    }
+
+    /// The live session whose project contains the working directory: the
+    /// most specific project, then the most recent heartbeat.
+    fn session_containing(&self, context: &Context) -> Result<Option<SessionId>> {
+        let working = Path::new(&context.working_dir);
+        let mut best: Option<Manifest> = None;
+        for id in self.session_ids()? {
+            let Ok(manifest) = self.manifest(&id) else {
+                continue;
+            };
+            if !working.starts_with(&manifest.project_path) || !self.usable_by(&id, context) {
+                continue;
+            }
+            let better = best.as_ref().is_none_or(|b| {
+                (manifest.project_path.len(), &manifest.last_heartbeat)
+                    > (b.project_path.len(), &b.last_heartbeat)
+            });
+            if better {
+                best = Some(manifest);
+            }
+        }
+        Ok(best.and_then(|m| SessionId::parse(&m.session_id).ok()))
+    }
+}

@@ -1,0 +1,94 @@
+//! Where everything lives in the bridge directory. Paths are built only from
+//! validated IDs.
+//!
+//! ```text
+//! sessions/<id>/manifest.json        the session's manifest (reference)
+//! sessions/<id>/inbox/<msg>.json     pending messages (reference)
+//! sessions/<id>/inbox/claimed/       messages being handed out, one lease each
+//! sessions/<id>/inbox/read/          messages taken, status "read"
+//! sessions/<id>/inbox/rejected/      malformed files set aside, with a reason
+//! sessions/<id>/outbox/<msg>.json    copies of sent messages (reference)
+//! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for
+//! sessions/<id>/agent-session        the agent session that registered it
+//! .trash/                            sessions being removed
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::{MessageId, SessionId};
+
+/// The layout of one bridge directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn sessions(&self) -> PathBuf {
+        self.root.join("sessions")
+    }
+
+    pub fn trash(&self) -> PathBuf {
+        self.root.join(".trash")
+    }
+
+    pub fn session(&self, id: &SessionId) -> PathBuf {
+        self.sessions().join(id.as_str())
+    }
+
+    pub fn manifest(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("manifest.json")
+    }
+
+    pub fn agent_file(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("agent-session")
+    }
+
+    pub fn inbox(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("inbox")
+    }
+
+    pub fn claimed(&self, id: &SessionId) -> PathBuf {
+        self.inbox(id).join("claimed")
+    }
+
+    pub fn read(&self, id: &SessionId) -> PathBuf {
+        self.inbox(id).join("read")
+    }
+
+    pub fn rejected(&self, id: &SessionId) -> PathBuf {
+        self.inbox(id).join("rejected")
+    }
+
+    pub fn outbox(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("outbox")
+    }
+
+    pub fn waiting(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("waiting")
+    }
+
+    pub fn waiting_marker(&self, id: &SessionId, message: &MessageId) -> PathBuf {
+        self.waiting(id).join(message.as_str())
+    }
+
+    /// Every folder a registered session has.
+    pub fn session_dirs(&self, id: &SessionId) -> [PathBuf; 6] {
+        [
+            self.inbox(id),
+            self.claimed(id),
+            self.read(id),
+            self.rejected(id),
+            self.outbox(id),
+            self.waiting(id),
+        ]
+    }
+}

@@ -1,0 +1,90 @@
+//! The session-bridge protocol: every rule about sessions and messages.
+//!
+//! This crate is a plain library, tested natively, with a thin WebAssembly
+//! component layer (`component`) that `bridge-host` runs in a sandbox whose
+//! only directory is the bridge directory. The host supplies what the
+//! sandbox cannot do through [`Platform`].
+
+pub mod clock;
+pub mod error;
+pub mod files;
+pub mod ids;
+pub mod layout;
+pub mod wire;
+
+mod identity;
+mod mailbox;
+mod model;
+mod registry;
+mod render;
+mod verbs;
+
+#[cfg(target_family = "wasm")]
+mod component;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::{BridgeError, Result};
+pub use layout::Layout;
+pub use model::*;
+
+/// Waits for changes in one folder.
+pub trait Watcher {
+    /// Blocks until the folder changed since the watch began or since the
+    /// last call, or until `timeout` passes. True when something changed.
+    fn wait(&mut self, timeout: Duration) -> bool;
+}
+
+/// What the host provides beyond the bridge directory.
+pub trait Platform {
+    /// Watches `dir` (inside the bridge directory); None when it cannot, in
+    /// which case waiting falls back to short sleeps.
+    fn watch(&self, dir: &Path) -> Option<Box<dyn Watcher>>;
+    /// The project pointer's content, if any.
+    fn read_pointer(&self) -> Option<String>;
+    /// Points the project at `id`.
+    fn write_pointer(&self, id: &str) -> std::result::Result<(), String>;
+    /// Removes the project pointer if it holds `id`.
+    fn clear_pointer(&self, id: &str) -> std::result::Result<(), String>;
+}
+
+/// One bridge directory seen through a platform.
+pub struct Bridge<P> {
+    layout: Layout,
+    platform: P,
+}
+
+impl<P: Platform> Bridge<P> {
+    pub fn new(layout: Layout, platform: P) -> Self {
+        Bridge { layout, platform }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Runs one verb.
+    ///
+    /// # Errors
+    /// Every expected failure is a [`BridgeError`]; see each verb.
+    pub fn run(&self, context: &Context, verb: Verb) -> Result<Report> {
+        let mut warnings = Vec::new();
+        let outcome = self.dispatch(context, verb, &mut warnings)?;
+        let rendered = render::render(&outcome, context.format);
+        Ok(Report {
+            outcome,
+            rendered,
+            warnings,
+        })
+    }
+
+    /// Completes a delivery after the host printed it.
+    ///
+    /// # Errors
+    /// `Io` when the claim lapsed or the move failed; `InvalidArgument` for a
+    /// ticket that is not a claim.
+    pub fn commit_delivery(&self, ticket: &ClaimTicket) -> Result<()> {
+        self.commit(ticket)
+    }
+}

@@ -1,0 +1,391 @@
+//! Delivering, scanning, claiming and committing messages.
+//!
+//! Pending messages are the `*.json` files directly in an inbox. A listener
+//! takes one by renaming it into `claimed/` under a name that carries a
+//! random token and the claim time: the rename succeeds for exactly one
+//! listener. Once the host has printed the message, `commit` renames the
+//! claim into `read/` and marks it read. A claim whose holder died is
+//! renamed back into the inbox after the lease, so a killed listener loses
+//! nothing. Taken messages leave the scanned folder, so the cost of a scan
+//! depends on what is pending, not on history.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{BridgeError, Result, display_path};
+use crate::files::{self, ReadFailure};
+use crate::ids::{MessageId, SessionId, random_token};
+use crate::wire::{MAX_MESSAGE_FILE_BYTES, Message, Status};
+use crate::{Bridge, ClaimTicket, Platform, clock};
+
+/// How long a claim may stay uncommitted before its message returns to the
+/// inbox.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
+
+/// A pending message found in an inbox.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub message: Message,
+    pub modified: Option<SystemTime>,
+}
+
+/// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`.
+struct ClaimName {
+    message_id: MessageId,
+    claimed_at_ms: u64,
+}
+
+impl ClaimName {
+    fn new(message_id: &MessageId) -> String {
+        format!(
+            "{message_id}.{}.{}.claim",
+            random_token(8),
+            clock::epoch_millis()
+        )
+    }
+
+    fn parse(name: &str) -> Option<ClaimName> {
+        let mut parts = name.strip_suffix(".claim")?.split('.');
+        let message_id = MessageId::parse(parts.next()?).ok()?;
+        let token = parts.next()?;
+        let claimed_at_ms = parts.next()?.parse().ok()?;
+        let token_ok = token.len() == 8 && token.bytes().all(|b| b.is_ascii_alphanumeric());
+        (token_ok && parts.next().is_none()).then_some(ClaimName {
+            message_id,
+            claimed_at_ms,
+        })
+    }
+}
+
+impl<P: Platform> Bridge<P> {
+    /// Writes `message` into the recipient's inbox, then keeps a `sent`
+    /// copy in the sender's outbox.
+    pub(crate) fn deliver(&self, message: &Message) -> Result<()> {
+        let id = MessageId::parse(&message.id)?;
+        let to = SessionId::parse(&message.to)?;
+        let from = SessionId::parse(&message.from)?;
+        if !self.session_exists(&to) {
+            return Err(BridgeError::NoSuchSession(to.to_string()));
+        }
+        let inbox = self.layout.inbox(&to);
+        files::ensure_dir(&inbox)?;
+        if !files::create(&inbox, &id.file_name(), &message.to_bytes())? {
+            return Err(BridgeError::Io {
+                path: display_path(&inbox.join(id.file_name())),
+                reason: "a message with this ID already exists; send again".into(),
+            });
+        }
+        let mut copy = message.clone();
+        copy.status = Status::Sent;
+        let outbox = self.layout.outbox(&from);
+        files::ensure_dir(&outbox)?;
+        files::replace(&outbox, &id.file_name(), &copy.to_bytes())
+    }
+
+    /// The pending messages of `owner`'s inbox, oldest first. Malformed
+    /// files are set aside into `rejected/` with a warning; expired claims
+    /// are returned to the inbox first. Also returns when the next claim
+    /// lease expires, so a waiter can wake for it.
+    pub(crate) fn pending(
+        &self,
+        owner: &SessionId,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Vec<Pending>, Option<Duration>)> {
+        let next_expiry = self.recover_expired_claims(owner)?;
+        let inbox = self.layout.inbox(owner);
+        let mut found = Vec::new();
+        for name in files::list(&inbox)? {
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let path = inbox.join(&name);
+            let modified = fs::symlink_metadata(&path)
+                .ok()
+                .and_then(|m| m.modified().ok());
+            match files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES) {
+                Ok(bytes) => match Message::parse(&bytes, stem, Some(owner)) {
+                    Ok(message) if message.status == Status::Pending => {
+                        found.push(Pending { message, modified })
+                    }
+                    // Marked read by an original-protocol reader: already taken.
+                    Ok(_) => self.archive_taken(owner, &name),
+                    Err(reason) => self.set_aside(owner, &name, &reason, warnings),
+                },
+                Err(ReadFailure::Missing) => {}
+                Err(ReadFailure::Io(err)) => {
+                    return Err(BridgeError::io("cannot read", &path, &err));
+                }
+                Err(failure) => {
+                    let reason = failure.describe(MAX_MESSAGE_FILE_BYTES);
+                    self.set_aside(owner, &name, &reason, warnings);
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
+                &b.message.timestamp,
+                b.modified,
+                &b.message.id,
+            ))
+        });
+        Ok((found, next_expiry))
+    }
+
+    fn archive_taken(&self, owner: &SessionId, name: &str) {
+        let _ = fs::rename(
+            self.layout.inbox(owner).join(name),
+            self.layout.read(owner).join(name),
+        );
+    }
+
+    /// Moves a bad inbox entry into `rejected/`, next to a note saying why.
+    fn set_aside(&self, owner: &SessionId, name: &str, reason: &str, warnings: &mut Vec<String>) {
+        let inbox = self.layout.inbox(owner);
+        let rejected = self.layout.rejected(owner);
+        let from = inbox.join(name);
+        let kept = format!("{}-{name}", clock::epoch_millis());
+        let moved = files::ensure_dir(&rejected)
+            .and_then(|()| {
+                fs::rename(&from, rejected.join(&kept))
+                    .map_err(|err| BridgeError::io("cannot set aside", &from, &err))
+            })
+            .and_then(|()| files::replace(&rejected, &format!("{kept}.reason"), reason.as_bytes()));
+        let shown = display_path(&from);
+        match moved {
+            Ok(()) => warnings.push(format!(
+                "set aside {shown}: {reason}; it is kept as {}",
+                display_path(&rejected.join(kept))
+            )),
+            Err(err) => warnings.push(format!(
+                "skipped {shown}: {reason}; it could not be set aside ({err})"
+            )),
+        }
+    }
+
+    /// Claims `pending` for this process. None when another listener took
+    /// it first. The claimed file is read again, so what is returned is
+    /// exactly what was claimed.
+    pub(crate) fn claim(
+        &self,
+        owner: &SessionId,
+        pending: &Pending,
+    ) -> Result<Option<(Message, ClaimTicket)>> {
+        let id = MessageId::parse(&pending.message.id)?;
+        let claimed_dir = self.layout.claimed(owner);
+        files::ensure_dir(&claimed_dir)?;
+        let claim_name = ClaimName::new(&id);
+        let source = self.layout.inbox(owner).join(id.file_name());
+        let claimed = claimed_dir.join(&claim_name);
+        match fs::rename(&source, &claimed) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(BridgeError::io("cannot claim", &source, &err)),
+        }
+        let bytes = files::read_bounded(&claimed, MAX_MESSAGE_FILE_BYTES).map_err(|failure| {
+            BridgeError::corrupt(&claimed, failure.describe(MAX_MESSAGE_FILE_BYTES))
+        })?;
+        let mut message = Message::parse(&bytes, id.as_str(), Some(owner))
+            .map_err(|reason| BridgeError::corrupt(&claimed, reason))?;
+        message.status = Status::Read;
+        let ticket = ClaimTicket {
+            session_id: owner.to_string(),
+            message_id: id.to_string(),
+            claim_name,
+        };
+        Ok(Some((message, ticket)))
+    }
+
+    /// Completes a delivery: the claim moves into `read/`, marked read.
+    ///
+    /// # Errors
+    /// `Io` when the claim lapsed (its message went back to the inbox and
+    /// will be delivered again) or the move fails.
+    pub(crate) fn commit(&self, ticket: &ClaimTicket) -> Result<()> {
+        let owner = SessionId::parse(&ticket.session_id)?;
+        let id = MessageId::parse(&ticket.message_id)?;
+        let valid = ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id);
+        if !valid {
+            return Err(BridgeError::InvalidArgument(format!(
+                "{:?} is not a claim on {id}",
+                ticket.claim_name
+            )));
+        }
+        let claimed = self.layout.claimed(&owner).join(&ticket.claim_name);
+        let read_dir = self.layout.read(&owner);
+        files::ensure_dir(&read_dir)?;
+        let kept = read_dir.join(id.file_name());
+        fs::rename(&claimed, &kept).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => BridgeError::Io {
+                path: display_path(&claimed),
+                reason: format!(
+                    "the claim lapsed after {}s and {id} went back to the inbox; \
+                     it will be delivered again",
+                    CLAIM_LEASE.as_secs()
+                ),
+            },
+            _ => BridgeError::io("cannot commit", &claimed, &err),
+        })?;
+        let bytes = files::read_bounded(&kept, MAX_MESSAGE_FILE_BYTES)
+            .map_err(|f| BridgeError::corrupt(&kept, f.describe(MAX_MESSAGE_FILE_BYTES)))?;
+        let mut message = Message::parse(&bytes, id.as_str(), Some(&owner))
+            .map_err(|reason| BridgeError::corrupt(&kept, reason))?;
+        message.status = Status::Read;
+        files::replace(&read_dir, &id.file_name(), &message.to_bytes())
+    }
+
+    /// Returns lapsed claims to the inbox. Each claim name is unique, so of
+    /// several listeners recovering at once exactly one rename succeeds.
+    /// Returns the time until the next live claim lapses.
+    fn recover_expired_claims(&self, owner: &SessionId) -> Result<Option<Duration>> {
+        let claimed_dir = self.layout.claimed(owner);
+        let now = clock::epoch_millis();
+        let lease = CLAIM_LEASE.as_millis() as u64;
+        let mut next: Option<Duration> = None;
+        for name in files::list(&claimed_dir)? {
+            let Some(claim) = ClaimName::parse(&name) else {
+                continue;
+            };
+            let age = now.saturating_sub(claim.claimed_at_ms);
+            if age < lease {
+                let left = Duration::from_millis(lease - age);
+                next = Some(next.map_or(left, |n| n.min(left)));
+                continue;
+            }
+            let back = self.layout.inbox(owner).join(claim.message_id.file_name());
+            // A lost race (NotFound) means another listener recovered it.
+            let _ = fs::rename(claimed_dir.join(&name), back);
+        }
+        Ok(next)
+    }
+
+    /// Replies that an `ask` or `receive` of `owner` is waiting for, with
+    /// the deadline of each wait (milliseconds since the epoch).
+    pub(crate) fn awaited_replies(&self, owner: &SessionId) -> Result<HashMap<String, u64>> {
+        let dir = self.layout.waiting(owner);
+        let mut awaited = HashMap::new();
+        for name in files::list(&dir)? {
+            if MessageId::parse(&name).is_err() {
+                continue;
+            }
+            let deadline = files::read_bounded(&dir.join(&name), 32)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            awaited.insert(name, deadline);
+        }
+        Ok(awaited)
+    }
+
+    /// Announces that this session waits for replies to `query` until
+    /// `deadline_ms`, so that `listen` leaves them to the waiter.
+    pub(crate) fn await_reply(
+        &self,
+        owner: &SessionId,
+        query: &MessageId,
+        deadline_ms: u64,
+    ) -> Result<()> {
+        let dir = self.layout.waiting(owner);
+        files::ensure_dir(&dir)?;
+        files::replace(&dir, query.as_str(), deadline_ms.to_string().as_bytes())
+    }
+
+    pub(crate) fn stop_awaiting(&self, owner: &SessionId, query: &MessageId) {
+        let _ = files::remove_if_present(&self.layout.waiting_marker(owner, query));
+    }
+
+    /// Every message of `owner`'s inbox, pending, claimed or read, for the
+    /// rare verbs that need history (`status`, `stop`, `reply`). Unreadable
+    /// files are skipped.
+    pub(crate) fn inbox_history(&self, owner: &SessionId) -> Result<Vec<Message>> {
+        let mut all = Vec::new();
+        for dir in [
+            self.layout.inbox(owner),
+            self.layout.claimed(owner),
+            self.layout.read(owner),
+        ] {
+            all.extend(read_messages(&dir, Some(owner))?);
+        }
+        Ok(all)
+    }
+
+    /// Every message in `owner`'s outbox.
+    pub(crate) fn outbox_history(&self, owner: &SessionId) -> Result<Vec<Message>> {
+        read_messages(&self.layout.outbox(owner), None)
+    }
+
+    /// A message `owner` received, wherever it now is in the inbox.
+    pub(crate) fn received(&self, owner: &SessionId, id: &MessageId) -> Result<Option<Message>> {
+        let by_name = [
+            self.layout.read(owner).join(id.file_name()),
+            self.layout.inbox(owner).join(id.file_name()),
+        ];
+        for path in by_name {
+            if let Ok(bytes) = files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES) {
+                if let Ok(message) = Message::parse(&bytes, id.as_str(), Some(owner)) {
+                    return Ok(Some(message));
+                }
+            }
+        }
+        let claimed = self.layout.claimed(owner);
+        for name in files::list(&claimed)? {
+            if ClaimName::parse(&name).is_some_and(|c| &c.message_id == id) {
+                if let Ok(bytes) = files::read_bounded(&claimed.join(&name), MAX_MESSAGE_FILE_BYTES)
+                {
+                    if let Ok(message) = Message::parse(&bytes, id.as_str(), Some(owner)) {
+                        return Ok(Some(message));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// True when `owner` sent `id` (its outbox holds a copy).
+    pub(crate) fn sent_by(&self, owner: &SessionId, id: &MessageId) -> bool {
+        fs::symlink_metadata(self.layout.outbox(owner).join(id.file_name()))
+            .is_ok_and(|m| m.is_file())
+    }
+}
+
+fn read_messages(dir: &Path, owner: Option<&SessionId>) -> Result<Vec<Message>> {
+    let mut messages = Vec::new();
+    for name in files::list(dir)? {
+        let stem = name
+            .strip_suffix(".json")
+            .or_else(|| ClaimName::parse(&name).map(|_| &name[..16]));
+        let Some(stem) = stem else { continue };
+        if let Ok(bytes) = files::read_bounded(&dir.join(&name), MAX_MESSAGE_FILE_BYTES) {
+            if let Ok(message) = Message::parse(&bytes, stem, owner) {
+                messages.push(message);
+            }
+        }
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_names_carry_id_and_time() {
+        let id = MessageId::parse("msg-0dzhx0wgcik9").unwrap();
+        let name = ClaimName::new(&id);
+        let parsed = ClaimName::parse(&name).unwrap();
+        assert_eq!(parsed.message_id, id);
+        assert!(clock::epoch_millis() >= parsed.claimed_at_ms);
+        for bad in [
+            "msg-0dzhx0wgcik9.claim",
+            "msg-0dzhx0wgcik9.abc.1.claim",
+            "../x.abcdefgh.1.claim",
+            "msg-0dzhx0wgcik9.abcdefgh.1.2.claim",
+            "msg-0dzhx0wgcik9.abcdefgh.x.claim",
+        ] {
+            assert!(ClaimName::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

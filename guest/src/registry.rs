@@ -1,0 +1,230 @@
+//! Sessions: registering, reading manifests, listing and removing.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::error::{BridgeError, Result};
+use crate::files::{self, ReadFailure};
+use crate::ids::{SessionId, random_token};
+use crate::wire::{MAX_MANIFEST_FILE_BYTES, Manifest};
+use crate::{Bridge, Platform, clock};
+
+/// A heartbeat older than this is refreshed by any verb the session runs.
+pub const HEARTBEAT_REFRESH_SECS: u64 = 60;
+/// Sessions whose heartbeat is older than this are pruned by `stop`.
+pub const PRUNE_AFTER_SECS: u64 = 30 * 60;
+
+/// The longest agent session ID accepted.
+const MAX_AGENT_SESSION_LEN: usize = 128;
+
+/// Checks an agent session ID (`CLAUDE_CODE_SESSION_ID`) before it is stored.
+pub fn validate_agent_session(text: &str) -> Result<()> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_AGENT_SESSION_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(BridgeError::InvalidArgument(format!(
+            "agent session ID {text:?} is not 1 to {MAX_AGENT_SESSION_LEN} characters of \
+             [A-Za-z0-9._-]; unset CLAUDE_CODE_SESSION_ID or fix it"
+        )))
+    }
+}
+
+/// Checks a project directory before it goes into a manifest.
+pub fn validate_project_dir(text: &str) -> Result<()> {
+    if !text.starts_with('/') {
+        return Err(BridgeError::InvalidArgument(format!(
+            "project directory {text:?} is not an absolute path; pass --project-dir /absolute/path"
+        )));
+    }
+    if text.contains('\0') {
+        return Err(BridgeError::InvalidArgument(
+            "project directory contains a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl<P: Platform> Bridge<P> {
+    /// True when a directory exists for `id`.
+    pub(crate) fn session_exists(&self, id: &SessionId) -> bool {
+        fs::symlink_metadata(self.layout.session(id)).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Reads the manifest of `id`.
+    ///
+    /// # Errors
+    /// `NoSuchSession` when the session directory is missing, `Corrupt` when
+    /// the manifest is missing or malformed.
+    pub(crate) fn manifest(&self, id: &SessionId) -> Result<Manifest> {
+        if !self.session_exists(id) {
+            return Err(BridgeError::NoSuchSession(id.to_string()));
+        }
+        let path = self.layout.manifest(id);
+        match files::read_bounded(&path, MAX_MANIFEST_FILE_BYTES) {
+            Ok(bytes) => {
+                Manifest::parse(&bytes, id).map_err(|reason| BridgeError::corrupt(&path, reason))
+            }
+            Err(ReadFailure::Missing) => {
+                Err(BridgeError::corrupt(&path, "the manifest is missing"))
+            }
+            Err(failure) => Err(BridgeError::corrupt(
+                &path,
+                failure.describe(MAX_MANIFEST_FILE_BYTES),
+            )),
+        }
+    }
+
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let id = SessionId::parse(&manifest.session_id)?;
+        files::replace(
+            &self.layout.session(&id),
+            "manifest.json",
+            &manifest.to_bytes(),
+        )
+    }
+
+    /// Every directory under `sessions/` named like a session ID.
+    pub(crate) fn session_ids(&self) -> Result<Vec<SessionId>> {
+        let mut ids: Vec<SessionId> = files::list(&self.layout.sessions())?
+            .iter()
+            .filter_map(|name| SessionId::parse(name).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The agent session that registered `id`, if any.
+    pub(crate) fn agent_of(&self, id: &SessionId) -> Option<String> {
+        let bytes = files::read_bounded(&self.layout.agent_file(id), 256).ok()?;
+        String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+    }
+
+    /// Creates the folders of `id`, writes its manifest and records its agent.
+    pub(crate) fn register(
+        &self,
+        id: &SessionId,
+        project_dir: &str,
+        agent: Option<&str>,
+    ) -> Result<Manifest> {
+        for dir in self.layout.session_dirs(id) {
+            files::ensure_dir(&dir)?;
+        }
+        let manifest = Manifest::new(id, project_dir);
+        self.write_manifest(&manifest)?;
+        self.record_agent(id, agent)?;
+        Ok(manifest)
+    }
+
+    /// Creates a session with a fresh random ID; the directory is created
+    /// exclusively, so two registrations never share an ID.
+    pub(crate) fn register_new(&self, project_dir: &str, agent: Option<&str>) -> Result<Manifest> {
+        files::ensure_dir(&self.layout.sessions())?;
+        loop {
+            let id = SessionId::random();
+            match fs::create_dir(self.layout.session(&id)) {
+                Ok(()) => return self.register(&id, project_dir, agent),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => {
+                    return Err(BridgeError::io(
+                        "cannot create session directory",
+                        &self.layout.session(&id),
+                        &err,
+                    ));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn record_agent(&self, id: &SessionId, agent: Option<&str>) -> Result<()> {
+        match agent {
+            Some(agent) => {
+                files::replace(&self.layout.session(id), "agent-session", agent.as_bytes())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Refreshes the heartbeat of a live session, keeping everything else.
+    pub(crate) fn touch(&self, manifest: &Manifest) -> Result<Manifest> {
+        let mut fresh = manifest.clone();
+        fresh.last_heartbeat = clock::now_stamp();
+        fresh.status = "active".into();
+        self.write_manifest(&fresh)?;
+        Ok(fresh)
+    }
+
+    /// Refreshes the heartbeat only when it is older than a minute, so busy
+    /// sessions do not rewrite their manifest on every message.
+    pub(crate) fn touch_if_due(&self, manifest: Manifest) -> Result<Manifest> {
+        if manifest.heartbeat_older_than(HEARTBEAT_REFRESH_SECS) {
+            self.touch(&manifest)
+        } else {
+            Ok(manifest)
+        }
+    }
+
+    /// Moves a session directory out of `sessions/` in one rename, so peers
+    /// see it either whole or gone, then deletes it.
+    pub(crate) fn remove_session(&self, id: &SessionId) -> Result<()> {
+        let Some(moved) = self.move_to_trash(id)? else {
+            return Ok(());
+        };
+        remove_tree(&moved)
+    }
+
+    fn move_to_trash(&self, id: &SessionId) -> Result<Option<std::path::PathBuf>> {
+        let trash = self.layout.trash();
+        files::ensure_dir(&trash)?;
+        let moved = trash.join(format!("{id}-{}", random_token(8)));
+        match fs::rename(self.layout.session(id), &moved) {
+            Ok(()) => Ok(Some(moved)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(BridgeError::io(
+                "cannot remove session",
+                &self.layout.session(id),
+                &err,
+            )),
+        }
+    }
+
+    /// Removes `id` if its heartbeat is more than 30 minutes old. The check is
+    /// repeated after the directory has been moved aside: a session that
+    /// re-registered in between is moved back, never deleted.
+    pub(crate) fn prune_if_abandoned(&self, id: &SessionId) -> Result<bool> {
+        match self.manifest(id) {
+            Ok(manifest) if manifest.heartbeat_older_than(PRUNE_AFTER_SECS) => {}
+            _ => return Ok(false),
+        }
+        let Some(moved) = self.move_to_trash(id)? else {
+            return Ok(false);
+        };
+        let still_abandoned =
+            files::read_bounded(&moved.join("manifest.json"), MAX_MANIFEST_FILE_BYTES)
+                .ok()
+                .and_then(|bytes| Manifest::parse(&bytes, id).ok())
+                .is_some_and(|m| m.heartbeat_older_than(PRUNE_AFTER_SECS));
+        if still_abandoned {
+            remove_tree(&moved)?;
+            return Ok(true);
+        }
+        // Revived while being pruned: put it back. Should a new directory
+        // already stand in its place, the revived one stays in `.trash/`
+        // rather than being deleted.
+        let _ = fs::rename(&moved, self.layout.session(id));
+        Ok(false)
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(BridgeError::io("cannot delete", path, &err)),
+    }
+}

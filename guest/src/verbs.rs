@@ -1,0 +1,477 @@
+//! The verbs of `bridge-host run`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::error::{BridgeError, Result};
+use crate::files;
+use crate::ids::{MessageId, SessionId};
+use crate::mailbox::Pending;
+use crate::registry::{validate_agent_session, validate_project_dir};
+use crate::wire::{Kind, MAX_CONTENT_BYTES, Manifest, Message};
+use crate::{
+    Bridge, Context, Delivery, Outcome, Peer, PeerEntry, Platform, StatusReport, StopReport, Verb,
+    clock,
+};
+
+/// The longest a waiter sleeps before looking again even without a change
+/// notification; it also refreshes the heartbeat then.
+const MAX_WAIT_SLICE: Duration = Duration::from_secs(60);
+/// The sleep between looks when the platform cannot watch the inbox.
+const FALLBACK_POLL: Duration = Duration::from_millis(50);
+/// What `connect` sends, and a listener answers with.
+const PING_CONTENT: &str = "connected";
+/// What `stop` sends to peers.
+const SESSION_ENDED_CONTENT: &str = "Session ended";
+
+/// Refuses content over [`MAX_CONTENT_BYTES`].
+pub fn check_content(content: &str) -> Result<()> {
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(BridgeError::ContentTooLarge {
+            size: content.len() as u64,
+            limit: MAX_CONTENT_BYTES as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Which pending messages a waiter wants, in order, and when it should look
+/// again even if nothing changes.
+type Selection = (Vec<usize>, Option<Duration>);
+
+impl<P: Platform> Bridge<P> {
+    pub(crate) fn dispatch(
+        &self,
+        context: &Context,
+        verb: Verb,
+        warnings: &mut Vec<String>,
+    ) -> Result<Outcome> {
+        match verb {
+            Verb::Start => self.start(context, warnings).map(Outcome::Session),
+            Verb::Id => self.me(context).map(|(_, m)| Outcome::Session(m)),
+            Verb::Connect(peer) => self.connect(context, &peer, warnings),
+            Verb::Send {
+                to,
+                kind,
+                content,
+                in_reply_to,
+            } => {
+                let (me, mine) = self.me(context)?;
+                self.send(&me, &mine, &to, kind, content, in_reply_to.as_deref())
+                    .map(Outcome::Sent)
+            }
+            Verb::Listen { timeout_seconds } => self
+                .listen(context, timeout_seconds, warnings)
+                .map(Outcome::Delivered),
+            Verb::Reply {
+                message_id,
+                content,
+            } => self.reply(context, &message_id, content).map(Outcome::Sent),
+            Verb::Ask {
+                to,
+                content,
+                timeout_seconds,
+            } => {
+                let (me, mine) = self.me(context)?;
+                let query = self.send(&me, &mine, &to, Kind::Query, content, None)?;
+                let query = MessageId::parse(&query.id)?;
+                self.wait_for_reply(&me, &query, timeout_seconds, warnings)
+                    .map(Outcome::Answered)
+            }
+            Verb::Receive {
+                message_id,
+                timeout_seconds,
+            } => {
+                let (me, _) = self.me(context)?;
+                let query = MessageId::parse(&message_id)?;
+                if !self.sent_by(&me, &query) {
+                    return Err(BridgeError::NoSuchMessage(query.to_string()));
+                }
+                self.wait_for_reply(&me, &query, timeout_seconds, warnings)
+                    .map(Outcome::Answered)
+            }
+            Verb::Peers => self.peers(context).map(Outcome::Peers),
+            Verb::Status => self.status(context).map(Outcome::Status),
+            Verb::Heartbeat => {
+                let (_, manifest) = self.me(context)?;
+                self.touch(&manifest).map(Outcome::Heartbeat)
+            }
+            Verb::Stop => self.stop(context, warnings).map(Outcome::Stopped),
+        }
+    }
+
+    /// This session and its manifest, with the heartbeat refreshed if due.
+    ///
+    /// # Errors
+    /// `NoIdentity` when no session resolves, `NoSuchSession` when the
+    /// resolved one is gone.
+    fn me(&self, context: &Context) -> Result<(SessionId, Manifest)> {
+        let id = self.resolve(context)?.ok_or(BridgeError::NoIdentity)?;
+        let manifest = self.touch_if_due(self.manifest(&id)?)?;
+        Ok((id, manifest))
+    }
+
+    fn start(&self, context: &Context, warnings: &mut Vec<String>) -> Result<Manifest> {
+        validate_project_dir(&context.project_dir)?;
+        let agent = context.agent_session.as_deref();
+        if let Some(agent) = agent {
+            validate_agent_session(agent)?;
+        }
+        let reuse = match &context.session {
+            Some(explicit) => Some(SessionId::parse(explicit)?),
+            None => match self.registered_for_agent(context)? {
+                Some(id) => Some(id),
+                // A new agent session gets its own bridge, even in a project
+                // that already has one.
+                None if agent.is_some() => None,
+                None => self.pointed_session(context)?,
+            },
+        };
+        let manifest = match reuse {
+            Some(id) => match self.manifest(&id) {
+                Ok(mut manifest) => {
+                    for dir in self.layout.session_dirs(&id) {
+                        files::ensure_dir(&dir)?;
+                    }
+                    self.record_agent(&id, agent)?;
+                    manifest.project_path = context.project_dir.clone();
+                    manifest.project_name = crate::wire::project_name(&context.project_dir);
+                    self.touch(&manifest)?
+                }
+                Err(BridgeError::NoSuchSession(_) | BridgeError::Corrupt { .. }) => {
+                    files::ensure_dir(&self.layout.session(&id))?;
+                    self.register(&id, &context.project_dir, agent)?
+                }
+                Err(err) => return Err(err),
+            },
+            None => self.register_new(&context.project_dir, agent)?,
+        };
+        if let Err(why) = self.platform.write_pointer(&manifest.session_id) {
+            warnings.push(format!(
+                "the project pointer was not written ({why}); commands run in this project \
+                 need --session {} or BRIDGE_SESSION_ID",
+                manifest.session_id
+            ));
+        }
+        Ok(manifest)
+    }
+
+    fn connect(
+        &self,
+        context: &Context,
+        peer: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Outcome> {
+        let (me, mine) = self.me(context)?;
+        let peer = SessionId::parse(peer)?;
+        if peer == me {
+            return Err(BridgeError::InvalidArgument(format!(
+                "{peer} is this session's own ID; connect to another session"
+            )));
+        }
+        let theirs = self.manifest(&peer)?;
+        let ping = Message::new(
+            &me,
+            &peer,
+            Kind::Ping,
+            PING_CONTENT.into(),
+            None,
+            &mine.project_name,
+        );
+        self.deliver(&ping)?;
+        let stale = theirs.is_stale();
+        if stale {
+            warnings.push(format!(
+                "session {peer} has not sent a heartbeat since {} (over {} s ago); it may not answer",
+                theirs.last_heartbeat,
+                crate::wire::STALE_AFTER_SECS
+            ));
+        }
+        Ok(Outcome::Connected {
+            peer: theirs,
+            stale,
+            ping,
+        })
+    }
+
+    fn send(
+        &self,
+        me: &SessionId,
+        mine: &Manifest,
+        to: &str,
+        kind: Kind,
+        content: String,
+        in_reply_to: Option<&str>,
+    ) -> Result<Message> {
+        let to = SessionId::parse(to)?;
+        let in_reply_to = in_reply_to.map(MessageId::parse).transpose()?;
+        check_content(&content)?;
+        let message = Message::new(
+            me,
+            &to,
+            kind,
+            content,
+            in_reply_to.as_ref(),
+            &mine.project_name,
+        );
+        self.deliver(&message)?;
+        Ok(message)
+    }
+
+    fn reply(&self, context: &Context, message_id: &str, content: String) -> Result<Message> {
+        let (me, mine) = self.me(context)?;
+        let id = MessageId::parse(message_id)?;
+        check_content(&content)?;
+        let original = self
+            .received(&me, &id)?
+            .ok_or_else(|| BridgeError::NoSuchMessage(id.to_string()))?;
+        let to = original
+            .sender()
+            .ok_or_else(|| BridgeError::NoSuchMessage(id.to_string()))?;
+        let answer = Message::new(
+            &me,
+            &to,
+            Kind::Response,
+            content,
+            Some(&id),
+            &mine.project_name,
+        );
+        self.deliver(&answer)?;
+        Ok(answer)
+    }
+
+    fn listen(
+        &self,
+        context: &Context,
+        timeout_seconds: Option<u32>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Delivery> {
+        let (me, mine) = self.me(context)?;
+        let deadline = timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s.into()));
+        let select = |pending: &[Pending], awaited: &HashMap<String, u64>| -> Selection {
+            let now = clock::epoch_millis();
+            let mut wake: Option<Duration> = None;
+            let wanted = pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    if p.message.from == me.as_str() {
+                        return false;
+                    }
+                    // A reply that an `ask` is waiting for belongs to the asker
+                    // until its wait ends.
+                    let reserved_until = p
+                        .message
+                        .in_reply_to
+                        .as_ref()
+                        .filter(|_| p.message.kind == Kind::Response)
+                        .and_then(|q| awaited.get(q))
+                        .copied()
+                        .filter(|&until| until > now);
+                    if let Some(until) = reserved_until {
+                        let left = Duration::from_millis(until - now);
+                        wake = Some(wake.map_or(left, |w| w.min(left)));
+                        return false;
+                    }
+                    true
+                })
+                .map(|(i, _)| i)
+                .collect();
+            (wanted, wake)
+        };
+        let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, select)? else {
+            return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
+        };
+        let message = &delivery.message;
+        if message.kind == Kind::Ping && message.in_reply_to.is_none() {
+            if let Some(peer) = message.sender().filter(|p| self.session_exists(p)) {
+                let id = MessageId::parse(&message.id)?;
+                let pong = Message::new(
+                    &me,
+                    &peer,
+                    Kind::Ping,
+                    PING_CONTENT.into(),
+                    Some(&id),
+                    &mine.project_name,
+                );
+                match self.deliver(&pong) {
+                    Ok(()) => delivery.answered_ping = Some(pong),
+                    Err(err) => warnings.push(format!("could not answer the ping: {err}")),
+                }
+            }
+        }
+        Ok(delivery)
+    }
+
+    fn wait_for_reply(
+        &self,
+        me: &SessionId,
+        query: &MessageId,
+        timeout_seconds: u32,
+        warnings: &mut Vec<String>,
+    ) -> Result<Delivery> {
+        let timeout = Duration::from_secs(timeout_seconds.into());
+        let deadline_ms = clock::epoch_millis() + timeout.as_millis() as u64;
+        self.await_reply(me, query, deadline_ms)?;
+        let select = |pending: &[Pending], _: &HashMap<String, u64>| -> Selection {
+            let wanted = pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.message.in_reply_to.as_deref() == Some(query.as_str()))
+                .map(|(i, _)| i)
+                .collect();
+            (wanted, None)
+        };
+        let found = self.wait_on_inbox(me, Some(Instant::now() + timeout), warnings, select);
+        self.stop_awaiting(me, query);
+        found?.ok_or(BridgeError::TimedOut(timeout_seconds))
+    }
+
+    /// Waits until `select` picks a pending message of `owner` that this
+    /// process manages to claim, or until `deadline`. Sleeps on the host's
+    /// change notifications, never on a fixed poll.
+    fn wait_on_inbox(
+        &self,
+        owner: &SessionId,
+        deadline: Option<Instant>,
+        warnings: &mut Vec<String>,
+        select: impl Fn(&[Pending], &HashMap<String, u64>) -> Selection,
+    ) -> Result<Option<Delivery>> {
+        // Watch before the first look, so nothing arriving in between is missed.
+        let mut watcher = self.platform.watch(&self.layout.inbox(owner));
+        loop {
+            let (pending, lease_wake) = self.pending(owner, warnings)?;
+            let awaited = self.awaited_replies(owner)?;
+            let (wanted, select_wake) = select(&pending, &awaited);
+            for index in wanted {
+                if let Some((message, ticket)) = self.claim(owner, &pending[index])? {
+                    return Ok(Some(Delivery {
+                        message,
+                        ticket,
+                        answered_ping: None,
+                    }));
+                }
+            }
+            let mut slice = MAX_WAIT_SLICE;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                slice = slice.min(left);
+            }
+            for wake in [lease_wake, select_wake].into_iter().flatten() {
+                slice = slice.min(wake + Duration::from_millis(5));
+            }
+            match watcher.as_mut() {
+                Some(watcher) => {
+                    watcher.wait(slice);
+                }
+                None => std::thread::sleep(slice.min(FALLBACK_POLL)),
+            }
+            if let Ok(manifest) = self.manifest(owner) {
+                self.touch_if_due(manifest)?;
+            }
+        }
+    }
+
+    fn peers(&self, context: &Context) -> Result<Vec<PeerEntry>> {
+        let me = self.resolve(context)?;
+        let mut entries = Vec::new();
+        for id in self.session_ids()? {
+            let entry = match self.manifest(&id) {
+                Ok(manifest) => PeerEntry::Valid(Peer {
+                    stale: manifest.is_stale(),
+                    this_session: me.as_ref() == Some(&id),
+                    manifest,
+                }),
+                Err(err) => PeerEntry::Unreadable {
+                    session_id: id.to_string(),
+                    reason: err.to_string(),
+                },
+            };
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// Sessions `me` exchanged messages with (of `kind`, or any kind), that
+    /// still exist.
+    fn correspondents(&self, me: &SessionId, kind: Option<Kind>) -> Result<BTreeSet<SessionId>> {
+        let wanted = |m: &Message| kind.is_none_or(|k| m.kind == k);
+        let senders = self
+            .inbox_history(me)?
+            .into_iter()
+            .filter(wanted)
+            .filter_map(|m| m.sender());
+        let recipients = self
+            .outbox_history(me)?
+            .into_iter()
+            .filter(wanted)
+            .filter_map(|m| m.recipient());
+        Ok(senders
+            .chain(recipients)
+            .filter(|id| id != me && self.session_exists(id))
+            .collect())
+    }
+
+    fn status(&self, context: &Context) -> Result<StatusReport> {
+        let (me, session) = self.me(context)?;
+        let connected = self
+            .correspondents(&me, Some(Kind::Ping))?
+            .into_iter()
+            .filter_map(|id| self.manifest(&id).ok())
+            .map(|manifest| Peer {
+                stale: manifest.is_stale(),
+                this_session: false,
+                manifest,
+            })
+            .collect();
+        let count_json = |dir: std::path::PathBuf| -> Result<u32> {
+            Ok(files::list(&dir)?
+                .iter()
+                .filter(|n| n.ends_with(".json"))
+                .count() as u32)
+        };
+        Ok(StatusReport {
+            session,
+            connected,
+            pending: count_json(self.layout.inbox(&me))?,
+            sent: count_json(self.layout.outbox(&me))?,
+        })
+    }
+
+    fn stop(&self, context: &Context, warnings: &mut Vec<String>) -> Result<StopReport> {
+        let (me, mine) = self.me(context)?;
+        let mut notified = Vec::new();
+        for peer in self.correspondents(&me, None)? {
+            let ended = Message::new(
+                &me,
+                &peer,
+                Kind::SessionEnded,
+                SESSION_ENDED_CONTENT.into(),
+                None,
+                &mine.project_name,
+            );
+            match self.deliver(&ended) {
+                Ok(()) => notified.push(peer.to_string()),
+                Err(err) => warnings.push(format!("could not notify {peer}: {err}")),
+            }
+        }
+        self.remove_session(&me)?;
+        if let Err(why) = self.platform.clear_pointer(me.as_str()) {
+            warnings.push(format!("the project pointer was not removed: {why}"));
+        }
+        let mut pruned = Vec::new();
+        for id in self.session_ids()? {
+            if self.prune_if_abandoned(&id)? {
+                pruned.push(id.to_string());
+            }
+        }
+        Ok(StopReport {
+            session_id: me.to_string(),
+            notified,
+            pruned,
+        })
+    }
+}

@@ -1,0 +1,306 @@
+//! The on-disk JSON of the reference protocol, field for field. Parsing is
+//! strict about types and duplicate keys and tolerant of extra fields, so a
+//! newer peer's additions never make its messages unreadable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock;
+use crate::ids::{MessageId, SessionId};
+
+/// The largest message content accepted, in bytes.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+/// The largest message file read. Content at the limit can grow up to six
+/// times when JSON escapes it, plus the envelope.
+pub const MAX_MESSAGE_FILE_BYTES: u64 = 7 * 1024 * 1024;
+/// The largest manifest read.
+pub const MAX_MANIFEST_FILE_BYTES: u64 = 64 * 1024;
+
+/// The wire field `type`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Query,
+    Response,
+    Ping,
+    SessionEnded,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Query => "query",
+            Kind::Response => "response",
+            Kind::Ping => "ping",
+            Kind::SessionEnded => "session-ended",
+        }
+    }
+}
+
+/// The wire field `status`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Read,
+    Sent,
+}
+
+/// The wire field `metadata`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(default = "normal_urgency")]
+    pub urgency: String,
+    #[serde(default)]
+    pub from_project: String,
+}
+
+fn normal_urgency() -> String {
+    "normal".to_string()
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            urgency: normal_urgency(),
+            from_project: String::new(),
+        }
+    }
+}
+
+/// A message file (`sessions/<to>/inbox/<id>.json`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    pub timestamp: String,
+    pub status: Status,
+    pub content: String,
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+impl Message {
+    /// A new pending message stamped now.
+    pub fn new(
+        from: &SessionId,
+        to: &SessionId,
+        kind: Kind,
+        content: String,
+        in_reply_to: Option<&MessageId>,
+        from_project: &str,
+    ) -> Self {
+        Message {
+            id: MessageId::random().as_str().to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            kind,
+            timestamp: clock::now_stamp(),
+            status: Status::Pending,
+            content,
+            in_reply_to: in_reply_to.map(|id| id.to_string()),
+            metadata: Metadata {
+                urgency: normal_urgency(),
+                from_project: from_project.to_string(),
+            },
+        }
+    }
+
+    /// Parses a message file and checks it belongs where it was found: its
+    /// ID matches `file_stem`, its IDs are well formed and, when given, it is
+    /// addressed to `owner`.
+    pub fn parse(bytes: &[u8], file_stem: &str, owner: Option<&SessionId>) -> Result<Self, String> {
+        let message: Message =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a valid message: {e}"))?;
+        MessageId::parse(&message.id).map_err(|_| format!("bad message id {:?}", message.id))?;
+        if message.id != file_stem {
+            return Err(format!(
+                "its id {:?} does not match its file name {file_stem:?}",
+                message.id
+            ));
+        }
+        SessionId::parse(&message.from).map_err(|_| format!("bad sender {:?}", message.from))?;
+        SessionId::parse(&message.to).map_err(|_| format!("bad recipient {:?}", message.to))?;
+        if let Some(owner) = owner {
+            if message.to != owner.as_str() {
+                return Err(format!(
+                    "it is addressed to {:?}, not to this inbox's session {owner}",
+                    message.to
+                ));
+            }
+        }
+        if let Some(reply_to) = &message.in_reply_to {
+            MessageId::parse(reply_to).map_err(|_| format!("bad inReplyTo {reply_to:?}"))?;
+        }
+        Ok(message)
+    }
+
+    /// The file bytes, laid out as the original's `jq` writes them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        to_pretty_bytes(self)
+    }
+
+    /// The sender's validated ID.
+    pub fn sender(&self) -> Option<SessionId> {
+        SessionId::parse(&self.from).ok()
+    }
+
+    /// The recipient's validated ID.
+    pub fn recipient(&self) -> Option<SessionId> {
+        SessionId::parse(&self.to).ok()
+    }
+}
+
+/// A manifest file (`sessions/<id>/manifest.json`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub session_id: String,
+    pub project_name: String,
+    pub project_path: String,
+    pub started_at: String,
+    pub last_heartbeat: String,
+    pub status: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// What a registered session offers.
+pub const CAPABILITIES: [&str; 3] = ["query", "context-dump", "conversation"];
+
+/// Seconds without a heartbeat after which a session counts as stale.
+pub const STALE_AFTER_SECS: u64 = 300;
+
+impl Manifest {
+    /// A manifest for a session registering now.
+    pub fn new(id: &SessionId, project_path: &str) -> Self {
+        let now = clock::now_stamp();
+        Manifest {
+            session_id: id.to_string(),
+            project_name: project_name(project_path),
+            project_path: project_path.to_string(),
+            started_at: now.clone(),
+            last_heartbeat: now,
+            status: "active".to_string(),
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// Parses a manifest and checks it belongs to the directory `dir_id`.
+    pub fn parse(bytes: &[u8], dir_id: &SessionId) -> Result<Self, String> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a valid manifest: {e}"))?;
+        if manifest.session_id != dir_id.as_str() {
+            return Err(format!(
+                "its sessionId {:?} does not match its directory {dir_id}",
+                manifest.session_id
+            ));
+        }
+        if !manifest.project_path.starts_with('/') {
+            return Err(format!(
+                "its projectPath {:?} is not absolute",
+                manifest.project_path
+            ));
+        }
+        Ok(manifest)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        to_pretty_bytes(self)
+    }
+
+    /// True when the heartbeat is more than 300 seconds old or unreadable.
+    pub fn is_stale(&self) -> bool {
+        self.heartbeat_older_than(STALE_AFTER_SECS)
+    }
+
+    /// True when the heartbeat is more than `secs` old or unreadable.
+    pub fn heartbeat_older_than(&self, secs: u64) -> bool {
+        clock::age(&self.last_heartbeat).is_none_or(|age| age.as_secs() > secs)
+    }
+}
+
+/// The last component of a project path; the path itself for `/`.
+pub fn project_name(project_path: &str) -> String {
+    project_path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty())
+        .unwrap_or(project_path)
+        .to_string()
+}
+
+fn to_pretty_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("wire types always serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGINAL_MESSAGE: &str = r#"{
+  "id": "msg-0dzhx0wgcik9",
+  "from": "a1b2c3",
+  "to": "d4e5f6",
+  "type": "query",
+  "timestamp": "2026-11-23T10:06:00Z",
+  "status": "pending",
+  "content": "What breaking changes did you make?",
+  "inReplyTo": null,
+  "metadata": {
+    "urgency": "normal",
+    "fromProject": "my-app"
+  }
+}
+"#;
+
+    #[test]
+    fn an_original_message_round_trips_byte_for_byte() {
+        let owner = SessionId::parse("d4e5f6").unwrap();
+        let m = Message::parse(
+            ORIGINAL_MESSAGE.as_bytes(),
+            "msg-0dzhx0wgcik9",
+            Some(&owner),
+        )
+        .unwrap();
+        assert_eq!(m.kind, Kind::Query);
+        assert_eq!(m.metadata.from_project, "my-app");
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), ORIGINAL_MESSAGE);
+    }
+
+    #[test]
+    fn misplaced_or_mistyped_messages_are_refused() {
+        let owner = SessionId::parse("d4e5f6").unwrap();
+        let other = SessionId::parse("zzzzzz").unwrap();
+        let parse = |text: &str, stem: &str, owner: &SessionId| {
+            Message::parse(text.as_bytes(), stem, Some(owner))
+        };
+        assert!(parse(ORIGINAL_MESSAGE, "msg-aaaaaaaaaaaa", &owner).is_err());
+        assert!(parse(ORIGINAL_MESSAGE, "msg-0dzhx0wgcik9", &other).is_err());
+        let wrong_type = ORIGINAL_MESSAGE.replace("\"query\"", "\"gossip\"");
+        assert!(parse(&wrong_type, "msg-0dzhx0wgcik9", &owner).is_err());
+        let dup = ORIGINAL_MESSAGE.replace("\"to\":", "\"to\": \"d4e5f6\", \"to\":");
+        assert!(parse(&dup, "msg-0dzhx0wgcik9", &owner).is_err());
+        let number = ORIGINAL_MESSAGE.replace("\"What breaking changes did you make?\"", "42");
+        assert!(parse(&number, "msg-0dzhx0wgcik9", &owner).is_err());
+        let evil_from = ORIGINAL_MESSAGE.replace("\"a1b2c3\"", "\"../../x\"");
+        assert!(parse(&evil_from, "msg-0dzhx0wgcik9", &owner).is_err());
+    }
+
+    #[test]
+    fn project_names_are_the_last_path_component() {
+        assert_eq!(project_name("/home/me/my-lib"), "my-lib");
+        assert_eq!(project_name("/home/me/my-lib/"), "my-lib");
+        assert_eq!(project_name("/home/me/we\"ird\nnamé"), "we\"ird\nnamé");
+        assert_eq!(project_name("/"), "/");
+    }
+}

@@ -1,0 +1,146 @@
+//! The directories the host owns: the bridge directory it grants the guest,
+//! and the project pointer it writes on the guest's behalf. Both are checked
+//! the way ssh checks `~/.ssh`: ours, and not writable by anyone else.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cap_std::ambient_authority;
+
+/// Creates `path` (mode 0700) if missing, then refuses it unless it is a
+/// directory owned by this user and writable by nobody else.
+pub fn prepare_private_dir(path: &Path, what: &str) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create the {what} {}", path.display()))?;
+    check_private_dir(path, what)
+}
+
+/// Refuses a directory another user owns, or that group or others can write.
+pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
+    let meta =
+        fs::metadata(path).with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    if !meta.is_dir() {
+        bail!("the {what} {} is not a directory", path.display());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "the {what} {} belongs to user {} but you are user {me}; another user could read \
+             or forge your sessions' messages. Use a directory of your own (--bridge-dir) or \
+             fix its owner",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "the {what} {} has mode {mode:03o}: group or others can write to it, so they could \
+             plant or alter messages. Run: chmod 700 {}",
+            path.display(),
+            shell_quote(path)
+        );
+    }
+    Ok(())
+}
+
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-~".contains(&b))
+    {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// Opens the bridge directory as a capability: every path the host resolves
+/// for the guest goes through it and cannot leave it.
+pub fn open_bridge_dir(path: &Path) -> Result<cap_std::fs::Dir> {
+    cap_std::fs::Dir::open_ambient_dir(path, ambient_authority())
+        .with_context(|| format!("cannot open the bridge directory {}", path.display()))
+}
+
+/// The project pointer: `<project>/.claude/bridge-session`, holding the
+/// session ID with no trailing newline.
+pub struct ProjectPointer {
+    claude_dir: PathBuf,
+}
+
+const POINTER_NAME: &str = "bridge-session";
+const POINTER_MAX: u64 = 64;
+
+impl ProjectPointer {
+    pub fn new(project_dir: &Path) -> Self {
+        ProjectPointer {
+            claude_dir: project_dir.join(".claude"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.claude_dir.join(POINTER_NAME)
+    }
+
+    pub fn read(&self) -> Option<String> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.path())
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        io::Read::read_to_string(&mut io::Read::take(file, POINTER_MAX), &mut text).ok()?;
+        let text = text.trim().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// Writes through a temporary file and a rename, so a symlink planted at
+    /// the pointer's name is replaced, never followed.
+    pub fn write(&self, id: &str) -> Result<(), String> {
+        let describe = |e: io::Error| format!("{}: {e}", self.path().display());
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.claude_dir)
+            .map_err(describe)?;
+        let temp = self
+            .claude_dir
+            .join(format!(".{POINTER_NAME}.{}.tmp", std::process::id()));
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
+            .and_then(|mut f| f.write_all(id.as_bytes()))
+            .and_then(|()| fs::rename(&temp, self.path()));
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written.map_err(describe)
+    }
+
+    /// Removes the pointer only when it still names `id`: another session of
+    /// the project may have taken it over.
+    pub fn clear(&self, id: &str) -> Result<(), String> {
+        if self.read().as_deref() != Some(id) {
+            return Ok(());
+        }
+        match fs::remove_file(self.path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", self.path().display())),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `bridge-host`: runs the session-bridge guest component in a sandbox whose
+//! only directory is the bridge directory. The host parses the command
+//! line, prepares directories, waits on change notifications and prints;
+//! every protocol decision is the guest's.
+
+mod compile_cache;
+mod dirs;
+mod errors;
+mod sandbox;
+mod watch;
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sandbox::{Guest, wit};
+
+/// The default guest, built from `guest/` by build.rs.
+static DEFAULT_GUEST: &[u8] = include_bytes!(env!("BRIDGE_GUEST_WASM"));
+
+/// The most a guest may print for one verb.
+const MAX_OUTPUT_BYTES: usize = 16 << 20;
+
+#[derive(Parser)]
+#[command(
+    name = "bridge-host",
+    version,
+    about = "Lets two coding-agent sessions talk through a sandboxed file mailbox"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// The bridge directory (the guest's only preopened directory).
+    #[arg(long, global = true, env = "BRIDGE_DIR", value_name = "DIR")]
+    bridge_dir: Option<PathBuf>,
+    /// Act as this session ID.
+    #[arg(long, global = true, env = "BRIDGE_SESSION_ID", value_name = "ID")]
+    session: Option<String>,
+    /// The project directory [default: the working directory].
+    #[arg(long, global = true, env = "PROJECT_DIR", value_name = "DIR")]
+    project_dir: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Where compiled guests are cached [default: ~/.cache/session-bridge].
+    #[arg(long, global = true, env = "BRIDGE_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The agent's own session ID, set by Claude Code.
+    #[arg(long, global = true, env = "CLAUDE_CODE_SESSION_ID", hide = true)]
+    agent_session: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one session-bridge verb.
+    Run {
+        #[command(subcommand)]
+        verb: VerbArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Query,
+    Response,
+    Ping,
+    SessionEnded,
+}
+
+#[derive(Subcommand)]
+enum VerbArgs {
+    /// Register this session, or reuse it; prints the session ID.
+    Start,
+    /// Print this session's ID.
+    Id,
+    /// Ping a peer session.
+    Connect {
+        /// The peer's session ID.
+        peer: String,
+    },
+    /// Deliver one message; prints its ID.
+    Send {
+        /// The recipient's session ID.
+        peer: String,
+        /// The message type.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// The content, or `-` to read it from standard input.
+        #[arg(allow_hyphen_values = true)]
+        content: String,
+        /// The message this one answers.
+        #[arg(long, value_name = "MESSAGE_ID")]
+        in_reply_to: Option<String>,
+    },
+    /// Wait for and take the next message for this session.
+    Listen {
+        /// Give up after this many seconds (exit 1) [default: wait forever].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+    },
+    /// Answer a message this session received; prints the answer's ID.
+    Reply {
+        /// The received message's ID.
+        message_id: String,
+        /// The answer, or `-` to read it from standard input.
+        #[arg(allow_hyphen_values = true)]
+        content: String,
+    },
+    /// Send a query to a peer and wait for its reply.
+    Ask {
+        /// The peer's session ID.
+        peer: String,
+        /// The question, or `-` to read it from standard input.
+        #[arg(allow_hyphen_values = true)]
+        question: String,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        timeout: u32,
+    },
+    /// Wait for the reply to a message already sent.
+    Receive {
+        /// The sent message's ID.
+        message_id: String,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        timeout: u32,
+    },
+    /// List sessions.
+    Peers,
+    /// Summarise this session.
+    Status,
+    /// Refresh this session's heartbeat.
+    Heartbeat,
+    /// End this session, notifying its peers.
+    Stop,
+}
+
+impl VerbArgs {
+    fn name(&self) -> &'static str {
+        match self {
+            VerbArgs::Start => "start",
+            VerbArgs::Id => "id",
+            VerbArgs::Connect { .. } => "connect",
+            VerbArgs::Send { .. } => "send",
+            VerbArgs::Listen { .. } => "listen",
+            VerbArgs::Reply { .. } => "reply",
+            VerbArgs::Ask { .. } => "ask",
+            VerbArgs::Receive { .. } => "receive",
+            VerbArgs::Peers => "peers",
+            VerbArgs::Status => "status",
+            VerbArgs::Heartbeat => "heartbeat",
+            VerbArgs::Stop => "stop",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Everything the bridge creates is private: directories 0700, files 0600.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("bridge-host: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { verb } => run_verb(&cli.global, verb),
+    }
+}
+
+fn default_bridge_dir() -> Result<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".claude/session-bridge")),
+        _ => bail!("HOME is not set; pass --bridge-dir or set BRIDGE_DIR"),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// Content from an argument, or from standard input for `-`, refusing
+/// more than the guest accepts before reading it all.
+fn content(arg: String, limit: u64) -> Result<String> {
+    if arg != "-" {
+        return Ok(arg);
+    }
+    let mut bytes = Vec::new();
+    io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the content from standard input")?;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "the content on standard input is over the limit of {limit} bytes; send a summary \
+             or split it"
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the content on standard input is not valid UTF-8 (bad byte at offset {}); \
+             messages carry text",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
+    let kind = |k: KindArg| match k {
+        KindArg::Query => wit::MessageKind::Query,
+        KindArg::Response => wit::MessageKind::Response,
+        KindArg::Ping => wit::MessageKind::Ping,
+        KindArg::SessionEnded => wit::MessageKind::SessionEnded,
+    };
+    Ok(match verb {
+        VerbArgs::Start => wit::Verb::Start,
+        VerbArgs::Id => wit::Verb::Id,
+        VerbArgs::Connect { peer } => wit::Verb::Connect(peer),
+        VerbArgs::Send {
+            peer,
+            kind: k,
+            content: c,
+            in_reply_to,
+        } => wit::Verb::Send(wit::SendRequest {
+            to: peer,
+            kind: kind(k),
+            content: content(c, limit)?,
+            in_reply_to,
+        }),
+        VerbArgs::Listen { timeout } => wit::Verb::Listen(wit::ListenRequest {
+            timeout_seconds: timeout,
+        }),
+        VerbArgs::Reply {
+            message_id,
+            content: c,
+        } => wit::Verb::Reply(wit::ReplyRequest {
+            message_id,
+            content: content(c, limit)?,
+        }),
+        VerbArgs::Ask {
+            peer,
+            question,
+            timeout,
+        } => wit::Verb::Ask(wit::AskRequest {
+            to: peer,
+            content: content(question, limit)?,
+            timeout_seconds: timeout,
+        }),
+        VerbArgs::Receive {
+            message_id,
+            timeout,
+        } => wit::Verb::Receive(wit::ReceiveRequest {
+            message_id,
+            timeout_seconds: timeout,
+        }),
+        VerbArgs::Peers => wit::Verb::Peers,
+        VerbArgs::Status => wit::Verb::Status,
+        VerbArgs::Heartbeat => wit::Verb::Heartbeat,
+        VerbArgs::Stop => wit::Verb::Stop,
+    })
+}
+
+fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
+    let bridge_dir = match &global.bridge_dir {
+        Some(dir) => absolute(dir)?,
+        None => default_bridge_dir()?,
+    };
+    dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
+    let working_dir = std::env::current_dir().context("cannot read the working directory")?;
+    let project_dir = match &global.project_dir {
+        Some(dir) => absolute(dir)?,
+        None => working_dir.clone(),
+    };
+
+    let engine = sandbox::engine()?;
+    let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
+    let (component, _) = compile_cache::load(&engine, DEFAULT_GUEST, cache_dir.as_deref())?;
+    let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &project_dir)?;
+
+    let verb_name = verb.name();
+    let limit = guest.limits()?.max_content_bytes;
+    let wit_verb = to_wit_verb(verb, limit)?;
+    let context = wit::InvocationContext {
+        session: global.session.clone().filter(|s| !s.is_empty()),
+        agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
+        project_dir: path_text(&project_dir)?,
+        working_dir: path_text(&working_dir)?,
+        format: if global.json {
+            wit::OutputFormat::Json
+        } else {
+            wit::OutputFormat::Text
+        },
+    };
+
+    let report = match guest.run(&context, &wit_verb)? {
+        Ok(report) => report,
+        Err(err) => {
+            let shown = errors::Shown::new(&err, verb_name, &bridge_dir, &project_dir);
+            shown.print(global.json)?;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if report.rendered.len() > MAX_OUTPUT_BYTES {
+        bail!(
+            "the guest produced {} bytes of output, over the host's {MAX_OUTPUT_BYTES}-byte cap",
+            report.rendered.len()
+        );
+    }
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(report.rendered.as_bytes())?;
+    stdout.flush()?;
+    drop(stdout);
+
+    // Only once the message is out is the claim given up; if this process
+    // dies before, the lease returns the message to the inbox.
+    if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome {
+        if let Err(err) = guest.commit_delivery(&context, &d.ticket)? {
+            let shown = errors::Shown::new(&err, verb_name, &bridge_dir, &project_dir);
+            eprintln!("warning: {}", shown.message);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path_text(path: &Path) -> Result<String> {
+    match path.to_str() {
+        Some(text) => Ok(text.to_string()),
+        None => bail!(
+            "{} is not valid UTF-8; session-bridge stores paths as JSON text",
+            path.display()
+        ),
+    }
+}

@@ -1,0 +1,248 @@
+//! The guest's sandbox: one engine configuration, one host state struct,
+//! exactly one preopened directory, bounded memory, fuel and output.
+
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::dirs::ProjectPointer;
+use crate::watch::DirWatcher;
+
+wasmtime::component::bindgen!({
+    world: "bridge",
+    path: "wit/v0.1.0",
+    imports: { default: trappable },
+    with: {
+        "session-bridge:protocol/host.watcher": crate::watch::DirWatcher,
+    },
+});
+
+pub use session_bridge::protocol::types as wit;
+
+/// Linear memory a guest may grow to.
+const MAX_GUEST_MEMORY: usize = 256 << 20;
+/// Instructions (roughly) a guest may execute in one call. Time spent
+/// blocked in the host, waiting for messages, costs none.
+const FUEL_PER_CALL: u64 = 20_000_000_000;
+/// Watchers a guest may hold at once; each is an inotify instance.
+const MAX_WATCHERS: usize = 4;
+/// What the guest may write to its standard error (kept for trap reports).
+const GUEST_STDERR_CAP: usize = 64 << 10;
+
+/// The engine every component is compiled for and run on. Precompiled
+/// artifacts are only valid for this exact configuration.
+pub fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    Engine::new(&config).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
+}
+
+/// Everything the host keeps per guest instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    bridge: cap_std::fs::Dir,
+    pointer: ProjectPointer,
+    watchers: usize,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+/// A path the guest passed to a host import, accepted only as plain names
+/// below the bridge directory (the capability `Dir` enforces the rest).
+fn inside_bridge(path: &str) -> Result<PathBuf, String> {
+    let path = Path::new(path);
+    let plain = !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|part| matches!(part, PathPart::Normal(_) | PathPart::CurDir));
+    if plain {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "{} is not a relative path inside the bridge directory",
+            path.display()
+        ))
+    }
+}
+
+impl session_bridge::protocol::host::HostWatcher for HostState {
+    fn watch(&mut self, dir: String) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
+        if self.watchers >= MAX_WATCHERS {
+            return Ok(Err(format!("at most {MAX_WATCHERS} watchers at once")));
+        }
+        let opened = inside_bridge(&dir).and_then(|rel| {
+            self.bridge
+                .open_dir(&rel)
+                .map_err(|e| format!("{dir}: {e}"))
+        });
+        let watcher = match opened.and_then(|d| DirWatcher::new(&d)) {
+            Ok(watcher) => watcher,
+            Err(why) => return Ok(Err(why)),
+        };
+        self.watchers += 1;
+        Ok(Ok(self.table.push(watcher)?))
+    }
+
+    fn wait(&mut self, watcher: Resource<DirWatcher>, timeout_ms: u32) -> wasmtime::Result<bool> {
+        let watcher = self.table.get_mut(&watcher)?;
+        Ok(watcher.wait(Duration::from_millis(timeout_ms.into())))
+    }
+
+    fn drop(&mut self, watcher: Resource<DirWatcher>) -> wasmtime::Result<()> {
+        self.table.delete(watcher)?;
+        self.watchers -= 1;
+        Ok(())
+    }
+}
+
+impl session_bridge::protocol::host::Host for HostState {
+    fn read_project_pointer(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.pointer.read())
+    }
+
+    fn write_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.pointer.write(&id))
+    }
+
+    fn clear_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.pointer.clear(&id))
+    }
+}
+
+/// One instantiated guest, ready to run verbs.
+pub struct Guest {
+    store: Store<HostState>,
+    bindings: Bridge,
+}
+
+impl Guest {
+    /// Instantiates `component` with the bridge directory as its only
+    /// preopened directory and nothing else: no environment, no arguments,
+    /// no network, no standard input.
+    pub fn instantiate(
+        engine: &Engine,
+        component: &Component,
+        bridge_dir: &Path,
+        project_dir: &Path,
+    ) -> Result<Self> {
+        let bridge = crate::dirs::open_bridge_dir(bridge_dir)?;
+        let stderr = MemoryOutputPipe::new(GUEST_STDERR_CAP);
+        let wasi = WasiCtxBuilder::new()
+            .preopened_dir(bridge_dir, ".", FsPerms::ReadWrite)
+            .map_err(|e| anyhow!("cannot grant {}: {e}", bridge_dir.display()))?
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MAX_GUEST_MEMORY)
+                .instances(16)
+                .tables(64)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            bridge,
+            pointer: ProjectPointer::new(project_dir),
+            watchers: 0,
+            stderr,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        let mut linker = Linker::<HostState>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow!("cannot link WASI: {e}"))?;
+        Bridge::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;
+        store.set_fuel(FUEL_PER_CALL).map_err(|e| anyhow!("{e}"))?;
+        let bindings = Bridge::instantiate(&mut store, component, &linker)
+            .map_err(|e| anyhow!("{e:?}"))
+            .context(
+                "the guest component does not fit this host's session-bridge:protocol@0.1.0 world",
+            )?;
+        Ok(Guest { store, bindings })
+    }
+
+    fn refuel(&mut self) -> Result<()> {
+        self.store
+            .set_fuel(FUEL_PER_CALL)
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Explains a trap, with whatever the guest wrote to standard error.
+    fn trapped(&self, call: &str, err: wasmtime::Error) -> anyhow::Error {
+        let stderr = self.store.data().stderr.contents();
+        let said = String::from_utf8_lossy(&stderr);
+        let said = said.trim();
+        let mut message = format!("the guest failed in `{call}`: {err}");
+        if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+            if *trap == wasmtime::Trap::OutOfFuel {
+                message = format!(
+                    "the guest ran out of its instruction budget in `{call}` (a runaway loop?) and was stopped"
+                );
+            }
+        }
+        if !said.is_empty() {
+            message.push_str(&format!("\nguest stderr: {said}"));
+        }
+        anyhow!(message)
+    }
+
+    pub fn info(&mut self) -> Result<wit::GuestInfo> {
+        self.refuel()?;
+        self.bindings
+            .call_info(&mut self.store)
+            .map_err(|e| self.trapped("info", e))
+    }
+
+    pub fn limits(&mut self) -> Result<wit::Limits> {
+        self.refuel()?;
+        self.bindings
+            .call_limits(&mut self.store)
+            .map_err(|e| self.trapped("limits", e))
+    }
+
+    pub fn run(
+        &mut self,
+        context: &wit::InvocationContext,
+        verb: &wit::Verb,
+    ) -> Result<Result<wit::Report, wit::BridgeError>> {
+        self.refuel()?;
+        self.bindings
+            .call_run(&mut self.store, context, verb)
+            .map_err(|e| self.trapped("run", e))
+    }
+
+    pub fn commit_delivery(
+        &mut self,
+        context: &wit::InvocationContext,
+        ticket: &wit::ClaimTicket,
+    ) -> Result<Result<(), wit::BridgeError>> {
+        self.refuel()?;
+        self.bindings
+            .call_commit_delivery(&mut self.store, context, ticket)
+            .map_err(|e| self.trapped("commit-delivery", e))
+    }
+}
