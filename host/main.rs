@@ -54,6 +54,9 @@ struct Global {
     /// Where compiled guests are cached [default: ~/.cache/session-bridge].
     #[arg(long, global = true, env = "BRIDGE_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Run this guest component instead of the embedded one.
+    #[arg(long, global = true, env = "BRIDGE_GUEST", value_name = "FILE.wasm")]
+    guest: Option<PathBuf>,
     /// The agent's own session ID, set by Claude Code.
     #[arg(long, global = true, env = "CLAUDE_CODE_SESSION_ID", hide = true)]
     agent_session: Option<String>,
@@ -290,7 +293,12 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
 
     let engine = sandbox::engine()?;
     let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-    let (component, _) = compile_cache::load(&engine, DEFAULT_GUEST, cache_dir.as_deref())?;
+    let alternate = match &global.guest {
+        Some(path) => Some(read_guest(path)?),
+        None => None,
+    };
+    let wasm = alternate.as_deref().unwrap_or(DEFAULT_GUEST);
+    let (component, _) = compile_cache::load(&engine, wasm, cache_dir.as_deref())?;
     let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &project_dir)?;
 
     let verb_name = verb.name();
@@ -339,6 +347,25 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The largest guest component file accepted.
+const MAX_GUEST_BYTES: u64 = 64 << 20;
+
+fn read_guest(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the guest component {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_GUEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the guest component {}", path.display()))?;
+    if bytes.len() as u64 > MAX_GUEST_BYTES {
+        bail!(
+            "the guest component {} is over {MAX_GUEST_BYTES} bytes",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 fn path_text(path: &Path) -> Result<String> {

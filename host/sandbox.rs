@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -26,6 +26,8 @@ pub use session_bridge::protocol::types as wit;
 
 /// Linear memory a guest may grow to.
 const MAX_GUEST_MEMORY: usize = 256 << 20;
+/// Elements a guest table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Instructions (roughly) a guest may execute in one call. Time spent
 /// blocked in the host, waiting for messages, costs none.
 const FUEL_PER_CALL: u64 = 20_000_000_000;
@@ -43,11 +45,51 @@ pub fn engine() -> Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
 }
 
+/// Bounds a guest's memory and tables, remembering a refusal so that the
+/// resulting trap can be explained.
+struct GuestLimits {
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= MAX_GUEST_MEMORY;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
 /// Everything the host keeps per guest instance.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: GuestLimits,
     bridge: cap_std::fs::Dir,
     pointer: ProjectPointer,
     watchers: usize,
@@ -157,13 +199,9 @@ impl Guest {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(MAX_GUEST_MEMORY)
-                .instances(16)
-                .tables(64)
-                .memories(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: GuestLimits {
+                memory_refused: false,
+            },
             bridge,
             pointer: ProjectPointer::new(project_dir),
             watchers: 0,
@@ -196,25 +234,27 @@ impl Guest {
         let stderr = self.store.data().stderr.contents();
         let said = String::from_utf8_lossy(&stderr);
         let said = said.trim();
-        let mut message = format!("the guest failed in `{call}`: {err}");
-        if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::OutOfFuel {
-                message = format!(
-                    "the guest ran out of its instruction budget in `{call}` (a runaway loop?) and was stopped"
-                );
-            }
-        }
+        let out_of_fuel = err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
+        let mut message = if out_of_fuel {
+            format!(
+                "the guest used up its instruction budget in `{call}` (a runaway loop?) and was stopped"
+            )
+        } else if self.store.data().limits.memory_refused {
+            format!(
+                "the guest tried to use more than {} MiB of memory in `{call}` and was stopped",
+                MAX_GUEST_MEMORY >> 20
+            )
+        } else if format!("{err:?}").contains("hostcall") {
+            format!(
+                "the guest tried to pass the host more data than it accepts in `{call}` and was stopped"
+            )
+        } else {
+            format!("the guest failed in `{call}`: {err:?}")
+        };
         if !said.is_empty() {
             message.push_str(&format!("\nguest stderr: {said}"));
         }
         anyhow!(message)
-    }
-
-    pub fn info(&mut self) -> Result<wit::GuestInfo> {
-        self.refuel()?;
-        self.bindings
-            .call_info(&mut self.store)
-            .map_err(|e| self.trapped("info", e))
     }
 
     pub fn limits(&mut self) -> Result<wit::Limits> {

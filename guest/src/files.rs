@@ -130,7 +130,12 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|err| BridgeError::io("cannot list", dir, &err))?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Renamed away while listing: another process took it.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
+        };
         if let Some(name) = entry.file_name().to_str() {
             if !name.starts_with('.') {
                 names.push(name.to_string());
@@ -140,9 +145,22 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Creates `dir` and its parents when missing.
+/// Creates `dir` and its parents when missing. Something else standing at
+/// `dir`, a symbolic link included, is refused: the bridge follows no links.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|err| BridgeError::io("cannot create directory", dir, &err))
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => Err(BridgeError::Io {
+            path: crate::error::display_path(dir),
+            reason: format!(
+                "it is a {}, not a directory; the bridge follows no links",
+                kind_name(&meta.file_type())
+            ),
+        }),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)
+            .map_err(|err| BridgeError::io("cannot create directory", dir, &err)),
+        Err(err) => Err(BridgeError::io("cannot inspect", dir, &err)),
+    }
 }
 
 /// Removes a file; a missing file is not an error.

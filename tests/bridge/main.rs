@@ -1,1 +1,10 @@
+//! Integration tests: every test drives the real `bridge-host` binary.
 
+mod bad_input;
+mod cache;
+mod concurrency;
+mod flows;
+mod identity;
+mod interop;
+mod sandbox;
+mod util;

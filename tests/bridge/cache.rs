@@ -1,0 +1,102 @@
+//! The compiled guest is cached privately and verified before use.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::World;
+
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect()
+}
+
+#[test]
+fn the_cache_is_private_and_reused() {
+    let w = World::new();
+    let a = w.project("a");
+    let cache = w.root.path().join("cache");
+    w.cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "start"])
+        .ok();
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let cached = entries(&cache);
+    assert_eq!(cached.len(), 1);
+    let mode = std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+    let (out, description) = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "id"])
+        .output();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{description}"
+    );
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        written
+    );
+}
+
+#[test]
+fn a_tampered_cache_entry_is_never_loaded() {
+    let w = World::new();
+    let a = w.project("a");
+    let cache = w.root.path().join("cache");
+    w.cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "start"])
+        .ok();
+    let entry = entries(&cache).remove(0);
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&entry, &bytes).unwrap();
+    let (out, description) = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "id"])
+        .output();
+    assert!(out.status.success(), "{description}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("digest does not match"),
+        "{description}"
+    );
+    // It was replaced by a good one.
+    let (out, description) = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "id"])
+        .output();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{description}"
+    );
+}
+
+#[test]
+fn a_cache_others_can_write_is_not_used() {
+    let w = World::new();
+    let a = w.project("a");
+    let cache = w.root.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (out, description) = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "start"])
+        .output();
+    assert!(out.status.success(), "{description}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not using the compile cache") && stderr.contains("chmod 700"),
+        "{description}"
+    );
+    assert!(entries(&cache).is_empty());
+}

@@ -1,0 +1,350 @@
+//! Conversations as users have them.
+
+use std::process::Child;
+
+use crate::util::{World, parse_listen};
+
+fn finish(child: Child) -> (i32, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Listens once in `project` and returns (header fields, content).
+fn listen(
+    w: &World,
+    project: &std::path::Path,
+) -> (std::collections::BTreeMap<String, String>, String) {
+    let out = w
+        .cmd(project)
+        .args(["run", "listen", "--timeout", "20"])
+        .ok();
+    parse_listen(&out)
+}
+
+#[test]
+fn a_query_is_answered_by_the_listening_session() {
+    let w = World::new();
+    let lib = w.project("my-library");
+    let app = w.project("my-app");
+    let lib_id = w.start(&lib);
+    let app_id = w.start(&app);
+    assert_ne!(lib_id, app_id);
+
+    let connected = w.cmd(&app).args(["run", "connect", &lib_id]).ok();
+    assert_eq!(
+        connected,
+        format!(
+            "Connected to 'my-library' ({lib_id}) at {}\n",
+            lib.display()
+        )
+    );
+    let (ping, content) = listen(&w, &lib);
+    assert_eq!(ping["TYPE"], "ping");
+    assert_eq!(ping["FROM_ID"], app_id);
+    assert_eq!(ping["TO_ID"], lib_id);
+    assert_eq!(ping["FROM_PROJECT"], "my-app");
+    assert_eq!(content, "connected");
+
+    let asker = w
+        .cmd(&app)
+        .args([
+            "run",
+            "ask",
+            &lib_id,
+            "what changed in v2?",
+            "--timeout",
+            "30",
+        ])
+        .spawn();
+    let (query, question) = listen(&w, &lib);
+    assert_eq!(query["TYPE"], "query");
+    assert_eq!(query["IN_REPLY_TO"], "");
+    assert_eq!(question, "what changed in v2?");
+    let answer_id = w
+        .cmd(&lib)
+        .args(["run", "reply", &query["MESSAGE_ID"], "foo() is now bar()"])
+        .ok();
+    assert!(answer_id.starts_with("msg-"), "{answer_id}");
+
+    let (code, stdout, stderr) = finish(asker);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "Response from my-library:\nfoo() is now bar()\n");
+}
+
+#[test]
+fn the_clarification_loop_asks_back_then_answers() {
+    let w = World::new();
+    let lib = w.project("lib");
+    let app = w.project("app");
+    let lib_id = w.start(&lib);
+    w.start(&app);
+
+    let first = w
+        .cmd(&app)
+        .args([
+            "run",
+            "ask",
+            &lib_id,
+            "how do I migrate?",
+            "--timeout",
+            "30",
+        ])
+        .spawn();
+    let (q1, _) = listen(&w, &lib);
+    w.cmd(&lib)
+        .args(["run", "reply", &q1["MESSAGE_ID"], "From which version?"])
+        .ok();
+    let (_, stdout, _) = finish(first);
+    assert_eq!(stdout, "Response from lib:\nFrom which version?\n");
+
+    let second = w
+        .cmd(&app)
+        .args(["run", "ask", &lib_id, "from 1.4", "--timeout", "30"])
+        .spawn();
+    let (q2, text) = listen(&w, &lib);
+    assert_eq!(text, "from 1.4");
+    assert_ne!(q2["MESSAGE_ID"], q1["MESSAGE_ID"]);
+    w.cmd(&lib)
+        .args([
+            "run",
+            "reply",
+            &q2["MESSAGE_ID"],
+            "Rename init() to setup().",
+        ])
+        .ok();
+    let (code, stdout, _) = finish(second);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "Response from lib:\nRename init() to setup().\n");
+}
+
+#[test]
+fn three_sessions_each_get_their_own_answer() {
+    let w = World::new();
+    let hub = w.project("hub");
+    let left = w.project("left");
+    let right = w.project("right");
+    let hub_id = w.start(&hub);
+    let left_id = w.start(&left);
+    let right_id = w.start(&right);
+
+    let ask_left = w
+        .cmd(&left)
+        .args([
+            "run",
+            "ask",
+            &hub_id,
+            "question from left",
+            "--timeout",
+            "30",
+        ])
+        .spawn();
+    let ask_right = w
+        .cmd(&right)
+        .args([
+            "run",
+            "ask",
+            &hub_id,
+            "question from right",
+            "--timeout",
+            "30",
+        ])
+        .spawn();
+    for _ in 0..2 {
+        let (q, text) = listen(&w, &hub);
+        let expected_sender = if text.ends_with("left") {
+            &left_id
+        } else {
+            &right_id
+        };
+        assert_eq!(&q["FROM_ID"], expected_sender);
+        w.cmd(&hub)
+            .args([
+                "run",
+                "reply",
+                &q["MESSAGE_ID"],
+                &format!("answer for {text}"),
+            ])
+            .ok();
+    }
+    assert_eq!(
+        finish(ask_left).1,
+        "Response from hub:\nanswer for question from left\n"
+    );
+    assert_eq!(
+        finish(ask_right).1,
+        "Response from hub:\nanswer for question from right\n"
+    );
+
+    // A direct message between the two spokes goes only to its addressee.
+    w.cmd(&left)
+        .args(["run", "send", &right_id, "query", "hello right"])
+        .ok();
+    let (m, text) = listen(&w, &right);
+    assert_eq!(
+        (m["FROM_ID"].as_str(), text.as_str()),
+        (left_id.as_str(), "hello right")
+    );
+    let (_, stderr) = w
+        .cmd(&hub)
+        .args(["run", "listen", "--timeout", "1"])
+        .fails();
+    assert_eq!(stderr, "", "a listen timeout prints nothing");
+}
+
+#[test]
+fn stop_notifies_peers_and_removes_only_this_session() {
+    let w = World::new();
+    let a = w.project("alpha");
+    let b = w.project("beta");
+    let a_id = w.start(&a);
+    let b_id = w.start(&b);
+    w.cmd(&a).args(["run", "connect", &b_id]).ok();
+    listen(&w, &b); // the ping
+
+    let stopped = w.cmd(&a).args(["run", "stop"]).ok();
+    assert!(
+        stopped.contains(&format!("Session {a_id} stopped.")),
+        "{stopped}"
+    );
+    assert!(stopped.contains(&format!("Notified: {b_id}")), "{stopped}");
+    assert!(!w.session_dir(&a_id).exists());
+    assert!(!a.join(".claude/bridge-session").exists());
+
+    let (ended, text) = listen(&w, &b);
+    assert_eq!(ended["TYPE"], "session-ended");
+    assert_eq!(ended["FROM_ID"], a_id);
+    assert_eq!(text, "Session ended");
+    assert_eq!(w.cmd(&b).args(["run", "id"]).ok().trim(), b_id);
+
+    let (_, stderr) = w.cmd(&a).args(["run", "id"]).fails();
+    assert!(stderr.contains("bridge-host run start"), "{stderr}");
+}
+
+#[test]
+fn a_session_can_register_again_after_stop() {
+    let w = World::new();
+    let a = w.project("alpha");
+    let b = w.project("beta");
+    let first = w.start(&a);
+    let b_id = w.start(&b);
+    w.cmd(&a).args(["run", "stop"]).ok();
+    let second = w.start(&a);
+    assert_ne!(first, second);
+    assert_eq!(w.cmd(&a).args(["run", "id"]).ok().trim(), second);
+    w.cmd(&a)
+        .args(["run", "send", &b_id, "query", "back again"])
+        .ok();
+    let (m, _) = listen(&w, &b);
+    assert_eq!(m["FROM_ID"], second);
+
+    // The same ID can be taken again explicitly.
+    w.cmd(&a).args(["run", "stop"]).ok();
+    let again = w.cmd(&a).args(["run", "start", "--session", &first]).ok();
+    assert_eq!(again.trim(), first);
+    assert!(w.session_dir(&first).join("manifest.json").is_file());
+}
+
+#[test]
+fn content_can_come_from_standard_input() {
+    let w = World::new();
+    let a = w.project("a");
+    let b = w.project("b");
+    w.start(&a);
+    let b_id = w.start(&b);
+    let awkward = "line one\n'quotes' \"double\" $(not a command) `tick`\n\ttabbed -- --flag\n";
+    w.cmd(&a)
+        .args(["run", "send", &b_id, "query", "-"])
+        .stdin(awkward)
+        .ok();
+    let (_, content) = listen(&w, &b);
+    assert_eq!(content, awkward);
+}
+
+#[test]
+fn json_output_is_one_object_per_verb() {
+    let w = World::new();
+    let a = w.project("a");
+    let b = w.project("b");
+    let a_id = w.start(&a);
+    let b_id = w.start(&b);
+
+    let id = w.cmd(&a).args(["run", "id"]).json();
+    assert_eq!(id["sessionId"], a_id);
+    let connect = w.cmd(&a).args(["run", "connect", &b_id]).json();
+    assert_eq!(connect["connected"]["sessionId"], b_id);
+    assert_eq!(connect["stale"], false);
+    let sent = w.cmd(&a).args(["run", "send", &b_id, "query", "hi"]).json();
+    let sent_id = sent["messageId"].as_str().unwrap().to_string();
+    let listened = w.cmd(&b).args(["run", "listen", "--timeout", "5"]).json();
+    assert_eq!(listened["message"]["type"], "ping");
+    assert_eq!(listened["answeredPing"]["type"], "ping");
+    let listened = w.cmd(&b).args(["run", "listen", "--timeout", "5"]).json();
+    assert_eq!(listened["message"]["id"], sent_id.as_str());
+    assert_eq!(listened["message"]["status"], "read");
+    let peers = w.cmd(&a).args(["run", "peers"]).json();
+    assert_eq!(peers["peers"].as_array().unwrap().len(), 2);
+    let status = w.cmd(&a).args(["run", "status"]).json();
+    assert_eq!(status["sent"], 2);
+    assert_eq!(status["connected"][0]["sessionId"], b_id);
+    let heartbeat = w.cmd(&a).args(["run", "heartbeat"]).json();
+    assert_eq!(heartbeat["sessionId"], a_id);
+    let (stdout, _) = w
+        .cmd(&a)
+        .args(["run", "--json", "send", "zzzzzz", "query", "x"])
+        .fails();
+    let error: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "no-such-session");
+    let stop = w.cmd(&a).args(["run", "stop"]).json();
+    assert_eq!(stop["sessionId"], a_id);
+}
+
+#[test]
+fn ask_times_out_with_the_reference_line() {
+    let w = World::new();
+    let a = w.project("a");
+    let b = w.project("b");
+    w.start(&a);
+    let b_id = w.start(&b);
+    let (stdout, _) = w
+        .cmd(&a)
+        .args(["run", "ask", &b_id, "anyone?", "--timeout", "1"])
+        .fails();
+    assert_eq!(
+        stdout,
+        "No response received after 1s. The peer may be inactive.\n"
+    );
+    // The unanswered query is still there for the peer, and a late reply
+    // can be collected with receive.
+    let (q, _) = listen(&w, &b);
+    w.cmd(&b)
+        .args(["run", "reply", &q["MESSAGE_ID"], "late"])
+        .ok();
+    let got = w
+        .cmd(&a)
+        .args(["run", "receive", &q["MESSAGE_ID"], "--timeout", "5"])
+        .ok();
+    assert_eq!(got, "Response from b:\nlate\n");
+}
+
+#[test]
+fn status_summarises_the_session() {
+    let w = World::new();
+    let a = w.project("a");
+    let b = w.project("b");
+    let a_id = w.start(&a);
+    let b_id = w.start(&b);
+    w.cmd(&a).args(["run", "connect", &b_id]).ok();
+    w.cmd(&b).args(["run", "send", &a_id, "query", "one"]).ok();
+    let status = w.cmd(&a).args(["run", "status"]).ok();
+    assert!(
+        status.starts_with(&format!("Session {a_id} (a) at ")),
+        "{status}"
+    );
+    assert!(status.contains(&format!("  {b_id} (b) active")), "{status}");
+    assert!(status.contains("Pending messages: 1"), "{status}");
+    assert!(status.contains("Sent messages: 1"), "{status}");
+}

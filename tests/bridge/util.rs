@@ -1,0 +1,265 @@
+//! Drives the real `bridge-host` binary in a fresh temporary bridge
+//! directory, with an environment cleared of every `BRIDGE_*` and
+//! `CLAUDE_*` variable. A failing expectation prints the command, its
+//! output and the bridge directory's contents.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
+
+/// A compile cache shared by every test, so the guest is compiled once per
+/// test run rather than once per command.
+fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
+}
+
+/// One temporary world: a home, a bridge directory and project folders.
+pub struct World {
+    pub root: tempfile::TempDir,
+    pub bridge: PathBuf,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("bridge-test")
+            .tempdir()
+            .expect("temp dir");
+        let bridge = root.path().join("home/.claude/session-bridge");
+        World { root, bridge }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root.path().join("home")
+    }
+
+    /// A project directory (created) named `name`.
+    pub fn project(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join("projects").join(name);
+        std::fs::create_dir_all(&dir).expect("project dir");
+        dir
+    }
+
+    /// A command run from `cwd`.
+    pub fn cmd(&self, cwd: &Path) -> Cmd {
+        let mut command = Command::new(BIN);
+        command
+            .env_clear()
+            .env("HOME", self.home())
+            .env("BRIDGE_DIR", &self.bridge)
+            .env("BRIDGE_CACHE_DIR", shared_cache())
+            .current_dir(cwd);
+        Cmd {
+            command,
+            stdin: None,
+            bridge: self.bridge.clone(),
+            shown: vec![],
+        }
+    }
+
+    /// `bridge-host run start` in `project`, returning the session ID.
+    pub fn start(&self, project: &Path) -> String {
+        self.cmd(project)
+            .args(["run", "start"])
+            .ok()
+            .trim()
+            .to_string()
+    }
+
+    pub fn session_dir(&self, id: &str) -> PathBuf {
+        self.bridge.join("sessions").join(id)
+    }
+}
+
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Tolerate entries that vanish while concurrent commands run.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path.clone());
+                files.insert(path, b"<dir>".to_vec());
+            } else if meta.is_file() {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    files.insert(path, bytes);
+                }
+            } else {
+                files.insert(path, b"<other>".to_vec());
+            }
+        }
+    }
+    files
+}
+
+pub fn listing(dir: &Path) -> String {
+    snapshot(dir)
+        .keys()
+        .map(|p| format!("  {}\n", p.strip_prefix(dir).unwrap_or(p).display()))
+        .collect()
+}
+
+/// A `bridge-host` invocation being built.
+pub struct Cmd {
+    command: Command,
+    stdin: Option<Vec<u8>>,
+    bridge: PathBuf,
+    shown: Vec<OsString>,
+}
+
+impl Cmd {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        for arg in args {
+            self.shown.push(arg.as_ref().to_os_string());
+            self.command.arg(arg);
+        }
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    fn describe(&self, output: &Output) -> String {
+        format!(
+            "command: bridge-host {:?}\nexit: {:?}\nstdout:\n{}\nstderr:\n{}\nbridge directory:\n{}",
+            self.shown,
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            listing(&self.bridge)
+        )
+    }
+
+    pub fn spawn(mut self) -> Child {
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("spawn bridge-host");
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(bytes) = self.stdin.take() {
+            pipe.write_all(&bytes).unwrap();
+        }
+        drop(pipe);
+        child
+    }
+
+    pub fn output(mut self) -> (Output, String) {
+        let input = self.stdin.take();
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("spawn bridge-host");
+        let mut pipe = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            if let Some(bytes) = input {
+                let _ = pipe.write_all(&bytes);
+            }
+        });
+        let output = child.wait_with_output().expect("wait bridge-host");
+        let _ = writer.join();
+        let description = self.describe(&output);
+        (output, description)
+    }
+
+    /// Runs, expects success, returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        let (output, description) = self.output();
+        assert!(output.status.success(), "expected success\n{description}");
+        String::from_utf8(output.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs with `--json`, expects success, returns the parsed object.
+    #[track_caller]
+    pub fn json(self) -> Value {
+        let text = self.args(["--json"]).ok();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// Runs, expects exit code 1, returns (stdout, stderr).
+    #[track_caller]
+    pub fn fails(self) -> (String, String) {
+        let (output, description) = self.output();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "expected exit 1\n{description}"
+        );
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// Parses the reference's listen output into its header fields and content.
+pub fn parse_listen(text: &str) -> (BTreeMap<String, String>, String) {
+    let (head, content) = text
+        .split_once("\n---\n")
+        .unwrap_or_else(|| panic!("no --- separator in listen output: {text:?}"));
+    let fields = head
+        .lines()
+        .map(|line| {
+            let (k, v) = line.split_once('=').expect("KEY=VALUE");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (
+        fields,
+        content.strip_suffix('\n').unwrap_or(content).to_string(),
+    )
+}
+
+/// The probe guest (tests/guests/probe), built once per test run.
+pub fn probe_guest() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe-guest");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-wasip2",
+            ])
+            .arg("--manifest-path")
+            .arg(root.join("tests/guests/probe/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("run cargo for the probe guest");
+        assert!(status.success(), "building the probe guest failed");
+        target_dir.join("wasm32-wasip2/release/probe_guest.wasm")
+    })
+}
