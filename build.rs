@@ -62,8 +62,11 @@ fn main() {
     println!("cargo:rustc-env=BRIDGE_GUEST_WASM={}", wasm.display());
 }
 
-/// Fails early, with the one command that fixes it, when the standard
-/// library for the wasm target is not installed.
+/// Makes sure the standard library for the wasm target is installed.
+/// rust-toolchain.toml lists the target, but rustup only reads that list
+/// when it installs the toolchain itself; on a machine whose toolchain was
+/// already there, the target is added here, once. Without rustup, or if
+/// that fails, the build stops with the one command that fixes it.
 fn ensure_target_installed() {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let sysroot = Command::new(&rustc)
@@ -76,14 +79,28 @@ fn ensure_target_installed() {
         return; // Let the build itself report what is wrong with rustc.
     };
     let libdir = sysroot.join("lib/rustlib").join(TARGET).join("lib");
-    if !has_std(&libdir) {
-        panic!(
-            "the {TARGET} target is not installed for this toolchain ({}).\n\
-             Run: rustup target add {TARGET}\n\
-             (rust-toolchain.toml lists it, so rustup normally installs it by itself.)",
-            sysroot.display()
-        );
+    if has_std(&libdir) {
+        return;
     }
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        let added = Command::new("rustup")
+            .args(["target", "add", TARGET, "--toolchain"])
+            .arg(&toolchain)
+            .status()
+            .is_ok_and(|s| s.success());
+        if added && has_std(&libdir) {
+            println!(
+                "cargo:warning=installed the {TARGET} target for {} (rust-toolchain.toml lists it)",
+                toolchain.to_string_lossy()
+            );
+            return;
+        }
+    }
+    panic!(
+        "the {TARGET} target is not installed for this toolchain ({}).\n\
+         Run: rustup target add {TARGET}",
+        sysroot.display()
+    );
 }
 
 fn has_std(libdir: &Path) -> bool {

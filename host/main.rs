@@ -318,15 +318,14 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
 
     let report = match guest.run(&context, &wit_verb)? {
         Ok(report) => report,
-        Err(err) => {
-            let shown = errors::Shown::new(&err, verb_name, &bridge_dir, &project_dir);
+        Err(failure) => {
+            print_warnings(&failure.warnings);
+            let shown = errors::Shown::new(&failure.error, verb_name, &bridge_dir, &project_dir);
             shown.print(global.json)?;
             return Ok(ExitCode::from(1));
         }
     };
-    for warning in &report.warnings {
-        eprintln!("warning: {warning}");
-    }
+    print_warnings(&report.warnings);
     if report.rendered.len() > MAX_OUTPUT_BYTES {
         bail!(
             "the guest produced {} bytes of output, over the host's {MAX_OUTPUT_BYTES}-byte cap",
@@ -347,6 +346,13 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the guest's warnings on standard error, each on its own line.
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
 }
 
 /// The largest guest component file accepted.

@@ -268,7 +268,7 @@ impl Guest {
         &mut self,
         context: &wit::InvocationContext,
         verb: &wit::Verb,
-    ) -> Result<Result<wit::Report, wit::BridgeError>> {
+    ) -> Result<Result<wit::Report, wit::Failure>> {
         self.refuel()?;
         self.bindings
             .call_run(&mut self.store, context, verb)

@@ -69,13 +69,13 @@ impl Guest for DefaultGuest {
         }
     }
 
-    fn run(
-        context: wit::InvocationContext,
-        verb: wit::Verb,
-    ) -> Result<wit::Report, wit::BridgeError> {
+    fn run(context: wit::InvocationContext, verb: wit::Verb) -> Result<wit::Report, wit::Failure> {
         let report = bridge()
             .run(&context.into(), verb.into())
-            .map_err(wit::BridgeError::from)?;
+            .map_err(|failure| wit::Failure {
+                error: failure.error.into(),
+                warnings: failure.warnings,
+            })?;
         Ok(wit::Report {
             outcome: report.outcome.into(),
             rendered: report.rendered,

@@ -10,6 +10,7 @@
 //! sessions/<id>/outbox/<msg>.json    copies of sent messages (reference)
 //! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for
 //! sessions/<id>/agent-session        the agent session that registered it
+//! sessions/<id>/incarnation          a token renewed by every `start`
 //! .trash/                            sessions being removed
 //! ```
 
@@ -50,6 +51,10 @@ impl Layout {
 
     pub fn agent_file(&self, id: &SessionId) -> PathBuf {
         self.session(id).join("agent-session")
+    }
+
+    pub fn incarnation(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("incarnation")
     }
 
     pub fn inbox(&self, id: &SessionId) -> PathBuf {

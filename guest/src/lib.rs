@@ -22,6 +22,9 @@ mod verbs;
 #[cfg(target_family = "wasm")]
 mod component;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,16 +70,18 @@ impl<P: Platform> Bridge<P> {
     /// Runs one verb.
     ///
     /// # Errors
-    /// Every expected failure is a [`BridgeError`]; see each verb.
-    pub fn run(&self, context: &Context, verb: Verb) -> Result<Report> {
+    /// Every expected failure is a [`BridgeError`], returned with the
+    /// warnings met before it.
+    pub fn run(&self, context: &Context, verb: Verb) -> std::result::Result<Report, Failure> {
         let mut warnings = Vec::new();
-        let outcome = self.dispatch(context, verb, &mut warnings)?;
-        let rendered = render::render(&outcome, context.format);
-        Ok(Report {
-            outcome,
-            rendered,
-            warnings,
-        })
+        match self.dispatch(context, verb, &mut warnings) {
+            Ok(outcome) => Ok(Report {
+                rendered: render::render(&outcome, context.format),
+                outcome,
+                warnings,
+            }),
+            Err(error) => Err(Failure { error, warnings }),
+        }
     }
 
     /// Completes a delivery after the host printed it.

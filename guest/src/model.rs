@@ -131,3 +131,10 @@ pub struct Report {
     pub rendered: String,
     pub warnings: Vec<String>,
 }
+
+/// A verb that failed, with the warnings met on the way.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: crate::BridgeError,
+    pub warnings: Vec<String>,
+}

@@ -118,6 +118,7 @@ impl<P: Platform> Bridge<P> {
         let manifest = Manifest::new(id, project_dir);
         self.write_manifest(&manifest)?;
         self.record_agent(id, agent)?;
+        self.new_incarnation(id)?;
         Ok(manifest)
     }
 
@@ -169,13 +170,36 @@ impl<P: Platform> Bridge<P> {
         }
     }
 
-    /// Moves a session directory out of `sessions/` in one rename, so peers
-    /// see it either whole or gone, then deletes it.
-    pub(crate) fn remove_session(&self, id: &SessionId) -> Result<()> {
+    /// A fresh token marking one registration of `id`; `start` writes a new
+    /// one every time, so a registration made while a `stop` runs can be
+    /// told apart from the one being stopped.
+    pub(crate) fn new_incarnation(&self, id: &SessionId) -> Result<()> {
+        files::replace(
+            &self.layout.session(id),
+            "incarnation",
+            random_token(16).as_bytes(),
+        )
+    }
+
+    /// The current registration token of `id`, if any.
+    pub(crate) fn incarnation(&self, id: &SessionId) -> Option<Vec<u8>> {
+        files::read_bounded(&self.layout.incarnation(id), 64).ok()
+    }
+
+    /// Removes this session's directory in one rename, so peers see it
+    /// either whole or gone. If the session registered again since the
+    /// `seen` token was read, it is put back and false is returned.
+    pub(crate) fn remove_own_session(&self, id: &SessionId, seen: Option<&[u8]>) -> Result<bool> {
         let Some(moved) = self.move_to_trash(id)? else {
-            return Ok(());
+            return Ok(true);
         };
-        remove_tree(&moved)
+        let now = files::read_bounded(&moved.join("incarnation"), 64).ok();
+        let reregistered = now.as_deref() != seen;
+        if reregistered && fs::rename(&moved, self.layout.session(id)).is_ok() {
+            return Ok(false);
+        }
+        remove_tree(&moved)?;
+        Ok(true)
     }
 
     fn move_to_trash(&self, id: &SessionId) -> Result<Option<std::path::PathBuf>> {
@@ -204,11 +228,8 @@ impl<P: Platform> Bridge<P> {
         let Some(moved) = self.move_to_trash(id)? else {
             return Ok(false);
         };
-        let still_abandoned =
-            files::read_bounded(&moved.join("manifest.json"), MAX_MANIFEST_FILE_BYTES)
-                .ok()
-                .and_then(|bytes| Manifest::parse(&bytes, id).ok())
-                .is_some_and(|m| m.heartbeat_older_than(PRUNE_AFTER_SECS));
+        let still_abandoned = read_moved_manifest(&moved, id)
+            .is_some_and(|m| m.heartbeat_older_than(PRUNE_AFTER_SECS));
         if still_abandoned {
             remove_tree(&moved)?;
             return Ok(true);
@@ -219,6 +240,12 @@ impl<P: Platform> Bridge<P> {
         let _ = fs::rename(&moved, self.layout.session(id));
         Ok(false)
     }
+}
+
+/// The manifest of a session directory moved into `.trash/`.
+fn read_moved_manifest(moved: &Path, id: &SessionId) -> Option<Manifest> {
+    let bytes = files::read_bounded(&moved.join("manifest.json"), MAX_MANIFEST_FILE_BYTES).ok()?;
+    Manifest::parse(&bytes, id).ok()
 }
 
 fn remove_tree(path: &Path) -> Result<()> {

@@ -134,6 +134,7 @@ impl<P: Platform> Bridge<P> {
                         files::ensure_dir(&dir)?;
                     }
                     self.record_agent(&id, agent)?;
+                    self.new_incarnation(&id)?;
                     manifest.project_path = context.project_dir.clone();
                     manifest.project_name = crate::wire::project_name(&context.project_dir);
                     self.touch(&manifest)?
@@ -246,7 +247,20 @@ impl<P: Platform> Bridge<P> {
         timeout_seconds: Option<u32>,
         warnings: &mut Vec<String>,
     ) -> Result<Delivery> {
-        let (me, mine) = self.me(context)?;
+        let (me, mine) = match self.me(context) {
+            // The answering session often listens first: register it then.
+            Err(BridgeError::NoIdentity) => {
+                let manifest = self.start(context, warnings)?;
+                warnings.push(format!(
+                    "registered this session as {id} ({name}); peers reach it with: \
+                     bridge-host run connect {id}",
+                    id = manifest.session_id,
+                    name = manifest.project_name
+                ));
+                (SessionId::parse(&manifest.session_id)?, manifest)
+            }
+            other => other?,
+        };
         let deadline = timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s.into()));
         let select = |pending: &[Pending], awaited: &HashMap<String, u64>| -> Selection {
             let now = clock::epoch_millis();
@@ -443,6 +457,7 @@ impl<P: Platform> Bridge<P> {
 
     fn stop(&self, context: &Context, warnings: &mut Vec<String>) -> Result<StopReport> {
         let (me, mine) = self.me(context)?;
+        let incarnation = self.incarnation(&me);
         let mut notified = Vec::new();
         for peer in self.correspondents(&me, None)? {
             let ended = Message::new(
@@ -458,9 +473,14 @@ impl<P: Platform> Bridge<P> {
                 Err(err) => warnings.push(format!("could not notify {peer}: {err}")),
             }
         }
-        self.remove_session(&me)?;
-        if let Err(why) = self.platform.clear_pointer(me.as_str()) {
-            warnings.push(format!("the project pointer was not removed: {why}"));
+        if self.remove_own_session(&me, incarnation.as_deref())? {
+            if let Err(why) = self.platform.clear_pointer(me.as_str()) {
+                warnings.push(format!("the project pointer was not removed: {why}"));
+            }
+        } else {
+            warnings.push(format!(
+                "session {me} registered again while stopping; the new registration was left in place"
+            ));
         }
         let mut pruned = Vec::new();
         for id in self.session_ids()? {

@@ -348,3 +348,20 @@ fn status_summarises_the_session() {
     assert!(status.contains("Pending messages: 1"), "{status}");
     assert!(status.contains("Sent messages: 1"), "{status}");
 }
+
+#[test]
+fn listen_registers_a_session_that_has_none() {
+    let w = World::new();
+    let lib = w.project("lib");
+    let (output, description) = w
+        .cmd(&lib)
+        .args(["run", "listen", "--timeout", "1"])
+        .output();
+    assert_eq!(output.status.code(), Some(1), "{description}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let id = w.cmd(&lib).args(["run", "id"]).ok();
+    assert!(
+        stderr.contains(&format!("bridge-host run connect {}", id.trim())),
+        "{description}"
+    );
+}

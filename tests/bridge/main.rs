@@ -4,6 +4,7 @@ mod bad_input;
 mod cache;
 mod concurrency;
 mod flows;
+mod guest_library;
 mod identity;
 mod interop;
 mod sandbox;

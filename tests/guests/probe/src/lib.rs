@@ -97,13 +97,17 @@ impl Guest for Probe {
         }
     }
 
-    fn run(_context: InvocationContext, verb: Verb) -> Result<Report, BridgeError> {
-        match verb {
+    fn run(_context: InvocationContext, verb: Verb) -> Result<Report, Failure> {
+        let result = match verb {
             Verb::Connect(probe) => attack(&probe),
             _ => Err(BridgeError::InvalidArgument(
                 "the probe guest only runs connect".into(),
             )),
-        }
+        };
+        result.map_err(|error| Failure {
+            error,
+            warnings: Vec::new(),
+        })
     }
 
     fn commit_delivery(

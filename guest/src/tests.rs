@@ -1,0 +1,201 @@
+//! Native tests of the protocol library: the same code the component runs,
+//! on a temporary directory, with threads standing in for processes.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::ids::SessionId;
+use crate::wire::Kind;
+use crate::{Bridge, Context, Format, Layout, Outcome, Platform, Verb, Watcher};
+
+/// A platform with an in-memory pointer and no change notifications.
+#[derive(Default)]
+struct TestPlatform {
+    pointer: Mutex<Option<String>>,
+}
+
+impl Platform for TestPlatform {
+    fn watch(&self, _dir: &Path) -> Option<Box<dyn Watcher>> {
+        None
+    }
+    fn read_pointer(&self) -> Option<String> {
+        self.pointer.lock().unwrap().clone()
+    }
+    fn write_pointer(&self, id: &str) -> Result<(), String> {
+        *self.pointer.lock().unwrap() = Some(id.to_string());
+        Ok(())
+    }
+    fn clear_pointer(&self, id: &str) -> Result<(), String> {
+        let mut pointer = self.pointer.lock().unwrap();
+        if pointer.as_deref() == Some(id) {
+            *pointer = None;
+        }
+        Ok(())
+    }
+}
+
+fn bridge(root: &Path) -> Bridge<TestPlatform> {
+    Bridge::new(Layout::new(root), TestPlatform::default())
+}
+
+fn context(session: Option<&str>, project: &str) -> Context {
+    Context {
+        session: session.map(str::to_string),
+        agent_session: None,
+        project_dir: project.to_string(),
+        working_dir: project.to_string(),
+        format: Format::Text,
+    }
+}
+
+fn start(root: &Path, project: &str) -> String {
+    match bridge(root)
+        .run(&context(None, project), Verb::Start)
+        .unwrap()
+        .outcome
+    {
+        Outcome::Session(m) => m.session_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn each_message_is_claimed_by_exactly_one_of_many_listeners() {
+    const MESSAGES: usize = 300;
+    const LISTENERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sender = start(root, "/p/sender");
+    let receiver = start(root, "/p/receiver");
+    let send = bridge(root);
+    for i in 0..MESSAGES {
+        send.run(
+            &context(Some(&sender), "/p/sender"),
+            Verb::Send {
+                to: receiver.clone(),
+                kind: Kind::Query,
+                content: format!("m{i}"),
+                in_reply_to: None,
+            },
+        )
+        .unwrap();
+    }
+    let taken = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..LISTENERS {
+            scope.spawn(|| {
+                let listener = bridge(root);
+                let ctx = context(Some(&receiver), "/p/receiver");
+                while let Ok(report) = listener.run(
+                    &ctx,
+                    Verb::Listen {
+                        timeout_seconds: Some(0),
+                    },
+                ) {
+                    let Outcome::Delivered(delivery) = report.outcome else {
+                        panic!("listen delivered nothing");
+                    };
+                    listener.commit_delivery(&delivery.ticket).unwrap();
+                    taken.lock().unwrap().push(delivery.message.content);
+                }
+            });
+        }
+    });
+    let mut taken = taken.into_inner().unwrap();
+    taken.sort();
+    let before = taken.len();
+    taken.dedup();
+    assert_eq!(before, taken.len(), "a message was delivered twice");
+    assert_eq!(taken.len(), MESSAGES, "a message was lost");
+    let layout = Layout::new(root);
+    let id = SessionId::parse(&receiver).unwrap();
+    assert_eq!(
+        std::fs::read_dir(layout.read(&id)).unwrap().count(),
+        MESSAGES
+    );
+    assert_eq!(std::fs::read_dir(layout.claimed(&id)).unwrap().count(), 0);
+}
+
+#[test]
+fn a_registration_made_while_stopping_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let id = SessionId::parse(&start(root, "/p/a")).unwrap();
+    let b = bridge(root);
+    let seen = b.incarnation(&id);
+    // Another process runs `start` for the same session in the meantime.
+    b.new_incarnation(&id).unwrap();
+    assert!(!b.remove_own_session(&id, seen.as_deref()).unwrap());
+    assert!(Layout::new(root).manifest(&id).is_file());
+    // Without a concurrent start, the session goes.
+    let seen = b.incarnation(&id);
+    assert!(b.remove_own_session(&id, seen.as_deref()).unwrap());
+    assert!(!Layout::new(root).session(&id).exists());
+}
+
+#[test]
+fn a_fresh_session_is_never_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let id = SessionId::parse(&start(root, "/p/a")).unwrap();
+    assert!(!bridge(root).prune_if_abandoned(&id).unwrap());
+    assert!(Layout::new(root).manifest(&id).is_file());
+}
+
+#[test]
+fn replies_reach_only_the_asker_that_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let asker = start(root, "/p/asker");
+    let peer = start(root, "/p/peer");
+    let b = bridge(root);
+    let ask_ctx = context(Some(&asker), "/p/asker");
+    let peer_ctx = context(Some(&peer), "/p/peer");
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            bridge(root).run(
+                &ask_ctx,
+                Verb::Ask {
+                    to: peer.clone(),
+                    content: "q".into(),
+                    timeout_seconds: 10,
+                },
+            )
+        });
+        let query = loop {
+            if let Ok(report) = b.run(
+                &peer_ctx,
+                Verb::Listen {
+                    timeout_seconds: Some(0),
+                },
+            ) {
+                break report;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let Outcome::Delivered(query) = query.outcome else {
+            panic!()
+        };
+        // An unrelated message to the asker must not satisfy the wait.
+        b.run(
+            &peer_ctx,
+            Verb::Send {
+                to: asker.clone(),
+                kind: Kind::Response,
+                content: "unrelated".into(),
+                in_reply_to: None,
+            },
+        )
+        .unwrap();
+        b.run(
+            &peer_ctx,
+            Verb::Reply {
+                message_id: query.message.id.clone(),
+                content: "the answer".into(),
+            },
+        )
+        .unwrap();
+        let answered = waiting.join().unwrap().unwrap();
+        assert_eq!(answered.rendered, "Response from peer:\nthe answer\n");
+    });
+}
