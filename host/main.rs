@@ -339,11 +339,11 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
 
     // Only once the message is out is the claim given up; if this process
     // dies before, the lease returns the message to the inbox.
-    if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome {
-        if let Err(err) = guest.commit_delivery(&context, &d.ticket)? {
-            let shown = errors::Shown::new(&err, verb_name, &bridge_dir, &project_dir);
-            eprintln!("warning: {}", shown.message);
-        }
+    if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome
+        && let Err(err) = guest.commit_delivery(&context, &d.ticket)?
+    {
+        let shown = errors::Shown::new(&err, verb_name, &bridge_dir, &project_dir);
+        eprintln!("warning: {}", shown.message);
     }
     Ok(ExitCode::SUCCESS)
 }

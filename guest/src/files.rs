@@ -136,10 +136,10 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
         };
-        if let Some(name) = entry.file_name().to_str() {
-            if !name.starts_with('.') {
-                names.push(name.to_string());
-            }
+        if let Some(name) = entry.file_name().to_str()
+            && !name.starts_with('.')
+        {
+            names.push(name.to_string());
         }
     }
     Ok(names)

@@ -39,12 +39,17 @@ struct ClaimName {
 }
 
 impl ClaimName {
-    fn new(message_id: &MessageId) -> String {
+    fn new_name(message_id: &MessageId) -> String {
         format!(
             "{message_id}.{}.{}.claim",
             random_token(8),
             clock::epoch_millis()
         )
+    }
+
+    /// The message ID part of a valid claim `name`.
+    fn message_id_text(self, name: &str) -> &str {
+        &name[..self.message_id.as_str().len()]
     }
 
     fn parse(name: &str) -> Option<ClaimName> {
@@ -143,9 +148,19 @@ impl<P: Platform> Bridge<P> {
 
     /// Moves a bad inbox entry into `rejected/`, next to a note saying why.
     fn set_aside(&self, owner: &SessionId, name: &str, reason: &str, warnings: &mut Vec<String>) {
-        let inbox = self.layout.inbox(owner);
+        self.set_aside_from(&self.layout.inbox(owner), name, owner, reason, warnings);
+    }
+
+    fn set_aside_from(
+        &self,
+        dir: &Path,
+        name: &str,
+        owner: &SessionId,
+        reason: &str,
+        warnings: &mut Vec<String>,
+    ) {
         let rejected = self.layout.rejected(owner);
-        let from = inbox.join(name);
+        let from = dir.join(name);
         let kept = format!("{}-{name}", clock::epoch_millis());
         let moved = files::ensure_dir(&rejected)
             .and_then(|()| {
@@ -172,11 +187,12 @@ impl<P: Platform> Bridge<P> {
         &self,
         owner: &SessionId,
         pending: &Pending,
+        warnings: &mut Vec<String>,
     ) -> Result<Option<(Message, ClaimTicket)>> {
         let id = MessageId::parse(&pending.message.id)?;
         let claimed_dir = self.layout.claimed(owner);
         files::ensure_dir(&claimed_dir)?;
-        let claim_name = ClaimName::new(&id);
+        let claim_name = ClaimName::new_name(&id);
         let source = self.layout.inbox(owner).join(id.file_name());
         let claimed = claimed_dir.join(&claim_name);
         match fs::rename(&source, &claimed) {
@@ -184,11 +200,18 @@ impl<P: Platform> Bridge<P> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(BridgeError::io("cannot claim", &source, &err)),
         }
-        let bytes = files::read_bounded(&claimed, MAX_MESSAGE_FILE_BYTES).map_err(|failure| {
-            BridgeError::corrupt(&claimed, failure.describe(MAX_MESSAGE_FILE_BYTES))
-        })?;
-        let mut message = Message::parse(&bytes, id.as_str(), Some(owner))
-            .map_err(|reason| BridgeError::corrupt(&claimed, reason))?;
+        // The file was checked when scanned, but it may have been replaced
+        // since; what is handed out is what was claimed, checked again.
+        let parsed = files::read_bounded(&claimed, MAX_MESSAGE_FILE_BYTES)
+            .map_err(|failure| failure.describe(MAX_MESSAGE_FILE_BYTES))
+            .and_then(|bytes| Message::parse(&bytes, id.as_str(), Some(owner)));
+        let mut message = match parsed {
+            Ok(message) => message,
+            Err(reason) => {
+                self.set_aside_from(&claimed_dir, &claim_name, owner, &reason, warnings);
+                return Ok(None);
+            }
+        };
         message.status = Status::Read;
         let ticket = ClaimTicket {
             session_id: owner.to_string(),
@@ -323,25 +346,17 @@ impl<P: Platform> Bridge<P> {
             self.layout.read(owner).join(id.file_name()),
             self.layout.inbox(owner).join(id.file_name()),
         ];
-        for path in by_name {
-            if let Ok(bytes) = files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES) {
-                if let Ok(message) = Message::parse(&bytes, id.as_str(), Some(owner)) {
-                    return Ok(Some(message));
-                }
-            }
+        if let Some(found) = by_name
+            .iter()
+            .find_map(|path| read_message(path, id.as_str(), Some(owner)))
+        {
+            return Ok(Some(found));
         }
         let claimed = self.layout.claimed(owner);
-        for name in files::list(&claimed)? {
-            if ClaimName::parse(&name).is_some_and(|c| &c.message_id == id) {
-                if let Ok(bytes) = files::read_bounded(&claimed.join(&name), MAX_MESSAGE_FILE_BYTES)
-                {
-                    if let Ok(message) = Message::parse(&bytes, id.as_str(), Some(owner)) {
-                        return Ok(Some(message));
-                    }
-                }
-            }
-        }
-        Ok(None)
+        Ok(files::list(&claimed)?
+            .iter()
+            .filter(|name| ClaimName::parse(name).is_some_and(|c| &c.message_id == id))
+            .find_map(|name| read_message(&claimed.join(name), id.as_str(), Some(owner))))
     }
 
     /// True when `owner` sent `id` (its outbox holds a copy).
@@ -351,20 +366,25 @@ impl<P: Platform> Bridge<P> {
     }
 }
 
+/// A valid message file, or None.
+fn read_message(path: &Path, stem: &str, owner: Option<&SessionId>) -> Option<Message> {
+    let bytes = files::read_bounded(path, MAX_MESSAGE_FILE_BYTES).ok()?;
+    Message::parse(&bytes, stem, owner).ok()
+}
+
+/// Every valid message in `dir`, including claims; unreadable files are
+/// skipped.
 fn read_messages(dir: &Path, owner: Option<&SessionId>) -> Result<Vec<Message>> {
-    let mut messages = Vec::new();
-    for name in files::list(dir)? {
-        let stem = name
-            .strip_suffix(".json")
-            .or_else(|| ClaimName::parse(&name).map(|_| &name[..16]));
-        let Some(stem) = stem else { continue };
-        if let Ok(bytes) = files::read_bounded(&dir.join(&name), MAX_MESSAGE_FILE_BYTES) {
-            if let Ok(message) = Message::parse(&bytes, stem, owner) {
-                messages.push(message);
-            }
-        }
-    }
-    Ok(messages)
+    Ok(files::list(dir)?
+        .iter()
+        .filter_map(|name| {
+            let stem = match name.strip_suffix(".json") {
+                Some(stem) => stem,
+                None => ClaimName::parse(name)?.message_id_text(name),
+            };
+            read_message(&dir.join(name), stem, owner)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -374,7 +394,7 @@ mod tests {
     #[test]
     fn claim_names_carry_id_and_time() {
         let id = MessageId::parse("msg-0dzhx0wgcik9").unwrap();
-        let name = ClaimName::new(&id);
+        let name = ClaimName::new_name(&id);
         let parsed = ClaimName::parse(&name).unwrap();
         assert_eq!(parsed.message_id, id);
         assert!(clock::epoch_millis() >= parsed.claimed_at_ms);

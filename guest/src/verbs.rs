@@ -297,21 +297,22 @@ impl<P: Platform> Bridge<P> {
             return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
         };
         let message = &delivery.message;
-        if message.kind == Kind::Ping && message.in_reply_to.is_none() {
-            if let Some(peer) = message.sender().filter(|p| self.session_exists(p)) {
-                let id = MessageId::parse(&message.id)?;
-                let pong = Message::new(
-                    &me,
-                    &peer,
-                    Kind::Ping,
-                    PING_CONTENT.into(),
-                    Some(&id),
-                    &mine.project_name,
-                );
-                match self.deliver(&pong) {
-                    Ok(()) => delivery.answered_ping = Some(pong),
-                    Err(err) => warnings.push(format!("could not answer the ping: {err}")),
-                }
+        if message.kind == Kind::Ping
+            && message.in_reply_to.is_none()
+            && let Some(peer) = message.sender().filter(|p| self.session_exists(p))
+        {
+            let id = MessageId::parse(&message.id)?;
+            let pong = Message::new(
+                &me,
+                &peer,
+                Kind::Ping,
+                PING_CONTENT.into(),
+                Some(&id),
+                &mine.project_name,
+            );
+            match self.deliver(&pong) {
+                Ok(()) => delivery.answered_ping = Some(pong),
+                Err(err) => warnings.push(format!("could not answer the ping: {err}")),
             }
         }
         Ok(delivery)
@@ -358,7 +359,7 @@ impl<P: Platform> Bridge<P> {
             let awaited = self.awaited_replies(owner)?;
             let (wanted, select_wake) = select(&pending, &awaited);
             for index in wanted {
-                if let Some((message, ticket)) = self.claim(owner, &pending[index])? {
+                if let Some((message, ticket)) = self.claim(owner, &pending[index], warnings)? {
                     return Ok(Some(Delivery {
                         message,
                         ticket,

@@ -127,13 +127,13 @@ impl Message {
         }
         SessionId::parse(&message.from).map_err(|_| format!("bad sender {:?}", message.from))?;
         SessionId::parse(&message.to).map_err(|_| format!("bad recipient {:?}", message.to))?;
-        if let Some(owner) = owner {
-            if message.to != owner.as_str() {
-                return Err(format!(
-                    "it is addressed to {:?}, not to this inbox's session {owner}",
-                    message.to
-                ));
-            }
+        if let Some(owner) = owner
+            && message.to != owner.as_str()
+        {
+            return Err(format!(
+                "it is addressed to {:?}, not to this inbox's session {owner}",
+                message.to
+            ));
         }
         if let Some(reply_to) = &message.in_reply_to {
             MessageId::parse(reply_to).map_err(|_| format!("bad inReplyTo {reply_to:?}"))?;
