@@ -3,12 +3,6 @@
 //! line, prepares directories, waits on change notifications and prints;
 //! every protocol decision is the guest's.
 
-mod compile_cache;
-mod dirs;
-mod errors;
-mod sandbox;
-mod watch;
-
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,10 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::sandbox::{Guest, wit};
-
-/// The default guest, built from `guest/` by build.rs.
-static DEFAULT_GUEST: &[u8] = include_bytes!(env!("BRIDGE_GUEST_WASM"));
+use bridge_host::sandbox::{self, Guest, wit};
+use bridge_host::{DEFAULT_GUEST, compile_cache, dirs, errors};
 
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
@@ -171,6 +163,10 @@ fn main() -> ExitCode {
     // Everything the bridge creates is private: directories 0700, files 0600.
     // SAFETY: umask has no preconditions.
     unsafe { libc::umask(0o077) };
+    // Past a file size limit (RLIMIT_FSIZE), let the write fail with an error
+    // the guest reports, instead of the signal killing the process mid-write.
+    // SAFETY: ignoring a signal installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

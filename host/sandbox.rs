@@ -4,7 +4,7 @@
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -42,6 +42,10 @@ pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.consume_fuel(true);
+    // One instance per process: a copy-on-write memory image (a memfd)
+    // would cost more to set up than the copy it saves, and would fail
+    // under a small RLIMIT_FSIZE before the guest could report anything.
+    config.memory_init_cow(false);
     Engine::new(&config).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
 }
 
@@ -191,6 +195,9 @@ impl Guest {
             .preopened_dir(bridge_dir, ".", FsPerms::ReadWrite)
             .map_err(|e| anyhow!("cannot grant {}: {e}", bridge_dir.display()))?
             .stderr(stderr.clone())
+            // The host runs one guest call at a time on one thread: blocking
+            // file operations in place avoids a thread hop for each of them.
+            .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -215,11 +222,15 @@ impl Guest {
         Bridge::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;
         store.set_fuel(FUEL_PER_CALL).map_err(|e| anyhow!("{e}"))?;
-        let bindings = Bridge::instantiate(&mut store, component, &linker)
-            .map_err(|e| anyhow!("{e:?}"))
-            .context(
-                "the guest component does not fit this host's session-bridge:protocol@0.1.0 world",
-            )?;
+        let pre = linker.instantiate_pre(component).map_err(|e| {
+            anyhow!(
+                "the guest component does not fit this host's session-bridge:protocol@0.1.0 \
+                 world: {e}"
+            )
+        })?;
+        let bindings = BridgePre::new(pre)
+            .and_then(|pre| pre.instantiate(&mut store))
+            .map_err(|e| anyhow!("cannot instantiate the guest component: {e:?}"))?;
         Ok(Guest { store, bindings })
     }
 

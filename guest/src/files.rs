@@ -27,7 +27,13 @@ fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
         Ok(()) => Ok(temp),
         Err(err) => {
             let _ = fs::remove_file(&temp);
-            Err(BridgeError::io("cannot write", &temp, &err))
+            // Inside WASI a failed stream write arrives as a bare I/O error;
+            // the usual cause is a full disk or a file size limit.
+            Err(BridgeError::io(
+                "cannot write (the disk may be full, or a file size limit reached)",
+                &temp,
+                &err,
+            ))
         }
     }
 }

@@ -336,8 +336,12 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// Every message in `owner`'s outbox.
+    /// Every message in `owner`'s outbox that `owner` sent; a planted copy
+    /// claiming another sender is ignored.
     pub(crate) fn outbox_history(&self, owner: &SessionId) -> Result<Vec<Message>> {
-        read_messages(&self.layout.outbox(owner), None)
+        let mut sent = read_messages(&self.layout.outbox(owner), None)?;
+        sent.retain(|m| m.from == owner.as_str());
+        Ok(sent)
     }
 
     /// A message `owner` received, wherever it now is in the inbox.

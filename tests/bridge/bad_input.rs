@@ -274,3 +274,57 @@ fn a_bridge_directory_others_can_write_is_refused() {
     assert!(stderr.contains("chmod 700"), "{stderr}");
     assert_eq!(snapshot(&w.bridge), before);
 }
+
+#[test]
+fn a_full_disk_fails_the_send_and_leaves_no_partial_message() {
+    use std::os::unix::process::CommandExt;
+    let w = World::new();
+    let a = w.project("a");
+    let b = w.project("b");
+    w.start(&a);
+    let b_id = w.start(&b);
+    let mut command = std::process::Command::new(crate::util::BIN);
+    command
+        .env_clear()
+        .env("HOME", w.home())
+        .env("BRIDGE_DIR", &w.bridge)
+        .env("BRIDGE_CACHE_DIR", w.root.path().join("no-cache"))
+        .current_dir(&a)
+        .args(["run", "send", &b_id, "query", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            // Files may grow to 4 KiB: the message below needs more.
+            let limit = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&vec![b'z'; 64 * 1024]).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the disk may be full, or a file size limit reached"),
+        "{stderr}"
+    );
+    // Nothing half-written is visible, and no temporary file is left behind.
+    let leftovers: Vec<_> = snapshot(&w.session_dir(&b_id).join("inbox"))
+        .into_keys()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,527 @@
+//! Every published figure in one run: `cargo bench` (or
+//! `cargo bench -- --quick` for a shorter, noisier pass).
+//!
+//! Whole-process figures spawn the real `bridge-host` binary built with the
+//! bench profile; in-process figures use the host library with reused guest
+//! instances. Each figure prints median, p90, p99 and max.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bridge_host::sandbox::{self, Guest, wit};
+use bridge_host::{DEFAULT_GUEST, compile_cache};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
+
+/// Sample counts: (full, quick).
+struct Sizes {
+    send: usize,
+    latency: usize,
+    ask: usize,
+    scan: usize,
+    in_process_messages: usize,
+    process_messages: usize,
+    cold: usize,
+    idle_secs: u64,
+    scaling: &'static [usize],
+}
+
+const FULL: Sizes = Sizes {
+    send: 300,
+    latency: 200,
+    ask: 150,
+    scan: 40,
+    in_process_messages: 8000,
+    process_messages: 2000,
+    cold: 15,
+    idle_secs: 10,
+    scaling: &[0, 1_000, 10_000, 100_000],
+};
+
+const QUICK: Sizes = Sizes {
+    send: 40,
+    latency: 30,
+    ask: 20,
+    scan: 10,
+    in_process_messages: 2000,
+    process_messages: 400,
+    cold: 5,
+    idle_secs: 3,
+    scaling: &[0, 1_000, 10_000],
+};
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes = if quick { &QUICK } else { &FULL };
+    let cache = tempfile::tempdir().expect("temp dir");
+    println!(
+        "session-bridge benchmarks: profile {}, {} CPUs, {} run",
+        if cfg!(debug_assertions) {
+            "debug (numbers not representative)"
+        } else {
+            "bench (release, opt-level 3)"
+        },
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        if quick { "quick" } else { "full" }
+    );
+    println!("\n| figure | n | median | p90 | p99 | max | target |\n|---|---|---|---|---|---|---|");
+
+    row(
+        "send, whole process",
+        &send_process(sizes, cache.path()),
+        "≤ 5 ms",
+    );
+    row(
+        "delivery latency, send returned → listen printed",
+        &delivery_latency(sizes, cache.path()),
+        "p50 ≤ 5 ms, p99 ≤ 25 ms",
+    );
+    row(
+        "ask round trip, automatic responder",
+        &ask_round_trip(sizes, cache.path()),
+        "≤ 15 ms",
+    );
+    for &read in sizes.scaling {
+        row(
+            &format!("listen, one new among {read} read"),
+            &listen_among_read(sizes, cache.path(), read),
+            "≤ 10 ms, flat",
+        );
+    }
+    row(
+        "cold start (`id`), no compile cache",
+        &cold_start(sizes, cache.path(), false),
+        "",
+    );
+    row(
+        "cold start (`id`), warm compile cache",
+        &cold_start(sizes, cache.path(), true),
+        "",
+    );
+
+    println!("\n| figure | value | target |\n|---|---|---|");
+    let (rate, exact) = in_process_throughput(sizes, cache.path());
+    println!(
+        "| throughput, 4 senders + 4 listeners, reused instances in one process | {rate:.0} msg/s ({exact}) | ≥ 2,000 msg/s |"
+    );
+    let (rate, exact) = process_throughput(sizes, cache.path());
+    println!(
+        "| throughput, 4 sender + 4 listener bridge-host processes | {rate:.0} msg/s ({exact}) | ≥ 300 msg/s |"
+    );
+    let rss = blocked_listen_rss(cache.path());
+    println!(
+        "| peak RSS of a blocked listen (median of 5) | {:.1} MB | ≤ 30 MB |",
+        rss as f64 / 1024.0
+    );
+    let cpu = idle_listen_cpu(sizes, cache.path());
+    println!(
+        "| CPU of an idle listen over {} s | {cpu:.2} % | 0 % |",
+        sizes.idle_secs
+    );
+}
+
+// ---------------------------------------------------------------- figures
+
+fn send_process(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
+    let w = World::new(cache);
+    (0..sizes.send)
+        .map(|i| {
+            let started = Instant::now();
+            w.run(&w.a, &["send", &w.b_id, "query", &format!("message {i}")]);
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn delivery_latency(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
+    let w = World::new(cache);
+    (0..sizes.latency)
+        .map(|i| {
+            let listener = w.spawn(&w.b, &["listen", "--timeout", "30"]);
+            let printed = first_output_instant(listener);
+            // Let the listener reach its wait before the message is sent.
+            thread::sleep(Duration::from_millis(40));
+            w.run(&w.a, &["send", &w.b_id, "query", &format!("ping {i}")]);
+            let sent = Instant::now();
+            let printed = printed.join().expect("listener thread");
+            printed.saturating_duration_since(sent)
+        })
+        .collect()
+}
+
+fn ask_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
+    let w = Arc::new(World::new(cache));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let responder = {
+        let (w, done) = (w.clone(), done.clone());
+        thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = w.output(&w.b, &["listen", "--timeout", "1"]);
+                if let Some(id) = out.lines().find_map(|l| l.strip_prefix("MESSAGE_ID=")) {
+                    w.run(&w.b, &["reply", id, "automatic answer"]);
+                }
+            }
+        })
+    };
+    let samples = (0..sizes.ask)
+        .map(|i| {
+            let started = Instant::now();
+            let out = w.output(&w.a, &["ask", &w.b_id, &format!("question {i}")]);
+            assert!(out.starts_with("Response from"), "{out}");
+            started.elapsed()
+        })
+        .collect();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    responder.join().expect("responder");
+    samples
+}
+
+fn listen_among_read(sizes: &Sizes, cache: &Path, read: usize) -> Vec<Duration> {
+    let w = World::new(cache);
+    let read_dir = w.bridge.join("sessions").join(&w.b_id).join("inbox/read");
+    for i in 0..read {
+        let id = format!("msg-r{i:011}");
+        fs::write(
+            read_dir.join(format!("{id}.json")),
+            message_json(&id, &w.a_id, &w.b_id, "read"),
+        )
+        .expect("prefill");
+    }
+    let inbox = w.bridge.join("sessions").join(&w.b_id).join("inbox");
+    (0..sizes.scan)
+        .map(|i| {
+            let id = format!("msg-n{i:011}");
+            let temp = inbox.join(".bench-tmp");
+            fs::write(&temp, message_json(&id, &w.a_id, &w.b_id, "pending")).unwrap();
+            fs::rename(&temp, inbox.join(format!("{id}.json"))).unwrap();
+            let started = Instant::now();
+            let out = w.output(&w.b, &["listen", "--timeout", "0"]);
+            let took = started.elapsed();
+            assert!(out.contains(&id), "{out}");
+            took
+        })
+        .collect()
+}
+
+fn cold_start(sizes: &Sizes, cache: &Path, warm: bool) -> Vec<Duration> {
+    let w = World::new(cache);
+    (0..sizes.cold)
+        .map(|_| {
+            let fresh = tempfile::tempdir().unwrap();
+            let cache_dir = if warm { cache } else { fresh.path() };
+            let started = Instant::now();
+            let status = w
+                .command(&w.a, &["id"])
+                .env("BRIDGE_CACHE_DIR", cache_dir)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
+    let w = World::new(cache);
+    let engine = sandbox::engine().unwrap();
+    let (component, _) = compile_cache::load(&engine, DEFAULT_GUEST, Some(cache)).unwrap();
+    let per_sender = sizes.in_process_messages / 4;
+    let delivered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        let (engine, component) = (engine.clone(), component.clone());
+        let (bridge, project, session, to) = (
+            w.bridge.clone(),
+            w.a.clone(),
+            w.a_id.clone(),
+            w.b_id.clone(),
+        );
+        threads.push(thread::spawn(move || {
+            let mut guest = Guest::instantiate(&engine, &component, &bridge, &project).unwrap();
+            let context = context(&project, &session);
+            for i in 0..per_sender {
+                let verb = wit::Verb::Send(wit::SendRequest {
+                    to: to.clone(),
+                    kind: wit::MessageKind::Query,
+                    content: format!("message {i}"),
+                    in_reply_to: None,
+                });
+                guest
+                    .run(&context, &verb)
+                    .unwrap()
+                    .map_err(|f| format!("{:?}", f.error))
+                    .unwrap();
+            }
+        }));
+    }
+    let last_delivery = Arc::new(Mutex::new(started));
+    for _ in 0..4 {
+        let (engine, component, delivered, last) = (
+            engine.clone(),
+            component.clone(),
+            delivered.clone(),
+            last_delivery.clone(),
+        );
+        let (bridge, project, session) = (w.bridge.clone(), w.b.clone(), w.b_id.clone());
+        threads.push(thread::spawn(move || {
+            let mut guest = Guest::instantiate(&engine, &component, &bridge, &project).unwrap();
+            let context = context(&project, &session);
+            let listen = wit::Verb::Listen(wit::ListenRequest {
+                timeout_seconds: Some(2),
+            });
+            while let Ok(report) = guest.run(&context, &listen).unwrap() {
+                let wit::Outcome::Delivered(delivery) = report.outcome else {
+                    panic!("listen returned something else");
+                };
+                guest
+                    .commit_delivery(&context, &delivery.ticket)
+                    .unwrap()
+                    .unwrap();
+                *delivered
+                    .lock()
+                    .unwrap()
+                    .entry(delivery.message.id)
+                    .or_default() += 1;
+                *last.lock().unwrap() = Instant::now();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = last_delivery.lock().unwrap().duration_since(started);
+    let delivered = delivered.lock().unwrap();
+    let expected = per_sender * 4;
+    (
+        expected as f64 / elapsed.as_secs_f64(),
+        exactness(&delivered, expected),
+    )
+}
+
+fn process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
+    let w = Arc::new(World::new(cache));
+    let per_sender = sizes.process_messages / 4;
+    let delivered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let started = Instant::now();
+    let last_delivery = Arc::new(Mutex::new(started));
+    let mut threads = Vec::new();
+    for s in 0..4 {
+        let w = w.clone();
+        threads.push(thread::spawn(move || {
+            for i in 0..per_sender {
+                w.run(&w.a, &["send", &w.b_id, "query", &format!("m{s}-{i}")]);
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let (w, delivered, last) = (w.clone(), delivered.clone(), last_delivery.clone());
+        threads.push(thread::spawn(move || {
+            loop {
+                let out = w.output(&w.b, &["listen", "--timeout", "3"]);
+                let Some(id) = out.lines().find_map(|l| l.strip_prefix("MESSAGE_ID=")) else {
+                    break;
+                };
+                *delivered.lock().unwrap().entry(id.to_string()).or_default() += 1;
+                *last.lock().unwrap() = Instant::now();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = last_delivery.lock().unwrap().duration_since(started);
+    let delivered = delivered.lock().unwrap();
+    let expected = per_sender * 4;
+    (
+        expected as f64 / elapsed.as_secs_f64(),
+        exactness(&delivered, expected),
+    )
+}
+
+fn blocked_listen_rss(cache: &Path) -> u64 {
+    let w = World::new(cache);
+    let mut peaks: Vec<u64> = (0..5)
+        .map(|_| {
+            let mut child = w.spawn(&w.b, &["listen", "--timeout", "10"]);
+            thread::sleep(Duration::from_millis(300));
+            let peak = proc_status_kb(child.id(), "VmHWM:");
+            child.kill().unwrap();
+            child.wait().unwrap();
+            peak
+        })
+        .collect();
+    peaks.sort();
+    peaks[2]
+}
+
+fn idle_listen_cpu(sizes: &Sizes, cache: &Path) -> f64 {
+    let w = World::new(cache);
+    let mut child = w.spawn(&w.b, &["listen"]);
+    thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    thread::sleep(Duration::from_secs(sizes.idle_secs));
+    let after = cpu_ticks(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (after - before) as f64 / ticks_per_sec / sizes.idle_secs as f64 * 100.0
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Two registered sessions, `a` and `b`, in a fresh bridge directory.
+struct World {
+    _root: tempfile::TempDir,
+    bridge: PathBuf,
+    cache: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+    a_id: String,
+    b_id: String,
+}
+
+impl World {
+    fn new(cache: &Path) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let bridge = root.path().join("bridge");
+        let a = root.path().join("app");
+        let b = root.path().join("library");
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        let mut world = World {
+            bridge,
+            cache: cache.to_path_buf(),
+            a,
+            b,
+            a_id: String::new(),
+            b_id: String::new(),
+            _root: root,
+        };
+        world.a_id = world
+            .output(&world.a.clone(), &["start"])
+            .trim()
+            .to_string();
+        world.b_id = world
+            .output(&world.b.clone(), &["start"])
+            .trim()
+            .to_string();
+        world
+    }
+
+    fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .env_clear()
+            .env("BRIDGE_DIR", &self.bridge)
+            .env("BRIDGE_CACHE_DIR", &self.cache)
+            .current_dir(cwd)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    fn run(&self, cwd: &Path, args: &[&str]) {
+        let status = self
+            .command(cwd, args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "bridge-host run {args:?} failed");
+    }
+
+    fn output(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.command(cwd, args).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn spawn(&self, cwd: &Path, args: &[&str]) -> Child {
+        self.command(cwd, args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn context(project: &Path, session: &str) -> wit::InvocationContext {
+    wit::InvocationContext {
+        session: Some(session.to_string()),
+        agent_session: None,
+        project_dir: project.to_str().unwrap().to_string(),
+        working_dir: project.to_str().unwrap().to_string(),
+        format: wit::OutputFormat::Text,
+    }
+}
+
+/// The instant `child` first writes to stdout, read on a thread.
+fn first_output_instant(mut child: Child) -> thread::JoinHandle<Instant> {
+    thread::spawn(move || {
+        let mut stdout = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        stdout
+            .read_exact(&mut byte)
+            .expect("listener printed nothing");
+        let at = Instant::now();
+        let mut rest = Vec::new();
+        let _ = stdout.read_to_end(&mut rest);
+        child.wait().unwrap();
+        at
+    })
+}
+
+fn message_json(id: &str, from: &str, to: &str, status: &str) -> String {
+    format!(
+        "{{\n  \"id\": \"{id}\",\n  \"from\": \"{from}\",\n  \"to\": \"{to}\",\n  \"type\": \"query\",\n  \
+         \"timestamp\": \"2026-11-23T10:06:00Z\",\n  \"status\": \"{status}\",\n  \"content\": \"benchmark\",\n  \
+         \"inReplyTo\": null,\n  \"metadata\": {{\n    \"urgency\": \"normal\",\n    \"fromProject\": \"app\"\n  }}\n}}\n"
+    )
+}
+
+fn exactness(delivered: &HashMap<String, usize>, expected: usize) -> String {
+    let duplicates = delivered.values().filter(|&&n| n > 1).count();
+    let lost = expected.saturating_sub(delivered.len());
+    format!("{expected} sent, {duplicates} duplicated, {lost} lost")
+}
+
+fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may contain spaces) in parens.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 overall, 12 and 13 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn row(name: &str, samples: &[Duration], target: &str) {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let pick = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "| {name} | {} | {} | {} | {} | {} | {target} |",
+        sorted.len(),
+        ms(pick(0.5)),
+        ms(pick(0.9)),
+        ms(pick(0.99)),
+        ms(*sorted.last().unwrap())
+    );
+}

@@ -1,0 +1,12 @@
+//! The host side of session-bridge: the sandbox that runs the protocol
+//! guest, and the few capabilities it brokers. `main.rs` is the CLI on top;
+//! the benchmarks use this library directly.
+
+pub mod compile_cache;
+pub mod dirs;
+pub mod errors;
+pub mod sandbox;
+pub mod watch;
+
+/// The default guest component, built from `guest/` by build.rs.
+pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("BRIDGE_GUEST_WASM"));
