@@ -57,6 +57,7 @@ const QUICK: Sizes = Sizes {
 };
 
 fn main() {
+    bridge_host::watch::install();
     let quick = std::env::args().any(|a| a == "--quick");
     let sizes = if quick { &QUICK } else { &FULL };
     let cache = tempfile::tempdir().expect("temp dir");

@@ -159,6 +159,8 @@ impl VerbArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists, so that every thread inherits it.
+    bridge_host::watch::install();
     let cli = Cli::parse();
     // Everything the bridge creates is private: directories 0700, files 0600.
     // SAFETY: umask has no preconditions.

@@ -90,53 +90,52 @@ impl<P: Platform> Bridge<P> {
         files::replace(&outbox, &id.file_name(), &copy.to_bytes())
     }
 
-    /// The pending messages of `owner`'s inbox, oldest first. Malformed
-    /// files are set aside into `rejected/` with a warning; expired claims
-    /// are returned to the inbox first. Also returns when the next claim
-    /// lease expires, so a waiter can wake for it.
-    pub(crate) fn pending(
+    /// The names of the pending message files in `owner`'s inbox, after
+    /// returning lapsed claims to it. Also returns when the next live claim
+    /// lapses, so a waiter can wake for it.
+    pub(crate) fn pending_names(
         &self,
         owner: &SessionId,
-        warnings: &mut Vec<String>,
-    ) -> Result<(Vec<Pending>, Option<Duration>)> {
+    ) -> Result<(Vec<String>, Option<Duration>)> {
         let next_expiry = self.recover_expired_claims(owner)?;
-        let inbox = self.layout.inbox(owner);
-        let mut found = Vec::new();
-        for name in files::list(&inbox)? {
-            let Some(stem) = name.strip_suffix(".json") else {
-                continue;
-            };
-            let path = inbox.join(&name);
-            let modified = fs::symlink_metadata(&path)
-                .ok()
-                .and_then(|m| m.modified().ok());
-            match files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES) {
-                Ok(bytes) => match Message::parse(&bytes, stem, Some(owner)) {
-                    Ok(message) if message.status == Status::Pending => {
-                        found.push(Pending { message, modified })
-                    }
-                    // Marked read by an original-protocol reader: already taken.
-                    Ok(_) => self.archive_taken(owner, &name),
-                    Err(reason) => self.set_aside(owner, &name, &reason, warnings),
-                },
-                Err(ReadFailure::Missing) => {}
-                Err(ReadFailure::Io(err)) => {
-                    return Err(BridgeError::io("cannot read", &path, &err));
+        let mut names = files::list(&self.layout.inbox(owner))?;
+        names.retain(|name| name.ends_with(".json"));
+        Ok((names, next_expiry))
+    }
+
+    /// Reads one pending message. Malformed files are set aside into
+    /// `rejected/` with a warning, and None is returned for them and for
+    /// files that vanished (taken by another listener).
+    pub(crate) fn load_pending(
+        &self,
+        owner: &SessionId,
+        name: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Pending>> {
+        let Some(stem) = name.strip_suffix(".json") else {
+            return Ok(None);
+        };
+        let path = self.layout.inbox(owner).join(name);
+        let modified = fs::symlink_metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok());
+        match files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES) {
+            Ok(bytes) => match Message::parse(&bytes, stem, Some(owner)) {
+                Ok(message) if message.status == Status::Pending => {
+                    return Ok(Some(Pending { message, modified }));
                 }
-                Err(failure) => {
-                    let reason = failure.describe(MAX_MESSAGE_FILE_BYTES);
-                    self.set_aside(owner, &name, &reason, warnings);
-                }
+                // Marked read by an original-protocol reader: already taken.
+                Ok(_) => self.archive_taken(owner, name),
+                Err(reason) => self.set_aside(owner, name, &reason, warnings),
+            },
+            Err(ReadFailure::Missing) => {}
+            Err(ReadFailure::Io(err)) => return Err(BridgeError::io("cannot read", &path, &err)),
+            Err(failure) => {
+                let reason = failure.describe(MAX_MESSAGE_FILE_BYTES);
+                self.set_aside(owner, name, &reason, warnings);
             }
         }
-        found.sort_by(|a, b| {
-            (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
-                &b.message.timestamp,
-                b.modified,
-                &b.message.id,
-            ))
-        });
-        Ok((found, next_expiry))
+        Ok(None)
     }
 
     fn archive_taken(&self, owner: &SessionId, name: &str) {

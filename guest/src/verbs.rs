@@ -11,8 +11,15 @@ use crate::registry::{validate_agent_session, validate_project_dir};
 use crate::wire::{Kind, MAX_CONTENT_BYTES, Manifest, Message};
 use crate::{
     Bridge, Context, Delivery, Outcome, Peer, PeerEntry, Platform, StatusReport, StopReport, Verb,
-    clock,
+    Watcher, clock,
 };
+
+/// A uniformly drawn index below `len` (which must be positive).
+fn random_index(len: usize) -> usize {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the platform random source failed");
+    (u64::from_le_bytes(bytes) % len as u64) as usize
+}
 
 /// The longest a waiter sleeps before looking again even without a change
 /// notification; it also refreshes the heartbeat then.
@@ -35,9 +42,21 @@ pub fn check_content(content: &str) -> Result<()> {
     Ok(())
 }
 
-/// Which pending messages a waiter wants, in order, and when it should look
-/// again even if nothing changes.
-type Selection = (Vec<usize>, Option<Duration>);
+/// Up to this many pending messages are read in full and handed out oldest
+/// first. Past it (a backlog), messages are tried in arbitrary order, each
+/// read only when reached, so that taking one costs little however many
+/// wait and concurrent listeners do not all contend for the same one.
+const OLDEST_FIRST_LIMIT: usize = 64;
+
+/// What a waiter makes of one pending message.
+enum Pick {
+    /// Claim it.
+    Take,
+    /// Not for this waiter.
+    Skip,
+    /// Not for this waiter until this much time has passed.
+    SkipFor(Duration),
+}
 
 impl<P: Platform> Bridge<P> {
     pub(crate) fn dispatch(
@@ -262,36 +281,25 @@ impl<P: Platform> Bridge<P> {
             other => other?,
         };
         let deadline = timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s.into()));
-        let select = |pending: &[Pending], awaited: &HashMap<String, u64>| -> Selection {
+        let select = |p: &Pending, awaited: &HashMap<String, u64>| -> Pick {
+            if p.message.from == me.as_str() {
+                return Pick::Skip;
+            }
+            // A reply that an `ask` is waiting for belongs to the asker until
+            // its wait ends.
             let now = clock::epoch_millis();
-            let mut wake: Option<Duration> = None;
-            let wanted = pending
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| {
-                    if p.message.from == me.as_str() {
-                        return false;
-                    }
-                    // A reply that an `ask` is waiting for belongs to the asker
-                    // until its wait ends.
-                    let reserved_until = p
-                        .message
-                        .in_reply_to
-                        .as_ref()
-                        .filter(|_| p.message.kind == Kind::Response)
-                        .and_then(|q| awaited.get(q))
-                        .copied()
-                        .filter(|&until| until > now);
-                    if let Some(until) = reserved_until {
-                        let left = Duration::from_millis(until - now);
-                        wake = Some(wake.map_or(left, |w| w.min(left)));
-                        return false;
-                    }
-                    true
-                })
-                .map(|(i, _)| i)
-                .collect();
-            (wanted, wake)
+            let reserved_until = p
+                .message
+                .in_reply_to
+                .as_ref()
+                .filter(|_| p.message.kind == Kind::Response)
+                .and_then(|q| awaited.get(q))
+                .copied()
+                .filter(|&until| until > now);
+            match reserved_until {
+                Some(until) => Pick::SkipFor(Duration::from_millis(until - now)),
+                None => Pick::Take,
+            }
         };
         let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, select)? else {
             return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
@@ -328,14 +336,12 @@ impl<P: Platform> Bridge<P> {
         let timeout = Duration::from_secs(timeout_seconds.into());
         let deadline_ms = clock::epoch_millis() + timeout.as_millis() as u64;
         self.await_reply(me, query, deadline_ms)?;
-        let select = |pending: &[Pending], _: &HashMap<String, u64>| -> Selection {
-            let wanted = pending
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.message.in_reply_to.as_deref() == Some(query.as_str()))
-                .map(|(i, _)| i)
-                .collect();
-            (wanted, None)
+        let select = |p: &Pending, _: &HashMap<String, u64>| -> Pick {
+            if p.message.in_reply_to.as_deref() == Some(query.as_str()) {
+                Pick::Take
+            } else {
+                Pick::Skip
+            }
         };
         let found = self.wait_on_inbox(me, Some(Instant::now() + timeout), warnings, select);
         self.stop_awaiting(me, query);
@@ -350,21 +356,57 @@ impl<P: Platform> Bridge<P> {
         owner: &SessionId,
         deadline: Option<Instant>,
         warnings: &mut Vec<String>,
-        select: impl Fn(&[Pending], &HashMap<String, u64>) -> Selection,
+        select: impl Fn(&Pending, &HashMap<String, u64>) -> Pick,
     ) -> Result<Option<Delivery>> {
-        // Watch before the first look, so nothing arriving in between is missed.
-        let mut watcher = self.platform.watch(&self.layout.inbox(owner));
+        let mut watcher: Option<Box<dyn Watcher>> = None;
+        let mut watch_tried = false;
         loop {
-            let (pending, lease_wake) = self.pending(owner, warnings)?;
+            let (names, lease_wake) = self.pending_names(owner)?;
             let awaited = self.awaited_replies(owner)?;
-            let (wanted, select_wake) = select(&pending, &awaited);
-            for index in wanted {
-                if let Some((message, ticket)) = self.claim(owner, &pending[index], warnings)? {
-                    return Ok(Some(Delivery {
-                        message,
-                        ticket,
-                        answered_ping: None,
-                    }));
+            let mut wake = lease_wake;
+            let mut consider =
+                |pending: Pending, warnings: &mut Vec<String>| -> Result<Option<Delivery>> {
+                    match select(&pending, &awaited) {
+                        Pick::Take => {}
+                        Pick::Skip => return Ok(None),
+                        Pick::SkipFor(left) => {
+                            wake = Some(wake.map_or(left, |w| w.min(left)));
+                            return Ok(None);
+                        }
+                    }
+                    Ok(self
+                        .claim(owner, &pending, warnings)?
+                        .map(|(message, ticket)| Delivery {
+                            message,
+                            ticket,
+                            answered_ping: None,
+                        }))
+                };
+            if names.len() <= OLDEST_FIRST_LIMIT {
+                let mut all = Vec::with_capacity(names.len());
+                for name in &names {
+                    all.extend(self.load_pending(owner, name, warnings)?);
+                }
+                all.sort_by(|a, b| {
+                    (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
+                        &b.message.timestamp,
+                        b.modified,
+                        &b.message.id,
+                    ))
+                });
+                for pending in all {
+                    if let Some(delivery) = consider(pending, warnings)? {
+                        return Ok(Some(delivery));
+                    }
+                }
+            } else {
+                let start = random_index(names.len());
+                for name in names[start..].iter().chain(&names[..start]) {
+                    if let Some(pending) = self.load_pending(owner, name, warnings)?
+                        && let Some(delivery) = consider(pending, warnings)?
+                    {
+                        return Ok(Some(delivery));
+                    }
                 }
             }
             let mut slice = MAX_WAIT_SLICE;
@@ -375,8 +417,19 @@ impl<P: Platform> Bridge<P> {
                 }
                 slice = slice.min(left);
             }
-            for wake in [lease_wake, select_wake].into_iter().flatten() {
+            if let Some(wake) = wake {
                 slice = slice.min(wake + Duration::from_millis(5));
+            }
+            // Watch only once there is something to wait for: a message that
+            // is already here is taken without setting up a watch. Anything
+            // arriving between the look above and the watch is caught by the
+            // second look.
+            if !watch_tried {
+                watch_tried = true;
+                watcher = self.platform.watch(&self.layout.inbox(owner));
+                if watcher.is_some() {
+                    continue;
+                }
             }
             match watcher.as_mut() {
                 Some(watcher) => {
