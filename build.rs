@@ -10,24 +10,60 @@ const TARGET: &str = "wasm32-wasip2";
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    for watched in ["guest/src", "guest/Cargo.toml", "guest/Cargo.lock", "wit"] {
+    for watched in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "guest/Cargo.lock",
+        "wit",
+        "policies/Cargo.toml",
+        "policies/Cargo.lock",
+        "policies/redact-secrets/Cargo.toml",
+        "policies/redact-secrets/src",
+        "policies/json-lines/Cargo.toml",
+        "policies/json-lines/src",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
     ensure_target_installed();
 
-    let manifest = root.join("guest/Cargo.toml");
-    // A target directory of its own under OUT_DIR: sharing the outer one
-    // would deadlock on its lock.
-    let target_dir = out.join("guest-target");
+    // Target directories of their own under OUT_DIR: sharing the outer one
+    // would deadlock on its lock. The policies get a separate one because
+    // they build the guest crate without its default export, as a cdylib of
+    // the same name.
+    let guest_target = out.join("guest-target");
+    let policies_target = out.join("policies-target");
+    build_wasm(&root.join("guest"), &guest_target, &[]);
+    build_wasm(&root.join("policies"), &policies_target, &["--workspace"]);
+
+    let wasm = guest_target
+        .join(TARGET)
+        .join("release")
+        .join("session_bridge_guest.wasm");
+    assert!(
+        wasm.is_file(),
+        "the guest build succeeded but {} is missing",
+        wasm.display()
+    );
+    println!("cargo:rustc-env=BRIDGE_GUEST_WASM={}", wasm.display());
+    // Where the example policies land, for the tests.
+    println!(
+        "cargo:rustc-env=BRIDGE_POLICIES_DIR={}",
+        policies_target.join(TARGET).join("release").display()
+    );
+}
+
+/// `cargo build --release --target wasm32-wasip2` for the workspace in `dir`.
+fn build_wasm(dir: &Path, target_dir: &Path, extra: &[&str]) {
     let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .args(["build", "--release", "--target", TARGET])
+        .args(extra)
         .arg("--manifest-path")
-        .arg(&manifest)
+        .arg(dir.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
-    if root.join("guest/Cargo.lock").exists() {
+        .arg(target_dir);
+    if dir.join("Cargo.lock").exists() {
         cargo.arg("--locked");
     }
     // The host's flags (and target settings) must not leak into the wasm
@@ -45,21 +81,13 @@ fn main() {
     }
     let status = cargo
         .status()
-        .unwrap_or_else(|err| panic!("could not run cargo to build the guest: {err}"));
+        .unwrap_or_else(|err| panic!("could not run cargo to build {}: {err}", dir.display()));
     if !status.success() {
-        panic!("building the guest component (guest/) for {TARGET} failed; see the errors above");
+        panic!(
+            "building {} for {TARGET} failed; see the errors above",
+            dir.display()
+        );
     }
-
-    let wasm = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("session_bridge_guest.wasm");
-    assert!(
-        wasm.is_file(),
-        "the guest build succeeded but {} is missing",
-        wasm.display()
-    );
-    println!("cargo:rustc-env=BRIDGE_GUEST_WASM={}", wasm.display());
 }
 
 /// Makes sure the standard library for the wasm target is installed.

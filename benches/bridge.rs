@@ -461,6 +461,7 @@ fn context(project: &Path, session: &str) -> wit::InvocationContext {
         project_dir: project.to_str().unwrap().to_string(),
         working_dir: project.to_str().unwrap().to_string(),
         format: wit::OutputFormat::Text,
+        settings: Vec::new(),
     }
 }
 

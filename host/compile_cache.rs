@@ -96,7 +96,7 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<(Compone
 
 #[cfg(feature = "compiler")]
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
-    Component::new(engine, wasm).map_err(|e| anyhow!("the guest is not a valid component: {e:?}"))
+    Component::new(engine, wasm).map_err(|e| anyhow!("not a valid WebAssembly component: {e:#}"))
 }
 
 #[cfg(not(feature = "compiler"))]

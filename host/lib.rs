@@ -5,6 +5,7 @@
 pub mod compile_cache;
 pub mod dirs;
 pub mod errors;
+pub mod guests;
 pub mod sandbox;
 pub mod watch;
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bridge_host::sandbox::{self, Guest, wit};
-use bridge_host::{DEFAULT_GUEST, compile_cache, dirs, errors};
+use bridge_host::{DEFAULT_GUEST, compile_cache, dirs, errors, guests};
 
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
@@ -49,6 +49,16 @@ struct Global {
     /// Run this guest component instead of the embedded one.
     #[arg(long, global = true, env = "BRIDGE_GUEST", value_name = "FILE.wasm")]
     guest: Option<PathBuf>,
+    /// A setting for the guest's policy (repeatable).
+    #[arg(
+        long = "guest-setting",
+        global = true,
+        env = "BRIDGE_GUEST_SETTINGS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_setting
+    )]
+    guest_settings: Vec<(String, String)>,
     /// The agent's own session ID, set by Claude Code.
     #[arg(long, global = true, env = "CLAUDE_CODE_SESSION_ID", hide = true)]
     agent_session: Option<String>,
@@ -60,6 +70,23 @@ enum Command {
     Run {
         #[command(subcommand)]
         verb: VerbArgs,
+    },
+    /// Inspect guest components.
+    Guest {
+        #[command(subcommand)]
+        action: GuestAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuestAction {
+    /// Show the embedded guest's name, version, protocol and hash.
+    Info,
+    /// Show which protocol version a guest component implements, and
+    /// whether this host can run it (exit 1 when it cannot).
+    Check {
+        /// The guest component (.wasm).
+        file: PathBuf,
     },
 }
 
@@ -181,6 +208,95 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { verb } => run_verb(&cli.global, verb),
+        Command::Guest { action } => guest_command(&cli.global, action),
+    }
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// The guest to run: the file named by --guest, or the embedded one.
+struct GuestSource {
+    bytes: std::borrow::Cow<'static, [u8]>,
+    origin: String,
+}
+
+impl GuestSource {
+    fn from_global(global: &Global) -> Result<Self> {
+        Ok(match &global.guest {
+            Some(path) => GuestSource {
+                bytes: read_guest(path)?.into(),
+                origin: path.display().to_string(),
+            },
+            None => GuestSource {
+                bytes: DEFAULT_GUEST.into(),
+                origin: "embedded in bridge-host".into(),
+            },
+        })
+    }
+
+    /// Compiles (or loads from the cache) and checks the protocol version.
+    fn load(
+        &self,
+        global: &Global,
+        engine: &wasmtime::Engine,
+    ) -> Result<(wasmtime::component::Component, String)> {
+        let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
+        let (component, _) = compile_cache::load(engine, &self.bytes, cache_dir.as_deref())
+            .with_context(|| format!("cannot load the guest {}", self.origin))?;
+        let version = guests::check_compatible(engine, &component, &self.origin)?;
+        Ok((component, version))
+    }
+}
+
+fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
+    let source = match &action {
+        GuestAction::Info => GuestSource::from_global(global)?,
+        GuestAction::Check { file } => GuestSource {
+            bytes: read_guest(file)?.into(),
+            origin: file.display().to_string(),
+        },
+    };
+    let engine = sandbox::engine()?;
+    let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
+    let (component, _) = compile_cache::load(&engine, &source.bytes, cache_dir.as_deref())
+        .with_context(|| format!("{} is not a loadable WebAssembly component", source.origin))?;
+    println!("guest: {}", source.origin);
+    println!(
+        "implements: {}",
+        guests::protocol_version(&engine, &component)
+            .map_or("no session-bridge:protocol version".to_string(), |v| {
+                format!("{}@{v}", guests::PACKAGE)
+            })
+    );
+    println!("this host supports: {}", guests::supported());
+    println!("size: {} bytes", source.bytes.len());
+    println!("blake3: {}", blake3::hash(&source.bytes).to_hex());
+    if let Err(why) = guests::check_compatible(&engine, &component, &source.origin) {
+        println!("can run: no");
+        eprintln!("bridge-host: {why:#}");
+        return Ok(ExitCode::from(1));
+    }
+    let scratch = guests::ScratchDir::new()?;
+    let info = Guest::instantiate(&engine, &component, scratch.path(), scratch.path())
+        .and_then(|mut guest| guest.info());
+    match info {
+        Ok(info) => {
+            println!("policy: {} {}", info.name, info.version);
+            println!("can run: yes");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            println!("can run: no");
+            eprintln!("bridge-host: {why:#}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -290,13 +406,7 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
     };
 
     let engine = sandbox::engine()?;
-    let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-    let alternate = match &global.guest {
-        Some(path) => Some(read_guest(path)?),
-        None => None,
-    };
-    let wasm = alternate.as_deref().unwrap_or(DEFAULT_GUEST);
-    let (component, _) = compile_cache::load(&engine, wasm, cache_dir.as_deref())?;
+    let (component, _) = GuestSource::from_global(global)?.load(global, &engine)?;
     let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &project_dir)?;
 
     let verb_name = verb.name();
@@ -307,6 +417,7 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
         project_dir: path_text(&project_dir)?,
         working_dir: path_text(&working_dir)?,
+        settings: global.guest_settings.clone(),
         format: if global.json {
             wit::OutputFormat::Json
         } else {

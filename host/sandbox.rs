@@ -228,9 +228,15 @@ impl Guest {
                  world: {e}"
             )
         })?;
-        let bindings = BridgePre::new(pre)
-            .and_then(|pre| pre.instantiate(&mut store))
-            .map_err(|e| anyhow!("cannot instantiate the guest component: {e:?}"))?;
+        let pre = BridgePre::new(pre).map_err(|e| {
+            anyhow!(
+                "the guest component does not fit this host's session-bridge:protocol@0.1.0 \
+                 world: {e:#}"
+            )
+        })?;
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow!("cannot instantiate the guest component: {e:#}"))?;
         Ok(Guest { store, bindings })
     }
 
@@ -266,6 +272,14 @@ impl Guest {
             message.push_str(&format!("\nguest stderr: {said}"));
         }
         anyhow!(message)
+    }
+
+    /// What the guest says about itself.
+    pub fn info(&mut self) -> Result<wit::GuestInfo> {
+        self.refuel()?;
+        self.bindings
+            .call_info(&mut self.store)
+            .map_err(|e| self.trapped("info", e))
     }
 
     pub fn limits(&mut self) -> Result<wit::Limits> {

@@ -197,10 +197,10 @@ mod linux {
             let deadline = Instant::now() + timeout;
             let mut arrived = dispatcher.arrived.lock().unwrap_or_else(|e| e.into_inner());
             loop {
-                if let Some(flag) = arrived.get_mut(&raw) {
-                    if std::mem::take(flag) {
-                        return true;
-                    }
+                if let Some(flag) = arrived.get_mut(&raw)
+                    && std::mem::take(flag)
+                {
+                    return true;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

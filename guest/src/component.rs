@@ -1,19 +1,28 @@
 //! The WebAssembly component layer: converts between the WIT types and the
 //! library's, and adapts the host imports to [`Platform`]. No protocol rule
 //! lives here.
+//!
+//! [`PolicyGuest`] turns any [`GuestPolicy`] into the guest's exports;
+//! [`export_policy!`](crate::export_policy) exports it from a policy crate.
+//! With the `default-guest` feature this crate exports [`DefaultPolicy`]
+//! itself, which is how `bridge-host`'s embedded guest is built.
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::time::Duration;
 
-use session_bridge::protocol::host as imports;
-use session_bridge::protocol::types as wit;
-
+use self::session_bridge::protocol::host as imports;
+use self::session_bridge::protocol::types as wit;
 use crate::wire::{self, Kind, Status};
-use crate::{Bridge, Layout, Platform, Watcher};
+use crate::{Bridge, GuestPolicy, Layout, Platform, Watcher};
 
 wit_bindgen::generate!({
     world: "bridge",
     path: "../wit/v0.1.0",
+    pub_export_macro: true,
+    export_macro_name: "export_bridge_guest",
+    default_bindings_module: "session_bridge_guest::component",
+    runtime_path: "session_bridge_guest::__wit_bindgen::rt",
 });
 
 struct HostPlatform;
@@ -47,19 +56,27 @@ impl Platform for HostPlatform {
     }
 }
 
-/// The bridge directory is the guest's only preopened directory; relative
-/// paths resolve inside it.
-fn bridge() -> Bridge<HostPlatform> {
-    Bridge::new(Layout::new(""), HostPlatform)
+/// The guest exports, for the policy `T`.
+pub struct PolicyGuest<T>(PhantomData<T>);
+
+impl<T: GuestPolicy> PolicyGuest<T> {
+    /// The bridge directory is the guest's only preopened directory;
+    /// relative paths resolve inside it.
+    fn bridge(settings: &[(String, String)]) -> Result<Bridge<HostPlatform>, crate::BridgeError> {
+        let policy = T::configure(settings)?;
+        Ok(Bridge::with_policy(
+            Layout::new(""),
+            HostPlatform,
+            Box::new(policy),
+        ))
+    }
 }
 
-struct DefaultGuest;
-
-impl Guest for DefaultGuest {
+impl<T: GuestPolicy> Guest for PolicyGuest<T> {
     fn info() -> wit::GuestInfo {
         wit::GuestInfo {
-            name: "default".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            name: T::NAME.into(),
+            version: T::VERSION.into(),
         }
     }
 
@@ -70,12 +87,14 @@ impl Guest for DefaultGuest {
     }
 
     fn run(context: wit::InvocationContext, verb: wit::Verb) -> Result<wit::Report, wit::Failure> {
-        let report = bridge()
+        let failed = |error: crate::BridgeError, warnings| wit::Failure {
+            error: error.into(),
+            warnings,
+        };
+        let bridge = Self::bridge(&context.settings).map_err(|e| failed(e, Vec::new()))?;
+        let report = bridge
             .run(&context.into(), verb.into())
-            .map_err(|failure| wit::Failure {
-                error: failure.error.into(),
-                warnings: failure.warnings,
-            })?;
+            .map_err(|failure| failed(failure.error, failure.warnings))?;
         Ok(wit::Report {
             outcome: report.outcome.into(),
             rendered: report.rendered,
@@ -84,16 +103,29 @@ impl Guest for DefaultGuest {
     }
 
     fn commit_delivery(
-        _context: wit::InvocationContext,
+        context: wit::InvocationContext,
         ticket: wit::ClaimTicket,
     ) -> Result<(), wit::BridgeError> {
-        bridge()
+        Self::bridge(&context.settings)?
             .commit_delivery(&ticket.into())
             .map_err(wit::BridgeError::from)
     }
 }
 
-export!(DefaultGuest);
+/// Exports a [`GuestPolicy`] as this component's guest. Use it once, in the
+/// policy crate's `lib.rs`: `session_bridge_guest::export_policy!(MyPolicy);`
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        type __SessionBridgePolicyGuest = $crate::component::PolicyGuest<$policy>;
+        $crate::component::export_bridge_guest!(__SessionBridgePolicyGuest with_types_in $crate::component);
+    };
+}
+
+#[cfg(feature = "default-guest")]
+type DefaultGuest = PolicyGuest<crate::DefaultPolicy>;
+#[cfg(feature = "default-guest")]
+export_bridge_guest!(DefaultGuest with_types_in crate::component);
 
 impl From<wit::InvocationContext> for crate::Context {
     fn from(c: wit::InvocationContext) -> Self {
@@ -106,10 +138,10 @@ impl From<wit::InvocationContext> for crate::Context {
                 wit::OutputFormat::Text => crate::Format::Text,
                 wit::OutputFormat::Json => crate::Format::Json,
             },
+            settings: c.settings,
         }
     }
 }
-
 impl From<wit::MessageKind> for Kind {
     fn from(kind: wit::MessageKind) -> Self {
         match kind {

@@ -169,6 +169,17 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Creates the folder `dir` inside an existing parent, unless it exists.
+/// Unlike [`ensure_dir`] it never creates parents, so a session that was
+/// removed meanwhile is not brought back as an empty shell.
+pub fn ensure_child_dir(dir: &Path) -> Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => ensure_dir(dir),
+        Err(err) => Err(BridgeError::io("cannot create directory", dir, &err)),
+    }
+}
+
 /// Removes a file; a missing file is not an error.
 pub fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {

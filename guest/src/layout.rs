@@ -11,6 +11,7 @@
 //! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for
 //! sessions/<id>/agent-session        the agent session that registered it
 //! sessions/<id>/incarnation          a token renewed by every `start`
+//! sessions/<id>/policy-audit.log     what a policy changed in sent messages
 //! .trash/                            sessions being removed
 //! ```
 
@@ -51,6 +52,10 @@ impl Layout {
 
     pub fn agent_file(&self, id: &SessionId) -> PathBuf {
         self.session(id).join("agent-session")
+    }
+
+    pub fn policy_audit(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("policy-audit.log")
     }
 
     pub fn incarnation(&self, id: &SessionId) -> PathBuf {

@@ -5,12 +5,22 @@
 //! only directory is the bridge directory. The host supplies what the
 //! sandbox cannot do through [`Platform`].
 
+// Lets generated code name this crate the same way inside it and in the
+// policy crates that use it.
+extern crate self as session_bridge_guest;
+
+#[cfg(target_family = "wasm")]
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
 pub mod clock;
 pub mod error;
 pub mod files;
 pub mod ids;
 pub mod layout;
 pub mod wire;
+
+pub mod policy;
 
 mod identity;
 mod mailbox;
@@ -20,7 +30,7 @@ mod render;
 mod verbs;
 
 #[cfg(target_family = "wasm")]
-mod component;
+pub mod component;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +41,7 @@ use std::time::Duration;
 pub use error::{BridgeError, Result};
 pub use layout::Layout;
 pub use model::*;
+pub use policy::{DefaultPolicy, GuestPolicy, Policy, Settings};
 
 /// Waits for changes in one folder.
 pub trait Watcher {
@@ -52,15 +63,26 @@ pub trait Platform {
     fn clear_pointer(&self, id: &str) -> std::result::Result<(), String>;
 }
 
-/// One bridge directory seen through a platform.
+/// One bridge directory seen through a platform, under a policy.
 pub struct Bridge<P> {
     layout: Layout,
     platform: P,
+    policy: Box<dyn Policy>,
 }
 
 impl<P: Platform> Bridge<P> {
+    /// A bridge under the default policy.
     pub fn new(layout: Layout, platform: P) -> Self {
-        Bridge { layout, platform }
+        Self::with_policy(layout, platform, Box::new(DefaultPolicy))
+    }
+
+    /// A bridge under `policy`.
+    pub fn with_policy(layout: Layout, platform: P, policy: Box<dyn Policy>) -> Self {
+        Bridge {
+            layout,
+            platform,
+            policy,
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -76,7 +98,10 @@ impl<P: Platform> Bridge<P> {
         let mut warnings = Vec::new();
         match self.dispatch(context, verb, &mut warnings) {
             Ok(outcome) => Ok(Report {
-                rendered: render::render(&outcome, context.format),
+                rendered: self
+                    .policy
+                    .render(&outcome, context.format)
+                    .unwrap_or_else(|| render::render(&outcome, context.format)),
                 outcome,
                 warnings,
             }),

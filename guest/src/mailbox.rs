@@ -66,9 +66,15 @@ impl ClaimName {
 }
 
 impl<P: Platform> Bridge<P> {
-    /// Writes `message` into the recipient's inbox, then keeps a `sent`
-    /// copy in the sender's outbox.
-    pub(crate) fn deliver(&self, message: &Message) -> Result<()> {
+    /// Puts `message` through the policy, writes it into the recipient's
+    /// inbox, then keeps a `sent` copy in the sender's outbox. What the
+    /// policy reports goes to the sender's `policy-audit.log` and into
+    /// `warnings`.
+    pub(crate) fn deliver(&self, message: &mut Message, warnings: &mut Vec<String>) -> Result<()> {
+        let audit = self.policy.outgoing(message)?;
+        if !audit.is_empty() {
+            self.audit(message, &audit, warnings);
+        }
         let id = MessageId::parse(&message.id)?;
         let to = SessionId::parse(&message.to)?;
         let from = SessionId::parse(&message.from)?;
@@ -76,7 +82,7 @@ impl<P: Platform> Bridge<P> {
             return Err(BridgeError::NoSuchSession(to.to_string()));
         }
         let inbox = self.layout.inbox(&to);
-        files::ensure_dir(&inbox)?;
+        files::ensure_child_dir(&inbox)?;
         if !files::create(&inbox, &id.file_name(), &message.to_bytes())? {
             return Err(BridgeError::Io {
                 path: display_path(&inbox.join(id.file_name())),
@@ -86,7 +92,7 @@ impl<P: Platform> Bridge<P> {
         let mut copy = message.clone();
         copy.status = Status::Sent;
         let outbox = self.layout.outbox(&from);
-        files::ensure_dir(&outbox)?;
+        files::ensure_child_dir(&outbox)?;
         files::replace(&outbox, &id.file_name(), &copy.to_bytes())
     }
 
@@ -138,6 +144,34 @@ impl<P: Platform> Bridge<P> {
         Ok(None)
     }
 
+    /// Appends the policy's notes on `message` to the sender's audit log.
+    fn audit(&self, message: &Message, notes: &[String], warnings: &mut Vec<String>) {
+        let Some(from) = message.sender() else { return };
+        let log = self.layout.policy_audit(&from);
+        let mut lines = String::new();
+        for note in notes {
+            lines.push_str(&format!(
+                "{} {} to {}: {note}\n",
+                clock::now_stamp(),
+                message.id,
+                message.to
+            ));
+            warnings.push(format!("policy: {note}"));
+        }
+        let appended = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, lines.as_bytes()));
+        if let Err(err) = appended {
+            warnings.push(format!(
+                "could not append to {}: {}",
+                display_path(&log),
+                crate::error::describe_io(&err)
+            ));
+        }
+    }
+
     fn archive_taken(&self, owner: &SessionId, name: &str) {
         let _ = fs::rename(
             self.layout.inbox(owner).join(name),
@@ -160,8 +194,19 @@ impl<P: Platform> Bridge<P> {
     ) {
         let rejected = self.layout.rejected(owner);
         let from = dir.join(name);
-        let kept = format!("{}-{name}", clock::epoch_millis());
-        let moved = files::ensure_dir(&rejected)
+        // Unique, and short enough that the `.reason` beside it still fits
+        // the 255-byte name limit however long the original name was.
+        let mut short = name.len().min(160);
+        while !name.is_char_boundary(short) {
+            short -= 1;
+        }
+        let kept = format!(
+            "{}-{}-{}",
+            clock::epoch_millis(),
+            random_token(6),
+            &name[..short]
+        );
+        let moved = files::ensure_child_dir(&rejected)
             .and_then(|()| {
                 fs::rename(&from, rejected.join(&kept))
                     .map_err(|err| BridgeError::io("cannot set aside", &from, &err))
@@ -190,7 +235,7 @@ impl<P: Platform> Bridge<P> {
     ) -> Result<Option<(Message, ClaimTicket)>> {
         let id = MessageId::parse(&pending.message.id)?;
         let claimed_dir = self.layout.claimed(owner);
-        files::ensure_dir(&claimed_dir)?;
+        files::ensure_child_dir(&claimed_dir)?;
         let claim_name = ClaimName::new_name(&id);
         let source = self.layout.inbox(owner).join(id.file_name());
         let claimed = claimed_dir.join(&claim_name);
@@ -236,18 +281,24 @@ impl<P: Platform> Bridge<P> {
             )));
         }
         let claimed = self.layout.claimed(&owner).join(&ticket.claim_name);
+        let lapsed = || BridgeError::Io {
+            path: display_path(&claimed),
+            reason: format!(
+                "the claim lapsed after {}s and {id} went back to the inbox; \
+                 it will be delivered again",
+                CLAIM_LEASE.as_secs()
+            ),
+        };
+        // Nothing is created for a claim that does not exist (a forged
+        // ticket, or a session stopped since).
+        if fs::symlink_metadata(&claimed).is_err() {
+            return Err(lapsed());
+        }
         let read_dir = self.layout.read(&owner);
-        files::ensure_dir(&read_dir)?;
+        files::ensure_child_dir(&read_dir)?;
         let kept = read_dir.join(id.file_name());
         fs::rename(&claimed, &kept).map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => BridgeError::Io {
-                path: display_path(&claimed),
-                reason: format!(
-                    "the claim lapsed after {}s and {id} went back to the inbox; \
-                     it will be delivered again",
-                    CLAIM_LEASE.as_secs()
-                ),
-            },
+            io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
         })?;
         let bytes = files::read_bounded(&kept, MAX_MESSAGE_FILE_BYTES)
@@ -311,7 +362,7 @@ impl<P: Platform> Bridge<P> {
         deadline_ms: u64,
     ) -> Result<()> {
         let dir = self.layout.waiting(owner);
-        files::ensure_dir(&dir)?;
+        files::ensure_child_dir(&dir)?;
         files::replace(&dir, query.as_str(), deadline_ms.to_string().as_bytes())
     }
 

@@ -22,6 +22,8 @@ pub struct Context {
     /// The absolute working directory.
     pub working_dir: String,
     pub format: Format,
+    /// Policy settings (`--guest-setting KEY=VALUE`), in the order given.
+    pub settings: Vec<(String, String)>,
 }
 
 /// One verb with its arguments, not yet validated.

@@ -45,6 +45,7 @@ fn context(session: Option<&str>, project: &str) -> Context {
         project_dir: project.to_string(),
         working_dir: project.to_string(),
         format: Format::Text,
+        settings: Vec::new(),
     }
 }
 
@@ -198,4 +199,77 @@ fn replies_reach_only_the_asker_that_waits_for_them() {
         let answered = waiting.join().unwrap().unwrap();
         assert_eq!(answered.rendered, "Response from peer:\nthe answer\n");
     });
+}
+
+fn listen_once(root: &Path, session: &str) -> Result<crate::Report, crate::Failure> {
+    bridge(root).run(
+        &context(Some(session), "/p/x"),
+        Verb::Listen {
+            timeout_seconds: Some(0),
+        },
+    )
+}
+
+#[test]
+fn files_set_aside_under_one_name_never_replace_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let id = start(root, "/p/b");
+    let layout = Layout::new(root);
+    let session = SessionId::parse(&id).unwrap();
+    let long = format!("msg-{}.json", "x".repeat(240));
+    for (name, bytes) in [
+        ("msg-fuzzfixed000.json", &b"first"[..]),
+        ("msg-fuzzfixed000.json", &b"second"[..]),
+        (long.as_str(), &b"long"[..]),
+    ] {
+        std::fs::write(layout.inbox(&session).join(name), bytes).unwrap();
+        let failure = listen_once(root, &id).unwrap_err();
+        assert!(
+            failure.warnings.iter().any(|w| w.starts_with("set aside")),
+            "{:?}",
+            failure.warnings
+        );
+    }
+    let mut kept: Vec<Vec<u8>> = std::fs::read_dir(layout.rejected(&session))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".reason"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [b"first".to_vec(), b"long".to_vec(), b"second".to_vec()]
+    );
+    let reasons = std::fs::read_dir(layout.rejected(&session))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".reason"))
+        .count();
+    assert_eq!(reasons, 3);
+}
+
+#[test]
+fn committing_a_forged_ticket_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    start(root, "/p/a");
+    let before: Vec<_> = std::fs::read_dir(Layout::new(root).sessions())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let forged = crate::ClaimTicket {
+        session_id: "nnnnnn".into(),
+        message_id: "msg-aaaaaaaaaaaa".into(),
+        claim_name: "msg-aaaaaaaaaaaa.abcdefgh.1.claim".into(),
+    };
+    assert!(bridge(root).commit_delivery(&forged).is_err());
+    let after: Vec<_> = std::fs::read_dir(Layout::new(root).sessions())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after);
 }

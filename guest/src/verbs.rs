@@ -76,8 +76,16 @@ impl<P: Platform> Bridge<P> {
                 in_reply_to,
             } => {
                 let (me, mine) = self.me(context)?;
-                self.send(&me, &mine, &to, kind, content, in_reply_to.as_deref())
-                    .map(Outcome::Sent)
+                self.send(
+                    &me,
+                    &mine,
+                    &to,
+                    kind,
+                    content,
+                    in_reply_to.as_deref(),
+                    warnings,
+                )
+                .map(Outcome::Sent)
             }
             Verb::Listen { timeout_seconds } => self
                 .listen(context, timeout_seconds, warnings)
@@ -85,14 +93,16 @@ impl<P: Platform> Bridge<P> {
             Verb::Reply {
                 message_id,
                 content,
-            } => self.reply(context, &message_id, content).map(Outcome::Sent),
+            } => self
+                .reply(context, &message_id, content, warnings)
+                .map(Outcome::Sent),
             Verb::Ask {
                 to,
                 content,
                 timeout_seconds,
             } => {
                 let (me, mine) = self.me(context)?;
-                let query = self.send(&me, &mine, &to, Kind::Query, content, None)?;
+                let query = self.send(&me, &mine, &to, Kind::Query, content, None, warnings)?;
                 let query = MessageId::parse(&query.id)?;
                 self.wait_for_reply(&me, &query, timeout_seconds, warnings)
                     .map(Outcome::Answered)
@@ -190,7 +200,7 @@ impl<P: Platform> Bridge<P> {
             )));
         }
         let theirs = self.manifest(&peer)?;
-        let ping = Message::new(
+        let mut ping = Message::new(
             &me,
             &peer,
             Kind::Ping,
@@ -198,7 +208,7 @@ impl<P: Platform> Bridge<P> {
             None,
             &mine.project_name,
         );
-        self.deliver(&ping)?;
+        self.deliver(&mut ping, warnings)?;
         let stale = theirs.is_stale();
         if stale {
             warnings.push(format!(
@@ -222,11 +232,12 @@ impl<P: Platform> Bridge<P> {
         kind: Kind,
         content: String,
         in_reply_to: Option<&str>,
+        warnings: &mut Vec<String>,
     ) -> Result<Message> {
         let to = SessionId::parse(to)?;
         let in_reply_to = in_reply_to.map(MessageId::parse).transpose()?;
         check_content(&content)?;
-        let message = Message::new(
+        let mut message = Message::new(
             me,
             &to,
             kind,
@@ -234,11 +245,17 @@ impl<P: Platform> Bridge<P> {
             in_reply_to.as_ref(),
             &mine.project_name,
         );
-        self.deliver(&message)?;
+        self.deliver(&mut message, warnings)?;
         Ok(message)
     }
 
-    fn reply(&self, context: &Context, message_id: &str, content: String) -> Result<Message> {
+    fn reply(
+        &self,
+        context: &Context,
+        message_id: &str,
+        content: String,
+        warnings: &mut Vec<String>,
+    ) -> Result<Message> {
         let (me, mine) = self.me(context)?;
         let id = MessageId::parse(message_id)?;
         check_content(&content)?;
@@ -248,7 +265,7 @@ impl<P: Platform> Bridge<P> {
         let to = original
             .sender()
             .ok_or_else(|| BridgeError::NoSuchMessage(id.to_string()))?;
-        let answer = Message::new(
+        let mut answer = Message::new(
             &me,
             &to,
             Kind::Response,
@@ -256,7 +273,7 @@ impl<P: Platform> Bridge<P> {
             Some(&id),
             &mine.project_name,
         );
-        self.deliver(&answer)?;
+        self.deliver(&mut answer, warnings)?;
         Ok(answer)
     }
 
@@ -310,7 +327,7 @@ impl<P: Platform> Bridge<P> {
             && let Some(peer) = message.sender().filter(|p| self.session_exists(p))
         {
             let id = MessageId::parse(&message.id)?;
-            let pong = Message::new(
+            let mut pong = Message::new(
                 &me,
                 &peer,
                 Kind::Ping,
@@ -318,7 +335,7 @@ impl<P: Platform> Bridge<P> {
                 Some(&id),
                 &mine.project_name,
             );
-            match self.deliver(&pong) {
+            match self.deliver(&mut pong, warnings) {
                 Ok(()) => delivery.answered_ping = Some(pong),
                 Err(err) => warnings.push(format!("could not answer the ping: {err}")),
             }
@@ -514,7 +531,7 @@ impl<P: Platform> Bridge<P> {
         let incarnation = self.incarnation(&me);
         let mut notified = Vec::new();
         for peer in self.correspondents(&me, None)? {
-            let ended = Message::new(
+            let mut ended = Message::new(
                 &me,
                 &peer,
                 Kind::SessionEnded,
@@ -522,7 +539,7 @@ impl<P: Platform> Bridge<P> {
                 None,
                 &mine.project_name,
             );
-            match self.deliver(&ended) {
+            match self.deliver(&mut ended, warnings) {
                 Ok(()) => notified.push(peer.to_string()),
                 Err(err) => warnings.push(format!("could not notify {peer}: {err}")),
             }

@@ -7,5 +7,6 @@ mod flows;
 mod guest_library;
 mod identity;
 mod interop;
+mod policies;
 mod sandbox;
 mod util;
