@@ -167,10 +167,25 @@ mod linux {
             if !INSTALLED.load(Ordering::SeqCst) {
                 return Err("change notifications were not installed in this process".into());
             }
-            let fd: OwnedFd = dir
-                .try_clone()
-                .map_err(|e| format!("cannot hold the folder open: {e}"))?
-                .into();
+            // cap-std may hold the folder as an O_PATH descriptor, which
+            // fcntl(F_NOTIFY) refuses; reopen it for reading through itself.
+            // SAFETY: openat on a descriptor we borrow, with a constant path;
+            // the result is checked and owned below.
+            let reopened = unsafe {
+                libc::openat(
+                    std::os::fd::AsFd::as_fd(dir).as_raw_fd(),
+                    c".".as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            if reopened < 0 {
+                return Err(format!(
+                    "cannot open the folder: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // SAFETY: `reopened` is a fresh descriptor nobody else owns.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(reopened) };
             let raw = fd.as_raw_fd();
             let dispatcher = dispatcher();
             dispatcher

@@ -114,6 +114,13 @@ fn a_hostile_guest_cannot_leave_the_bridge_directory() {
     let (code, stdout, stderr, _) = probe(&w, &a, "list:sessions");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "listed 1 entries in sessions\n");
+    // Change notifications work inside (a silent fallback to polling would
+    // cost latency and idle CPU).
+    #[cfg(target_os = "linux")]
+    {
+        let (code, stdout, stderr, _) = probe(&w, &a, "watch:sessions");
+        assert_eq!((code, stdout.as_str()), (Some(0), "watching sessions\n"), "{stderr}");
+    }
 }
 
 #[test]
