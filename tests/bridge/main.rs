@@ -8,5 +8,6 @@ mod guest_library;
 mod identity;
 mod interop;
 mod policies;
+mod readme;
 mod sandbox;
 mod util;

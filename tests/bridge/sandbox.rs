@@ -119,7 +119,11 @@ fn a_hostile_guest_cannot_leave_the_bridge_directory() {
     #[cfg(target_os = "linux")]
     {
         let (code, stdout, stderr, _) = probe(&w, &a, "watch:sessions");
-        assert_eq!((code, stdout.as_str()), (Some(0), "watching sessions\n"), "{stderr}");
+        assert_eq!(
+            (code, stdout.as_str()),
+            (Some(0), "watching sessions\n"),
+            "{stderr}"
+        );
     }
 }
 

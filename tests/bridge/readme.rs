@@ -1,0 +1,71 @@
+//! README.md's "Writing a policy" must work as written: its shell block is
+//! run here, in an empty directory, with `bridge-host` on the PATH.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The first ```sh block after the heading `## <title>`.
+fn shell_block(readme: &str, title: &str) -> String {
+    let section = readme
+        .split_once(&format!("\n## {title}\n"))
+        .unwrap_or_else(|| panic!("README.md has no section {title:?}"))
+        .1;
+    let block = section.split_once("```sh\n").expect("a ```sh block").1;
+    block
+        .split_once("\n```")
+        .expect("a closed block")
+        .0
+        .to_string()
+}
+
+#[test]
+fn the_writing_a_policy_walkthrough_works_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = shell_block(&readme, "Writing a policy");
+
+    // Outside the repository, so `cargo new` touches no workspace of ours.
+    let work = tempfile::Builder::new()
+        .prefix("policy-walkthrough")
+        .tempdir()
+        .unwrap();
+    let start = work.path().join("start");
+    std::fs::create_dir(&start).unwrap();
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_bridge-host"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(&start)
+        .env("PATH", path)
+        .env("SESSION_BRIDGE", root)
+        .env("BRIDGE_DIR", work.path().join("bridge"))
+        .env(
+            "BRIDGE_CACHE_DIR",
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        )
+        .env_remove("BRIDGE_SESSION_ID")
+        .env_remove("CLAUDE_CODE_SESSION_ID")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the walkthrough failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("policy: footer 0.1.0"), "{stdout}");
+    assert!(stdout.contains("can run: yes"), "{stdout}");
+    assert!(
+        stdout.ends_with("Is the v2 API frozen?\n-- reviewed by the footer policy\n"),
+        "{stdout}"
+    );
+}
