@@ -31,7 +31,7 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Instructions (roughly) a guest may execute in one call. Time spent
 /// blocked in the host, waiting for messages, costs none.
 const FUEL_PER_CALL: u64 = 20_000_000_000;
-/// Watchers a guest may hold at once; each is an inotify instance.
+/// Watchers a guest may hold at once; each holds an open directory.
 const MAX_WATCHERS: usize = 4;
 /// What the guest may write to its standard error (kept for trap reports).
 const GUEST_STDERR_CAP: usize = 64 << 10;
