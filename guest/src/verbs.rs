@@ -75,10 +75,9 @@ impl<P: Platform> Bridge<P> {
                 content,
                 in_reply_to,
             } => {
-                let (me, mine) = self.me(context)?;
+                let sender = self.me(context)?;
                 self.send(
-                    &me,
-                    &mine,
+                    &sender,
                     &to,
                     kind,
                     content,
@@ -101,10 +100,10 @@ impl<P: Platform> Bridge<P> {
                 content,
                 timeout_seconds,
             } => {
-                let (me, mine) = self.me(context)?;
-                let query = self.send(&me, &mine, &to, Kind::Query, content, None, warnings)?;
+                let sender = self.me(context)?;
+                let query = self.send(&sender, &to, Kind::Query, content, None, warnings)?;
                 let query = MessageId::parse(&query.id)?;
-                self.wait_for_reply(&me, &query, timeout_seconds, warnings)
+                self.wait_for_reply(&sender.0, &query, timeout_seconds, warnings)
                     .map(Outcome::Answered)
             }
             Verb::Receive {
@@ -224,10 +223,10 @@ impl<P: Platform> Bridge<P> {
         })
     }
 
+    /// Sends one message from `sender` (this session and its manifest).
     fn send(
         &self,
-        me: &SessionId,
-        mine: &Manifest,
+        (me, mine): &(SessionId, Manifest),
         to: &str,
         kind: Kind,
         content: String,

@@ -144,17 +144,8 @@ impl Cmd {
         self
     }
 
-    fn describe(&self, output: &Output) -> String {
-        format!(
-            "command: bridge-host {:?}\nexit: {:?}\nstdout:\n{}\nstderr:\n{}\nbridge directory:\n{}",
-            self.shown,
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            listing(&self.bridge)
-        )
-    }
-
+    /// Starts the command; standard input is fed on a thread, so a large
+    /// input cannot deadlock against the child's output.
     pub fn spawn(mut self) -> Child {
         self.command
             .stdin(Stdio::piped())
@@ -162,29 +153,19 @@ impl Cmd {
             .stderr(Stdio::piped());
         let mut child = self.command.spawn().expect("spawn bridge-host");
         let mut pipe = child.stdin.take().unwrap();
-        if let Some(bytes) = self.stdin.take() {
-            pipe.write_all(&bytes).unwrap();
-        }
-        drop(pipe);
-        child
-    }
-
-    pub fn output(mut self) -> (Output, String) {
         let input = self.stdin.take();
-        self.command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.command.spawn().expect("spawn bridge-host");
-        let mut pipe = child.stdin.take().unwrap();
-        let writer = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             if let Some(bytes) = input {
                 let _ = pipe.write_all(&bytes);
             }
         });
-        let output = child.wait_with_output().expect("wait bridge-host");
-        let _ = writer.join();
-        let description = self.describe(&output);
+        child
+    }
+
+    pub fn output(self) -> (Output, String) {
+        let (shown, bridge) = (self.shown.clone(), self.bridge.clone());
+        let output = self.spawn().wait_with_output().expect("wait bridge-host");
+        let description = describe(&shown, &bridge, &output);
         (output, description)
     }
 
@@ -217,6 +198,16 @@ impl Cmd {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     }
+}
+
+fn describe(shown: &[OsString], bridge: &Path, output: &Output) -> String {
+    format!(
+        "command: bridge-host {shown:?}\nexit: {:?}\nstdout:\n{}\nstderr:\n{}\nbridge directory:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        listing(bridge)
+    )
 }
 
 /// Parses the reference's listen output into its header fields and content.
