@@ -63,6 +63,40 @@ pub trait Platform {
     fn clear_pointer(&self, id: &str) -> std::result::Result<(), String>;
 }
 
+/// A platform for running the protocol natively (tests, fuzzing, tools):
+/// the project pointer lives in memory and there are no change
+/// notifications, so waits fall back to short sleeps.
+#[derive(Debug, Default)]
+pub struct LocalPlatform {
+    pointer: std::sync::Mutex<Option<String>>,
+}
+
+impl Platform for LocalPlatform {
+    fn watch(&self, _dir: &Path) -> Option<Box<dyn Watcher>> {
+        None
+    }
+
+    fn read_pointer(&self) -> Option<String> {
+        self.pointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn write_pointer(&self, id: &str) -> std::result::Result<(), String> {
+        *self.pointer.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
+        Ok(())
+    }
+
+    fn clear_pointer(&self, id: &str) -> std::result::Result<(), String> {
+        let mut pointer = self.pointer.lock().unwrap_or_else(|e| e.into_inner());
+        if pointer.as_deref() == Some(id) {
+            *pointer = None;
+        }
+        Ok(())
+    }
+}
+
 /// One bridge directory seen through a platform, under a policy.
 pub struct Bridge<P> {
     layout: Layout,

@@ -6,36 +6,10 @@ use std::sync::Mutex;
 
 use crate::ids::SessionId;
 use crate::wire::Kind;
-use crate::{Bridge, Context, Format, Layout, Outcome, Platform, Verb, Watcher};
+use crate::{Bridge, Context, Format, Layout, LocalPlatform, Outcome, Verb};
 
-/// A platform with an in-memory pointer and no change notifications.
-#[derive(Default)]
-struct TestPlatform {
-    pointer: Mutex<Option<String>>,
-}
-
-impl Platform for TestPlatform {
-    fn watch(&self, _dir: &Path) -> Option<Box<dyn Watcher>> {
-        None
-    }
-    fn read_pointer(&self) -> Option<String> {
-        self.pointer.lock().unwrap().clone()
-    }
-    fn write_pointer(&self, id: &str) -> Result<(), String> {
-        *self.pointer.lock().unwrap() = Some(id.to_string());
-        Ok(())
-    }
-    fn clear_pointer(&self, id: &str) -> Result<(), String> {
-        let mut pointer = self.pointer.lock().unwrap();
-        if pointer.as_deref() == Some(id) {
-            *pointer = None;
-        }
-        Ok(())
-    }
-}
-
-fn bridge(root: &Path) -> Bridge<TestPlatform> {
-    Bridge::new(Layout::new(root), TestPlatform::default())
+fn bridge(root: &Path) -> Bridge<LocalPlatform> {
+    Bridge::new(Layout::new(root), LocalPlatform::default())
 }
 
 fn context(session: Option<&str>, project: &str) -> Context {

@@ -28,7 +28,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -36,8 +35,8 @@ use session_bridge_guest::clock;
 use session_bridge_guest::ids::{MessageId, SessionId};
 use session_bridge_guest::wire::{Kind, Message, Metadata, Status};
 use session_bridge_guest::{
-    Bridge, BridgeError, ClaimTicket, Context, Delivery, Format, Layout, Outcome, Platform, Verb,
-    Watcher,
+    Bridge, BridgeError, ClaimTicket, Context, Delivery, Format, Layout, LocalPlatform, Outcome,
+    Verb,
 };
 
 /// An enum with an `Arbitrary` implementation like the derived one, except
@@ -86,33 +85,6 @@ macro_rules! compact_enum {
 const MAX_OPS: usize = 16;
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const SENTINEL_TEXT: &[u8] = b"outside the bridge root\n";
-
-/// A platform with an in-memory pointer and no change notifications, as in
-/// the guest's own tests.
-#[derive(Default)]
-struct TestPlatform {
-    pointer: Mutex<Option<String>>,
-}
-
-impl Platform for TestPlatform {
-    fn watch(&self, _dir: &Path) -> Option<Box<dyn Watcher>> {
-        None
-    }
-    fn read_pointer(&self) -> Option<String> {
-        self.pointer.lock().unwrap().clone()
-    }
-    fn write_pointer(&self, id: &str) -> Result<(), String> {
-        *self.pointer.lock().unwrap() = Some(id.to_string());
-        Ok(())
-    }
-    fn clear_pointer(&self, id: &str) -> Result<(), String> {
-        let mut pointer = self.pointer.lock().unwrap();
-        if pointer.as_deref() == Some(id) {
-            *pointer = None;
-        }
-        Ok(())
-    }
-}
 
 fn token(bytes: &[u8]) -> String {
     bytes
@@ -286,7 +258,7 @@ struct Harness {
     root: PathBuf,
     sentinel: PathBuf,
     layout: Layout,
-    bridge: Bridge<TestPlatform>,
+    bridge: Bridge<LocalPlatform>,
     a: SessionId,
     b: SessionId,
     /// Messages that went through the bridge, by ID.
@@ -335,7 +307,7 @@ impl Harness {
         let start = |project: &str| {
             // A fresh platform each time, so the pointer does not make the
             // second start reuse the first session.
-            let bridge = Bridge::new(Layout::new(&root), TestPlatform::default());
+            let bridge = Bridge::new(Layout::new(&root), LocalPlatform::default());
             match bridge.run(&context(None, project), Verb::Start) {
                 Ok(report) => match report.outcome {
                     Outcome::Session(m) => SessionId::parse(&m.session_id).unwrap(),
@@ -352,7 +324,7 @@ impl Harness {
             outer,
             sentinel,
             layout: Layout::new(&root),
-            bridge: Bridge::new(Layout::new(&root), TestPlatform::default()),
+            bridge: Bridge::new(Layout::new(&root), LocalPlatform::default()),
             root,
             a,
             b,
