@@ -50,6 +50,23 @@ fn concurrent_listeners_deliver_each_message_exactly_once() {
     for listener in listeners {
         listener.join().unwrap();
     }
+    // On a loaded machine every listener may have given up before the last
+    // send; whatever is left is drained here and counted the same way.
+    loop {
+        let (output, _) = w
+            .cmd(&inbox_owner)
+            .args(["run", "listen", "--timeout", "2"])
+            .output();
+        if !output.status.success() {
+            break;
+        }
+        let (fields, _) = parse_listen(&String::from_utf8(output.stdout).unwrap());
+        *seen
+            .lock()
+            .unwrap()
+            .entry(fields["MESSAGE_ID"].clone())
+            .or_default() += 1;
+    }
     let seen = seen.lock().unwrap();
     let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
