@@ -234,8 +234,7 @@ fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
     let engine = sandbox::engine().unwrap();
     let (component, _) = compile_cache::load(&engine, DEFAULT_GUEST, Some(cache)).unwrap();
     let per_sender = sizes.in_process_messages / 4;
-    let delivered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let started = Instant::now();
+    let tally = Arc::new(Tally::new());
     let mut threads = Vec::new();
     for _ in 0..4 {
         let (engine, component) = (engine.clone(), component.clone());
@@ -263,14 +262,8 @@ fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
             }
         }));
     }
-    let last_delivery = Arc::new(Mutex::new(started));
     for _ in 0..4 {
-        let (engine, component, delivered, last) = (
-            engine.clone(),
-            component.clone(),
-            delivered.clone(),
-            last_delivery.clone(),
-        );
+        let (engine, component, tally) = (engine.clone(), component.clone(), tally.clone());
         let (bridge, project, session) = (w.bridge.clone(), w.b.clone(), w.b_id.clone());
         threads.push(thread::spawn(move || {
             let mut guest = Guest::instantiate(&engine, &component, &bridge, &project).unwrap();
@@ -286,33 +279,20 @@ fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
                     .commit_delivery(&context, &delivery.ticket)
                     .unwrap()
                     .unwrap();
-                *delivered
-                    .lock()
-                    .unwrap()
-                    .entry(delivery.message.id)
-                    .or_default() += 1;
-                *last.lock().unwrap() = Instant::now();
+                tally.record(delivery.message.id);
             }
         }));
     }
     for t in threads {
         t.join().unwrap();
     }
-    let elapsed = last_delivery.lock().unwrap().duration_since(started);
-    let delivered = delivered.lock().unwrap();
-    let expected = per_sender * 4;
-    (
-        expected as f64 / elapsed.as_secs_f64(),
-        exactness(&delivered, expected),
-    )
+    tally.finish(per_sender * 4)
 }
 
 fn process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
     let w = Arc::new(World::new(cache));
     let per_sender = sizes.process_messages / 4;
-    let delivered: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let started = Instant::now();
-    let last_delivery = Arc::new(Mutex::new(started));
+    let tally = Arc::new(Tally::new());
     let mut threads = Vec::new();
     for s in 0..4 {
         let w = w.clone();
@@ -323,28 +303,21 @@ fn process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
         }));
     }
     for _ in 0..4 {
-        let (w, delivered, last) = (w.clone(), delivered.clone(), last_delivery.clone());
+        let (w, tally) = (w.clone(), tally.clone());
         threads.push(thread::spawn(move || {
             loop {
                 let out = w.output(&w.b, &["listen", "--timeout", "3"]);
                 let Some(id) = out.lines().find_map(|l| l.strip_prefix("MESSAGE_ID=")) else {
                     break;
                 };
-                *delivered.lock().unwrap().entry(id.to_string()).or_default() += 1;
-                *last.lock().unwrap() = Instant::now();
+                tally.record(id.to_string());
             }
         }));
     }
     for t in threads {
         t.join().unwrap();
     }
-    let elapsed = last_delivery.lock().unwrap().duration_since(started);
-    let delivered = delivered.lock().unwrap();
-    let expected = per_sender * 4;
-    (
-        expected as f64 / elapsed.as_secs_f64(),
-        exactness(&delivered, expected),
-    )
+    tally.finish(per_sender * 4)
 }
 
 fn blocked_listen_rss(cache: &Path) -> u64 {
@@ -489,10 +462,38 @@ fn message_json(id: &str, from: &str, to: &str, status: &str) -> String {
     )
 }
 
-fn exactness(delivered: &HashMap<String, usize>, expected: usize) -> String {
-    let duplicates = delivered.values().filter(|&&n| n > 1).count();
-    let lost = expected.saturating_sub(delivered.len());
-    format!("{expected} sent, {duplicates} duplicated, {lost} lost")
+/// Deliveries counted by message ID, and when the last one happened.
+struct Tally {
+    started: Instant,
+    delivered: Mutex<(HashMap<String, usize>, Instant)>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        let started = Instant::now();
+        Tally {
+            started,
+            delivered: Mutex::new((HashMap::new(), started)),
+        }
+    }
+
+    fn record(&self, id: String) {
+        let mut delivered = self.delivered.lock().unwrap();
+        *delivered.0.entry(id).or_default() += 1;
+        delivered.1 = Instant::now();
+    }
+
+    /// Messages per second up to the last delivery, and the exactly-once
+    /// account: sent, duplicated, lost.
+    fn finish(&self, expected: usize) -> (f64, String) {
+        let (delivered, last) = &*self.delivered.lock().unwrap();
+        let duplicates = delivered.values().filter(|&&n| n > 1).count();
+        let lost = expected.saturating_sub(delivered.len());
+        (
+            expected as f64 / last.duration_since(self.started).as_secs_f64(),
+            format!("{expected} sent, {duplicates} duplicated, {lost} lost"),
+        )
+    }
 }
 
 fn proc_status_kb(pid: u32, key: &str) -> u64 {

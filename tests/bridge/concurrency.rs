@@ -6,6 +6,31 @@ use std::sync::{Arc, Mutex};
 
 use crate::util::{World, parse_listen};
 
+/// Runs `listen` in `dir` until one times out after `timeout` seconds,
+/// counting each delivered message ID in `seen`.
+fn listen_until_idle(
+    w: &World,
+    dir: &std::path::Path,
+    timeout: &str,
+    seen: &Mutex<HashMap<String, usize>>,
+) {
+    loop {
+        let (output, _) = w
+            .cmd(dir)
+            .args(["run", "listen", "--timeout", timeout])
+            .output();
+        if !output.status.success() {
+            return;
+        }
+        let (fields, _) = parse_listen(&String::from_utf8(output.stdout).unwrap());
+        *seen
+            .lock()
+            .unwrap()
+            .entry(fields["MESSAGE_ID"].clone())
+            .or_default() += 1;
+    }
+}
+
 #[test]
 fn concurrent_listeners_deliver_each_message_exactly_once() {
     const LISTENERS: usize = 4;
@@ -20,23 +45,7 @@ fn concurrent_listeners_deliver_each_message_exactly_once() {
     let listeners: Vec<_> = (0..LISTENERS)
         .map(|_| {
             let (w, seen, dir) = (w.clone(), seen.clone(), inbox_owner.clone());
-            std::thread::spawn(move || {
-                loop {
-                    let (output, _) = w
-                        .cmd(&dir)
-                        .args(["run", "listen", "--timeout", "3"])
-                        .output();
-                    if !output.status.success() {
-                        break;
-                    }
-                    let (fields, _) = parse_listen(&String::from_utf8(output.stdout).unwrap());
-                    *seen
-                        .lock()
-                        .unwrap()
-                        .entry(fields["MESSAGE_ID"].clone())
-                        .or_default() += 1;
-                }
-            })
+            std::thread::spawn(move || listen_until_idle(&w, &dir, "3", &seen))
         })
         .collect();
     let mut sent = Vec::new();
@@ -52,21 +61,7 @@ fn concurrent_listeners_deliver_each_message_exactly_once() {
     }
     // On a loaded machine every listener may have given up before the last
     // send; whatever is left is drained here and counted the same way.
-    loop {
-        let (output, _) = w
-            .cmd(&inbox_owner)
-            .args(["run", "listen", "--timeout", "2"])
-            .output();
-        if !output.status.success() {
-            break;
-        }
-        let (fields, _) = parse_listen(&String::from_utf8(output.stdout).unwrap());
-        *seen
-            .lock()
-            .unwrap()
-            .entry(fields["MESSAGE_ID"].clone())
-            .or_default() += 1;
-    }
+    listen_until_idle(&w, &inbox_owner, "2", &seen);
     let seen = seen.lock().unwrap();
     let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
