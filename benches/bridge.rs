@@ -164,7 +164,7 @@ fn ask_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
         thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let out = w.output(&w.b, &["listen", "--timeout", "1"]);
-                if let Some(id) = out.lines().find_map(|l| l.strip_prefix("MESSAGE_ID=")) {
+                if let Some(id) = delivered_id(&out) {
                     w.run(&w.b, &["reply", id, "automatic answer"]);
                 }
             }
@@ -174,7 +174,7 @@ fn ask_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
         .map(|i| {
             let started = Instant::now();
             let out = w.output(&w.a, &["ask", &w.b_id, &format!("question {i}")]);
-            assert!(out.starts_with("Response from"), "{out}");
+            assert!(out.starts_with("Reply from"), "{out}");
             started.elapsed()
         })
         .collect();
@@ -307,7 +307,7 @@ fn process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
         threads.push(thread::spawn(move || {
             loop {
                 let out = w.output(&w.b, &["listen", "--timeout", "3"]);
-                let Some(id) = out.lines().find_map(|l| l.strip_prefix("MESSAGE_ID=")) else {
+                let Some(id) = delivered_id(&out) else {
                     break;
                 };
                 tally.record(id.to_string());
@@ -527,4 +527,12 @@ fn row(name: &str, samples: &[Duration], target: &str) {
         ms(pick(0.99)),
         ms(*sorted.last().unwrap())
     );
+}
+
+/// The ID of the message a `listen` printed, from its `<peer-message id=...>` line.
+fn delivered_id(out: &str) -> Option<&str> {
+    out.lines()
+        .find(|l| l.starts_with("<peer-message "))?
+        .split(' ')
+        .find_map(|w| w.strip_prefix("id="))
 }

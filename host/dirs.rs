@@ -71,9 +71,11 @@ pub fn open_bridge_dir(path: &Path) -> Result<cap_std::fs::Dir> {
 }
 
 /// The project pointer: `<project>/.claude/bridge-session`, holding the
-/// session ID with no trailing newline.
+/// session ID with no trailing newline. An invocation with no project
+/// directory (an empty or relative path, as hooks use to find a session by
+/// the agent's ID alone) has no pointer: reads find nothing and writes fail.
 pub struct ProjectPointer {
-    claude_dir: PathBuf,
+    claude_dir: Option<PathBuf>,
 }
 
 const POINTER_NAME: &str = "bridge-session";
@@ -82,19 +84,21 @@ const POINTER_MAX: u64 = 64;
 impl ProjectPointer {
     pub fn new(project_dir: &Path) -> Self {
         ProjectPointer {
-            claude_dir: project_dir.join(".claude"),
+            claude_dir: project_dir
+                .is_absolute()
+                .then(|| project_dir.join(".claude")),
         }
     }
 
-    fn path(&self) -> PathBuf {
-        self.claude_dir.join(POINTER_NAME)
+    fn path(&self) -> Option<PathBuf> {
+        Some(self.claude_dir.as_ref()?.join(POINTER_NAME))
     }
 
     pub fn read(&self) -> Option<String> {
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(self.path())
+            .open(self.path()?)
             .ok()?;
         if !file.metadata().ok()?.is_file() {
             return None;
@@ -108,15 +112,16 @@ impl ProjectPointer {
     /// Writes through a temporary file and a rename, so a symlink planted at
     /// the pointer's name is replaced, never followed.
     pub fn write(&self, id: &str) -> Result<(), String> {
-        let describe = |e: io::Error| format!("{}: {e}", self.path().display());
+        let (Some(claude_dir), Some(path)) = (&self.claude_dir, self.path()) else {
+            return Err("this invocation has no project directory".into());
+        };
+        let describe = |e: io::Error| format!("{}: {e}", path.display());
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
-            .create(&self.claude_dir)
+            .create(claude_dir)
             .map_err(describe)?;
-        let temp = self
-            .claude_dir
-            .join(format!(".{POINTER_NAME}.{}.tmp", std::process::id()));
+        let temp = claude_dir.join(format!(".{POINTER_NAME}.{}.tmp", std::process::id()));
         let written = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -124,7 +129,7 @@ impl ProjectPointer {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&temp)
             .and_then(|mut f| f.write_all(id.as_bytes()))
-            .and_then(|()| fs::rename(&temp, self.path()));
+            .and_then(|()| fs::rename(&temp, &path));
         if written.is_err() {
             let _ = fs::remove_file(&temp);
         }
@@ -134,13 +139,16 @@ impl ProjectPointer {
     /// Removes the pointer only when it still names `id`: another session of
     /// the project may have taken it over.
     pub fn clear(&self, id: &str) -> Result<(), String> {
+        let Some(path) = self.path() else {
+            return Ok(());
+        };
         if self.read().as_deref() != Some(id) {
             return Ok(());
         }
-        match fs::remove_file(self.path()) {
+        match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", self.path().display())),
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
     }
 }

@@ -58,7 +58,7 @@ impl Shown {
                     ),
                     _ => format!(
                         "no message {id} in this session's inbox; reply answers messages this \
-                         session received, by the MESSAGE_ID that listen printed"
+                         session received, by the message ID that listen printed"
                     ),
                 },
             ),
@@ -74,6 +74,7 @@ impl Shown {
                 "timed-out",
                 match verb {
                     "listen" => String::new(),
+                    "check-inbox" => "No new messages.".to_string(),
                     _ => format!("No response received after {secs}s. The peer may be inactive."),
                 },
             ),

@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use bridge_host::sandbox::{self, Guest, wit};
 use bridge_host::{DEFAULT_GUEST, compile_cache, dirs, errors, guests};
 
+mod hooks;
+
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
@@ -76,6 +78,12 @@ enum Command {
         #[command(subcommand)]
         action: GuestAction,
     },
+    /// Handle a Claude Code hook event, reading the hook's JSON on standard
+    /// input (the plugin's hooks call this).
+    Hook {
+        #[command(subcommand)]
+        event: hooks::Event,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +137,9 @@ enum VerbArgs {
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u32>,
     },
+    /// Take the next message if one is waiting, without waiting; prints
+    /// "No new messages." otherwise.
+    CheckInbox,
     /// Answer a message this session received; prints the answer's ID.
     Reply {
         /// The received message's ID.
@@ -174,6 +185,7 @@ impl VerbArgs {
             VerbArgs::Connect { .. } => "connect",
             VerbArgs::Send { .. } => "send",
             VerbArgs::Listen { .. } => "listen",
+            VerbArgs::CheckInbox => "check-inbox",
             VerbArgs::Reply { .. } => "reply",
             VerbArgs::Ask { .. } => "ask",
             VerbArgs::Receive { .. } => "receive",
@@ -209,6 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { verb } => run_verb(&cli.global, verb),
         Command::Guest { action } => guest_command(&cli.global, action),
+        Command::Hook { event } => hooks::run(&cli.global, event),
     }
 }
 
@@ -363,6 +376,9 @@ fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
         VerbArgs::Listen { timeout } => wit::Verb::Listen(wit::ListenRequest {
             timeout_seconds: timeout,
         }),
+        VerbArgs::CheckInbox => wit::Verb::Listen(wit::ListenRequest {
+            timeout_seconds: Some(0),
+        }),
         VerbArgs::Reply {
             message_id,
             content: c,
@@ -393,67 +409,126 @@ fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
     })
 }
 
+/// Where an invocation runs: its working directory, project and agent.
+struct Place {
+    working_dir: PathBuf,
+    project_dir: PathBuf,
+    agent_session: Option<String>,
+}
+
+impl Place {
+    /// The process's own working directory, `--project-dir` and
+    /// `CLAUDE_CODE_SESSION_ID`.
+    fn of_process(global: &Global) -> Result<Self> {
+        let working_dir = std::env::current_dir().context("cannot read the working directory")?;
+        let project_dir = match &global.project_dir {
+            Some(dir) => absolute(dir)?,
+            None => working_dir.clone(),
+        };
+        Ok(Place {
+            working_dir,
+            project_dir,
+            agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// A guest instance ready to run verbs for one place.
+struct Invocation {
+    guest: Guest,
+    context: wit::InvocationContext,
+    bridge_dir: PathBuf,
+    project_dir: PathBuf,
+    max_content_bytes: u64,
+}
+
+impl Invocation {
+    fn open(global: &Global, place: Place) -> Result<Self> {
+        let bridge_dir = match &global.bridge_dir {
+            Some(dir) => absolute(dir)?,
+            None => default_bridge_dir()?,
+        };
+        dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
+        let engine = sandbox::engine()?;
+        let (component, _) = GuestSource::from_global(global)?.load(global, &engine)?;
+        let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &place.project_dir)?;
+        let max_content_bytes = guest.limits()?.max_content_bytes;
+        let context = wit::InvocationContext {
+            session: global.session.clone().filter(|s| !s.is_empty()),
+            agent_session: place.agent_session,
+            project_dir: path_text(&place.project_dir)?,
+            working_dir: path_text(&place.working_dir)?,
+            settings: global.guest_settings.clone(),
+            format: if global.json {
+                wit::OutputFormat::Json
+            } else {
+                wit::OutputFormat::Text
+            },
+        };
+        Ok(Invocation {
+            guest,
+            context,
+            bridge_dir,
+            project_dir: place.project_dir,
+            max_content_bytes,
+        })
+    }
+
+    fn run(&mut self, verb: &wit::Verb) -> Result<Result<wit::Report, wit::Failure>> {
+        self.guest.run(&self.context, verb)
+    }
+
+    /// The error as the user sees it.
+    fn shown(&self, err: &wit::BridgeError, verb_name: &str) -> errors::Shown {
+        errors::Shown::new(err, verb_name, &self.bridge_dir, &self.project_dir)
+    }
+
+    /// Writes the report's text to `out`; only once it is out is a claimed
+    /// message given up. If this process dies before, or the write fails,
+    /// the lease returns the message to the inbox.
+    fn hand_over(
+        &mut self,
+        report: &wit::Report,
+        verb_name: &str,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        if report.rendered.len() > MAX_OUTPUT_BYTES {
+            bail!(
+                "the guest produced {} bytes of output, over the host's {MAX_OUTPUT_BYTES}-byte cap",
+                report.rendered.len()
+            );
+        }
+        out.write_all(report.rendered.as_bytes())?;
+        out.flush()?;
+        if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome
+            && let Err(err) = self.guest.commit_delivery(&self.context, &d.ticket)?
+        {
+            eprintln!("warning: {}", self.shown(&err, verb_name).message);
+        }
+        Ok(())
+    }
+}
+
 fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
-    let bridge_dir = match &global.bridge_dir {
-        Some(dir) => absolute(dir)?,
-        None => default_bridge_dir()?,
-    };
-    dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
-    let working_dir = std::env::current_dir().context("cannot read the working directory")?;
-    let project_dir = match &global.project_dir {
-        Some(dir) => absolute(dir)?,
-        None => working_dir.clone(),
-    };
-
-    let engine = sandbox::engine()?;
-    let (component, _) = GuestSource::from_global(global)?.load(global, &engine)?;
-    let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &project_dir)?;
-
+    let mut invocation = Invocation::open(global, Place::of_process(global)?)?;
     let verb_name = verb.name();
-    let limit = guest.limits()?.max_content_bytes;
-    let wit_verb = to_wit_verb(verb, limit)?;
-    let context = wit::InvocationContext {
-        session: global.session.clone().filter(|s| !s.is_empty()),
-        agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
-        project_dir: path_text(&project_dir)?,
-        working_dir: path_text(&working_dir)?,
-        settings: global.guest_settings.clone(),
-        format: if global.json {
-            wit::OutputFormat::Json
-        } else {
-            wit::OutputFormat::Text
-        },
-    };
-
-    let report = match guest.run(&context, &wit_verb)? {
+    let wit_verb = to_wit_verb(verb, invocation.max_content_bytes)?;
+    let report = match invocation.run(&wit_verb)? {
         Ok(report) => report,
         Err(failure) => {
             print_warnings(&failure.warnings);
-            let shown = errors::Shown::new(&failure.error, verb_name, &bridge_dir, &project_dir);
-            shown.print(global.json)?;
-            return Ok(ExitCode::from(1));
+            invocation.shown(&failure.error, verb_name).print(global.json)?;
+            let nothing_waiting = verb_name == "check-inbox"
+                && matches!(failure.error, wit::BridgeError::TimedOut(_));
+            return Ok(if nothing_waiting {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
     };
     print_warnings(&report.warnings);
-    if report.rendered.len() > MAX_OUTPUT_BYTES {
-        bail!(
-            "the guest produced {} bytes of output, over the host's {MAX_OUTPUT_BYTES}-byte cap",
-            report.rendered.len()
-        );
-    }
-    let mut stdout = io::stdout().lock();
-    stdout.write_all(report.rendered.as_bytes())?;
-    stdout.flush()?;
-    drop(stdout);
-
-    // Only once the message is out is the claim given up; if this process
-    // dies before, the lease returns the message to the inbox.
-    if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome
-        && let Err(err) = guest.commit_delivery(&context, &d.ticket)?
-    {
-        let shown = errors::Shown::new(&err, verb_name, &bridge_dir, &project_dir);
-        eprintln!("warning: {}", shown.message);
-    }
+    invocation.hand_over(&report, verb_name, &mut io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }
 

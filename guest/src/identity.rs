@@ -72,12 +72,22 @@ impl<P: Platform> Bridge<P> {
     /// most specific project, then the most recent heartbeat.
     fn session_containing(&self, context: &Context) -> Result<Option<SessionId>> {
         let working = Path::new(&context.working_dir);
+        // An invocation without a working directory (hooks that name the
+        // agent only) is contained in nothing; nor does a relative
+        // `projectPath`, which no registration writes, contain anything.
+        if !working.is_absolute() {
+            return Ok(None);
+        }
         let mut best: Option<Manifest> = None;
         for id in self.session_ids()? {
             let Ok(manifest) = self.manifest(&id) else {
                 continue;
             };
-            if !working.starts_with(&manifest.project_path) || !self.usable_by(&id, context) {
+            let project = Path::new(&manifest.project_path);
+            if !project.is_absolute()
+                || !working.starts_with(project)
+                || !self.usable_by(&id, context)
+            {
                 continue;
             }
             let better = best.as_ref().is_none_or(|b| {

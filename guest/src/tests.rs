@@ -171,7 +171,19 @@ fn replies_reach_only_the_asker_that_waits_for_them() {
         )
         .unwrap();
         let answered = waiting.join().unwrap().unwrap();
-        assert_eq!(answered.rendered, "Response from peer:\nthe answer\n");
+        let first = answered.rendered.lines().next().unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "Reply from {} \"peer\" to your query {}. If it asks you something, answer \
+                 with: bridge-host run ask {} \"<answer>\"",
+                query.message.to, query.message.id, query.message.to
+            )
+        );
+        assert_eq!(
+            crate::render::peer_content(&answered.rendered),
+            Some("the answer")
+        );
     });
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::util::{World, parse_listen};
+use crate::util::{World, parse_listen, parse_reply};
 
 /// Runs `listen` in `dir` until one times out after `timeout` seconds,
 /// counting each delivered message ID in `seen`.
@@ -164,8 +164,8 @@ fn a_reply_awaited_by_ask_is_not_taken_by_a_listener() {
         .ok();
     let asked = asker.wait_with_output().unwrap();
     assert_eq!(
-        String::from_utf8(asked.stdout).unwrap(),
-        "Response from b:\nanswer\n"
+        parse_reply(&String::from_utf8(asked.stdout).unwrap()),
+        ("b".to_string(), "answer".to_string())
     );
     let mut background = background;
     let _ = background.kill();

@@ -2,7 +2,7 @@
 
 use std::process::Child;
 
-use crate::util::{World, parse_listen};
+use crate::util::{World, parse_listen, parse_reply};
 
 fn finish(child: Child) -> (i32, String, String) {
     let out = child.wait_with_output().unwrap();
@@ -72,7 +72,10 @@ fn a_query_is_answered_by_the_listening_session() {
 
     let (code, stdout, stderr) = finish(asker);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout, "Response from my-library:\nfoo() is now bar()\n");
+    assert_eq!(
+        parse_reply(&stdout),
+        ("my-library".to_string(), "foo() is now bar()".to_string())
+    );
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn the_clarification_loop_asks_back_then_answers() {
         .args(["run", "reply", &q1["MESSAGE_ID"], "From which version?"])
         .ok();
     let (_, stdout, _) = finish(first);
-    assert_eq!(stdout, "Response from lib:\nFrom which version?\n");
+    assert_eq!(
+        parse_reply(&stdout),
+        ("lib".to_string(), "From which version?".to_string())
+    );
 
     let second = w
         .cmd(&app)
@@ -118,7 +124,10 @@ fn the_clarification_loop_asks_back_then_answers() {
         .ok();
     let (code, stdout, _) = finish(second);
     assert_eq!(code, 0);
-    assert_eq!(stdout, "Response from lib:\nRename init() to setup().\n");
+    assert_eq!(
+        parse_reply(&stdout),
+        ("lib".to_string(), "Rename init() to setup().".to_string())
+    );
 }
 
 #[test]
@@ -171,12 +180,18 @@ fn three_sessions_each_get_their_own_answer() {
             .ok();
     }
     assert_eq!(
-        finish(ask_left).1,
-        "Response from hub:\nanswer for question from left\n"
+        parse_reply(&finish(ask_left).1),
+        (
+            "hub".to_string(),
+            "answer for question from left".to_string()
+        )
     );
     assert_eq!(
-        finish(ask_right).1,
-        "Response from hub:\nanswer for question from right\n"
+        parse_reply(&finish(ask_right).1),
+        (
+            "hub".to_string(),
+            "answer for question from right".to_string()
+        )
     );
 
     // A direct message between the two spokes goes only to its addressee.
@@ -327,7 +342,7 @@ fn ask_times_out_with_the_reference_line() {
         .cmd(&a)
         .args(["run", "receive", &q["MESSAGE_ID"], "--timeout", "5"])
         .ok();
-    assert_eq!(got, "Response from b:\nlate\n");
+    assert_eq!(parse_reply(&got), ("b".to_string(), "late".to_string()));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::util::{World, parse_listen};
+use crate::util::{World, parse_listen, parse_reply};
 
 const ORIGINAL: &str = "a1b2c3";
 
@@ -169,13 +169,23 @@ fn an_original_session_asks_and_bridge_host_answers() {
 
     deliver_like_original(&w, &me, "msg-0dzhx0wgcik9", &fixture("query.json", &me, ""));
     let out = w.cmd(&lib).args(["run", "listen", "--timeout", "5"]).ok();
+    let (fields, content) = parse_listen(&out);
     assert_eq!(
-        out,
+        fields["FIRST_LINE"],
         format!(
-            "MESSAGE_ID=msg-0dzhx0wgcik9\nFROM_ID={ORIGINAL}\nTO_ID={me}\nFROM_PROJECT=my-app\n\
-             TYPE=query\nIN_REPLY_TO=\n---\nWhat breaking changes did you make?\n"
+            "Query from {ORIGINAL} \"my-app\". Answer with: bridge-host run reply \
+             msg-0dzhx0wgcik9 \"<answer>\""
         )
     );
+    assert_eq!(
+        (
+            &fields["TO_ID"][..],
+            &fields["TYPE"][..],
+            &fields["IN_REPLY_TO"][..]
+        ),
+        (&me[..], "query", "")
+    );
+    assert_eq!(content, "What breaking changes did you make?");
 
     let reply_id = w
         .cmd(&lib)
@@ -260,8 +270,11 @@ fn bridge_host_asks_and_an_original_session_answers() {
     let out = asker.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "Response from my-app:\nWe renamed init() to setup().\n"
+        parse_reply(&String::from_utf8(out.stdout).unwrap()),
+        (
+            "my-app".to_string(),
+            "We renamed init() to setup().".to_string()
+        )
     );
 }
 

@@ -65,7 +65,8 @@ fn the_writing_a_policy_walkthrough_works_as_written() {
     assert!(stdout.contains("policy: footer 0.1.0"), "{stdout}");
     assert!(stdout.contains("can run: yes"), "{stdout}");
     assert!(
-        stdout.ends_with("Is the v2 API frozen?\n-- reviewed by the footer policy\n"),
+        stdout
+            .contains("\nIs the v2 API frozen?\n-- reviewed by the footer policy\n</peer-message"),
         "{stdout}"
     );
 }

@@ -64,6 +64,30 @@ impl World {
         }
     }
 
+    /// `sh -c script` run from `cwd`, with the same environment as
+    /// [`World::cmd`] plus a `PATH` of the system's directories.
+    pub fn sh(&self, cwd: &Path, script: &str) -> Cmd {
+        let mut command = Command::new("sh");
+        // Its own process group, so that a test can stop the shell together
+        // with whatever it started.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        command
+            .arg("-c")
+            .arg(script)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.home())
+            .env("BRIDGE_DIR", &self.bridge)
+            .env("BRIDGE_CACHE_DIR", shared_cache())
+            .current_dir(cwd);
+        Cmd {
+            command,
+            stdin: None,
+            bridge: self.bridge.clone(),
+            shown: vec!["sh -c".into(), script.into()],
+        }
+    }
+
     /// `bridge-host run start` in `project`, returning the session ID.
     pub fn start(&self, project: &Path) -> String {
         self.cmd(project)
@@ -210,22 +234,65 @@ fn describe(shown: &[OsString], bridge: &Path, output: &Output) -> String {
     )
 }
 
-/// Parses the reference's listen output into its header fields and content.
+/// Parses a delivered message as the agent reads it: the fields of the
+/// `<peer-message ...>` line under the reference's names (`MESSAGE_ID`,
+/// `FROM_ID`, `TO_ID`, `TYPE`, `IN_REPLY_TO`, plus `FROM_PROJECT` from the
+/// first line and `FIRST_LINE` itself), and the content between the fences.
 pub fn parse_listen(text: &str) -> (BTreeMap<String, String>, String) {
-    let (head, content) = text
-        .split_once("\n---\n")
-        .unwrap_or_else(|| panic!("no --- separator in listen output: {text:?}"));
-    let fields = head
-        .lines()
-        .map(|line| {
-            let (k, v) = line.split_once('=').expect("KEY=VALUE");
-            (k.to_string(), v.to_string())
-        })
-        .collect();
-    (
-        fields,
-        content.strip_suffix('\n').unwrap_or(content).to_string(),
-    )
+    let first = text.lines().next().unwrap_or_default();
+    let open = text
+        .find("<peer-message ")
+        .unwrap_or_else(|| panic!("no <peer-message line in: {text:?}"));
+    let line_end = open
+        + text[open..]
+            .find('\n')
+            .expect("a line after the opening tag");
+    let mut fields = BTreeMap::new();
+    for word in text[open..line_end].split(' ') {
+        if let Some((key, value)) = word.split_once('=') {
+            let name = match key {
+                "id" => "MESSAGE_ID",
+                "from" => "FROM_ID",
+                "to" => "TO_ID",
+                "type" => "TYPE",
+                "in-reply-to" => "IN_REPLY_TO",
+                "fence" => "FENCE",
+                _ => continue,
+            };
+            let value = value.trim_end_matches('>');
+            let value = if value == "-" { "" } else { value };
+            fields.insert(name.to_string(), value.to_string());
+        }
+    }
+    let project = first
+        .split_once('"')
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("", |(name, _)| name);
+    fields.insert("FROM_PROJECT".into(), project.into());
+    fields.insert("FIRST_LINE".into(), first.into());
+    let close = format!("</peer-message fence={}>", fields["FENCE"]);
+    let body = &text[line_end + 1..];
+    let end = body
+        .find(&close)
+        .unwrap_or_else(|| panic!("no closing {close} in: {text:?}"));
+    let content = body[..end].strip_suffix('\n').unwrap_or(&body[..end]);
+    (fields, content.to_string())
+}
+
+/// The sender's project and the content of a reply that `ask` or `receive`
+/// printed, checking the first line says what a reply says.
+pub fn parse_reply(text: &str) -> (String, String) {
+    let (fields, content) = parse_listen(text);
+    let first = &fields["FIRST_LINE"];
+    assert!(first.starts_with("Reply from "), "not a reply: {text:?}");
+    assert!(
+        first.ends_with(&format!(
+            "answer with: bridge-host run ask {} \"<answer>\"",
+            fields["FROM_ID"]
+        )),
+        "the first line does not give the command that answers: {first:?}"
+    );
+    (fields["FROM_PROJECT"].clone(), content)
 }
 
 /// The probe guest (tests/guests/probe), built once per test run.

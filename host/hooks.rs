@@ -1,0 +1,372 @@
+//! Claude Code hooks. The plugin's `hooks/hooks.json` runs
+//! `bridge-host hook <event>` with the hook's JSON on standard input; this
+//! module turns that JSON into an invocation and runs the guest's verbs.
+//! Claude Code's session ID comes from the JSON, never from the hook's
+//! working directory, so a hook behaves the same wherever it is started.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::Value;
+
+use bridge_host::sandbox::wit;
+use bridge_host::{compile_cache, dirs};
+
+use crate::{Global, Invocation, Place};
+
+/// The hook events the plugin handles.
+#[derive(Subcommand, Clone, Copy)]
+pub enum Event {
+    /// SessionStart: register this Claude session's bridge session and tell
+    /// Claude its ID (printed on standard output, which Claude reads).
+    SessionStart,
+    /// SessionEnd: stop the bridge session of this Claude session, and no
+    /// other.
+    SessionEnd,
+    /// For an `asyncRewake` hook: wait for the next message for this Claude
+    /// session, then print it on standard error and exit 2, which wakes
+    /// Claude with it. Exits 0 at once when another wake hook of the same
+    /// session is already waiting.
+    Wake,
+}
+
+/// The largest hook input read; Claude Code's hook JSON is a few hundred bytes.
+const MAX_INPUT_BYTES: u64 = 1 << 20;
+/// The most peers named in the SessionStart note.
+const MAX_PEERS_NAMED: usize = 8;
+/// Longest project name quoted back to Claude.
+const MAX_NAME_CHARS: usize = 60;
+/// Setting `BRIDGE_AUTO_START=0` keeps SessionStart from registering.
+const AUTO_START_VAR: &str = "BRIDGE_AUTO_START";
+
+/// What the hooks use of Claude Code's hook input.
+struct HookInput {
+    /// Claude Code's session ID (`session_id`).
+    session_id: String,
+    /// The session's working directory (`cwd`).
+    cwd: Option<PathBuf>,
+}
+
+impl HookInput {
+    fn read(stdin: impl Read) -> Result<Self> {
+        let mut bytes = Vec::new();
+        stdin
+            .take(MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read the hook input from standard input")?;
+        if bytes.len() as u64 > MAX_INPUT_BYTES {
+            bail!("the hook input is over {MAX_INPUT_BYTES} bytes; Claude Code sends a small JSON object");
+        }
+        let value: Value = serde_json::from_slice(&bytes).context(
+            "the hook input on standard input is not JSON; Claude Code passes the hook's JSON \
+             there (run this only from the plugin's hooks)",
+        )?;
+        let session_id = match value.get("session_id") {
+            Some(Value::String(id)) if is_agent_session(id) => id.clone(),
+            Some(other) => bail!(
+                "the hook input's session_id {other} is not 1 to 128 letters, digits, '-' or '_'"
+            ),
+            None => bail!("the hook input has no session_id; is this a Claude Code hook?"),
+        };
+        let cwd = value
+            .get("cwd")
+            .and_then(Value::as_str)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        Ok(HookInput { session_id, cwd })
+    }
+
+    /// The session's own directory: `cwd` from the input, else
+    /// `CLAUDE_PROJECT_DIR`, which Claude Code sets for hooks.
+    fn project_dir(&self, global: &Global) -> Result<PathBuf> {
+        if let Some(dir) = &global.project_dir {
+            return crate::absolute(dir);
+        }
+        self.cwd
+            .clone()
+            .or_else(|| {
+                std::env::var_os("CLAUDE_PROJECT_DIR")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+            })
+            .context("the hook input has no absolute cwd and CLAUDE_PROJECT_DIR is not set")
+    }
+}
+
+/// Claude Code session IDs are UUIDs; anything outside this set is refused
+/// before it reaches a file or a shell line.
+fn is_agent_session(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub fn run(global: &Global, event: Event) -> Result<ExitCode> {
+    let input = HookInput::read(io::stdin().lock())?;
+    match event {
+        Event::SessionStart => session_start(global, &input),
+        Event::SessionEnd => session_end(global, &input),
+        Event::Wake => wake(global, &input),
+    }
+}
+
+/// The text Claude sees at session start. Failures are said there too, and
+/// the hook still exits 0: a bridge problem must not stop the session.
+fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
+    if std::env::var(AUTO_START_VAR).is_ok_and(|v| v == "0") {
+        return Ok(ExitCode::SUCCESS);
+    }
+    export_session_for_old_claude(input);
+    match register(global, input) {
+        Ok(note) => print!("{note}"),
+        Err(err) => println!(
+            "session-bridge: this session could not be registered: {err:#}. `/bridge start` \
+             retries and shows the error."
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn register(global: &Global, input: &HookInput) -> Result<String> {
+    let project_dir = input.project_dir(global)?;
+    let place = Place {
+        working_dir: project_dir.clone(),
+        project_dir,
+        agent_session: Some(input.session_id.clone()),
+    };
+    let mut invocation = Invocation::open(global, place)?;
+    let me = match invocation.run(&wit::Verb::Start)? {
+        Ok(wit::Report {
+            outcome: wit::Outcome::Session(manifest),
+            ..
+        }) => manifest,
+        Ok(_) => bail!("the guest answered start with something other than a session"),
+        Err(failure) => bail!("{}", invocation.shown(&failure.error, "start").message),
+    };
+    let peers = match invocation.run(&wit::Verb::Peers)? {
+        Ok(wit::Report {
+            outcome: wit::Outcome::Peers(entries),
+            ..
+        }) => entries,
+        _ => Vec::new(),
+    };
+    let live: Vec<String> = peers
+        .iter()
+        .filter_map(|entry| match entry {
+            wit::PeerEntry::Valid(peer) if !peer.this_session && !peer.stale => Some(format!(
+                "{} {:?}",
+                peer.manifest.session_id,
+                short(&peer.manifest.project_name)
+            )),
+            _ => None,
+        })
+        .collect();
+    let others = match live.len() {
+        0 => "No other live sessions yet.".to_string(),
+        n if n <= MAX_PEERS_NAMED => format!("Live peers: {}.", live.join(", ")),
+        n => format!(
+            "Live peers: {}, and {} more (bridge-host run peers).",
+            live[..MAX_PEERS_NAMED].join(", "),
+            n - MAX_PEERS_NAMED
+        ),
+    };
+    Ok(format!(
+        "session-bridge: this session is bridge session {id} ({name:?}); another session \
+         reaches it with /bridge connect {id}. Peers' questions arrive by themselves, each \
+         with the command that answers it. {others}\n",
+        id = me.session_id,
+        name = short(&me.project_name),
+    ))
+}
+
+fn short(name: &str) -> String {
+    name.chars().take(MAX_NAME_CHARS).collect()
+}
+
+/// Claude Code sets `CLAUDE_CODE_SESSION_ID` for Bash tool commands; builds
+/// that did not can be given it through `CLAUDE_ENV_FILE`, which
+/// SessionStart hooks may append `export` lines to.
+fn export_session_for_old_claude(input: &HookInput) {
+    if std::env::var_os("CLAUDE_CODE_SESSION_ID").is_some() {
+        return;
+    }
+    let Some(env_file) = std::env::var_os("CLAUDE_ENV_FILE") else {
+        return;
+    };
+    // `is_agent_session` already limited the ID to characters a shell
+    // reads literally.
+    let line = format!("export CLAUDE_CODE_SESSION_ID={}\n", input.session_id);
+    let appended = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&env_file)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(err) = appended {
+        eprintln!(
+            "session-bridge: cannot append to CLAUDE_ENV_FILE {}: {err}",
+            Path::new(&env_file).display()
+        );
+    }
+}
+
+/// A place that names no directory: the session is found by Claude Code's
+/// session ID alone, never by a project pointer or a working directory, so
+/// a hook acts only on the session this Claude session registered.
+fn agent_only(input: &HookInput) -> Place {
+    Place {
+        working_dir: PathBuf::new(),
+        project_dir: PathBuf::new(),
+        agent_session: Some(input.session_id.clone()),
+    }
+}
+
+/// Resolves the bridge session this Claude session registered; None when
+/// it has none (never registered, or already stopped).
+fn own_session(invocation: &mut Invocation) -> Result<Option<String>> {
+    match invocation.run(&wit::Verb::Id)? {
+        Ok(wit::Report {
+            outcome: wit::Outcome::Session(manifest),
+            ..
+        }) => Ok(Some(manifest.session_id)),
+        Ok(_) => bail!("the guest answered id with something other than a session"),
+        Err(failure) => match failure.error {
+            wit::BridgeError::NoIdentity | wit::BridgeError::NoSuchSession(_) => Ok(None),
+            other => bail!("{}", invocation.shown(&other, "id").message),
+        },
+    }
+}
+
+fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
+    let Some(id) = own_session(&mut Invocation::open(global, agent_only(input))?)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Stopping names the session outright; the project directory is given
+    // only so that the project pointer, if it still names it, goes too.
+    let place = Place {
+        project_dir: input.project_dir(global).unwrap_or_default(),
+        ..agent_only(input)
+    };
+    let mut invocation = Invocation::open(global, place)?;
+    invocation.context.session = Some(id);
+    match invocation.run(&wit::Verb::Stop)? {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(failure) => match failure.error {
+            wit::BridgeError::NoSuchSession(_) => Ok(ExitCode::SUCCESS),
+            other => bail!("{}", invocation.shown(&other, "stop").message),
+        },
+    }
+}
+
+/// Exit status that makes Claude Code wake the session with our stderr.
+const WAKE_CLAUDE: u8 = 2;
+/// How long a wake hook waits for its session to be registered.
+const REGISTRATION_GRACE: Duration = Duration::from_secs(10);
+const REGISTRATION_POLL: Duration = Duration::from_millis(100);
+
+fn wake(global: &Global, input: &HookInput) -> Result<ExitCode> {
+    let Some(_lock) = WakeLock::acquire(global, input)? else {
+        // Another wake hook of this session is waiting already.
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut invocation = Invocation::open(global, agent_only(input))?;
+    // Claude Code runs SessionStart hooks side by side, so the wake hook may
+    // look before `session-start` has registered the session.
+    let grace_ends = Instant::now() + REGISTRATION_GRACE;
+    let id = loop {
+        match own_session(&mut invocation)? {
+            Some(id) => break id,
+            None if Instant::now() < grace_ends => std::thread::sleep(REGISTRATION_POLL),
+            // Never registered, or stopped: nothing to wake for.
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    };
+    invocation.context.session = Some(id);
+    let listen = wit::Verb::Listen(wit::ListenRequest {
+        timeout_seconds: None,
+    });
+    loop {
+        let report = match invocation.run(&listen)? {
+            Ok(report) => report,
+            Err(failure) => match failure.error {
+                // Stopped while waiting: nothing left to wake for.
+                wit::BridgeError::NoSuchSession(_) | wit::BridgeError::NoIdentity => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => bail!("{}", invocation.shown(&other, "listen").message),
+            },
+        };
+        crate::print_warnings(&report.warnings);
+        // A ping the guest already answered leaves Claude nothing to do.
+        let handled = matches!(
+            &report.outcome,
+            wit::Outcome::Delivered(d) if d.answered_ping.is_some()
+        );
+        if handled {
+            invocation.hand_over(&report, "listen", &mut io::sink())?;
+            continue;
+        }
+        invocation.hand_over(&report, "listen", &mut io::stderr().lock())?;
+        return Ok(ExitCode::from(WAKE_CLAUDE));
+    }
+}
+
+/// One waiting wake hook per Claude session and bridge directory: Claude
+/// Code starts one at every turn's end, and all but the first step aside.
+/// The lock is an `flock` on a file in the private cache directory, so it
+/// is released whenever the holder exits, however it exits.
+struct WakeLock {
+    _file: fs::File,
+}
+
+impl WakeLock {
+    fn acquire(global: &Global, input: &HookInput) -> Result<Option<Self>> {
+        let Some(cache) = global.cache_dir.clone().or_else(compile_cache::default_dir) else {
+            return Ok(Some(WakeLock::unlocked()?));
+        };
+        let dir = cache.join("wake");
+        dirs::prepare_private_dir(&dir, "wake-lock directory")?;
+        let bridge = global.bridge_dir.clone().unwrap_or_default();
+        let mut key = blake3::Hasher::new();
+        key.update(bridge.as_os_str().as_encoded_bytes());
+        key.update(b"\0");
+        key.update(input.session_id.as_bytes());
+        let name = format!("{}.lock", &key.finalize().to_hex()[..32]);
+        let path = dir.join(name);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("cannot open the wake lock {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked == 0 {
+            return Ok(Some(WakeLock { _file: file }));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+
+    /// Without a cache directory (no HOME) there is nowhere private to
+    /// lock; the hook then waits unlocked.
+    fn unlocked() -> Result<Self> {
+        Ok(WakeLock {
+            _file: fs::File::open("/dev/null")?,
+        })
+    }
+}
