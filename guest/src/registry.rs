@@ -198,6 +198,10 @@ impl<P: Platform> Bridge<P> {
         if reregistered && fs::rename(&moved, self.layout.session(id)).is_ok() {
             return Ok(false);
         }
+        // Listeners still waiting on the moved inbox are woken by a new entry
+        // in it; they then find the session gone and end. Listing skips
+        // dot-files, so nothing mistakes it for a message.
+        let _ = fs::write(moved.join("inbox").join(".stopped"), b"");
         remove_tree(&moved)?;
         Ok(true)
     }

@@ -453,8 +453,13 @@ impl<P: Platform> Bridge<P> {
                 }
                 None => std::thread::sleep(slice.min(FALLBACK_POLL)),
             }
-            if let Ok(manifest) = self.manifest(owner) {
-                self.touch_if_due(manifest)?;
+            match self.manifest(owner) {
+                Ok(manifest) => {
+                    self.touch_if_due(manifest)?;
+                }
+                // Stopped while waiting: nothing can arrive any more.
+                Err(gone @ BridgeError::NoSuchSession(_)) => return Err(gone),
+                Err(_) => {}
             }
         }
     }
