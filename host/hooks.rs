@@ -34,7 +34,13 @@ pub enum Event {
     /// session, then print it on standard error and exit 2, which wakes
     /// Claude with it. Exits 0 at once when another wake hook of the same
     /// session is already waiting.
-    Wake,
+    Wake {
+        /// Wait up to this many seconds for the session to be registered
+        /// (SessionStart hooks run side by side, so the one that registers
+        /// may not have finished yet).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        registration_grace: u64,
+    },
 }
 
 /// The largest hook input read; Claude Code's hook JSON is a few hundred bytes.
@@ -62,7 +68,9 @@ impl HookInput {
             .read_to_end(&mut bytes)
             .context("cannot read the hook input from standard input")?;
         if bytes.len() as u64 > MAX_INPUT_BYTES {
-            bail!("the hook input is over {MAX_INPUT_BYTES} bytes; Claude Code sends a small JSON object");
+            bail!(
+                "the hook input is over {MAX_INPUT_BYTES} bytes; Claude Code sends a small JSON object"
+            );
         }
         let value: Value = serde_json::from_slice(&bytes).context(
             "the hook input on standard input is not JSON; Claude Code passes the hook's JSON \
@@ -114,7 +122,9 @@ pub fn run(global: &Global, event: Event) -> Result<ExitCode> {
     match event {
         Event::SessionStart => session_start(global, &input),
         Event::SessionEnd => session_end(global, &input),
-        Event::Wake => wake(global, &input),
+        Event::Wake { registration_grace } => {
+            wake(global, &input, Duration::from_secs(registration_grace))
+        }
     }
 }
 
@@ -268,19 +278,17 @@ fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
 
 /// Exit status that makes Claude Code wake the session with our stderr.
 const WAKE_CLAUDE: u8 = 2;
-/// How long a wake hook waits for its session to be registered.
-const REGISTRATION_GRACE: Duration = Duration::from_secs(10);
+/// How often a wake hook looks for its session while it may still be
+/// being registered.
 const REGISTRATION_POLL: Duration = Duration::from_millis(100);
 
-fn wake(global: &Global, input: &HookInput) -> Result<ExitCode> {
+fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Result<ExitCode> {
     let Some(_lock) = WakeLock::acquire(global, input)? else {
         // Another wake hook of this session is waiting already.
         return Ok(ExitCode::SUCCESS);
     };
     let mut invocation = Invocation::open(global, agent_only(input))?;
-    // Claude Code runs SessionStart hooks side by side, so the wake hook may
-    // look before `session-start` has registered the session.
-    let grace_ends = Instant::now() + REGISTRATION_GRACE;
+    let grace_ends = Instant::now() + registration_grace;
     let id = loop {
         match own_session(&mut invocation)? {
             Some(id) => break id,

@@ -517,7 +517,9 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         Ok(report) => report,
         Err(failure) => {
             print_warnings(&failure.warnings);
-            invocation.shown(&failure.error, verb_name).print(global.json)?;
+            invocation
+                .shown(&failure.error, verb_name)
+                .print(global.json)?;
             let nothing_waiting = verb_name == "check-inbox"
                 && matches!(failure.error, wit::BridgeError::TimedOut(_));
             return Ok(if nothing_waiting {
