@@ -7,6 +7,7 @@ mod flows;
 mod guest_library;
 mod identity;
 mod interop;
+mod plugin;
 mod policies;
 mod readme;
 mod sandbox;

@@ -1,0 +1,574 @@
+//! The Claude Code plugin, driven the way Claude Code drives it: hook
+//! commands taken from `plugin/hooks/hooks.json` and run by `sh -c` with the
+//! documented JSON on standard input, `CLAUDE_PLUGIN_ROOT` set and a working
+//! directory that is not the project; and Bash tool commands taken from
+//! `plugin/commands/bridge.md`, run by `sh -c` with the plugin's `bin/` on
+//! `PATH` and `CLAUDE_CODE_SESSION_ID` set, as a model following those
+//! instructions would run them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{BIN, Cmd, World, parse_listen, parse_reply};
+
+const PLUGIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plugin");
+
+fn plugin_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(PLUGIN).join(path))
+        .unwrap_or_else(|e| panic!("plugin/{path}: {e}"))
+}
+
+/// The command of the hook for `event` whose command contains `needle`.
+fn hook_command(event: &str, needle: &str) -> (String, Value) {
+    let hooks: Value = serde_json::from_str(&plugin_file("hooks/hooks.json")).unwrap();
+    hooks["hooks"][event]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {event} hooks"))
+        .iter()
+        .flat_map(|group| group["hooks"].as_array().unwrap().iter())
+        .find(|hook| hook["command"].as_str().unwrap().contains(needle))
+        .map(|hook| (hook["command"].as_str().unwrap().to_string(), hook.clone()))
+        .unwrap_or_else(|| panic!("no {event} hook running {needle:?}"))
+}
+
+/// The Bash command `bridge.md` maps `/bridge <verb> ...` to.
+fn slash_command(verb: &str) -> String {
+    let doc = plugin_file("commands/bridge.md");
+    doc.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells.len() == 4).then(|| (cells[1].trim_matches('`'), cells[2].trim_matches('`')))
+        })
+        .find(|(usage, _)| usage.split(' ').next() == Some(verb))
+        .map(|(_, command)| command.to_string())
+        .unwrap_or_else(|| panic!("bridge.md maps no /bridge {verb}"))
+}
+
+/// The command a message's first line says answers it, with `<answer>`
+/// filled in as a model would.
+fn command_from_first_line(text: &str, answer: &str) -> String {
+    let first = text.lines().next().unwrap();
+    let (_, command) = first
+        .split_once(": bridge-host ")
+        .unwrap_or_else(|| panic!("the first line gives no command: {first:?}"));
+    assert!(command.contains("<answer>"), "{first}");
+    format!("bridge-host {}", command.replace("<answer>", answer))
+}
+
+/// One Claude Code session with the plugin enabled.
+struct Agent<'w> {
+    w: &'w World,
+    session_id: String,
+    project: PathBuf,
+}
+
+impl<'w> Agent<'w> {
+    fn new(w: &'w World, session_id: &str, project: &str) -> Self {
+        Agent {
+            w,
+            session_id: session_id.into(),
+            project: w.project(project),
+        }
+    }
+
+    /// A Bash tool command, as Claude Code runs it for this session.
+    fn bash(&self, command: &str) -> Cmd {
+        self.w
+            .sh(&self.project, command)
+            .env("PATH", format!("{PLUGIN}/bin:/usr/local/bin:/usr/bin:/bin"))
+            .env("CLAUDE_CODE_SESSION_ID", &self.session_id)
+            .env("BRIDGE_HOST_BIN", BIN)
+    }
+
+    /// `/bridge <verb>` with its placeholders filled in.
+    fn slash(&self, verb: &str, fill: &[(&str, &str)]) -> Cmd {
+        let mut command = slash_command(verb);
+        for (placeholder, value) in fill {
+            command = command.replace(placeholder, value);
+        }
+        assert!(!command.contains('<'), "unfilled placeholder in {command}");
+        self.bash(&command)
+    }
+
+    /// The plugin's hook for `event` that runs `needle`, with the JSON
+    /// Claude Code passes, started from a directory that is not the project.
+    fn hook(&self, event: &str, needle: &str) -> Cmd {
+        let (command, _) = hook_command(event, needle);
+        let mut input = json!({
+            "session_id": self.session_id,
+            "transcript_path": format!("/tmp/transcripts/{}.jsonl", self.session_id),
+            "cwd": self.project,
+            "hook_event_name": event,
+        });
+        match event {
+            "SessionStart" => input["source"] = json!("startup"),
+            "SessionEnd" => input["reason"] = json!("prompt_input_exit"),
+            "Stop" => input["stop_hook_active"] = json!(false),
+            _ => {}
+        }
+        let elsewhere = self.w.root.path().join("hook-cwd");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        self.w
+            .sh(&elsewhere, &command)
+            .env("CLAUDE_PLUGIN_ROOT", PLUGIN)
+            .env("CLAUDE_PROJECT_DIR", &self.project)
+            .env("CLAUDE_CODE_SESSION_ID", &self.session_id)
+            .env("BRIDGE_HOST_BIN", BIN)
+            .stdin(input.to_string())
+    }
+
+    /// Runs SessionStart and returns the bridge session ID it announced.
+    fn session_start(&self) -> String {
+        let note = self.hook("SessionStart", "session-start").ok();
+        let id = note
+            .split("this session is bridge session ")
+            .nth(1)
+            .and_then(|rest| rest.get(..6))
+            .unwrap_or_else(|| panic!("SessionStart said no session ID: {note:?}"));
+        id.to_string()
+    }
+
+    /// The wake hook Claude Code starts when this session goes idle.
+    fn idle(&self) -> Child {
+        self.hook("Stop", "wake").spawn()
+    }
+}
+
+/// Waits for `child`, killing it and failing after `limit`.
+#[track_caller]
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            // SAFETY: signals the process group `World::sh` gave the child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A wake hook's result: it must exit 2, and its stderr is what Claude is
+/// woken with.
+#[track_caller]
+fn woken_with(child: Child) -> String {
+    let out = finish(child, Duration::from_secs(60));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the wake hook did not wake Claude: {stderr}"
+    );
+    stderr
+}
+
+fn json_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .count()
+    })
+}
+
+#[test]
+fn the_prompt_text_is_at_most_half_of_the_originals() {
+    // The original's bridge.md plus SKILL.md: about 13,900 characters.
+    let ours = plugin_file("commands/bridge.md").chars().count()
+        + plugin_file("skills/bridge-awareness/SKILL.md")
+            .chars()
+            .count();
+    assert!(
+        ours <= 13_900 / 2,
+        "bridge.md + SKILL.md = {ours} characters"
+    );
+    // Every verb the issue names is mapped to one bridge-host call.
+    for verb in [
+        "start", "connect", "listen", "ask", "peers", "status", "stop",
+    ] {
+        let command = slash_command(verb);
+        assert!(command.starts_with("bridge-host run "), "{verb}: {command}");
+        assert!(
+            !command.contains(';') && !command.contains("&&"),
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn hooks_call_the_plugin_copy_by_its_root_and_wake_asynchronously() {
+    for (event, needle) in [
+        ("SessionStart", "session-start"),
+        ("SessionStart", "wake"),
+        ("Stop", "wake"),
+        ("SessionEnd", "session-end"),
+    ] {
+        let (command, hook) = hook_command(event, needle);
+        assert!(
+            command.starts_with("\"${CLAUDE_PLUGIN_ROOT}/bin/bridge-host\" hook "),
+            "{event}: {command}"
+        );
+        assert_eq!(
+            hook["asyncRewake"] == json!(true),
+            needle == "wake",
+            "{hook}"
+        );
+    }
+}
+
+#[test]
+fn session_start_registers_from_the_hook_input_not_the_hook_directory() {
+    let w = World::new();
+    let lib = Agent::new(&w, "0b1e2c9a-1111-4d6e-9a51-6c1d2e3f4a5b", "my-library");
+    let id = lib.session_start();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(w.session_dir(&id).join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["projectPath"], json!(lib.project));
+    assert_eq!(manifest["projectName"], json!("my-library"));
+    // Bash commands of the same Claude session speak for it.
+    assert_eq!(lib.bash("bridge-host run id").ok().trim(), id);
+
+    // A second session sees the first named in its note.
+    let app = Agent::new(&w, "7c3f9d10-2222-4b8a-8f0e-0d9c8b7a6f5e", "my-app");
+    let note = app.hook("SessionStart", "session-start").ok();
+    assert!(
+        note.contains(&format!("Live peers: {id} \"my-library\"")),
+        "{note}"
+    );
+    // Starting again (a resumed session) keeps the same bridge session.
+    assert_eq!(lib.session_start(), id);
+}
+
+#[test]
+fn session_end_stops_this_session_only() {
+    let w = World::new();
+    // Two Claude sessions in one repository, and one started from a terminal.
+    let first = Agent::new(&w, "aaaaaaaa-0000-4000-8000-000000000001", "shared");
+    let second = Agent::new(&w, "aaaaaaaa-0000-4000-8000-000000000002", "shared");
+    let one = first.session_start();
+    let two = second.session_start();
+    let terminal = w.cmd(&first.project).args(["run", "start"]).ok();
+    let terminal = terminal.trim();
+    assert_ne!(one, two);
+
+    first.hook("SessionEnd", "session-end").ok();
+    assert!(
+        !w.session_dir(&one).exists(),
+        "the ended session is still there"
+    );
+    assert!(
+        w.session_dir(&two).exists(),
+        "the other agent's session was stopped"
+    );
+    assert!(
+        w.session_dir(terminal).exists(),
+        "the terminal's session was stopped"
+    );
+
+    // Ending again, or ending a session that never registered, stops nothing.
+    first.hook("SessionEnd", "session-end").ok();
+    let stranger = Agent::new(&w, "aaaaaaaa-0000-4000-8000-000000000003", "shared");
+    stranger.hook("SessionEnd", "session-end").ok();
+    assert!(w.session_dir(&two).exists() && w.session_dir(terminal).exists());
+}
+
+#[test]
+fn the_wake_hook_ignores_pings_and_wakes_claude_with_a_query() {
+    let w = World::new();
+    let lib = Agent::new(&w, "11111111-2222-4333-8444-555555555555", "lib");
+    let app = Agent::new(&w, "66666666-7777-4888-8999-000000000000", "app");
+    // SessionStart runs its hooks side by side: the wake hook may look
+    // before the session is registered, and waits for it.
+    let waiting = lib.hook("SessionStart", "wake").spawn();
+    let lib_id = lib.session_start();
+    let app_id = app.session_start();
+
+    // A connect's ping is answered without waking Claude; the answer landing
+    // in the app's inbox shows the wake hook is up and holding its lock.
+    app.slash("connect", &[("<id>", &lib_id)]).ok();
+    let app_inbox = w.session_dir(&app_id).join("inbox");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while json_files(&app_inbox) == 0 {
+        assert!(Instant::now() < deadline, "the ping was never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut waiting = waiting;
+    assert!(waiting.try_wait().unwrap().is_none(), "a ping woke Claude");
+
+    // The next turn's end starts another wake hook; it steps aside at once.
+    let second = finish(lib.idle(), Duration::from_secs(30));
+    assert_eq!(second.status.code(), Some(0));
+    assert!(second.stderr.is_empty());
+
+    let asking = app
+        .slash(
+            "ask",
+            &[("<peer>", &lib_id), ("<question>", "What changed in v2?")],
+        )
+        .spawn();
+    let wake = woken_with(waiting);
+    let (fields, content) = parse_listen(&wake);
+    assert_eq!(
+        fields["FIRST_LINE"],
+        format!(
+            "Query from {app_id} \"app\". Answer with: bridge-host run reply {} \"<answer>\"",
+            fields["MESSAGE_ID"]
+        )
+    );
+    assert_eq!(content, "What changed in v2?");
+    // Handed over once: it is no longer waiting in the inbox.
+    assert_eq!(json_files(&w.session_dir(&lib_id).join("inbox")), 0);
+
+    lib.bash(&command_from_first_line(&wake, "init() is now setup()"))
+        .ok();
+    let answer = finish(asking, Duration::from_secs(60));
+    assert!(answer.status.success());
+    assert_eq!(
+        parse_reply(&String::from_utf8(answer.stdout).unwrap()),
+        ("lib".to_string(), "init() is now setup()".to_string())
+    );
+}
+
+#[test]
+fn the_wake_hook_ends_quietly_when_the_session_stops() {
+    let w = World::new();
+    let lib = Agent::new(&w, "99999999-8888-4777-8666-555555555555", "lib");
+    lib.session_start();
+    let waiting = lib.idle();
+    std::thread::sleep(Duration::from_millis(300));
+    lib.hook("SessionEnd", "session-end").ok();
+    let out = finish(waiting, Duration::from_secs(90));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // After a stop, a later turn's wake hook does not register it again.
+    let out = finish(lib.idle(), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        std::fs::read_dir(w.bridge.join("sessions"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+/// Two agents follow the plugin's own instructions: connect, an ask
+/// answered by a dedicated listener, then a clarification loop answered
+/// through the background wake hook.
+#[test]
+fn two_agents_talk_by_following_bridge_md() {
+    let w = World::new();
+    let lib = Agent::new(&w, "3f2a1b0c-aaaa-4bbb-8ccc-ddddeeeeffff", "my-library");
+    let app = Agent::new(&w, "4e5d6c7b-1234-4567-89ab-cdef01234567", "my-app");
+    lib.session_start();
+    app.session_start();
+
+    // The library's user: `/bridge start`, then passes the ID on.
+    let lib_id = lib.slash("start", &[]).ok().trim().to_string();
+    // The app's user: `/bridge connect <id>`.
+    let connected = app.slash("connect", &[("<id>", &lib_id)]).ok();
+    assert!(connected.contains(&lib_id), "{connected}");
+
+    // Round 1: the library session listens (`/bridge listen`).
+    let listening = lib.slash("listen", &[]).spawn();
+    let asking = app
+        .slash(
+            "ask",
+            &[
+                ("<peer>", &lib_id),
+                ("<question>", "What breaking changes are in v2?"),
+            ],
+        )
+        .spawn();
+    // The connect's ping arrives first; a listener is told there is nothing
+    // to do, and runs listen again as bridge.md says.
+    let mut heard = String::from_utf8(finish(listening, Duration::from_secs(60)).stdout).unwrap();
+    if heard.starts_with("Ping from") {
+        assert!(heard.contains("Nothing to do"), "{heard}");
+        heard = lib.slash("listen", &[]).ok();
+    }
+    let (fields, question) = parse_listen(&heard);
+    assert_eq!(question, "What breaking changes are in v2?");
+    assert_eq!(fields["FROM_PROJECT"], "my-app");
+    lib.bash(&command_from_first_line(
+        &heard,
+        "init() was renamed to setup().",
+    ))
+    .ok();
+    let reply = String::from_utf8(finish(asking, Duration::from_secs(60)).stdout).unwrap();
+    assert_eq!(
+        parse_reply(&reply),
+        ("my-library".into(), "init() was renamed to setup().".into())
+    );
+
+    // Round 2: the library session is idle; its wake hook answers.
+    let idle = lib.idle();
+    let asking = app
+        .slash(
+            "ask",
+            &[
+                ("<peer>", &lib_id),
+                ("<question>", "How do I migrate the config?"),
+            ],
+        )
+        .spawn();
+    let wake = woken_with(idle);
+    assert!(wake.starts_with("Query from "), "{wake}");
+    // Woken, the library agent asks back; its turn ends, a new wake hook starts.
+    lib.bash(&command_from_first_line(
+        &wake,
+        "Which config format: TOML or YAML?",
+    ))
+    .ok();
+    let idle = lib.idle();
+    let reply = String::from_utf8(finish(asking, Duration::from_secs(60)).stdout).unwrap();
+    let (_, clarification) = parse_reply(&reply);
+    assert_eq!(clarification, "Which config format: TOML or YAML?");
+    // The app answers with the command the reply's first line gives.
+    let asking = app.bash(&command_from_first_line(&reply, "TOML")).spawn();
+    let wake = woken_with(idle);
+    let (fields, follow_up) = parse_listen(&wake);
+    assert_eq!(follow_up, "TOML");
+    assert_eq!(fields["FROM_PROJECT"], "my-app");
+    lib.bash(&command_from_first_line(
+        &wake,
+        "Rename [core] to [engine] in config.toml.",
+    ))
+    .ok();
+    let reply = String::from_utf8(finish(asking, Duration::from_secs(60)).stdout).unwrap();
+    assert_eq!(
+        parse_reply(&reply).1,
+        "Rename [core] to [engine] in config.toml."
+    );
+
+    // Both sessions end; nothing is left registered.
+    lib.hook("SessionEnd", "session-end").ok();
+    app.hook("SessionEnd", "session-end").ok();
+    assert!(
+        std::fs::read_dir(w.bridge.join("sessions"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
+    let w = World::new();
+    // A plugin copy outside any checkout, as Claude Code installs it.
+    let installed = w.root.path().join("plugins-cache/session-bridge/0.1.0");
+    std::fs::create_dir_all(installed.join("bin")).unwrap();
+    std::fs::copy(
+        Path::new(PLUGIN).join("bin/bridge-host"),
+        installed.join("bin/bridge-host"),
+    )
+    .unwrap();
+    let shim_path = format!("{}/bin:/usr/bin:/bin", installed.display());
+    let project = w.project("p");
+
+    let install_hint = |path_env: &str| {
+        let (out, description) = w
+            .sh(&project, "bridge-host run peers")
+            .env("PATH", path_env)
+            .output();
+        assert_eq!(out.status.code(), Some(127), "{description}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    // Nothing installed, the marketplace added from a local directory: the
+    // exact install command names that directory.
+    let plugins = w.home().join(".claude/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap();
+    std::fs::write(
+        plugins.join("known_marketplaces.json"),
+        json!({"session-bridge": {
+            "source": {"source": "directory", "path": repo},
+            "installLocation": repo,
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let hint = install_hint(&shim_path);
+    assert!(
+        hint.contains(&format!(
+            "cargo install --locked --path '{}'",
+            repo.display()
+        )),
+        "{hint}"
+    );
+    std::fs::remove_file(plugins.join("known_marketplaces.json")).unwrap();
+
+    // Added from git: the clone Claude Code keeps.
+    let clone = w.home().join(".claude/plugins/marketplaces/session-bridge");
+    std::fs::create_dir_all(&clone).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        clone.join("Cargo.toml"),
+    )
+    .unwrap();
+    let stderr = install_hint(&shim_path);
+    assert!(
+        stderr.contains(&format!(
+            "cargo install --locked --path '{}'",
+            clone.canonicalize().unwrap().display()
+        )),
+        "{stderr}"
+    );
+    // A hook does not fail the session: SessionStart tells Claude, and the
+    // wake hook stays quiet.
+    let hook = |event: &str| {
+        w.sh(
+            &project,
+            &format!("\"{}/bin/bridge-host\" hook {event}", installed.display()),
+        )
+        .env("PATH", "/usr/bin:/bin")
+        .stdin("{\"session_id\":\"x\"}")
+        .output()
+        .0
+    };
+    let start = hook("session-start");
+    assert!(start.status.success());
+    assert!(String::from_utf8_lossy(&start.stdout).contains("cargo install --locked"));
+    let wake = hook("wake");
+    assert!(wake.status.success() && wake.stdout.is_empty() && wake.stderr.is_empty());
+
+    // Installed on PATH after the shim (as `cargo install` leaves it): the
+    // shim runs it and does not run itself again.
+    let cargo_bin = w.root.path().join("cargo/bin");
+    std::fs::create_dir_all(&cargo_bin).unwrap();
+    std::os::unix::fs::symlink(BIN, cargo_bin.join("bridge-host")).unwrap();
+    let path = format!(
+        "{}/bin:{}:/usr/bin:/bin",
+        installed.display(),
+        cargo_bin.display()
+    );
+    let version = w
+        .sh(&project, "bridge-host --version")
+        .env("PATH", &path)
+        .ok();
+    assert!(version.starts_with("bridge-host "), "{version}");
+    // Or where cargo installs by default, with nothing on PATH.
+    let version = w
+        .sh(&project, "bridge-host --version")
+        .env("PATH", &shim_path)
+        .env("CARGO_HOME", w.root.path().join("cargo"))
+        .ok();
+    assert!(version.starts_with("bridge-host "), "{version}");
+}
