@@ -21,6 +21,29 @@ pub fn prepare_private_dir(path: &Path, what: &str) -> Result<()> {
     check_private_dir(path, what)
 }
 
+/// Refuses a bridge directory whose `sessions/` folder, or any session
+/// directory in it, another user owns or group or others can write: such a
+/// session could be fed forged messages or read by someone else. Symbolic
+/// links are left to the guest, which never follows them.
+pub fn check_session_dirs(bridge_dir: &Path) -> Result<()> {
+    let sessions = bridge_dir.join("sessions");
+    let entries = match fs::read_dir(&sessions) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot list {}", sessions.display()));
+        }
+    };
+    check_private_dir(&sessions, "sessions directory")?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", sessions.display()))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            check_private_dir(&entry.path(), "session directory")?;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a directory another user owns, or that group or others can write.
 pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
     let meta =

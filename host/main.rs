@@ -449,6 +449,7 @@ impl Invocation {
             None => default_bridge_dir()?,
         };
         dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
+        dirs::check_session_dirs(&bridge_dir)?;
         let engine = sandbox::engine()?;
         let (component, _) = GuestSource::from_global(global)?.load(global, &engine)?;
         let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &place.project_dir)?;

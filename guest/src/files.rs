@@ -129,6 +129,13 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFailure> {
 /// The names in `dir` that do not start with `.`. A missing directory has
 /// no names.
 pub fn list(dir: &Path) -> Result<Vec<String>> {
+    list_sweeping(dir, None)
+}
+
+/// As [`list`], also removing temporary files older than `stale_after`:
+/// those a writer left when it was killed mid-write. No write takes that
+/// long, so a temporary file still being written is never removed.
+pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -142,10 +149,22 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
         };
-        if let Some(name) = entry.file_name().to_str()
-            && !name.starts_with('.')
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            names.push(name);
+        } else if let Some(age) = stale_after
+            && name.starts_with(TEMP_PREFIX)
         {
-            names.push(name.to_string());
+            let stale = fs::symlink_metadata(entry.path())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
     Ok(names)

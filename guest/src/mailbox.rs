@@ -19,6 +19,10 @@ use crate::error::{BridgeError, Result, display_path};
 use crate::files::{self, ReadFailure};
 use crate::ids::{MessageId, SessionId, random_token};
 use crate::wire::{MAX_MESSAGE_FILE_BYTES, Message, Status};
+
+/// A temporary file in an inbox older than this was left by a writer that
+/// died mid-write; `listen` removes it.
+pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(300);
 use crate::{Bridge, ClaimTicket, Platform, clock};
 
 /// How long a claim may stay uncommitted before its message returns to the
@@ -104,7 +108,7 @@ impl<P: Platform> Bridge<P> {
         owner: &SessionId,
     ) -> Result<(Vec<String>, Option<Duration>)> {
         let next_expiry = self.recover_expired_claims(owner)?;
-        let mut names = files::list(&self.layout.inbox(owner))?;
+        let mut names = files::list_sweeping(&self.layout.inbox(owner), Some(STALE_TEMP_AGE))?;
         names.retain(|name| name.ends_with(".json"));
         Ok((names, next_expiry))
     }

@@ -259,3 +259,33 @@ fn committing_a_forged_ticket_creates_nothing() {
         .collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn listen_removes_temporary_files_left_by_killed_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bridge(dir.path());
+    let me = b
+        .run(&context(None, "/p/me"), Verb::Start)
+        .unwrap()
+        .rendered
+        .trim()
+        .to_string();
+    let inbox = dir.path().join("sessions").join(&me).join("inbox");
+    let old = inbox.join(".tmp-abandoned000");
+    let fresh = inbox.join(".tmp-beingwritten");
+    std::fs::write(&old, b"{\"id\":").unwrap();
+    std::fs::write(&fresh, b"{\"id\":").unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let _ = listen_once(dir.path(), &me);
+    assert!(!old.exists(), "an hour-old temporary file was kept");
+    assert!(
+        fresh.exists(),
+        "a temporary file still being written was removed"
+    );
+}

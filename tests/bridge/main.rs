@@ -5,6 +5,7 @@ mod cache;
 mod concurrency;
 mod flows;
 mod guest_library;
+mod hostile;
 mod identity;
 mod interop;
 mod plugin;

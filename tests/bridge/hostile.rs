@@ -1,0 +1,440 @@
+//! The hostile input catalogue: one table, one fresh bridge per entry. Every
+//! entry must fail with a message that names what was wrong, and afterwards
+//! the bridge directory and everything outside it must be unchanged, except
+//! for the paths the entry is allowed to change.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::PathBuf;
+
+use crate::util::{World, snapshot};
+
+/// A fresh world with two sessions, `me` and `peer`, and a directory
+/// outside the bridge holding a decoy.
+struct Setup {
+    w: World,
+    me: PathBuf,
+    me_id: String,
+    peer_id: String,
+    outside: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let w = World::new();
+        let me = w.project("me");
+        let peer = w.project("peer");
+        let me_id = w.start(&me);
+        let peer_id = w.start(&peer);
+        let outside = w.root.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("decoy.json"), br#"{"sessionId":"decoy1"}"#).unwrap();
+        Setup {
+            w,
+            me,
+            me_id,
+            peer_id,
+            outside,
+        }
+    }
+
+    fn session(&self, id: &str) -> PathBuf {
+        self.w.session_dir(id)
+    }
+
+    fn my_inbox(&self) -> PathBuf {
+        self.session(&self.me_id).join("inbox")
+    }
+
+    /// Puts `bytes` in this session's inbox as message `msg-hostile00001`.
+    fn plant_message(&self, bytes: &[u8]) {
+        std::fs::write(self.my_inbox().join("msg-hostile00001.json"), bytes).unwrap();
+    }
+}
+
+/// A message in the reference's form with one field replaced by `value`
+/// (raw JSON), or removed when `value` is None.
+fn message_with(s: &Setup, field: &str, value: Option<&str>) -> Vec<u8> {
+    let fields = [
+        ("id", "\"msg-hostile00001\"".to_string()),
+        ("from", format!("\"{}\"", s.peer_id)),
+        ("to", format!("\"{}\"", s.me_id)),
+        ("type", "\"query\"".to_string()),
+        ("timestamp", "\"2026-11-23T10:06:00Z\"".to_string()),
+        ("status", "\"pending\"".to_string()),
+        ("content", "\"hello\"".to_string()),
+        ("inReplyTo", "null".to_string()),
+        (
+            "metadata",
+            "{\"urgency\":\"normal\",\"fromProject\":\"peer\"}".to_string(),
+        ),
+    ];
+    let body: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, default)| match (*name == field, value) {
+            (true, None) => None,
+            (true, Some(v)) => Some(format!("\"{name}\":{v}")),
+            (false, _) => Some(format!("\"{name}\":{default}")),
+        })
+        .collect();
+    format!("{{{}}}", body.join(",")).into_bytes()
+}
+
+/// What an entry runs, what it must say, and what it may change.
+struct Case {
+    name: &'static str,
+    /// Plants the hostile input and returns the `bridge-host` arguments.
+    plant: fn(&Setup) -> Vec<String>,
+    /// Text the error (standard error) must contain.
+    says: fn(&Setup) -> String,
+    /// Paths the entry may change (added, removed or rewritten).
+    may_change: fn(&Setup) -> Vec<PathBuf>,
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+fn nothing(_: &Setup) -> Vec<PathBuf> {
+    Vec::new()
+}
+
+/// Inbox entries are set aside into `inbox/rejected/`; nothing else moves.
+fn my_inbox(s: &Setup) -> Vec<PathBuf> {
+    vec![s.my_inbox()]
+}
+
+fn listen_once() -> Vec<String> {
+    args(&["run", "listen", "--timeout", "1"])
+}
+
+fn set_aside(s: &Setup) -> String {
+    format!("set aside sessions/{}/inbox/msg-hostile00001.json", s.me_id)
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "session ID with ..",
+        plant: |_| args(&["run", "send", "../../elsewhere", "query", "hi"]),
+        says: |_| "invalid session ID \"../../elsewhere\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "session ID that is ..",
+        plant: |_| args(&["run", "connect", ".."]),
+        says: |_| "invalid session ID \"..\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "session ID with /",
+        plant: |_| args(&["run", "send", "ab/c12", "query", "hi"]),
+        says: |_| "invalid session ID \"ab/c12\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "session ID that is an absolute path",
+        plant: |_| args(&["run", "id", "--session", "/etc/passwd"]),
+        says: |_| "invalid session ID \"/etc/passwd\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "session ID with a unicode look-alike (Cyrillic а)",
+        plant: |_| args(&["run", "send", "\u{430}bc123", "query", "hi"]),
+        says: |_| "invalid session ID".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "session ID of the wrong length",
+        plant: |_| args(&["run", "ask", "abc1234", "hi", "--timeout", "1"]),
+        says: |_| "invalid session ID \"abc1234\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "message ID with ..",
+        plant: |_| args(&["run", "reply", "msg-../../etc/x", "hi"]),
+        says: |_| "invalid message ID \"msg-../../etc/x\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "message ID with a unicode look-alike",
+        plant: |_| args(&["run", "reply", "msg-0dzhx0wgc\u{456}k9", "hi"]),
+        says: |_| "invalid message ID".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "message ID of the wrong length",
+        plant: |_| args(&["run", "receive", "msg-abc", "--timeout", "1"]),
+        says: |_| "invalid message ID \"msg-abc\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "message ID that is an absolute path",
+        plant: |_| args(&["run", "reply", "/etc/passwd", "hi"]),
+        says: |_| "invalid message ID \"/etc/passwd\"".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "a peer's inbox is a symlink pointing outside",
+        plant: |s| {
+            let inbox = s.session(&s.peer_id).join("inbox");
+            std::fs::remove_dir_all(&inbox).unwrap();
+            symlink(&s.outside, &inbox).unwrap();
+            args(&["run", "send", &s.peer_id, "query", "hi"])
+        },
+        says: |_| "symbolic link".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "a peer's manifest is a symlink pointing outside",
+        plant: |s| {
+            let manifest = s.session(&s.peer_id).join("manifest.json");
+            std::fs::remove_file(&manifest).unwrap();
+            symlink(s.outside.join("decoy.json"), &manifest).unwrap();
+            args(&["run", "connect", &s.peer_id])
+        },
+        says: |s| format!("sessions/{}/manifest.json is malformed", s.peer_id),
+        may_change: nothing,
+    },
+    Case {
+        name: "a session directory is a symlink pointing outside",
+        plant: |s| {
+            symlink(&s.outside, s.w.bridge.join("sessions/evil01")).unwrap();
+            args(&["run", "send", "evil01", "query", "hi"])
+        },
+        says: |_| "no session evil01".into(),
+        may_change: nothing,
+    },
+    Case {
+        name: "a FIFO where a message file should be",
+        plant: |s| {
+            let path = s.my_inbox().join("msg-hostile00001.json");
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo with a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            listen_once()
+        },
+        says: |s| {
+            format!(
+                "{}: it is a special file (FIFO, socket or device), not a regular file",
+                set_aside(s)
+            )
+        },
+        may_change: my_inbox,
+    },
+    Case {
+        name: "a directory where a message file should be",
+        plant: |s| {
+            std::fs::create_dir(s.my_inbox().join("msg-hostile00001.json")).unwrap();
+            listen_once()
+        },
+        says: |s| format!("{}: it is a directory, not a regular file", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "invalid JSON",
+        plant: |s| {
+            s.plant_message(b"{\"id\": \"msg-hostile00001\", ");
+            listen_once()
+        },
+        says: |s| format!("{}: not a valid message", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "JSON with the wrong types",
+        plant: |s| {
+            s.plant_message(&message_with(s, "content", Some("42")));
+            listen_once()
+        },
+        says: |s| format!("{}: not a valid message", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "a missing field",
+        plant: |s| {
+            s.plant_message(&message_with(s, "from", None));
+            listen_once()
+        },
+        says: |s| format!("{}: not a valid message", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "duplicate keys",
+        plant: |s| {
+            let mut bytes = message_with(s, "content", Some("\"first\""));
+            bytes.pop();
+            bytes.extend_from_slice(b",\"content\":\"second\"}");
+            s.plant_message(&bytes);
+            listen_once()
+        },
+        says: |s| format!("{}: not a valid message", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "a 100 MB message file",
+        plant: |s| {
+            let file = std::fs::File::create(s.my_inbox().join("msg-hostile00001.json")).unwrap();
+            file.set_len(100 << 20).unwrap();
+            listen_once()
+        },
+        says: |s| {
+            format!(
+                "{}: it is 104857600 bytes, over the 7340032-byte limit",
+                set_aside(s)
+            )
+        },
+        may_change: my_inbox,
+    },
+    Case {
+        name: "invalid UTF-8 content",
+        plant: |s| {
+            let mut bytes = message_with(s, "content", Some("\"ok\""));
+            let at = bytes.windows(4).position(|w| w == b"\"ok\"").unwrap() + 1;
+            bytes.splice(at..at + 2, [0xff, 0xfe]);
+            s.plant_message(&bytes);
+            listen_once()
+        },
+        says: |s| format!("{}: not a valid message", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "an unknown type",
+        plant: |s| {
+            s.plant_message(&message_with(s, "type", Some("\"command\"")));
+            listen_once()
+        },
+        says: |s| format!("{}: not a valid message", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "`from` that is not a session ID",
+        plant: |s| {
+            s.plant_message(&message_with(s, "from", Some("\"../../x\"")));
+            listen_once()
+        },
+        says: |s| format!("{}: bad sender \"../../x\"", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
+        name: "`to` that disagrees with the inbox it sits in",
+        plant: |s| {
+            s.plant_message(&message_with(s, "to", Some("\"zzzzzz\"")));
+            listen_once()
+        },
+        says: |s| {
+            format!(
+                "{}: it is addressed to \"zzzzzz\", not to this inbox's session {}",
+                set_aside(s),
+                s.me_id
+            )
+        },
+        may_change: my_inbox,
+    },
+    Case {
+        name: "a peer manifest whose projectPath is relative",
+        plant: |s| {
+            let manifest = s.session(&s.peer_id).join("manifest.json");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            let path = s.w.root.path().join("projects/peer");
+            let text = text.replace(path.to_str().unwrap(), "projects/peer");
+            std::fs::write(&manifest, text).unwrap();
+            args(&["run", "connect", &s.peer_id])
+        },
+        says: |s| {
+            format!(
+                "sessions/{}/manifest.json is malformed: its projectPath \"projects/peer\" is not absolute",
+                s.peer_id
+            )
+        },
+        may_change: nothing,
+    },
+    Case {
+        name: "a bridge directory that group or others can write",
+        plant: |s| {
+            std::fs::set_permissions(&s.w.bridge, std::fs::Permissions::from_mode(0o777)).unwrap();
+            args(&["run", "peers"])
+        },
+        says: |s| {
+            format!(
+                "has mode 777: group or others can write to it, so they could plant or alter messages. Run: chmod 700 {}",
+                s.w.bridge.display()
+            )
+        },
+        may_change: nothing,
+    },
+    Case {
+        name: "a session directory that group or others can write",
+        plant: |s| {
+            std::fs::set_permissions(
+                s.session(&s.peer_id),
+                std::fs::Permissions::from_mode(0o757),
+            )
+            .unwrap();
+            args(&["run", "peers"])
+        },
+        says: |s| {
+            format!(
+                "the session directory {} has mode 757",
+                s.session(&s.peer_id).display()
+            )
+        },
+        may_change: nothing,
+    },
+    Case {
+        name: "a session directory another user owns",
+        plant: |s| {
+            let dir = s.session(&s.peer_id);
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: chown with a valid C string. As root (CI) this hands
+            // the directory to `nobody`; otherwise it fails and the entry
+            // checks the same refusal through the mode instead.
+            if unsafe { libc::chown(c.as_ptr(), 65534, 65534) } != 0 {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            args(&["run", "send", &s.peer_id, "query", "hi"])
+        },
+        says: |s| format!("the session directory {}", s.session(&s.peer_id).display()),
+        may_change: nothing,
+    },
+];
+
+fn changed_outside(
+    before: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    after: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    allowed: &[PathBuf],
+) -> Vec<PathBuf> {
+    let keys: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|path| before.get(*path) != after.get(*path))
+        .filter(|path| !allowed.iter().any(|a| path.starts_with(a)))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_hostile_input_gets_a_clear_error_and_changes_nothing_else() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let s = Setup::new();
+        let run = (case.plant)(&s);
+        let before = snapshot(s.w.root.path());
+        let (output, description) = s.w.cmd(&s.me).args(&run).output();
+        let after = snapshot(s.w.root.path());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let says = (case.says)(&s);
+        if output.status.code() != Some(1) {
+            failures.push(format!("{}: expected exit 1\n{description}", case.name));
+        }
+        if !stderr.contains(&says) {
+            failures.push(format!(
+                "{}: stderr lacks {says:?}\n{description}",
+                case.name
+            ));
+        }
+        let changed = changed_outside(&before, &after, &(case.may_change)(&s));
+        if !changed.is_empty() {
+            failures.push(format!("{}: changed {changed:?}\n{description}", case.name));
+        }
+        // Restore what the plant made unreadable, so the world can be removed.
+        let _ = std::fs::set_permissions(&s.w.bridge, std::fs::Permissions::from_mode(0o700));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
