@@ -135,7 +135,13 @@ fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     export_session_for_old_claude(input);
-    match register(global, input) {
+    let registered = register(global, input).and_then(|note| {
+        if let (Some(owner), Some(me)) = (Owner::of(global, input)?, ProcessId::claude()) {
+            owner.record(me)?;
+        }
+        Ok(note)
+    });
+    match registered {
         Ok(note) => print!("{note}"),
         Err(err) => println!(
             "session-bridge: this session could not be registered: {err:#}. `/bridge start` \
@@ -256,6 +262,18 @@ fn own_session(invocation: &mut Invocation) -> Result<Option<String>> {
 }
 
 fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
+    let owner = Owner::of(global, input)?;
+    if let Some(newer) = owner
+        .as_ref()
+        .and_then(|o| o.taken_over_from(ProcessId::claude()))
+    {
+        eprintln!(
+            "session-bridge: not stopping: Claude Code process {} registered this session again \
+             and still runs",
+            newer.pid
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(id) = own_session(&mut Invocation::open(global, agent_only(input))?)? else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -267,7 +285,11 @@ fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
     };
     let mut invocation = Invocation::open(global, place)?;
     invocation.context.session = Some(id);
-    match invocation.run(&wit::Verb::Stop)? {
+    let stopped = invocation.run(&wit::Verb::Stop)?;
+    if let Some(owner) = owner {
+        owner.forget();
+    }
+    match stopped {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(failure) => match failure.error {
             wit::BridgeError::NoSuchSession(_) => Ok(ExitCode::SUCCESS),
@@ -327,28 +349,41 @@ fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Res
     }
 }
 
+/// Where the hooks keep what they must remember about one Claude session
+/// between calls: `<cache>/hooks/<key>.<kind>`, private like the compile
+/// cache. The key covers the bridge directory and Claude's session ID.
+fn state_file(global: &Global, input: &HookInput, kind: &str) -> Result<Option<PathBuf>> {
+    let Some(cache) = global.cache_dir.clone().or_else(compile_cache::default_dir) else {
+        return Ok(None);
+    };
+    let dir = cache.join("hooks");
+    dirs::prepare_private_dir(&dir, "hook state directory")?;
+    let bridge = global.bridge_dir.clone().unwrap_or_default();
+    let mut key = blake3::Hasher::new();
+    key.update(bridge.as_os_str().as_encoded_bytes());
+    key.update(b"\0");
+    key.update(input.session_id.as_bytes());
+    Ok(Some(dir.join(format!(
+        "{}.{kind}",
+        &key.finalize().to_hex()[..32]
+    ))))
+}
+
 /// One waiting wake hook per Claude session and bridge directory: Claude
 /// Code starts one at every turn's end, and all but the first step aside.
-/// The lock is an `flock` on a file in the private cache directory, so it
-/// is released whenever the holder exits, however it exits.
+/// The lock is an `flock` on a private file, so it is released whenever
+/// the holder exits, however it exits.
 struct WakeLock {
-    _file: fs::File,
+    _file: Option<fs::File>,
 }
 
 impl WakeLock {
     fn acquire(global: &Global, input: &HookInput) -> Result<Option<Self>> {
-        let Some(cache) = global.cache_dir.clone().or_else(compile_cache::default_dir) else {
-            return Ok(Some(WakeLock::unlocked()?));
+        // Without a cache directory (no HOME) there is nowhere private to
+        // lock; the hook then waits unlocked.
+        let Some(path) = state_file(global, input, "wake-lock")? else {
+            return Ok(Some(WakeLock { _file: None }));
         };
-        let dir = cache.join("wake");
-        dirs::prepare_private_dir(&dir, "wake-lock directory")?;
-        let bridge = global.bridge_dir.clone().unwrap_or_default();
-        let mut key = blake3::Hasher::new();
-        key.update(bridge.as_os_str().as_encoded_bytes());
-        key.update(b"\0");
-        key.update(input.session_id.as_bytes());
-        let name = format!("{}.lock", &key.finalize().to_hex()[..32]);
-        let path = dir.join(name);
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -360,7 +395,7 @@ impl WakeLock {
         // SAFETY: flock on a descriptor this function owns.
         let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if locked == 0 {
-            return Ok(Some(WakeLock { _file: file }));
+            return Ok(Some(WakeLock { _file: Some(file) }));
         }
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::WouldBlock {
@@ -369,12 +404,105 @@ impl WakeLock {
             Err(err).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
 
-    /// Without a cache directory (no HOME) there is nowhere private to
-    /// lock; the hook then waits unlocked.
-    fn unlocked() -> Result<Self> {
-        Ok(WakeLock {
-            _file: fs::File::open("/dev/null")?,
+/// A running process, told apart from a later one that reuses its PID by
+/// its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessId {
+    pid: u32,
+    start_time: u64,
+}
+
+impl ProcessId {
+    /// The process `pid`, if it is running (Linux `/proc`).
+    fn of(pid: u32) -> Option<Self> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces;
+        // the fields after it are plain. Start time is field 22.
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        let start_time = after_name.split(' ').nth(19)?.parse().ok()?;
+        Some(ProcessId { pid, start_time })
+    }
+
+    fn parent_of(pid: u32) -> Option<u32> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+    }
+
+    /// The Claude Code process that ran this hook: the parent, or the
+    /// grandparent when the parent is the shell Claude Code ran the hook's
+    /// command line in.
+    fn claude() -> Option<Self> {
+        let parent = std::os::unix::process::parent_id();
+        let comm = fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
+        let is_shell = matches!(comm.trim(), "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash");
+        let claude = if is_shell {
+            Self::parent_of(parent)?
+        } else {
+            parent
+        };
+        Self::of(claude)
+    }
+
+    fn is_running(self) -> bool {
+        Self::of(self.pid) == Some(self)
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let (pid, start_time) = text.trim().split_once(' ')?;
+        Some(ProcessId {
+            pid: pid.parse().ok()?,
+            start_time: start_time.parse().ok()?,
         })
+    }
+}
+
+/// Which Claude Code process registered a Claude session last. A resumed
+/// session registers the same ID from a new process; when the old process
+/// ends after that, its SessionEnd must not stop the bridge the new one
+/// uses.
+struct Owner {
+    path: PathBuf,
+}
+
+impl Owner {
+    fn of(global: &Global, input: &HookInput) -> Result<Option<Self>> {
+        Ok(state_file(global, input, "owner")?.map(|path| Owner { path }))
+    }
+
+    fn record(&self, process: ProcessId) -> Result<()> {
+        let temp = self
+            .path
+            .with_extension(format!("owner.{}.tmp", std::process::id()));
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
+            .and_then(|mut f| writeln!(f, "{} {}", process.pid, process.start_time))
+            .and_then(|()| fs::rename(&temp, &self.path))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&temp);
+            })
+            .with_context(|| {
+                format!(
+                    "cannot record the session's owner in {}",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Another Claude Code process, still running, registered the session
+    /// after this one did.
+    fn taken_over_from(&self, me: Option<ProcessId>) -> Option<ProcessId> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        let owner = ProcessId::parse(&text)?;
+        (Some(owner) != me && owner.is_running()).then_some(owner)
+    }
+
+    fn forget(&self) {
+        let _ = fs::remove_file(&self.path);
     }
 }

@@ -109,15 +109,43 @@ impl<'w> Agent<'w> {
             "Stop" => input["stop_hook_active"] = json!(false),
             _ => {}
         }
+        self.in_hook_env(&command).stdin(input.to_string())
+    }
+
+    /// `script` run with the environment Claude Code gives hooks, from a
+    /// directory that is not the project.
+    fn in_hook_env(&self, script: &str) -> Cmd {
         let elsewhere = self.w.root.path().join("hook-cwd");
         std::fs::create_dir_all(&elsewhere).unwrap();
         self.w
-            .sh(&elsewhere, &command)
+            .sh(&elsewhere, script)
             .env("CLAUDE_PLUGIN_ROOT", PLUGIN)
             .env("CLAUDE_PROJECT_DIR", &self.project)
             .env("CLAUDE_CODE_SESSION_ID", &self.session_id)
             .env("BRIDGE_HOST_BIN", BIN)
-            .stdin(input.to_string())
+    }
+
+    /// A stand-in for one Claude Code process of this session: it runs the
+    /// SessionStart hook, waits until `dir/go` exists, then runs the
+    /// SessionEnd hook. Its files go in `dir`.
+    fn claude_process(&self, dir: &Path) -> Child {
+        std::fs::create_dir_all(dir).unwrap();
+        let input = |event: &str| {
+            json!({"session_id": self.session_id, "cwd": self.project, "hook_event_name": event})
+                .to_string()
+        };
+        std::fs::write(dir.join("start.json"), input("SessionStart")).unwrap();
+        std::fs::write(dir.join("end.json"), input("SessionEnd")).unwrap();
+        let d = dir.display();
+        let script = format!(
+            r#"sh -c "$START" < "{d}/start.json" > "{d}/start.out"; : > "{d}/started"
+               while [ ! -e "{d}/go" ]; do sleep 0.02; done
+               sh -c "$END" < "{d}/end.json" 2> "{d}/end.err""#
+        );
+        self.in_hook_env(&script)
+            .env("START", hook_command("SessionStart", "session-start").0)
+            .env("END", hook_command("SessionEnd", "session-end").0)
+            .spawn()
     }
 
     /// Runs SessionStart and returns the bridge session ID it announced.
@@ -282,6 +310,51 @@ fn session_end_stops_this_session_only() {
     let stranger = Agent::new(&w, "aaaaaaaa-0000-4000-8000-000000000003", "shared");
     stranger.hook("SessionEnd", "session-end").ok();
     assert!(w.session_dir(&two).exists() && w.session_dir(terminal).exists());
+}
+
+/// Waits for `path` to exist.
+#[track_caller]
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_old_claude_process_ending_after_a_resume_leaves_the_session_running() {
+    let w = World::new();
+    let lib = Agent::new(&w, "5e551011-0000-4000-8000-00000000cafe", "lib");
+    let (old_dir, new_dir) = (w.root.path().join("old"), w.root.path().join("new"));
+    let old = lib.claude_process(&old_dir);
+    wait_for(&old_dir.join("started"));
+    let id = lib.bash("bridge-host run id").ok().trim().to_string();
+    // The same Claude session resumed in a new process registers again
+    // before the old process has ended.
+    let new = lib.claude_process(&new_dir);
+    wait_for(&new_dir.join("started"));
+    assert_eq!(lib.bash("bridge-host run id").ok().trim(), id);
+
+    std::fs::write(old_dir.join("go"), "").unwrap();
+    finish(old, Duration::from_secs(60));
+    assert!(
+        w.session_dir(&id).exists(),
+        "the old process's end stopped the resumed session"
+    );
+    let said = std::fs::read_to_string(old_dir.join("end.err")).unwrap();
+    assert!(said.contains("not stopping"), "{said}");
+
+    std::fs::write(new_dir.join("go"), "").unwrap();
+    finish(new, Duration::from_secs(60));
+    assert!(
+        !w.session_dir(&id).exists(),
+        "the last process's end left the session"
+    );
 }
 
 #[test]
