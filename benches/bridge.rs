@@ -1,5 +1,6 @@
 //! Every published figure in one run: `cargo bench` (or
-//! `cargo bench -- --quick` for a shorter, noisier pass).
+//! `cargo bench -- --quick` for a shorter, noisier pass, and
+//! `cargo bench -- --only TEXT` for the figures whose name contains TEXT).
 //!
 //! Whole-process figures spawn the real `bridge-host` binary built with the
 //! bench profile; in-process figures use the host library with reused guest
@@ -58,9 +59,17 @@ const QUICK: Sizes = Sizes {
 
 fn main() {
     bridge_host::watch::install();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only TEXT` runs just the figures whose name contains TEXT.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let sizes = if quick { &QUICK } else { &FULL };
     let cache = tempfile::tempdir().expect("temp dir");
+    let cache = cache.path();
     println!(
         "session-bridge benchmarks: profile {}, {} CPUs, {} run",
         if cfg!(debug_assertions) {
@@ -73,58 +82,70 @@ fn main() {
     );
     println!("\n| figure | n | median | p90 | p99 | max | target |\n|---|---|---|---|---|---|---|");
 
-    row(
-        "send, whole process",
-        &send_process(sizes, cache.path()),
-        "≤ 5 ms",
-    );
-    row(
-        "delivery latency, send returned → listen printed",
-        &delivery_latency(sizes, cache.path()),
-        "p50 ≤ 5 ms, p99 ≤ 25 ms",
-    );
-    row(
-        "ask round trip, automatic responder",
-        &ask_round_trip(sizes, cache.path()),
-        "≤ 15 ms",
-    );
-    for &read in sizes.scaling {
-        row(
-            &format!("listen, one new among {read} read"),
-            &listen_among_read(sizes, cache.path(), read),
+    let timed: Vec<(String, Box<dyn Fn() -> Vec<Duration> + '_>, &str)> = vec![
+        (
+            "send, whole process".into(),
+            Box::new(|| send_process(sizes, cache)),
+            "≤ 5 ms",
+        ),
+        (
+            "delivery latency, send returned → listen printed".into(),
+            Box::new(|| delivery_latency(sizes, cache)),
+            "p50 ≤ 5 ms, p99 ≤ 25 ms",
+        ),
+        (
+            "ask round trip, automatic responder".into(),
+            Box::new(|| ask_round_trip(sizes, cache)),
+            "≤ 15 ms",
+        ),
+    ];
+    let scaling = sizes.scaling.iter().map(|&read| {
+        (
+            format!("listen, one new among {read} read"),
+            Box::new(move || listen_among_read(sizes, cache, read))
+                as Box<dyn Fn() -> Vec<Duration>>,
             "≤ 10 ms, flat",
-        );
+        )
+    });
+    let cold: Vec<(String, Box<dyn Fn() -> Vec<Duration> + '_>, &str)> = vec![
+        (
+            "cold start (`id`), no compile cache".into(),
+            Box::new(|| cold_start(sizes, cache, false)),
+            "",
+        ),
+        (
+            "cold start (`id`), warm compile cache".into(),
+            Box::new(|| cold_start(sizes, cache, true)),
+            "",
+        ),
+    ];
+    for (name, measure, target) in timed.into_iter().chain(scaling).chain(cold) {
+        if want(&name) {
+            row(&name, &measure(), target);
+        }
     }
-    row(
-        "cold start (`id`), no compile cache",
-        &cold_start(sizes, cache.path(), false),
-        "",
-    );
-    row(
-        "cold start (`id`), warm compile cache",
-        &cold_start(sizes, cache.path(), true),
-        "",
-    );
 
     println!("\n| figure | value | target |\n|---|---|---|");
-    let (rate, exact) = in_process_throughput(sizes, cache.path());
-    println!(
-        "| throughput, 4 senders + 4 listeners, reused instances in one process | {rate:.0} msg/s ({exact}) | ≥ 2,000 msg/s |"
-    );
-    let (rate, exact) = process_throughput(sizes, cache.path());
-    println!(
-        "| throughput, 4 sender + 4 listener bridge-host processes | {rate:.0} msg/s ({exact}) | ≥ 300 msg/s |"
-    );
-    let rss = blocked_listen_rss(cache.path());
-    println!(
-        "| peak RSS of a blocked listen (median of 5) | {:.1} MB | ≤ 30 MB |",
-        rss as f64 / 1024.0
-    );
-    let cpu = idle_listen_cpu(sizes, cache.path());
-    println!(
-        "| CPU of an idle listen over {} s | {cpu:.2} % | 0 % |",
-        sizes.idle_secs
-    );
+    let name = "throughput, 4 senders + 4 listeners, reused instances in one process";
+    if want(name) {
+        let (rate, exact) = in_process_throughput(sizes, cache);
+        println!("| {name} | {rate:.0} msg/s ({exact}) | ≥ 2,000 msg/s |");
+    }
+    let name = "throughput, 4 sender + 4 listener bridge-host processes";
+    if want(name) {
+        let (rate, exact) = process_throughput(sizes, cache);
+        println!("| {name} | {rate:.0} msg/s ({exact}) | ≥ 300 msg/s |");
+    }
+    let name = "peak RSS of a blocked listen (median of 5)";
+    if want(name) {
+        let rss = blocked_listen_rss(cache);
+        println!("| {name} | {:.1} MB | ≤ 30 MB |", rss as f64 / 1024.0);
+    }
+    let name = format!("CPU of an idle listen over {} s", sizes.idle_secs);
+    if want(&name) {
+        let cpu = idle_listen_cpu(sizes, cache);
+        println!("| {name} | {cpu:.2} % | 0 % |");
+    }
 }
 
 // ---------------------------------------------------------------- figures
