@@ -314,6 +314,15 @@ const CASES: &[Case] = &[
         may_change: my_inbox,
     },
     Case {
+        name: "a session ID with NUL (argv cannot carry one; a message can)",
+        plant: |s| {
+            s.plant_message(&message_with(s, "from", Some("\"ab\\u0000c12\"")));
+            listen_once()
+        },
+        says: |s| format!("{}: bad sender \"ab\\0c12\"", set_aside(s)),
+        may_change: my_inbox,
+    },
+    Case {
         name: "`to` that disagrees with the inbox it sits in",
         plant: |s| {
             s.plant_message(&message_with(s, "to", Some("\"zzzzzz\"")));
