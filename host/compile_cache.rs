@@ -5,13 +5,20 @@
 //! loads without verifying it, so the cache is treated like `~/.ssh`: a
 //! directory created 0700, refused if anyone else owns it or can write it,
 //! entries refused unless they are our own 0600 regular files, and each
-//! entry carries a BLAKE3 digest of its body that is checked before the
-//! body is deserialized. The key covers the engine's compatibility hash and
-//! the guest's bytes, so a new host or a new guest never loads a stale one.
+//! entry has a BLAKE3 digest beside it (`<key>.blake3`) that is checked
+//! before the entry is deserialized. The key covers the engine's
+//! compatibility hash and the guest's bytes, so a new host or a new guest
+//! never loads a stale one.
+//!
+//! An entry is checked and loaded through one open file descriptor: it is
+//! mapped and hashed, then handed to wasmtime as `/proc/self/fd/<n>`, which
+//! maps the same file in place. Nothing can swap the file between the check
+//! and the load, and the artifact is never copied onto the heap.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -37,7 +44,7 @@ impl Hasher for Blake3Hasher {
 /// The cache key of `wasm` on `engine`.
 pub fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut hasher = Blake3Hasher(blake3::Hasher::new());
-    hasher.0.update(b"session-bridge compile cache v1\0");
+    hasher.0.update(b"session-bridge compile cache v2\0");
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.0.update(wasm);
     hasher.0.finalize().to_hex().to_string()
@@ -72,23 +79,19 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<(Compone
     let Some(dir) = usable_dir else {
         return compile(engine, wasm).map(|c| (c, Source::Compiled));
     };
-    let entry = dir.join(format!("{}.cwasm", cache_key(engine, wasm)));
-    if let Some(bytes) = read_verified(&entry) {
-        // SAFETY: the body is the exact serialization this engine wrote: the
-        // file is ours, private, and its digest matched (see module docs).
-        match unsafe { Component::deserialize(engine, &bytes[DIGEST_LEN..]) } {
-            Ok(component) => return Ok((component, Source::Cache)),
-            Err(e) => eprintln!(
-                "warning: ignoring the cached guest {}: {e}",
-                entry.display()
-            ),
-        }
+    let key = cache_key(engine, wasm);
+    let entry = Entry {
+        artifact: dir.join(format!("{key}.cwasm")),
+        digest: dir.join(format!("{key}.blake3")),
+    };
+    if let Some(component) = entry.load(engine) {
+        return Ok((component, Source::Cache));
     }
     let component = compile(engine, wasm)?;
-    if let Err(e) = store(&entry, &component) {
+    if let Err(e) = entry.store(&component) {
         eprintln!(
             "warning: could not save the compiled guest to {}: {e:#}",
-            entry.display()
+            entry.artifact.display()
         );
     }
     Ok((component, Source::Compiled))
@@ -107,50 +110,95 @@ fn compile(_engine: &Engine, _wasm: &[u8]) -> Result<Component> {
     ))
 }
 
-/// A cache entry (digest, then body) if it is ours, private, and intact.
-fn read_verified(entry: &Path) -> Option<Vec<u8>> {
-    let meta = fs::symlink_metadata(entry).ok()?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    let private = meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o077 == 0;
-    if !private {
-        eprintln!(
-            "warning: ignoring the cached guest {}: it is not a private file of yours",
-            entry.display()
-        );
-        return None;
-    }
-    let bytes = fs::read(entry).ok()?;
-    if bytes.len() < DIGEST_LEN {
-        return None;
-    }
-    let (digest, body) = bytes.split_at(DIGEST_LEN);
-    if blake3::hash(body).as_bytes() != digest {
-        eprintln!(
-            "warning: ignoring the cached guest {}: its digest does not match (corrupted?)",
-            entry.display()
-        );
-        return None;
-    }
-    Some(bytes)
+/// One cache entry: the serialized component and its digest beside it.
+struct Entry {
+    artifact: PathBuf,
+    digest: PathBuf,
 }
 
-fn store(entry: &Path, component: &Component) -> Result<()> {
-    let body = component
-        .serialize()
-        .map_err(|e| anyhow!("cannot serialize: {e}"))?;
-    let dir = entry.parent().expect("entries live in the cache directory");
+/// Opens `path` for reading if it is a regular file of ours that nobody
+/// else can read or write; warns and returns None otherwise.
+fn open_private(path: &Path) -> Option<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o077 == 0 {
+        Some(file)
+    } else {
+        eprintln!(
+            "warning: ignoring the cached guest file {}: it is not a private file of yours",
+            path.display()
+        );
+        None
+    }
+}
+
+impl Entry {
+    /// The entry's component, if the entry is ours, private and intact.
+    fn load(&self, engine: &Engine) -> Option<Component> {
+        let digest_file = open_private(&self.digest)?;
+        let mut expected = Vec::with_capacity(DIGEST_LEN);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(digest_file, DIGEST_LEN as u64 + 1),
+            &mut expected,
+        )
+        .ok()?;
+        let artifact = open_private(&self.artifact)?;
+        // SAFETY: the file is a private regular file of ours; only this user
+        // could change it while it is mapped, and the mapping is read-only.
+        let mapped = unsafe { memmap2::Mmap::map(&artifact) }.ok()?;
+        if blake3::hash(&mapped).as_bytes()[..] != expected[..] {
+            eprintln!(
+                "warning: ignoring the cached guest {}: its digest does not match (corrupted?)",
+                self.artifact.display()
+            );
+            return None;
+        }
+        let through_fd = PathBuf::from(format!("/proc/self/fd/{}", artifact.as_raw_fd()));
+        // SAFETY: the bytes are the exact serialization this engine wrote:
+        // the file is ours, private, and its digest matched (see module
+        // docs). Loading through our descriptor maps that same file.
+        let loaded = if through_fd.exists() {
+            unsafe { Component::deserialize_file(engine, &through_fd) }
+        } else {
+            unsafe { Component::deserialize(engine, &mapped[..]) }
+        };
+        loaded
+            .map_err(|e| {
+                eprintln!(
+                    "warning: ignoring the cached guest {}: {e}",
+                    self.artifact.display()
+                )
+            })
+            .ok()
+    }
+
+    /// Writes the component, then its digest, each through a temporary
+    /// file and a rename.
+    fn store(&self, component: &Component) -> Result<()> {
+        let body = component
+            .serialize()
+            .map_err(|e| anyhow!("cannot serialize: {e}"))?;
+        write_private(&self.artifact, &body)?;
+        write_private(&self.digest, blake3::hash(&body).as_bytes())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("entries live in the cache directory");
     let temp = dir.join(format!(".{}.tmp", std::process::id()));
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&temp)
-        .and_then(|mut f| {
-            f.write_all(blake3::hash(&body).as_bytes())?;
-            f.write_all(&body)
-        })
-        .and_then(|()| fs::rename(&temp, entry));
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs::rename(&temp, path));
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }

@@ -38,6 +38,22 @@ const GUEST_STDERR_CAP: usize = 64 << 10;
 
 /// The engine every component is compiled for and run on. Precompiled
 /// artifacts are only valid for this exact configuration.
+/// The tokio runtime that WASI's host calls run in. wasmtime-wasi drives
+/// each call through tokio; with no runtime entered it starts its own
+/// multi-threaded one (worker threads at start-up, a park and wake-up on
+/// every call). Every file operation here blocks the calling thread anyway
+/// (`allow_blocking_current_thread`), so a current-thread runtime, entered
+/// around each call into the guest, does the same work without those
+/// threads.
+fn host_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread tokio runtime needs no resources")
+    });
+    &RUNTIME
+}
+
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -189,15 +205,17 @@ impl Guest {
         bridge_dir: &Path,
         project_dir: &Path,
     ) -> Result<Self> {
+        let _entered = host_runtime().enter();
         let bridge = crate::dirs::open_bridge_dir(bridge_dir)?;
         let stderr = MemoryOutputPipe::new(GUEST_STDERR_CAP);
         let wasi = WasiCtxBuilder::new()
+            // The host runs one guest call at a time on one thread: blocking
+            // file operations in place avoids a thread hop for each of them.
+            // It must come before the preopen, which takes the setting along.
+            .allow_blocking_current_thread(true)
             .preopened_dir(bridge_dir, ".", FsPerms::ReadWrite)
             .map_err(|e| anyhow!("cannot grant {}: {e}", bridge_dir.display()))?
             .stderr(stderr.clone())
-            // The host runs one guest call at a time on one thread: blocking
-            // file operations in place avoids a thread hop for each of them.
-            .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -240,10 +258,14 @@ impl Guest {
         Ok(Guest { store, bindings })
     }
 
-    fn refuel(&mut self) -> Result<()> {
+    /// Refills the instruction budget and enters the host's tokio runtime for
+    /// the coming call (see [`host_runtime`]).
+    fn refuel(&mut self) -> Result<tokio::runtime::EnterGuard<'static>> {
+        let entered = host_runtime().enter();
         self.store
             .set_fuel(FUEL_PER_CALL)
-            .map_err(|e| anyhow!("{e}"))
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(entered)
     }
 
     /// Explains a trap, with whatever the guest wrote to standard error.
@@ -276,14 +298,14 @@ impl Guest {
 
     /// What the guest says about itself.
     pub fn info(&mut self) -> Result<wit::GuestInfo> {
-        self.refuel()?;
+        let _entered = self.refuel()?;
         self.bindings
             .call_info(&mut self.store)
             .map_err(|e| self.trapped("info", e))
     }
 
     pub fn limits(&mut self) -> Result<wit::Limits> {
-        self.refuel()?;
+        let _entered = self.refuel()?;
         self.bindings
             .call_limits(&mut self.store)
             .map_err(|e| self.trapped("limits", e))
@@ -294,7 +316,7 @@ impl Guest {
         context: &wit::InvocationContext,
         verb: &wit::Verb,
     ) -> Result<Result<wit::Report, wit::Failure>> {
-        self.refuel()?;
+        let _entered = self.refuel()?;
         self.bindings
             .call_run(&mut self.store, context, verb)
             .map_err(|e| self.trapped("run", e))
@@ -305,7 +327,7 @@ impl Guest {
         context: &wit::InvocationContext,
         ticket: &wit::ClaimTicket,
     ) -> Result<Result<(), wit::BridgeError>> {
-        self.refuel()?;
+        let _entered = self.refuel()?;
         self.bindings
             .call_commit_delivery(&mut self.store, context, ticket)
             .map_err(|e| self.trapped("commit-delivery", e))

@@ -16,13 +16,22 @@ fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}", random_token(12)))
 }
 
-fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let temp = temp_path(dir);
-    let written = OpenOptions::new()
+/// Creates `path`, which must not exist, holding `bytes`.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    #[cfg(target_os = "wasi")]
+    if let Some(written) = wasi::write_new(path, bytes) {
+        return written;
+    }
+    OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&temp)
-        .and_then(|mut file| file.write_all(bytes));
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+}
+
+fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let temp = temp_path(dir);
+    let written = write_new(&temp, bytes);
     match written {
         Ok(()) => Ok(temp),
         Err(err) => {
@@ -88,13 +97,157 @@ impl ReadFailure {
     }
 }
 
-fn kind_name(file_type: &fs::FileType) -> &'static str {
-    if file_type.is_dir() {
-        "directory"
+/// What a path is, without following a final symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device.
+    Special,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::File => "regular file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symbolic link",
+            Kind::Special => "special file (FIFO, socket or device)",
+        }
+    }
+}
+
+/// What the bridge reads of a path's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    pub kind: Kind,
+    pub len: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// The metadata of `path` itself (a symbolic link is not followed).
+pub fn stat(path: &Path) -> io::Result<Stat> {
+    #[cfg(target_os = "wasi")]
+    if let Some(answer) = wasi::stat(path) {
+        return answer;
+    }
+    let meta = fs::symlink_metadata(path)?;
+    let file_type = meta.file_type();
+    let kind = if file_type.is_file() {
+        Kind::File
+    } else if file_type.is_dir() {
+        Kind::Dir
     } else if file_type.is_symlink() {
-        "symbolic link"
+        Kind::Symlink
     } else {
-        "special file (FIFO, socket or device)"
+        Kind::Special
+    };
+    Ok(Stat {
+        kind,
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    })
+}
+
+/// Inside the sandbox, `stat` asks WASI directly. The standard library's
+/// metadata call also asks for a metadata hash (to invent an inode number),
+/// which wasmtime answers on a separate thread: a thread hand-off on every
+/// call, for a number the bridge never uses.
+#[cfg(target_os = "wasi")]
+mod wasi {
+    use super::{Kind, Stat};
+    use std::cell::OnceCell;
+    use std::io;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use wasip2::filesystem::preopens::get_directories;
+    use wasip2::filesystem::types::{
+        Descriptor, DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags,
+    };
+
+    thread_local! {
+        /// The bridge directory: the one directory the host preopens, as ".".
+        static BRIDGE_DIR: OnceCell<Option<Descriptor>> = const { OnceCell::new() };
+    }
+
+    /// Runs `op` on the preopened bridge directory and `path` relative to
+    /// it; None for paths outside it.
+    fn at<R>(path: &Path, op: impl FnOnce(&Descriptor, &str) -> R) -> Option<R> {
+        let text = path.to_str()?;
+        let relative = text.strip_prefix("./").unwrap_or(text);
+        if relative.starts_with('/') {
+            return None;
+        }
+        let relative = if relative.is_empty() { "." } else { relative };
+        BRIDGE_DIR.with(|cell| {
+            let dir = cell.get_or_init(|| {
+                get_directories()
+                    .into_iter()
+                    .find(|(_, name)| name == ".")
+                    .map(|(dir, _)| dir)
+            });
+            dir.as_ref().map(|dir| op(dir, relative))
+        })
+    }
+
+    /// Creates the file with positioned writes. The standard library writes
+    /// through a stream, which wasmtime serves on a separate thread.
+    pub fn write_new(path: &Path, bytes: &[u8]) -> Option<io::Result<()>> {
+        at(path, |dir, relative| {
+            let file = dir
+                .open_at(
+                    PathFlags::empty(),
+                    relative,
+                    OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                    DescriptorFlags::WRITE,
+                )
+                .map_err(to_io)?;
+            let mut done = 0;
+            while done < bytes.len() {
+                let n = file.write(&bytes[done..], done as u64).map_err(to_io)? as usize;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing"));
+                }
+                done += n;
+            }
+            Ok(())
+        })
+    }
+
+    /// None for paths outside the preopened directory.
+    pub fn stat(path: &Path) -> Option<io::Result<Stat>> {
+        let answer = at(path, |dir, relative| {
+            dir.stat_at(PathFlags::empty(), relative)
+        })?;
+        Some(answer.map_err(to_io).map(|stat| {
+            Stat {
+                kind: match stat.type_ {
+                    DescriptorType::RegularFile => Kind::File,
+                    DescriptorType::Directory => Kind::Dir,
+                    DescriptorType::SymbolicLink => Kind::Symlink,
+                    _ => Kind::Special,
+                },
+                len: stat.size,
+                modified: stat
+                    .data_modification_timestamp
+                    .map(|t| SystemTime::UNIX_EPOCH + Duration::new(t.seconds, t.nanoseconds)),
+            }
+        }))
+    }
+
+    fn to_io(code: ErrorCode) -> io::Error {
+        let kind = match code {
+            ErrorCode::NoEntry => io::ErrorKind::NotFound,
+            ErrorCode::Access | ErrorCode::NotPermitted => io::ErrorKind::PermissionDenied,
+            ErrorCode::NotDirectory => io::ErrorKind::NotADirectory,
+            ErrorCode::Exist => io::ErrorKind::AlreadyExists,
+            ErrorCode::InsufficientSpace => io::ErrorKind::StorageFull,
+            ErrorCode::FileTooLarge => io::ErrorKind::FileTooLarge,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, format!("{code:?}"))
     }
 }
 
@@ -102,28 +255,33 @@ fn kind_name(file_type: &fs::FileType) -> &'static str {
 /// directories are refused before anything is opened, so a planted FIFO
 /// cannot block the reader.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFailure> {
-    let meta = fs::symlink_metadata(path).map_err(|err| match err.kind() {
+    read_bounded_with_stat(path, limit).map(|(bytes, _)| bytes)
+}
+
+/// As [`read_bounded`], also returning the metadata it checked.
+pub fn read_bounded_with_stat(path: &Path, limit: u64) -> Result<(Vec<u8>, Stat), ReadFailure> {
+    let meta = stat(path).map_err(|err| match err.kind() {
         io::ErrorKind::NotFound => ReadFailure::Missing,
         _ => ReadFailure::Io(err),
     })?;
-    if !meta.file_type().is_file() {
-        return Err(ReadFailure::NotRegular(kind_name(&meta.file_type())));
+    if meta.kind != Kind::File {
+        return Err(ReadFailure::NotRegular(meta.kind.name()));
     }
-    if meta.len() > limit {
-        return Err(ReadFailure::TooLarge(meta.len()));
+    if meta.len > limit {
+        return Err(ReadFailure::TooLarge(meta.len));
     }
     let file = File::open(path).map_err(|err| match err.kind() {
         io::ErrorKind::NotFound => ReadFailure::Missing,
         _ => ReadFailure::Io(err),
     })?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(meta.len as usize);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(ReadFailure::Io)?;
     if bytes.len() as u64 > limit {
         return Err(ReadFailure::TooLarge(bytes.len() as u64));
     }
-    Ok(bytes)
+    Ok((bytes, meta))
 }
 
 /// The names in `dir` that do not start with `.`. A missing directory has
@@ -157,9 +315,9 @@ pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Re
         } else if let Some(age) = stale_after
             && name.starts_with(TEMP_PREFIX)
         {
-            let stale = fs::symlink_metadata(entry.path())
-                .and_then(|m| m.modified())
+            let stale = stat(&entry.path())
                 .ok()
+                .and_then(|m| m.modified)
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|elapsed| elapsed > age);
             if stale {
@@ -173,13 +331,13 @@ pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Re
 /// Creates `dir` and its parents when missing. Something else standing at
 /// `dir`, a symbolic link included, is refused: the bridge follows no links.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
-    match fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+    match stat(dir) {
+        Ok(meta) if meta.kind == Kind::Dir => Ok(()),
         Ok(meta) => Err(BridgeError::Io {
             path: crate::error::display_path(dir),
             reason: format!(
                 "it is a {}, not a directory; the bridge follows no links",
-                kind_name(&meta.file_type())
+                meta.kind.name()
             ),
         }),
         Err(err) if err.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)

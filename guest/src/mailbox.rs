@@ -126,13 +126,13 @@ impl<P: Platform> Bridge<P> {
             return Ok(None);
         };
         let path = self.layout.inbox(owner).join(name);
-        let modified = fs::symlink_metadata(&path)
-            .ok()
-            .and_then(|m| m.modified().ok());
-        match files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES) {
-            Ok(bytes) => match Message::parse(&bytes, stem, Some(owner)) {
+        match files::read_bounded_with_stat(&path, MAX_MESSAGE_FILE_BYTES) {
+            Ok((bytes, stat)) => match Message::parse(&bytes, stem, Some(owner)) {
                 Ok(message) if message.status == Status::Pending => {
-                    return Ok(Some(Pending { message, modified }));
+                    return Ok(Some(Pending {
+                        message,
+                        modified: stat.modified,
+                    }));
                 }
                 // Marked read by an original-protocol reader: already taken.
                 Ok(_) => self.archive_taken(owner, name),
@@ -295,7 +295,7 @@ impl<P: Platform> Bridge<P> {
         };
         // Nothing is created for a claim that does not exist (a forged
         // ticket, or a session stopped since).
-        if fs::symlink_metadata(&claimed).is_err() {
+        if files::stat(&claimed).is_err() {
             return Err(lapsed());
         }
         let read_dir = self.layout.read(&owner);
@@ -419,8 +419,8 @@ impl<P: Platform> Bridge<P> {
 
     /// True when `owner` sent `id` (its outbox holds a copy).
     pub(crate) fn sent_by(&self, owner: &SessionId, id: &MessageId) -> bool {
-        fs::symlink_metadata(self.layout.outbox(owner).join(id.file_name()))
-            .is_ok_and(|m| m.is_file())
+        files::stat(&self.layout.outbox(owner).join(id.file_name()))
+            .is_ok_and(|m| m.kind == files::Kind::File)
     }
 }
 

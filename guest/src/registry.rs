@@ -53,7 +53,7 @@ pub fn validate_project_dir(text: &str) -> Result<()> {
 impl<P: Platform> Bridge<P> {
     /// True when a directory exists for `id`.
     pub(crate) fn session_exists(&self, id: &SessionId) -> bool {
-        fs::symlink_metadata(self.layout.session(id)).is_ok_and(|m| m.is_dir())
+        files::stat(&self.layout.session(id)).is_ok_and(|m| m.kind == files::Kind::Dir)
     }
 
     /// Reads the manifest of `id`.
