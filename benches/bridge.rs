@@ -71,14 +71,18 @@ fn main() {
     let cache = tempfile::tempdir().expect("temp dir");
     let cache = cache.path();
     println!(
-        "session-bridge benchmarks: profile {}, {} CPUs, {} run",
+        "session-bridge benchmarks: profile {}, {} CPUs, {} run, bridge directories under {}",
         if cfg!(debug_assertions) {
             "debug (numbers not representative)"
         } else {
             "bench (release, opt-level 3)"
         },
         thread::available_parallelism().map_or(0, |n| n.get()),
-        if quick { "quick" } else { "full" }
+        if quick { "quick" } else { "full" },
+        std::env::var_os("BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .display()
     );
     println!("\n| figure | n | median | p90 | p99 | max | target |\n|---|---|---|---|---|---|---|");
 
@@ -235,7 +239,7 @@ fn cold_start(sizes: &Sizes, cache: &Path, warm: bool) -> Vec<Duration> {
     let w = World::new(cache);
     (0..sizes.cold)
         .map(|_| {
-            let fresh = tempfile::tempdir().unwrap();
+            let fresh = bench_tempdir();
             let cache_dir = if warm { cache } else { fresh.path() };
             let started = Instant::now();
             let status = w
@@ -386,7 +390,7 @@ struct World {
 
 impl World {
     fn new(cache: &Path) -> Self {
-        let root = tempfile::tempdir().unwrap();
+        let root = bench_tempdir();
         let bridge = root.path().join("bridge");
         let a = root.path().join("app");
         let b = root.path().join("library");
@@ -548,6 +552,16 @@ fn row(name: &str, samples: &[Duration], target: &str) {
         ms(pick(0.99)),
         ms(*sorted.last().unwrap())
     );
+}
+
+/// A fresh directory for one figure's bridge: under `BENCH_DIR` when set
+/// (to measure another file system, say a tmpfs), else the system's
+/// temporary directory.
+fn bench_tempdir() -> tempfile::TempDir {
+    match std::env::var_os("BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).expect("a temp dir under BENCH_DIR"),
+        None => tempfile::tempdir().expect("temp dir"),
+    }
 }
 
 /// The ID of the message a `listen` printed, from its `<peer-message id=...>` line.

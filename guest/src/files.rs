@@ -350,6 +350,11 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 /// Unlike [`ensure_dir`] it never creates parents, so a session that was
 /// removed meanwhile is not brought back as an empty shell.
 pub fn ensure_child_dir(dir: &Path) -> Result<()> {
+    // Looking first is cheaper than a `mkdir` that fails: that takes the
+    // parent directory's lock, which every busy writer of the session wants.
+    if stat(dir).is_ok_and(|m| m.kind == Kind::Dir) {
+        return Ok(());
+    }
     match fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => ensure_dir(dir),

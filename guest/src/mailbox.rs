@@ -36,6 +36,17 @@ pub struct Pending {
     pub modified: Option<SystemTime>,
 }
 
+thread_local! {
+    /// Pending files already read by this instance, by path, with their
+    /// content dropped (see `load_pending_cached`).
+    static SCANNED: std::cell::RefCell<HashMap<std::path::PathBuf, Pending>> =
+        std::cell::RefCell::new(HashMap::new());
+    /// Per inbox, the names of a large listing not yet tried (see
+    /// `pending_names`).
+    static BACKLOG: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<String>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 /// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`.
 struct ClaimName {
     message_id: MessageId,
@@ -103,14 +114,70 @@ impl<P: Platform> Bridge<P> {
     /// The names of the pending message files in `owner`'s inbox, after
     /// returning lapsed claims to it. Also returns when the next live claim
     /// lapses, so a waiter can wake for it.
+    ///
+    /// Under a backlog, the names left from this instance's last listing
+    /// are returned instead of a new listing (the third value is then
+    /// true): listing costs a stat per entry on the host side.
     pub(crate) fn pending_names(
         &self,
         owner: &SessionId,
-    ) -> Result<(Vec<String>, Option<Duration>)> {
+    ) -> Result<(Vec<String>, Option<Duration>, bool)> {
         let next_expiry = self.recover_expired_claims(owner)?;
-        let mut names = files::list_sweeping(&self.layout.inbox(owner), Some(STALE_TEMP_AGE))?;
+        let inbox = self.layout.inbox(owner);
+        let kept = BACKLOG.with(|b| b.borrow_mut().remove(&inbox));
+        if let Some(names) = kept.filter(|names| !names.is_empty()) {
+            return Ok((names, next_expiry, true));
+        }
+        let mut names = files::list_sweeping(&inbox, Some(STALE_TEMP_AGE))?;
         names.retain(|name| name.ends_with(".json"));
-        Ok((names, next_expiry))
+        Ok((names, next_expiry, false))
+    }
+
+    /// Remembers names of `owner`'s inbox not yet tried (see
+    /// [`Self::pending_names`]).
+    pub(crate) fn keep_backlog(&self, owner: &SessionId, names: Vec<String>) {
+        let inbox = self.layout.inbox(owner);
+        BACKLOG.with(|b| b.borrow_mut().insert(inbox, names));
+    }
+
+    /// As [`Self::load_pending`], remembering what it read for the rest of
+    /// this guest instance's life. A listener that loops (or a reused
+    /// instance) then reads each pending file once, not on every look: the
+    /// look only needs who sent it, its type, what it answers and its time,
+    /// and `claim` reads the file again anyway. Message files never change
+    /// under one name, so nothing remembered goes stale; names no longer
+    /// listed are forgotten by [`Self::forget_unlisted`].
+    pub(crate) fn load_pending_cached(
+        &self,
+        owner: &SessionId,
+        name: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Pending>> {
+        let key = self.layout.inbox(owner).join(name);
+        if let Some(seen) = SCANNED.with(|c| c.borrow().get(&key).cloned()) {
+            return Ok(Some(seen));
+        }
+        let loaded = self.load_pending(owner, name, warnings)?;
+        if let Some(pending) = &loaded {
+            let mut summary = pending.clone();
+            summary.message.content = String::new();
+            SCANNED.with(|c| c.borrow_mut().insert(key, summary));
+        }
+        Ok(loaded)
+    }
+
+    /// Forgets remembered files of `owner`'s inbox that are not in `names`.
+    pub(crate) fn forget_unlisted(&self, owner: &SessionId, names: &[String]) {
+        let inbox = self.layout.inbox(owner);
+        SCANNED.with(|c| {
+            c.borrow_mut().retain(|path, _| {
+                path.parent() != Some(inbox.as_path())
+                    || path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| names.iter().any(|listed| listed == n))
+            })
+        });
     }
 
     /// Reads one pending message. Malformed files are set aside into
@@ -300,17 +367,15 @@ impl<P: Platform> Bridge<P> {
         }
         let read_dir = self.layout.read(&owner);
         files::ensure_child_dir(&read_dir)?;
+        // One rename, and the file is kept as it arrived: its place says it
+        // was taken. Rewriting it with status "read" would cost a new file
+        // and a freed one per message, which is what slows a busy ext4
+        // directory most.
         let kept = read_dir.join(id.file_name());
         fs::rename(&claimed, &kept).map_err(|err| match err.kind() {
             io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
-        })?;
-        let bytes = files::read_bounded(&kept, MAX_MESSAGE_FILE_BYTES)
-            .map_err(|f| BridgeError::corrupt(&kept, f.describe(MAX_MESSAGE_FILE_BYTES)))?;
-        let mut message = Message::parse(&bytes, id.as_str(), Some(&owner))
-            .map_err(|reason| BridgeError::corrupt(&kept, reason))?;
-        message.status = Status::Read;
-        files::replace(&read_dir, &id.file_name(), &message.to_bytes())
+        })
     }
 
     /// Returns lapsed claims to the inbox. Each claim name is unique, so of

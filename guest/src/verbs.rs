@@ -377,7 +377,7 @@ impl<P: Platform> Bridge<P> {
         let mut watcher: Option<Box<dyn Watcher>> = None;
         let mut watch_tried = false;
         loop {
-            let (names, lease_wake) = self.pending_names(owner)?;
+            let (names, lease_wake, from_backlog) = self.pending_names(owner)?;
             let awaited = self.awaited_replies(owner)?;
             let mut wake = lease_wake;
             let mut consider =
@@ -399,9 +399,10 @@ impl<P: Platform> Bridge<P> {
                         }))
                 };
             if names.len() <= OLDEST_FIRST_LIMIT {
+                self.forget_unlisted(owner, &names);
                 let mut all = Vec::with_capacity(names.len());
                 for name in &names {
-                    all.extend(self.load_pending(owner, name, warnings)?);
+                    all.extend(self.load_pending_cached(owner, name, warnings)?);
                 }
                 all.sort_by(|a, b| {
                     (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
@@ -417,13 +418,24 @@ impl<P: Platform> Bridge<P> {
                 }
             } else {
                 let start = random_index(names.len());
-                for name in names[start..].iter().chain(&names[..start]) {
+                let rotated: Vec<&String> = names[start..].iter().chain(&names[..start]).collect();
+                for (tried, name) in rotated.iter().enumerate() {
                     if let Some(pending) = self.load_pending(owner, name, warnings)?
                         && let Some(delivery) = consider(pending, warnings)?
                     {
+                        // The rest of this listing serves this instance's
+                        // next looks, so a backlog is listed once per
+                        // pass rather than once per message.
+                        let rest = rotated[tried + 1..].iter().map(|n| (*n).clone()).collect();
+                        self.keep_backlog(owner, rest);
                         return Ok(Some(delivery));
                     }
                 }
+            }
+            if from_backlog {
+                // Everything remembered was taken meanwhile: look afresh
+                // before waiting.
+                continue;
             }
             let mut slice = MAX_WAIT_SLICE;
             if let Some(deadline) = deadline {

@@ -217,10 +217,11 @@ fn an_original_session_asks_and_bridge_host_answers() {
     assert_original_message_shape(&copy);
     assert_eq!(copy["status"], "sent");
 
-    // The query, once taken, is kept with status read.
+    // The query, once taken, leaves the inbox the original scans, and is
+    // kept as it arrived.
     let taken = read_json(&w.session_dir(&me).join("inbox/read/msg-0dzhx0wgcik9.json"));
     assert_original_message_shape(&taken);
-    assert_eq!(taken["status"], "read");
+    assert!(!w.session_dir(&me).join("inbox/msg-0dzhx0wgcik9.json").exists());
 }
 
 #[test]

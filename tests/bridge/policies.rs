@@ -145,7 +145,7 @@ fn json_lines_changes_only_the_presentation() {
     let stored = w.session_dir(&b_id).join(format!("inbox/read/{id}.json"));
     let stored: serde_json::Value =
         serde_json::from_slice(&std::fs::read(stored).unwrap()).unwrap();
-    assert_eq!(stored["status"], "read");
+    assert_eq!(stored["type"], "query");
 }
 
 #[test]
