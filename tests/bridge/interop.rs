@@ -221,7 +221,11 @@ fn an_original_session_asks_and_bridge_host_answers() {
     // kept as it arrived.
     let taken = read_json(&w.session_dir(&me).join("inbox/read/msg-0dzhx0wgcik9.json"));
     assert_original_message_shape(&taken);
-    assert!(!w.session_dir(&me).join("inbox/msg-0dzhx0wgcik9.json").exists());
+    assert!(
+        !w.session_dir(&me)
+            .join("inbox/msg-0dzhx0wgcik9.json")
+            .exists()
+    );
 }
 
 #[test]

@@ -312,6 +312,16 @@ fn session_end_stops_this_session_only() {
     assert!(w.session_dir(&two).exists() && w.session_dir(terminal).exists());
 }
 
+#[track_caller]
+fn assert_no_sessions(w: &World) {
+    let left: Vec<_> = std::fs::read_dir(w.bridge.join("sessions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "sessions left registered: {left:?}");
+}
+
 /// Waits for `path` to exist.
 #[track_caller]
 fn wait_for(path: &Path) {
@@ -432,12 +442,7 @@ fn the_wake_hook_ends_quietly_when_the_session_stops() {
     // After a stop, a later turn's wake hook does not register it again.
     let out = finish(lib.idle(), Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        std::fs::read_dir(w.bridge.join("sessions"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert_no_sessions(&w);
 }
 
 /// Two agents follow the plugin's own instructions: connect, an ask
@@ -532,12 +537,7 @@ fn two_agents_talk_by_following_bridge_md() {
     // Both sessions end; nothing is left registered.
     lib.hook("SessionEnd", "session-end").ok();
     app.hook("SessionEnd", "session-end").ok();
-    assert!(
-        std::fs::read_dir(w.bridge.join("sessions"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert_no_sessions(&w);
 }
 
 #[test]

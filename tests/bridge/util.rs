@@ -49,19 +49,7 @@ impl World {
 
     /// A command run from `cwd`.
     pub fn cmd(&self, cwd: &Path) -> Cmd {
-        let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("HOME", self.home())
-            .env("BRIDGE_DIR", &self.bridge)
-            .env("BRIDGE_CACHE_DIR", shared_cache())
-            .current_dir(cwd);
-        Cmd {
-            command,
-            stdin: None,
-            bridge: self.bridge.clone(),
-            shown: vec![],
-        }
+        self.in_world(Command::new(BIN), cwd, vec![])
     }
 
     /// `sh -c script` run from `cwd`, with the same environment as
@@ -74,17 +62,30 @@ impl World {
         command
             .arg("-c")
             .arg(script)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        self.in_world(command, cwd, vec!["sh -c".into(), script.into()])
+    }
+
+    /// `command` with only this world's environment, run from `cwd`.
+    fn in_world(&self, mut command: Command, cwd: &Path, shown: Vec<OsString>) -> Cmd {
+        let path = command
+            .get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v.map(|v| v.to_os_string()));
+        command
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.home())
             .env("BRIDGE_DIR", &self.bridge)
             .env("BRIDGE_CACHE_DIR", shared_cache())
             .current_dir(cwd);
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
         Cmd {
             command,
             stdin: None,
             bridge: self.bridge.clone(),
-            shown: vec!["sh -c".into(), script.into()],
+            shown,
         }
     }
 

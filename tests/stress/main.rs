@@ -224,6 +224,87 @@ fn send_all(
     (sent, killed)
 }
 
+/// One inbox under load: senders' sessions, and listeners looping on the
+/// inbox until `done` is set and they find it empty.
+struct Traffic {
+    w: Arc<World>,
+    hub: PathBuf,
+    hub_id: String,
+    senders: Vec<PathBuf>,
+    done: Arc<AtomicBool>,
+    victims: Arc<Victims>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    listeners: Vec<thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(p: &Profile) -> Self {
+        let w = Arc::new(World::new());
+        let (hub, hub_id, senders) = sessions(&w, p.senders);
+        let done = Arc::new(AtomicBool::new(false));
+        let victims = Arc::new(Victims::default());
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let listeners = spawn_listeners(&w, &hub, p.listeners, &done, &victims, &deliveries);
+        Traffic {
+            w,
+            hub,
+            hub_id,
+            senders,
+            done,
+            victims,
+            deliveries,
+            failures: Arc::default(),
+            listeners,
+        }
+    }
+
+    /// Sends `per_sender` messages from each sender at once, keyed
+    /// `<prefix><sender>-<n>`; returns the keys sent, and those whose sender
+    /// was killed.
+    fn send(&self, per_sender: usize, prefix: &'static str) -> (Vec<String>, Vec<String>) {
+        let sending: Vec<_> = self
+            .senders
+            .iter()
+            .enumerate()
+            .map(|(s, dir)| {
+                let (w, dir, to) = (self.w.clone(), dir.clone(), self.hub_id.clone());
+                let (victims, failures) = (self.victims.clone(), self.failures.clone());
+                thread::spawn(move || {
+                    let keys = (0..per_sender)
+                        .map(|i| format!("{prefix}{s}-{i}"))
+                        .collect();
+                    send_all(&w, &dir, &to, keys, &victims, &failures)
+                })
+            })
+            .collect();
+        let (mut sent, mut killed) = (Vec::new(), Vec::new());
+        for t in sending {
+            let (s, k) = t.join().unwrap();
+            sent.extend(s);
+            killed.extend(k);
+        }
+        (sent, killed)
+    }
+
+    /// Lets the listeners drain the inbox and stop.
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        self,
+    ) -> (
+        Arc<World>,
+        String,
+        Arc<Mutex<Vec<Delivery>>>,
+        Arc<Mutex<Vec<String>>>,
+    ) {
+        self.done.store(true, Ordering::SeqCst);
+        for listener in self.listeners {
+            listener.join().unwrap();
+        }
+        (self.w, self.hub_id, self.deliveries, self.failures)
+    }
+}
+
 /// The senders' and the inbox owner's projects, registered.
 fn sessions(w: &World, senders: usize) -> (PathBuf, String, Vec<PathBuf>) {
     let hub = w.project("hub");
@@ -239,35 +320,10 @@ fn sessions(w: &World, senders: usize) -> (PathBuf, String, Vec<PathBuf>) {
 }
 
 fn exactly_once(p: &Profile) -> Vec<Figure> {
-    let w = Arc::new(World::new());
-    let (hub, hub_id, senders) = sessions(&w, p.senders);
-    let done = Arc::new(AtomicBool::new(false));
-    let victims = Arc::new(Victims::default());
-    let deliveries = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(Mutex::new(Vec::new()));
+    let t = Traffic::start(p);
     let started = Instant::now();
-    let listeners = spawn_listeners(&w, &hub, p.listeners, &done, &victims, &deliveries);
-    let per_sender = p.messages / p.senders;
-    let sending: Vec<_> = senders
-        .into_iter()
-        .enumerate()
-        .map(|(s, dir)| {
-            let (w, hub_id, victims, failures) =
-                (w.clone(), hub_id.clone(), victims.clone(), failures.clone());
-            thread::spawn(move || {
-                let keys = (0..per_sender).map(|i| format!("s{s}-{i}")).collect();
-                send_all(&w, &dir, &hub_id, keys, &victims, &failures).0
-            })
-        })
-        .collect();
-    let sent: Vec<String> = sending
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    done.store(true, Ordering::SeqCst);
-    for listener in listeners {
-        listener.join().unwrap();
-    }
+    let (sent, _) = t.send(p.messages / p.senders, "s");
+    let (_, _, deliveries, failures) = t.finish();
     let elapsed = started.elapsed();
 
     let deliveries = deliveries.lock().unwrap();
@@ -308,14 +364,8 @@ fn exactly_once(p: &Profile) -> Vec<Figure> {
 }
 
 fn crashes(p: &Profile, rng: &mut Rng) -> Vec<Figure> {
-    let w = Arc::new(World::new());
-    let (hub, hub_id, senders) = sessions(&w, p.senders);
-    let done = Arc::new(AtomicBool::new(false));
-    let victims = Arc::new(Victims::default());
-    let deliveries = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let listeners = spawn_listeners(&w, &hub, p.listeners, &done, &victims, &deliveries);
-
+    let t = Traffic::start(p);
+    let (victims, done) = (&t.victims, &t.done);
     let killer = {
         let (victims, done) = (victims.clone(), done.clone());
         let (target, mut rng) = (p.kills, Rng(rng.next() | 1));
@@ -336,30 +386,12 @@ fn crashes(p: &Profile, rng: &mut Rng) -> Vec<Figure> {
         })
     };
 
-    let per_sender = p.crash_messages / p.senders;
-    let sending: Vec<_> = senders
-        .into_iter()
-        .enumerate()
-        .map(|(s, dir)| {
-            let (w, hub_id, victims, failures) =
-                (w.clone(), hub_id.clone(), victims.clone(), failures.clone());
-            thread::spawn(move || {
-                let keys = (0..per_sender).map(|i| format!("c{s}-{i}")).collect();
-                send_all(&w, &dir, &hub_id, keys, &victims, &failures)
-            })
-        })
-        .collect();
-    let (mut sent, mut sender_killed) = (Vec::new(), Vec::new());
-    for t in sending {
-        let (s, k) = t.join().unwrap();
-        sent.extend(s);
-        sender_killed.extend(k);
-    }
-    done.store(true, Ordering::SeqCst);
+    let (sent, sender_killed) = t.send(p.crash_messages / p.senders, "c");
+    t.done.store(true, Ordering::SeqCst);
     killer.join().unwrap();
-    for listener in listeners {
-        listener.join().unwrap();
-    }
+    let victims = t.victims.clone();
+    let hub = t.hub.clone();
+    let (w, hub_id, deliveries, failures) = t.finish();
 
     // Recovery: once every lease has lapsed, one more listen takes back
     // what killed listeners held.
