@@ -28,6 +28,10 @@ fn the_cache_is_private_and_reused() {
     assert_eq!(cached.len(), 1);
     let mode = std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let digest = cached[0].with_extension("blake3");
+    assert_eq!(std::fs::read(&digest).unwrap().len(), 32);
+    let mode = std::fs::metadata(&digest).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
     let (out, description) = w
         .cmd(&a)
