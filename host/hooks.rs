@@ -135,12 +135,18 @@ fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     export_session_for_old_claude(input);
-    let registered = register(global, input).and_then(|note| {
-        if let (Some(owner), Some(me)) = (Owner::of(global, input)?, ProcessId::claude()) {
-            owner.record(me)?;
+    let registered = register(global, input);
+    if registered.is_ok() {
+        // Without the record, only the restart-race protection is lost.
+        let recorded =
+            Owner::of(global, input).and_then(|owner| match (owner, ProcessId::claude()) {
+                (Some(owner), Some(me)) => owner.record(me),
+                _ => Ok(()),
+            });
+        if let Err(err) = recorded {
+            eprintln!("session-bridge: {err:#}");
         }
-        Ok(note)
-    });
+    }
     match registered {
         Ok(note) => print!("{note}"),
         Err(err) => println!(
