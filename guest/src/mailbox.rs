@@ -137,7 +137,11 @@ impl<P: Platform> Bridge<P> {
     /// [`Self::pending_names`]).
     pub(crate) fn keep_backlog(&self, owner: &SessionId, names: Vec<String>) {
         let inbox = self.layout.inbox(owner);
-        BACKLOG.with(|b| b.borrow_mut().insert(inbox, names));
+        BACKLOG.with(|b| {
+            let mut kept = b.borrow_mut();
+            kept.clear();
+            kept.insert(inbox, names);
+        });
     }
 
     /// As [`Self::load_pending`], remembering what it read for the rest of
@@ -166,16 +170,18 @@ impl<P: Platform> Bridge<P> {
         Ok(loaded)
     }
 
-    /// Forgets remembered files of `owner`'s inbox that are not in `names`.
+    /// Forgets every remembered file but those of `owner`'s inbox listed
+    /// in `names`, so what is remembered never outgrows one listing.
     pub(crate) fn forget_unlisted(&self, owner: &SessionId, names: &[String]) {
         let inbox = self.layout.inbox(owner);
+        let listed: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
         SCANNED.with(|c| {
             c.borrow_mut().retain(|path, _| {
-                path.parent() != Some(inbox.as_path())
-                    || path
+                path.parent() == Some(inbox.as_path())
+                    && path
                         .file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| names.iter().any(|listed| listed == n))
+                        .is_some_and(|n| listed.contains(n))
             })
         });
     }
