@@ -170,6 +170,12 @@ impl<P: Platform> Bridge<P> {
         Ok(loaded)
     }
 
+    /// How many pending files this thread remembers (for tests).
+    #[cfg(test)]
+    pub(crate) fn remembered_count() -> usize {
+        SCANNED.with(|c| c.borrow().len())
+    }
+
     /// Forgets every remembered file but those of `owner`'s inbox listed
     /// in `names`, so what is remembered never outgrows one listing.
     pub(crate) fn forget_unlisted(&self, owner: &SessionId, names: &[String]) {

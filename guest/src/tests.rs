@@ -289,3 +289,42 @@ fn listen_removes_temporary_files_left_by_killed_writers() {
         "a temporary file still being written was removed"
     );
 }
+
+#[test]
+fn a_listener_remembers_at_most_one_listing_of_pending_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bridge(dir.path());
+    let sender = b
+        .run(&context(None, "/p/sender"), Verb::Start)
+        .unwrap()
+        .rendered
+        .trim()
+        .to_string();
+    for inbox in 0..4 {
+        let project = format!("/p/inbox{inbox}");
+        let mut own = context(None, &project);
+        // Its own agent, so that `start` makes a new session here.
+        own.agent_session = Some(format!("agent-{inbox}"));
+        let me = b
+            .run(&own, Verb::Start)
+            .unwrap()
+            .rendered
+            .trim()
+            .to_string();
+        for i in 0..3 {
+            b.run(
+                &context(Some(&sender), "/p/sender"),
+                Verb::Send {
+                    to: me.clone(),
+                    kind: Kind::Query,
+                    content: format!("m{i}"),
+                    in_reply_to: None,
+                },
+            )
+            .unwrap();
+        }
+        listen_once(dir.path(), &me).unwrap();
+        // One inbox's listing at most: three pending when it looked.
+        assert!(Bridge::<LocalPlatform>::remembered_count() <= 3);
+    }
+}
