@@ -57,6 +57,9 @@ const QUICK: Sizes = Sizes {
     scaling: &[0, 1_000, 10_000],
 };
 
+/// A timed figure: its name, what measures it, and its target.
+type TimedFigure<'a> = (String, Box<dyn Fn() -> Vec<Duration> + 'a>, &'static str);
+
 fn main() {
     bridge_host::watch::install();
     let args: Vec<String> = std::env::args().collect();
@@ -86,7 +89,7 @@ fn main() {
     );
     println!("\n| figure | n | median | p90 | p99 | max | target |\n|---|---|---|---|---|---|---|");
 
-    let timed: Vec<(String, Box<dyn Fn() -> Vec<Duration> + '_>, &str)> = vec![
+    let timed: Vec<TimedFigure> = vec![
         (
             "send, whole process".into(),
             Box::new(|| send_process(sizes, cache)),
@@ -111,7 +114,7 @@ fn main() {
             "≤ 10 ms, flat",
         )
     });
-    let cold: Vec<(String, Box<dyn Fn() -> Vec<Duration> + '_>, &str)> = vec![
+    let cold: Vec<TimedFigure> = vec![
         (
             "cold start (`id`), no compile cache".into(),
             Box::new(|| cold_start(sizes, cache, false)),
