@@ -260,16 +260,16 @@ fn committing_a_forged_ticket_creates_nothing() {
     assert_eq!(before, after);
 }
 
+/// Registers a session for `ctx` and returns its ID.
+fn started(b: &Bridge<LocalPlatform>, ctx: &Context) -> String {
+    b.run(ctx, Verb::Start).unwrap().rendered.trim().to_string()
+}
+
 #[test]
 fn listen_removes_temporary_files_left_by_killed_writers() {
     let dir = tempfile::tempdir().unwrap();
     let b = bridge(dir.path());
-    let me = b
-        .run(&context(None, "/p/me"), Verb::Start)
-        .unwrap()
-        .rendered
-        .trim()
-        .to_string();
+    let me = started(&b, &context(None, "/p/me"));
     let inbox = dir.path().join("sessions").join(&me).join("inbox");
     let old = inbox.join(".tmp-abandoned000");
     let fresh = inbox.join(".tmp-beingwritten");
@@ -294,23 +294,13 @@ fn listen_removes_temporary_files_left_by_killed_writers() {
 fn a_listener_remembers_at_most_one_listing_of_pending_files() {
     let dir = tempfile::tempdir().unwrap();
     let b = bridge(dir.path());
-    let sender = b
-        .run(&context(None, "/p/sender"), Verb::Start)
-        .unwrap()
-        .rendered
-        .trim()
-        .to_string();
+    let sender = started(&b, &context(None, "/p/sender"));
     for inbox in 0..4 {
         let project = format!("/p/inbox{inbox}");
         let mut own = context(None, &project);
         // Its own agent, so that `start` makes a new session here.
         own.agent_session = Some(format!("agent-{inbox}"));
-        let me = b
-            .run(&own, Verb::Start)
-            .unwrap()
-            .rendered
-            .trim()
-            .to_string();
+        let me = started(&b, &own);
         for i in 0..3 {
             b.run(
                 &context(Some(&sender), "/p/sender"),
