@@ -280,23 +280,27 @@ fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(id) = own_session(&mut Invocation::open(global, agent_only(input))?)? else {
+    let mut invocation = Invocation::open(global, agent_only(input))?;
+    let Some(id) = own_session(&mut invocation)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    // Stopping names the session outright; the project directory is given
-    // only so that the project pointer, if it still names it, goes too.
-    let place = Place {
-        project_dir: input.project_dir(global).unwrap_or_default(),
-        ..agent_only(input)
-    };
-    let mut invocation = Invocation::open(global, place)?;
-    invocation.context.session = Some(id);
+    invocation.context.session = Some(id.clone());
     let stopped = invocation.run(&wit::Verb::Stop)?;
     if let Some(owner) = owner {
         owner.forget();
     }
     match stopped {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+        Ok(_) => {
+            // The invocation named no project, so the guest could not clear
+            // the project pointer; it goes here, if it still names this
+            // session.
+            if let Ok(project_dir) = input.project_dir(global)
+                && let Err(why) = dirs::ProjectPointer::new(&project_dir).clear(&id)
+            {
+                eprintln!("session-bridge: the project pointer was not removed: {why}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Err(failure) => match failure.error {
             wit::BridgeError::NoSuchSession(_) => Ok(ExitCode::SUCCESS),
             other => bail!("{}", invocation.shown(&other, "stop").message),

@@ -159,6 +159,12 @@ impl<'w> Agent<'w> {
         id.to_string()
     }
 
+    /// Runs the command `message`'s first line gives, with `answer` filled
+    /// in, as a model would.
+    fn answer(&self, message: &str, answer: &str) {
+        self.bash(&command_from_first_line(message, answer)).ok();
+    }
+
     /// The wake hook Claude Code starts when this session goes idle.
     fn idle(&self) -> Child {
         self.hook("Stop", "wake").spawn()
@@ -183,6 +189,12 @@ fn finish(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// What `child` printed on standard output, once it has finished.
+#[track_caller]
+fn printed(child: Child) -> String {
+    String::from_utf8(finish(child, Duration::from_secs(60)).stdout).unwrap()
 }
 
 /// A wake hook's result: it must exit 2, and its stderr is what Claude is
@@ -414,8 +426,7 @@ fn the_wake_hook_ignores_pings_and_wakes_claude_with_a_query() {
     // Handed over once: it is no longer waiting in the inbox.
     assert_eq!(json_files(&w.session_dir(&lib_id).join("inbox")), 0);
 
-    lib.bash(&command_from_first_line(&wake, "init() is now setup()"))
-        .ok();
+    lib.answer(&wake, "init() is now setup()");
     let answer = finish(asking, Duration::from_secs(60));
     assert!(answer.status.success());
     assert_eq!(
@@ -429,9 +440,12 @@ fn the_wake_hook_ends_quietly_when_the_session_stops() {
     let w = World::new();
     let lib = Agent::new(&w, "99999999-8888-4777-8666-555555555555", "lib");
     lib.session_start();
+    let pointer = lib.project.join(".claude/bridge-session");
+    assert!(pointer.exists(), "SessionStart wrote no project pointer");
     let waiting = lib.idle();
     std::thread::sleep(Duration::from_millis(300));
     lib.hook("SessionEnd", "session-end").ok();
+    assert!(!pointer.exists(), "SessionEnd left the project pointer");
     let out = finish(waiting, Duration::from_secs(90));
     assert_eq!(
         out.status.code(),
@@ -475,7 +489,7 @@ fn two_agents_talk_by_following_bridge_md() {
         .spawn();
     // The connect's ping arrives first; a listener is told there is nothing
     // to do, and runs listen again as bridge.md says.
-    let mut heard = String::from_utf8(finish(listening, Duration::from_secs(60)).stdout).unwrap();
+    let mut heard = printed(listening);
     if heard.starts_with("Ping from") {
         assert!(heard.contains("Nothing to do"), "{heard}");
         heard = lib.slash("listen", &[]).ok();
@@ -483,12 +497,8 @@ fn two_agents_talk_by_following_bridge_md() {
     let (fields, question) = parse_listen(&heard);
     assert_eq!(question, "What breaking changes are in v2?");
     assert_eq!(fields["FROM_PROJECT"], "my-app");
-    lib.bash(&command_from_first_line(
-        &heard,
-        "init() was renamed to setup().",
-    ))
-    .ok();
-    let reply = String::from_utf8(finish(asking, Duration::from_secs(60)).stdout).unwrap();
+    lib.answer(&heard, "init() was renamed to setup().");
+    let reply = printed(asking);
     assert_eq!(
         parse_reply(&reply),
         ("my-library".into(), "init() was renamed to setup().".into())
@@ -508,13 +518,9 @@ fn two_agents_talk_by_following_bridge_md() {
     let wake = woken_with(idle);
     assert!(wake.starts_with("Query from "), "{wake}");
     // Woken, the library agent asks back; its turn ends, a new wake hook starts.
-    lib.bash(&command_from_first_line(
-        &wake,
-        "Which config format: TOML or YAML?",
-    ))
-    .ok();
+    lib.answer(&wake, "Which config format: TOML or YAML?");
     let idle = lib.idle();
-    let reply = String::from_utf8(finish(asking, Duration::from_secs(60)).stdout).unwrap();
+    let reply = printed(asking);
     let (_, clarification) = parse_reply(&reply);
     assert_eq!(clarification, "Which config format: TOML or YAML?");
     // The app answers with the command the reply's first line gives.
@@ -523,12 +529,8 @@ fn two_agents_talk_by_following_bridge_md() {
     let (fields, follow_up) = parse_listen(&wake);
     assert_eq!(follow_up, "TOML");
     assert_eq!(fields["FROM_PROJECT"], "my-app");
-    lib.bash(&command_from_first_line(
-        &wake,
-        "Rename [core] to [engine] in config.toml.",
-    ))
-    .ok();
-    let reply = String::from_utf8(finish(asking, Duration::from_secs(60)).stdout).unwrap();
+    lib.answer(&wake, "Rename [core] to [engine] in config.toml.");
+    let reply = printed(asking);
     assert_eq!(
         parse_reply(&reply).1,
         "Rename [core] to [engine] in config.toml."
