@@ -46,6 +46,14 @@ fn main() {
         wasm.display()
     );
     println!("cargo:rustc-env=BRIDGE_GUEST_WASM={}", wasm.display());
+    // Its digest keys the compile cache; computing it here spares every run
+    // from hashing the embedded bytes.
+    let bytes =
+        std::fs::read(&wasm).unwrap_or_else(|err| panic!("cannot read {}: {err}", wasm.display()));
+    println!(
+        "cargo:rustc-env=BRIDGE_GUEST_BLAKE3={}",
+        blake3::hash(&bytes).to_hex()
+    );
     // Where the example policies land, for the tests.
     println!(
         "cargo:rustc-env=BRIDGE_POLICIES_DIR={}",

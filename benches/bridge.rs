@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bridge_host::compile_cache;
 use bridge_host::sandbox::{self, Guest, wit};
-use bridge_host::{DEFAULT_GUEST, compile_cache};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
 
@@ -260,7 +260,8 @@ fn cold_start(sizes: &Sizes, cache: &Path, warm: bool) -> Vec<Duration> {
 fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
     let w = World::new(cache);
     let engine = sandbox::engine().unwrap();
-    let (component, _) = compile_cache::load(&engine, DEFAULT_GUEST, Some(cache)).unwrap();
+    let (component, _) =
+        compile_cache::load(&engine, &compile_cache::Wasm::embedded(), Some(cache)).unwrap();
     let per_sender = sizes.in_process_messages / 4;
     let tally = Arc::new(Tally::new());
     let mut threads = Vec::new();

@@ -4,17 +4,26 @@
 //! costs about 3 ms. Precompiled artifacts are machine code that `wasmtime`
 //! loads without verifying it, so the cache is treated like `~/.ssh`: a
 //! directory created 0700, refused if anyone else owns it or can write it,
-//! entries refused unless they are our own 0600 regular files, and each
-//! entry has a BLAKE3 digest beside it (`<key>.blake3`) that is checked
-//! before the entry is deserialized. The key covers the engine's
-//! compatibility hash and the guest's bytes, so a new host or a new guest
-//! never loads a stale one.
+//! entries refused unless they are our own 0600 regular files. The key
+//! covers the engine's compatibility hash and the guest's digest, so a new
+//! host or a new guest never loads a stale one.
+//!
+//! Each entry has a check file beside it (`<key>.check`) that records the
+//! artifact's BLAKE3 digest and the identity of the file as written: its
+//! device, inode, size, and modification and change times in nanoseconds.
+//! Any write to the file, a rename over it or a copy changes that identity
+//! (nobody but root can set a change time), so a file whose identity still
+//! matches is the one this cache wrote and is loaded without reading it
+//! all. Any other file is hashed in full and loaded only if the digest
+//! matches, and its new identity is recorded. On file systems with whole
+//! second timestamps the identity proves too little, and every load hashes.
 //!
 //! An entry is checked and loaded through one open file descriptor: it is
-//! mapped and hashed, then handed to wasmtime as `/proc/self/fd/<n>`, which
-//! maps the same file in place. Nothing can swap the file between the check
-//! and the load, and the artifact is never copied onto the heap.
+//! checked, then handed to wasmtime as `/proc/self/fd/<n>`, which maps the
+//! same file in place. Nothing can swap the file between the check and the
+//! load, and the artifact is never copied onto the heap.
 
+use std::borrow::Cow;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -25,8 +34,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 use wasmtime::Engine;
 use wasmtime::component::Component;
-
-const DIGEST_LEN: usize = 32;
 
 /// Feeds `Hash` output into BLAKE3.
 struct Blake3Hasher(blake3::Hasher);
@@ -41,12 +48,37 @@ impl Hasher for Blake3Hasher {
     }
 }
 
+/// A guest component's bytes and their BLAKE3 digest, which keys the cache.
+pub struct Wasm<'a> {
+    pub bytes: Cow<'a, [u8]>,
+    pub digest: blake3::Hash,
+}
+
+impl Wasm<'static> {
+    /// The guest embedded in this binary, with the digest build.rs computed.
+    pub fn embedded() -> Self {
+        Wasm {
+            bytes: Cow::Borrowed(crate::DEFAULT_GUEST),
+            digest: blake3::Hash::from_hex(crate::DEFAULT_GUEST_BLAKE3)
+                .expect("build.rs writes a hex digest"),
+        }
+    }
+}
+
+impl<'a> Wasm<'a> {
+    pub fn new(bytes: impl Into<Cow<'a, [u8]>>) -> Self {
+        let bytes = bytes.into();
+        let digest = blake3::hash(&bytes);
+        Wasm { bytes, digest }
+    }
+}
+
 /// The cache key of `wasm` on `engine`.
-pub fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
+pub fn cache_key(engine: &Engine, wasm: &Wasm) -> String {
     let mut hasher = Blake3Hasher(blake3::Hasher::new());
-    hasher.0.update(b"session-bridge compile cache v2\0");
+    hasher.0.update(b"session-bridge compile cache v3\0");
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    hasher.0.update(wasm);
+    hasher.0.update(wasm.digest.as_bytes());
     hasher.0.finalize().to_hex().to_string()
 }
 
@@ -69,7 +101,7 @@ pub enum Source {
 /// Loads `wasm` as a component, from the cache when a verified entry exists,
 /// compiling it (and storing the result) otherwise. Problems with the cache
 /// are reported on standard error and never stop the run.
-pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<(Component, Source)> {
+pub fn load(engine: &Engine, wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
     let usable_dir = dir.and_then(|dir| {
         crate::dirs::prepare_private_dir(dir, "compile cache directory")
             .map_err(|e| eprintln!("warning: not using the compile cache: {e:#}"))
@@ -77,17 +109,17 @@ pub fn load(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Result<(Compone
             .map(|()| dir)
     });
     let Some(dir) = usable_dir else {
-        return compile(engine, wasm).map(|c| (c, Source::Compiled));
+        return compile(engine, &wasm.bytes).map(|c| (c, Source::Compiled));
     };
     let key = cache_key(engine, wasm);
     let entry = Entry {
         artifact: dir.join(format!("{key}.cwasm")),
-        digest: dir.join(format!("{key}.blake3")),
+        check: dir.join(format!("{key}.check")),
     };
     if let Some(component) = entry.load(engine) {
         return Ok((component, Source::Cache));
     }
-    let component = compile(engine, wasm)?;
+    let component = compile(engine, &wasm.bytes)?;
     if let Err(e) = entry.store(&component) {
         eprintln!(
             "warning: could not save the compiled guest to {}: {e:#}",
@@ -110,15 +142,85 @@ fn compile(_engine: &Engine, _wasm: &[u8]) -> Result<Component> {
     ))
 }
 
-/// One cache entry: the serialized component and its digest beside it.
+/// One cache entry: the serialized component and its check file.
 struct Entry {
     artifact: PathBuf,
-    digest: PathBuf,
+    check: PathBuf,
+}
+
+/// Which file an artifact is: any change to it changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(meta: &fs::Metadata) -> Self {
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.len(),
+            modified_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            changed_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file system keeps sub-second times. With whole seconds, a
+    /// change in the same second as the write would leave them equal.
+    fn fine_grained(&self) -> bool {
+        self.modified_ns % 1_000_000_000 != 0 || self.changed_ns % 1_000_000_000 != 0
+    }
+}
+
+/// What a check file says: the artifact's digest and the file it was
+/// last seen as.
+#[derive(Debug, PartialEq, Eq)]
+struct CheckRecord {
+    digest: blake3::Hash,
+    file: FileIdentity,
+}
+
+const CHECK_HEADER: &str = "session-bridge compile cache check v3";
+
+impl CheckRecord {
+    fn to_text(&self) -> String {
+        let f = &self.file;
+        format!(
+            "{CHECK_HEADER}\nblake3 {}\nfile {} {} {} {} {}\n",
+            self.digest.to_hex(),
+            f.device,
+            f.inode,
+            f.size,
+            f.modified_ns,
+            f.changed_ns
+        )
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        (lines.next()? == CHECK_HEADER).then_some(())?;
+        let digest = blake3::Hash::from_hex(lines.next()?.strip_prefix("blake3 ")?).ok()?;
+        let mut fields = lines.next()?.strip_prefix("file ")?.split(' ');
+        let mut next = || fields.next();
+        let file = FileIdentity {
+            device: next()?.parse().ok()?,
+            inode: next()?.parse().ok()?,
+            size: next()?.parse().ok()?,
+            modified_ns: next()?.parse().ok()?,
+            changed_ns: next()?.parse().ok()?,
+        };
+        (next().is_none() && lines.next().is_none()).then_some(CheckRecord { digest, file })
+    }
 }
 
 /// Opens `path` for reading if it is a regular file of ours that nobody
 /// else can read or write; warns and returns None otherwise.
-fn open_private(path: &Path) -> Option<fs::File> {
+fn open_private(path: &Path) -> Option<(fs::File, fs::Metadata)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -128,7 +230,7 @@ fn open_private(path: &Path) -> Option<fs::File> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o077 == 0 {
-        Some(file)
+        Some((file, meta))
     } else {
         eprintln!(
             "warning: ignoring the cached guest file {}: it is not a private file of yours",
@@ -141,31 +243,49 @@ fn open_private(path: &Path) -> Option<fs::File> {
 impl Entry {
     /// The entry's component, if the entry is ours, private and intact.
     fn load(&self, engine: &Engine) -> Option<Component> {
-        let digest_file = open_private(&self.digest)?;
-        let mut expected = Vec::with_capacity(DIGEST_LEN);
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(digest_file, DIGEST_LEN as u64 + 1),
-            &mut expected,
-        )
-        .ok()?;
-        let artifact = open_private(&self.artifact)?;
-        // SAFETY: the file is a private regular file of ours; only this user
-        // could change it while it is mapped, and the mapping is read-only.
-        let mapped = unsafe { memmap2::Mmap::map(&artifact) }.ok()?;
-        if blake3::hash(&mapped).as_bytes()[..] != expected[..] {
+        let (check_file, _) = open_private(&self.check)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(check_file, 1024), &mut text)
+            .ok()?;
+        let Some(record) = CheckRecord::parse(&text) else {
             eprintln!(
-                "warning: ignoring the cached guest {}: its digest does not match (corrupted?)",
+                "warning: ignoring the cached guest {}: its check file is unreadable",
                 self.artifact.display()
             );
             return None;
+        };
+        let (artifact, meta) = open_private(&self.artifact)?;
+        let file = FileIdentity::of(&meta);
+        if file != record.file || !file.fine_grained() {
+            // SAFETY: the file is a private regular file of ours; only this
+            // user could change it while it is mapped, and the mapping is
+            // read-only.
+            let mapped = unsafe { memmap2::Mmap::map(&artifact) }.ok()?;
+            if blake3::hash(&mapped) != record.digest {
+                eprintln!(
+                    "warning: ignoring the cached guest {}: its digest does not match (corrupted?)",
+                    self.artifact.display()
+                );
+                return None;
+            }
+            // The same bytes in another file (a copy, a restore): remember
+            // this one, so that the next run need not hash it again.
+            let renewed = CheckRecord {
+                digest: record.digest,
+                file,
+            };
+            let _ = write_private(&self.check, renewed.to_text().as_bytes());
         }
         let through_fd = PathBuf::from(format!("/proc/self/fd/{}", artifact.as_raw_fd()));
         // SAFETY: the bytes are the exact serialization this engine wrote:
-        // the file is ours, private, and its digest matched (see module
-        // docs). Loading through our descriptor maps that same file.
+        // the file is ours and private, and it is the very file the cache
+        // wrote, unchanged since, or its digest matched (see module docs).
+        // Loading through our descriptor maps that same file.
         let loaded = if through_fd.exists() {
             unsafe { Component::deserialize_file(engine, &through_fd) }
         } else {
+            // SAFETY: as above; the mapping is of the checked descriptor.
+            let mapped = unsafe { memmap2::Mmap::map(&artifact) }.ok()?;
             unsafe { Component::deserialize(engine, &mapped[..]) }
         };
         loaded
@@ -178,18 +298,27 @@ impl Entry {
             .ok()
     }
 
-    /// Writes the component, then its digest, each through a temporary
-    /// file and a rename.
+    /// Writes the component, then its check file, each through a temporary
+    /// file and a rename. The identity recorded is that of the file written,
+    /// read through its descriptor after the rename, so a file swapped in
+    /// meanwhile would not match it.
     fn store(&self, component: &Component) -> Result<()> {
         let body = component
             .serialize()
             .map_err(|e| anyhow!("cannot serialize: {e}"))?;
-        write_private(&self.artifact, &body)?;
-        write_private(&self.digest, blake3::hash(&body).as_bytes())
+        let written = write_private(&self.artifact, &body)?;
+        let record = CheckRecord {
+            digest: blake3::hash(&body),
+            file: FileIdentity::of(&written.metadata()?),
+        };
+        write_private(&self.check, record.to_text().as_bytes())?;
+        Ok(())
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to a private temporary file and renames it to `path`;
+/// returns the file, still open.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<fs::File> {
     let dir = path.parent().expect("entries live in the cache directory");
     let temp = dir.join(format!(".{}.tmp", std::process::id()));
     let written = fs::OpenOptions::new()
@@ -197,10 +326,53 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&temp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| fs::rename(&temp, path));
+        .and_then(|mut f| f.write_all(bytes).map(|()| f))
+        .and_then(|f| fs::rename(&temp, path).map(|()| f));
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }
     Ok(written?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(changed_ns: i128) -> CheckRecord {
+        CheckRecord {
+            digest: blake3::hash(b"artifact"),
+            file: FileIdentity {
+                device: 2049,
+                inode: 131_077,
+                size: 1_442_152,
+                modified_ns: 1_795_000_000_123_456_789,
+                changed_ns,
+            },
+        }
+    }
+
+    #[test]
+    fn check_records_round_trip_and_refuse_anything_else() {
+        let good = record(1_795_000_000_123_456_790);
+        let text = good.to_text();
+        assert_eq!(CheckRecord::parse(&text), Some(good));
+        assert_eq!(CheckRecord::parse(&text.replace("v3", "v2")), None);
+        assert_eq!(CheckRecord::parse(&text.replace(" 131077 ", " x ")), None);
+        assert_eq!(CheckRecord::parse(&format!("{text}extra\n")), None);
+        assert_eq!(
+            CheckRecord::parse(&text[..text.find("file").unwrap()]),
+            None
+        );
+        let short = text.rsplit_once(' ').unwrap().0;
+        assert_eq!(CheckRecord::parse(short), None);
+        assert_eq!(CheckRecord::parse(""), None);
+    }
+
+    #[test]
+    fn whole_second_times_never_count_as_proof() {
+        let mut coarse = record(1_795_000_000_000_000_000);
+        coarse.file.modified_ns = 1_795_000_000_000_000_000;
+        assert!(!coarse.file.fine_grained());
+        assert!(record(1_795_000_000_000_000_000).file.fine_grained());
+    }
 }

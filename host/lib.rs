@@ -11,3 +11,6 @@ pub mod watch;
 
 /// The default guest component, built from `guest/` by build.rs.
 pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("BRIDGE_GUEST_WASM"));
+
+/// The BLAKE3 digest of [`DEFAULT_GUEST`] in hex, computed by build.rs.
+pub static DEFAULT_GUEST_BLAKE3: &str = env!("BRIDGE_GUEST_BLAKE3");

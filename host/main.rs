@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bridge_host::sandbox::{self, Guest, wit};
-use bridge_host::{DEFAULT_GUEST, compile_cache, dirs, errors, guests};
+use bridge_host::{compile_cache, dirs, errors, guests};
 
 mod hooks;
 
@@ -236,21 +236,25 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 
 /// The guest to run: the file named by --guest, or the embedded one.
 struct GuestSource {
-    bytes: std::borrow::Cow<'static, [u8]>,
+    wasm: compile_cache::Wasm<'static>,
     origin: String,
 }
 
 impl GuestSource {
     fn from_global(global: &Global) -> Result<Self> {
-        Ok(match &global.guest {
-            Some(path) => GuestSource {
-                bytes: read_guest(path)?.into(),
-                origin: path.display().to_string(),
-            },
-            None => GuestSource {
-                bytes: DEFAULT_GUEST.into(),
+        match &global.guest {
+            Some(path) => Self::file(path),
+            None => Ok(GuestSource {
+                wasm: compile_cache::Wasm::embedded(),
                 origin: "embedded in bridge-host".into(),
-            },
+            }),
+        }
+    }
+
+    fn file(path: &Path) -> Result<Self> {
+        Ok(GuestSource {
+            wasm: compile_cache::Wasm::new(read_guest(path)?),
+            origin: path.display().to_string(),
         })
     }
 
@@ -261,7 +265,7 @@ impl GuestSource {
         engine: &wasmtime::Engine,
     ) -> Result<(wasmtime::component::Component, String)> {
         let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-        let (component, _) = compile_cache::load(engine, &self.bytes, cache_dir.as_deref())
+        let (component, _) = compile_cache::load(engine, &self.wasm, cache_dir.as_deref())
             .with_context(|| format!("cannot load the guest {}", self.origin))?;
         let version = guests::check_compatible(engine, &component, &self.origin)?;
         Ok((component, version))
@@ -271,14 +275,11 @@ impl GuestSource {
 fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
     let source = match &action {
         GuestAction::Info => GuestSource::from_global(global)?,
-        GuestAction::Check { file } => GuestSource {
-            bytes: read_guest(file)?.into(),
-            origin: file.display().to_string(),
-        },
+        GuestAction::Check { file } => GuestSource::file(file)?,
     };
     let engine = sandbox::engine()?;
     let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-    let (component, _) = compile_cache::load(&engine, &source.bytes, cache_dir.as_deref())
+    let (component, _) = compile_cache::load(&engine, &source.wasm, cache_dir.as_deref())
         .with_context(|| format!("{} is not a loadable WebAssembly component", source.origin))?;
     println!("guest: {}", source.origin);
     println!(
@@ -289,8 +290,8 @@ fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
             })
     );
     println!("this host supports: {}", guests::supported());
-    println!("size: {} bytes", source.bytes.len());
-    println!("blake3: {}", blake3::hash(&source.bytes).to_hex());
+    println!("size: {} bytes", source.wasm.bytes.len());
+    println!("blake3: {}", source.wasm.digest.to_hex());
     if let Err(why) = guests::check_compatible(&engine, &component, &source.origin) {
         println!("can run: no");
         eprintln!("bridge-host: {why:#}");

@@ -237,6 +237,33 @@ mod wasi {
         }))
     }
 
+    /// The names in `path`, listed through the directory stream alone. The
+    /// standard library also asks for a metadata hash of every entry (its
+    /// inode number), which costs the host a path lookup and a stat each.
+    pub fn list(path: &Path) -> Option<io::Result<Vec<String>>> {
+        at(path, |dir, relative| {
+            let listed = dir
+                .open_at(
+                    PathFlags::SYMLINK_FOLLOW,
+                    relative,
+                    OpenFlags::DIRECTORY,
+                    DescriptorFlags::READ,
+                )
+                .and_then(|opened| opened.read_directory());
+            let stream = listed.map_err(to_io)?;
+            let mut names = Vec::new();
+            loop {
+                match stream.read_directory_entry() {
+                    Ok(Some(entry)) => names.push(entry.name),
+                    Ok(None) => return Ok(names),
+                    // Renamed away while listing: another process took it.
+                    Err(ErrorCode::NoEntry) => continue,
+                    Err(code) => return Err(to_io(code)),
+                }
+            }
+        })
+    }
+
     fn to_io(code: ErrorCode) -> io::Error {
         let kind = match code {
             ErrorCode::NoEntry => io::ErrorKind::NotFound,
@@ -294,6 +321,15 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
 /// those a writer left when it was killed mid-write. No write takes that
 /// long, so a temporary file still being written is never removed.
 pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Result<Vec<String>> {
+    #[cfg(target_os = "wasi")]
+    if let Some(listed) = wasi::list(dir) {
+        let names = match listed {
+            Ok(names) => names,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
+        };
+        return Ok(visible_names(dir, names, stale_after));
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -307,25 +343,40 @@ pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Re
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
         };
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(visible_names(dir, names, stale_after))
+}
+
+/// The `names` listed in `dir` that do not start with `.`, after removing
+/// temporary files older than `stale_after` among the others.
+fn visible_names(
+    dir: &Path,
+    mut names: Vec<String>,
+    stale_after: Option<std::time::Duration>,
+) -> Vec<String> {
+    names.retain(|name| {
         if !name.starts_with('.') {
-            names.push(name);
-        } else if let Some(age) = stale_after
+            return true;
+        }
+        if let Some(age) = stale_after
             && name.starts_with(TEMP_PREFIX)
         {
-            let stale = stat(&entry.path())
+            let path = dir.join(name);
+            let stale = stat(&path)
                 .ok()
                 .and_then(|m| m.modified)
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|elapsed| elapsed > age);
             if stale {
-                let _ = fs::remove_file(entry.path());
+                let _ = fs::remove_file(path);
             }
         }
-    }
-    Ok(names)
+        false
+    });
+    names
 }
 
 /// Creates `dir` and its parents when missing. Something else standing at

@@ -28,9 +28,14 @@ fn the_cache_is_private_and_reused() {
     assert_eq!(cached.len(), 1);
     let mode = std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let digest = cached[0].with_extension("blake3");
-    assert_eq!(std::fs::read(&digest).unwrap().len(), 32);
-    let mode = std::fs::metadata(&digest).unwrap().permissions().mode() & 0o777;
+    let check = cached[0].with_extension("check");
+    let record = std::fs::read_to_string(&check).unwrap();
+    let digest = blake3::hash(&std::fs::read(&cached[0]).unwrap());
+    assert!(
+        record.contains(&format!("\nblake3 {}\n", digest.to_hex())),
+        "{record}"
+    );
+    let mode = std::fs::metadata(&check).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
     let (out, description) = w
@@ -82,6 +87,51 @@ fn a_tampered_cache_entry_is_never_loaded() {
         out.status.success() && out.stderr.is_empty(),
         "{description}"
     );
+}
+
+/// The inode number an entry's check file records.
+fn recorded_inode(entry: &std::path::Path) -> u64 {
+    let record = std::fs::read_to_string(entry.with_extension("check")).unwrap();
+    let file = record
+        .lines()
+        .find_map(|l| l.strip_prefix("file "))
+        .unwrap();
+    file.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_copied_cache_entry_is_hashed_once_then_trusted() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let a = w.project("a");
+    let cache = w.root.path().join("cache");
+    w.cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "start"])
+        .ok();
+    let entry = entries(&cache).remove(0);
+    assert_eq!(
+        recorded_inode(&entry),
+        std::fs::metadata(&entry).unwrap().ino()
+    );
+    // A copy put in place, as a backup restore would: same bytes, new file.
+    let copy = cache.join("copy");
+    std::fs::copy(&entry, &copy).unwrap();
+    std::fs::rename(&copy, &entry).unwrap();
+    let copied_inode = std::fs::metadata(&entry).unwrap().ino();
+    assert_ne!(recorded_inode(&entry), copied_inode);
+    let (out, description) = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "id"])
+        .output();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{description}"
+    );
+    // Its digest matched, so it was used as it is and recorded.
+    assert_eq!(std::fs::metadata(&entry).unwrap().ino(), copied_inode);
+    assert_eq!(recorded_inode(&entry), copied_inode);
 }
 
 #[test]
