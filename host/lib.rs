@@ -6,6 +6,7 @@ pub mod compile_cache;
 pub mod dirs;
 pub mod errors;
 pub mod guests;
+pub mod listing;
 pub mod sandbox;
 pub mod watch;
 

@@ -36,8 +36,6 @@ const MAX_WATCHERS: usize = 4;
 /// What the guest may write to its standard error (kept for trap reports).
 const GUEST_STDERR_CAP: usize = 64 << 10;
 
-/// The engine every component is compiled for and run on. Precompiled
-/// artifacts are only valid for this exact configuration.
 /// The tokio runtime that WASI's host calls run in. wasmtime-wasi drives
 /// each call through tokio; with no runtime entered it starts its own
 /// multi-threaded one (worker threads at start-up, a park and wake-up on
@@ -54,6 +52,8 @@ fn host_runtime() -> &'static tokio::runtime::Runtime {
     &RUNTIME
 }
 
+/// The engine every component is compiled for and run on. Precompiled
+/// artifacts are only valid for this exact configuration.
 pub fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -236,6 +236,7 @@ impl Guest {
         store.limiter(|state| &mut state.limits);
         let mut linker = Linker::<HostState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| crate::listing::add_to_linker(&mut linker))
             .map_err(|e| anyhow!("cannot link WASI: {e}"))?;
         Bridge::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;
