@@ -62,6 +62,7 @@ type TimedFigure<'a> = (String, Box<dyn Fn() -> Vec<Duration> + 'a>, &'static st
 
 fn main() {
     bridge_host::watch::install();
+    let _removes_at_the_end = RemoveDeferred;
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     // `--only TEXT` runs just the figures whose name contains TEXT.
@@ -244,10 +245,12 @@ fn cold_start(sizes: &Sizes, cache: &Path, warm: bool) -> Vec<Duration> {
         .map(|_| {
             let fresh = bench_tempdir();
             let cache_dir = if warm { cache } else { fresh.path() };
+            let cache_dir = cache_dir.to_path_buf();
+            defer_removal(fresh);
             let started = Instant::now();
             let status = w
                 .command(&w.a, &["id"])
-                .env("BRIDGE_CACHE_DIR", cache_dir)
+                .env("BRIDGE_CACHE_DIR", &cache_dir)
                 .stdout(Stdio::null())
                 .status()
                 .unwrap();
@@ -383,7 +386,7 @@ fn idle_listen_cpu(sizes: &Sizes, cache: &Path) -> f64 {
 
 /// Two registered sessions, `a` and `b`, in a fresh bridge directory.
 struct World {
-    _root: tempfile::TempDir,
+    root: Option<tempfile::TempDir>,
     bridge: PathBuf,
     cache: PathBuf,
     a: PathBuf,
@@ -407,7 +410,7 @@ impl World {
             b,
             a_id: String::new(),
             b_id: String::new(),
-            _root: root,
+            root: Some(root),
         };
         world.a_id = world
             .output(&world.a.clone(), &["start"])
@@ -556,6 +559,38 @@ fn row(name: &str, samples: &[Duration], target: &str) {
         ms(pick(0.99)),
         ms(*sorted.last().unwrap())
     );
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(root) = self.root.take() {
+            defer_removal(root);
+        }
+    }
+}
+
+/// Directories whose removal waits for the end of the run.
+///
+/// On an ext4 file system without a journal, as on this project's machine,
+/// the inode allocator skips inodes freed in the last minute or so (up to
+/// six while their inode table block is still dirty), checking each one
+/// (`recently_deleted`). The scaling row alone writes 100,000 files;
+/// removing each figure's directory as it ended made every later figure
+/// pay for that scan on each new file, a cost of the bench's own clean-up
+/// rather than of the bridge.
+static DEFERRED: Mutex<Vec<tempfile::TempDir>> = Mutex::new(Vec::new());
+
+fn defer_removal(dir: tempfile::TempDir) {
+    DEFERRED.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+}
+
+/// Removes the deferred directories when `main` ends, panics included.
+struct RemoveDeferred;
+
+impl Drop for RemoveDeferred {
+    fn drop(&mut self) {
+        DEFERRED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 /// A fresh directory for one figure's bridge: under `BENCH_DIR` when set
