@@ -74,8 +74,11 @@ fn main() {
     let sizes = if quick { &QUICK } else { &FULL };
     let cache = tempfile::tempdir().expect("temp dir");
     let cache = cache.path();
+    let bench_dir = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     println!(
-        "session-bridge benchmarks: profile {}, {} CPUs, {} run, bridge directories under {}",
+        "session-bridge benchmarks: profile {}, {} CPUs, {} run, bridge directories under {} ({})",
         if cfg!(debug_assertions) {
             "debug (numbers not representative)"
         } else {
@@ -83,10 +86,8 @@ fn main() {
         },
         thread::available_parallelism().map_or(0, |n| n.get()),
         if quick { "quick" } else { "full" },
-        std::env::var_os("BENCH_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .display()
+        bench_dir.display(),
+        file_system_of(&bench_dir)
     );
     println!("\n| figure | n | median | p90 | p99 | max | target |\n|---|---|---|---|---|---|---|");
 
@@ -601,6 +602,23 @@ fn bench_tempdir() -> tempfile::TempDir {
         Some(dir) => tempfile::tempdir_in(dir).expect("a temp dir under BENCH_DIR"),
         None => tempfile::tempdir().expect("temp dir"),
     }
+}
+
+/// The type of the file system `dir` is on, from the longest matching mount
+/// point in /proc/mounts: the figures that create files depend on it.
+fn file_system_of(dir: &Path) -> String {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let point = fields.nth(1)?;
+            let kind = fields.next()?;
+            dir.starts_with(point).then_some((point.len(), kind))
+        })
+        .max_by_key(|&(len, _)| len)
+        .map_or("file system unknown".into(), |(_, kind)| kind.to_string())
 }
 
 /// The ID of the message a `listen` printed, from its `<peer-message id=...>` line.
