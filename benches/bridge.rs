@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bridge_host::compile_cache;
-use bridge_host::sandbox::{self, Guest, wit};
+use bridge_host::sandbox::{Guest, wit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
 
@@ -263,9 +263,9 @@ fn cold_start(sizes: &Sizes, cache: &Path, warm: bool) -> Vec<Duration> {
 
 fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
     let w = World::new(cache);
-    let engine = sandbox::engine().unwrap();
     let (component, _) =
-        compile_cache::load(&engine, &compile_cache::Wasm::embedded(), Some(cache)).unwrap();
+        compile_cache::load(&compile_cache::Wasm::embedded(), Some(cache)).unwrap();
+    let engine = component.engine().clone();
     let per_sender = sizes.in_process_messages / 4;
     let tally = Arc::new(Tally::new());
     let mut threads = Vec::new();

@@ -35,6 +35,8 @@ use anyhow::{Result, anyhow};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::sandbox;
+
 /// Feeds `Hash` output into BLAKE3.
 struct Blake3Hasher(blake3::Hasher);
 
@@ -73,10 +75,14 @@ impl<'a> Wasm<'a> {
     }
 }
 
-/// The cache key of `wasm` on `engine`.
-pub fn cache_key(engine: &Engine, wasm: &Wasm) -> String {
+/// The cache key of `wasm` for `engine`, an engine without a compiler: its
+/// compatibility hash covers the configuration and wasmtime's version, not
+/// the CPU. Loading checks an artifact's CPU features against the host, so
+/// a cache shared by two machines settles on an artifact both can run.
+fn cache_key(engine: &Engine, wasm: &Wasm) -> String {
     let mut hasher = Blake3Hasher(blake3::Hasher::new());
-    hasher.0.update(b"session-bridge compile cache v3\0");
+    hasher.0.update(b"session-bridge compile cache v4\0");
+    hasher.0.update(std::env::consts::ARCH.as_bytes());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.0.update(wasm.digest.as_bytes());
     hasher.0.finalize().to_hex().to_string()
@@ -101,7 +107,10 @@ pub enum Source {
 /// Loads `wasm` as a component, from the cache when a verified entry exists,
 /// compiling it (and storing the result) otherwise. Problems with the cache
 /// are reported on standard error and never stop the run.
-pub fn load(engine: &Engine, wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
+///
+/// The component belongs to `component.engine()`: an engine without a
+/// compiler when the cache served it, else the one that compiled it.
+pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
     let usable_dir = dir.and_then(|dir| {
         crate::dirs::prepare_private_dir(dir, "compile cache directory")
             .map_err(|e| eprintln!("warning: not using the compile cache: {e:#}"))
@@ -109,17 +118,18 @@ pub fn load(engine: &Engine, wasm: &Wasm, dir: Option<&Path>) -> Result<(Compone
             .map(|()| dir)
     });
     let Some(dir) = usable_dir else {
-        return compile(engine, &wasm.bytes).map(|c| (c, Source::Compiled));
+        return compile(&sandbox::engine()?, &wasm.bytes).map(|c| (c, Source::Compiled));
     };
-    let key = cache_key(engine, wasm);
+    let runtime = sandbox::runtime_engine()?;
+    let key = cache_key(&runtime, wasm);
     let entry = Entry {
         artifact: dir.join(format!("{key}.cwasm")),
         check: dir.join(format!("{key}.check")),
     };
-    if let Some(component) = entry.load(engine) {
+    if let Some(component) = entry.load(&runtime) {
         return Ok((component, Source::Cache));
     }
-    let component = compile(engine, &wasm.bytes)?;
+    let component = compile(&sandbox::engine()?, &wasm.bytes)?;
     if let Err(e) = entry.store(&component) {
         eprintln!(
             "warning: could not save the compiled guest to {}: {e:#}",

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use bridge_host::sandbox::{self, Guest, wit};
+use bridge_host::sandbox::{Guest, wit};
 use bridge_host::{compile_cache, dirs, errors, guests};
 
 mod hooks;
@@ -259,15 +259,11 @@ impl GuestSource {
     }
 
     /// Compiles (or loads from the cache) and checks the protocol version.
-    fn load(
-        &self,
-        global: &Global,
-        engine: &wasmtime::Engine,
-    ) -> Result<(wasmtime::component::Component, String)> {
+    fn load(&self, global: &Global) -> Result<(wasmtime::component::Component, String)> {
         let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-        let (component, _) = compile_cache::load(engine, &self.wasm, cache_dir.as_deref())
+        let (component, _) = compile_cache::load(&self.wasm, cache_dir.as_deref())
             .with_context(|| format!("cannot load the guest {}", self.origin))?;
-        let version = guests::check_compatible(engine, &component, &self.origin)?;
+        let version = guests::check_compatible(component.engine(), &component, &self.origin)?;
         Ok((component, version))
     }
 }
@@ -277,10 +273,10 @@ fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
         GuestAction::Info => GuestSource::from_global(global)?,
         GuestAction::Check { file } => GuestSource::file(file)?,
     };
-    let engine = sandbox::engine()?;
     let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-    let (component, _) = compile_cache::load(&engine, &source.wasm, cache_dir.as_deref())
+    let (component, _) = compile_cache::load(&source.wasm, cache_dir.as_deref())
         .with_context(|| format!("{} is not a loadable WebAssembly component", source.origin))?;
+    let engine = component.engine().clone();
     println!("guest: {}", source.origin);
     println!(
         "implements: {}",
@@ -451,8 +447,8 @@ impl Invocation {
         };
         dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
         dirs::check_session_dirs(&bridge_dir)?;
-        let engine = sandbox::engine()?;
-        let (component, _) = GuestSource::from_global(global)?.load(global, &engine)?;
+        let (component, _) = GuestSource::from_global(global)?.load(global)?;
+        let engine = component.engine().clone();
         let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &place.project_dir)?;
         let max_content_bytes = guest.limits()?.max_content_bytes;
         let context = wit::InvocationContext {

@@ -52,9 +52,9 @@ fn host_runtime() -> &'static tokio::runtime::Runtime {
     &RUNTIME
 }
 
-/// The engine every component is compiled for and run on. Precompiled
-/// artifacts are only valid for this exact configuration.
-pub fn engine() -> Result<Engine> {
+/// The configuration every component is compiled for and run with.
+/// Precompiled artifacts are only valid for this exact configuration.
+fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.consume_fuel(true);
@@ -62,6 +62,24 @@ pub fn engine() -> Result<Engine> {
     // would cost more to set up than the copy it saves, and would fail
     // under a small RLIMIT_FSIZE before the guest could report anything.
     config.memory_init_cow(false);
+    config
+}
+
+/// An engine that can compile components (when built with the `compiler`
+/// feature).
+pub fn engine() -> Result<Engine> {
+    Engine::new(&config()).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
+}
+
+/// An engine that only loads precompiled components. Setting up the
+/// compiler costs about 0.1 ms per process (it probes the CPU and builds
+/// its settings), which a run served from the compile cache never needs.
+/// Loading checks each artifact's target, settings and CPU features
+/// against this host, so nothing built for another one runs.
+pub fn runtime_engine() -> Result<Engine> {
+    let mut config = config();
+    #[cfg(feature = "compiler")]
+    config.enable_compiler(false);
     Engine::new(&config).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
 }
 
