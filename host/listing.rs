@@ -67,10 +67,29 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> Result<()
     Ok(())
 }
 
-/// Every entry of `dir` but `.` and `..`.
+/// Every entry of `dir` but `.` and `..`, starting at a random one.
+///
+/// A directory's order is arbitrary anyway (on ext4 it follows name
+/// hashes), but it is the same on every look. A guest facing a backlog
+/// reads only the start of a listing and takes a message from there; a
+/// fixed start would keep handing it the same messages first, and the
+/// ones listed last could wait for as long as the backlog lasts.
 fn list(dir: &std::fs::File) -> io::Result<Vec<Result<DirectoryEntry, ErrorCode>>> {
     let dir = cap_std::fs::Dir::from_std_file(dir.try_clone()?);
-    Ok(dir.entries()?.map(|entry| describe(entry?)).collect())
+    let mut entries: Vec<_> = dir.entries()?.map(|entry| describe(entry?)).collect();
+    if !entries.is_empty() {
+        let start = random_u64() % entries.len() as u64;
+        entries.rotate_left(start as usize);
+    }
+    Ok(entries)
+}
+
+/// A random number, seeded from the system's randomness once per process.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 fn describe(entry: DirEntry) -> Result<DirectoryEntry, ErrorCode> {
@@ -162,5 +181,28 @@ mod tests {
             expected.iter().map(|&(n, t)| (n.to_string(), t)).collect();
         assert_eq!(types, expected);
         assert_eq!(refused, 1, "a name that is not UTF-8 is an error entry");
+    }
+
+    #[test]
+    fn each_listing_starts_somewhere_else_and_misses_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let mut expected: Vec<String> = (0..20).map(|i| format!("msg-{i:02}.json")).collect();
+        for name in &expected {
+            std::fs::write(root.path().join(name), "{}").unwrap();
+        }
+        expected.sort();
+        let dir = std::fs::File::open(root.path()).unwrap();
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut names: Vec<String> = list(&dir)
+                .unwrap()
+                .into_iter()
+                .map(|entry| entry.unwrap().name)
+                .collect();
+            firsts.insert(names[0].clone());
+            names.sort();
+            assert_eq!(names, expected);
+        }
+        assert!(firsts.len() > 1, "every listing started at {firsts:?}");
     }
 }

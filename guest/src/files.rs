@@ -237,10 +237,14 @@ mod wasi {
         }))
     }
 
-    /// The names in `path`, listed through the directory stream alone. The
-    /// standard library also asks for a metadata hash of every entry (its
-    /// inode number), which costs the host a path lookup and a stat each.
-    pub fn list(path: &Path) -> Option<io::Result<Vec<String>>> {
+    /// The names in `path`, listed through the directory stream alone, until
+    /// `enough` says so. The standard library also asks for a metadata hash
+    /// of every entry (its inode number), which costs the host a path lookup
+    /// and a stat each.
+    pub fn list(
+        path: &Path,
+        mut enough: impl FnMut(&str) -> bool,
+    ) -> Option<io::Result<Vec<String>>> {
         at(path, |dir, relative| {
             let listed = dir
                 .open_at(
@@ -254,7 +258,13 @@ mod wasi {
             let mut names = Vec::new();
             loop {
                 match stream.read_directory_entry() {
-                    Ok(Some(entry)) => names.push(entry.name),
+                    Ok(Some(entry)) => {
+                        let done = enough(&entry.name);
+                        names.push(entry.name);
+                        if done {
+                            return Ok(names);
+                        }
+                    }
                     Ok(None) => return Ok(names),
                     // Renamed away while listing: another process took it.
                     Err(ErrorCode::NoEntry) => continue,
@@ -314,21 +324,46 @@ pub fn read_bounded_with_stat(path: &Path, limit: u64) -> Result<(Vec<u8>, Stat)
 /// The names in `dir` that do not start with `.`. A missing directory has
 /// no names.
 pub fn list(dir: &Path) -> Result<Vec<String>> {
-    list_sweeping(dir, None)
+    let names = read_names(dir, &mut |_| false)?;
+    Ok(visible_names(dir, names, None))
 }
 
-/// As [`list`], also removing temporary files older than `stale_after`:
-/// those a writer left when it was killed mid-write. No write takes that
-/// long, so a temporary file still being written is never removed.
-pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Result<Vec<String>> {
+/// As [`list`], but only the names ending in `suffix`, and no more than
+/// `enough` of them: the listing stops there. Stale temporary files among
+/// the names read are removed (see [`visible_names`]).
+///
+/// Which names come back when there are more than `enough` depends on the
+/// listing's order; the host starts each listing at a random entry, so
+/// every name has the same chance.
+pub fn list_some(
+    dir: &Path,
+    suffix: &str,
+    enough: usize,
+    stale_after: Option<std::time::Duration>,
+) -> Result<Vec<String>> {
+    let mut found = 0;
+    let mut enough = |name: &str| {
+        if !name.starts_with('.') && name.ends_with(suffix) {
+            found += 1;
+        }
+        found >= enough
+    };
+    let mut names = read_names(dir, &mut enough)?;
+    names = visible_names(dir, names, stale_after);
+    names.retain(|name| name.ends_with(suffix));
+    Ok(names)
+}
+
+/// Every name in `dir` (a missing directory has none), or fewer if
+/// `enough` says to stop.
+fn read_names(dir: &Path, enough: &mut impl FnMut(&str) -> bool) -> Result<Vec<String>> {
     #[cfg(target_os = "wasi")]
-    if let Some(listed) = wasi::list(dir) {
-        let names = match listed {
-            Ok(names) => names,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
+    if let Some(listed) = wasi::list(dir, &mut *enough) {
+        return match listed {
+            Ok(names) => Ok(names),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => Err(BridgeError::io("cannot list", dir, &err)),
         };
-        return Ok(visible_names(dir, names, stale_after));
     }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -344,10 +379,14 @@ pub fn list_sweeping(dir: &Path, stale_after: Option<std::time::Duration>) -> Re
             Err(err) => return Err(BridgeError::io("cannot list", dir, &err)),
         };
         if let Some(name) = entry.file_name().to_str() {
+            let done = enough(name);
             names.push(name.to_string());
+            if done {
+                break;
+            }
         }
     }
-    Ok(visible_names(dir, names, stale_after))
+    Ok(names)
 }
 
 /// The `names` listed in `dir` that do not start with `.`, after removing

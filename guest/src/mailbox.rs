@@ -25,6 +25,12 @@ use crate::wire::{MAX_MESSAGE_FILE_BYTES, Message, Status};
 pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(300);
 use crate::{Bridge, ClaimTicket, Platform, clock};
 
+/// The most pending names one look reads. Up to `OLDEST_FIRST_LIMIT` (see
+/// verbs.rs), a look sees every pending message and hands out the oldest;
+/// past that, the backlog is taken in arbitrary order, and reading all of a
+/// large inbox to pick one would cost a host call per message.
+pub(crate) const PENDING_WINDOW: usize = 128;
+
 /// How long a claim may stay uncommitted before its message returns to the
 /// inbox.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
@@ -117,7 +123,7 @@ impl<P: Platform> Bridge<P> {
     ///
     /// Under a backlog, the names left from this instance's last listing
     /// are returned instead of a new listing (the third value is then
-    /// true): listing costs a stat per entry on the host side.
+    /// true): listing costs a host call per entry.
     pub(crate) fn pending_names(
         &self,
         owner: &SessionId,
@@ -128,8 +134,7 @@ impl<P: Platform> Bridge<P> {
         if let Some(names) = kept.filter(|names| !names.is_empty()) {
             return Ok((names, next_expiry, true));
         }
-        let mut names = files::list_sweeping(&inbox, Some(STALE_TEMP_AGE))?;
-        names.retain(|name| name.ends_with(".json"));
+        let names = files::list_some(&inbox, ".json", PENDING_WINDOW, Some(STALE_TEMP_AGE))?;
         Ok((names, next_expiry, false))
     }
 

@@ -318,3 +318,25 @@ fn a_listener_remembers_at_most_one_listing_of_pending_files() {
         assert!(Bridge::<LocalPlatform>::remembered_count() <= 3);
     }
 }
+
+#[test]
+fn a_bounded_listing_stops_at_enough_matching_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..5 {
+        std::fs::write(root.join(format!("msg-{i}.json")), "{}").unwrap();
+    }
+    std::fs::write(root.join(".tmp-writing"), "{").unwrap();
+    std::fs::write(root.join("notes.txt"), "").unwrap();
+    std::fs::create_dir(root.join("claimed")).unwrap();
+    let some = crate::files::list_some(root, ".json", 2, None).unwrap();
+    assert_eq!(some.len(), 2, "{some:?}");
+    assert!(
+        some.iter()
+            .all(|n| n.starts_with("msg-") && n.ends_with(".json"))
+    );
+    let mut all = crate::files::list_some(root, ".json", 100, None).unwrap();
+    all.sort();
+    let expected: Vec<String> = (0..5).map(|i| format!("msg-{i}.json")).collect();
+    assert_eq!(all, expected);
+}

@@ -47,6 +47,8 @@ pub fn check_content(content: &str) -> Result<()> {
 /// read only when reached, so that taking one costs little however many
 /// wait and concurrent listeners do not all contend for the same one.
 const OLDEST_FIRST_LIMIT: usize = 64;
+// A look must read past the limit to know that a backlog is there.
+const _: () = assert!(crate::mailbox::PENDING_WINDOW > OLDEST_FIRST_LIMIT);
 
 /// What a waiter makes of one pending message.
 enum Pick {
