@@ -93,31 +93,17 @@ fn random_u64() -> u64 {
 }
 
 fn describe(entry: DirEntry) -> Result<DirectoryEntry, ErrorCode> {
-    let listed = entry.file_type()?;
-    let known = [
-        listed.is_dir(),
-        listed.is_file(),
-        listed.is_symlink(),
-        listed.is_block_device(),
-        listed.is_char_device(),
-        listed.is_fifo(),
-        listed.is_socket(),
-    ];
-    let file_type = if known.contains(&true) {
-        listed
-    } else {
+    let type_ = match descriptor_type(entry.file_type()?) {
         // The file system did not say (`DT_UNKNOWN`): ask, without
         // following a symbolic link.
-        entry.metadata()?.file_type()
+        DescriptorType::Unknown => descriptor_type(entry.metadata()?.file_type()),
+        listed => listed,
     };
     let name = entry
         .file_name()
         .into_string()
         .map_err(|_| ErrorCode::IllegalByteSequence)?;
-    Ok(DirectoryEntry {
-        type_: descriptor_type(file_type),
-        name,
-    })
+    Ok(DirectoryEntry { type_, name })
 }
 
 fn descriptor_type(t: FileType) -> DescriptorType {

@@ -1,10 +1,11 @@
 //! The compiled guest is cached privately and verified before use.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use crate::util::World;
 
-fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -13,18 +14,51 @@ fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Session "a", started with its compile cache in `cache`.
+struct Cached {
+    w: World,
+    a: PathBuf,
+    cache: PathBuf,
+}
+
+impl Cached {
+    fn started() -> Self {
+        let w = World::new();
+        let a = w.project("a");
+        let cache = w.root.path().join("cache");
+        w.cmd(&a)
+            .env("BRIDGE_CACHE_DIR", &cache)
+            .args(["run", "start"])
+            .ok();
+        Cached { w, a, cache }
+    }
+
+    /// `run id` with the cache: its output, and a description for failures.
+    fn id(&self) -> (std::process::Output, String) {
+        self.w
+            .cmd(&self.a)
+            .env("BRIDGE_CACHE_DIR", &self.cache)
+            .args(["run", "id"])
+            .output()
+    }
+
+    /// `run id` succeeds with nothing on standard error: the cache served
+    /// it without a warning.
+    fn assert_quiet_id(&self) {
+        let (out, description) = self.id();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{description}"
+        );
+    }
+}
+
 #[test]
 fn the_cache_is_private_and_reused() {
-    let w = World::new();
-    let a = w.project("a");
-    let cache = w.root.path().join("cache");
-    w.cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "start"])
-        .ok();
-    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    let c = Cached::started();
+    let mode = std::fs::metadata(&c.cache).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-    let cached = entries(&cache);
+    let cached = entries(&c.cache);
     assert_eq!(cached.len(), 1);
     let mode = std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -38,15 +72,7 @@ fn the_cache_is_private_and_reused() {
     let mode = std::fs::metadata(&check).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
-    let (out, description) = w
-        .cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "id"])
-        .output();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{description}"
-    );
+    c.assert_quiet_id();
     assert_eq!(
         std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
         written
@@ -55,42 +81,24 @@ fn the_cache_is_private_and_reused() {
 
 #[test]
 fn a_tampered_cache_entry_is_never_loaded() {
-    let w = World::new();
-    let a = w.project("a");
-    let cache = w.root.path().join("cache");
-    w.cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "start"])
-        .ok();
-    let entry = entries(&cache).remove(0);
+    let c = Cached::started();
+    let entry = entries(&c.cache).remove(0);
     let mut bytes = std::fs::read(&entry).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&entry, &bytes).unwrap();
-    let (out, description) = w
-        .cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "id"])
-        .output();
+    let (out, description) = c.id();
     assert!(out.status.success(), "{description}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("digest does not match"),
         "{description}"
     );
     // It was replaced by a good one.
-    let (out, description) = w
-        .cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "id"])
-        .output();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{description}"
-    );
+    c.assert_quiet_id();
 }
 
 /// The inode number an entry's check file records.
-fn recorded_inode(entry: &std::path::Path) -> u64 {
+fn recorded_inode(entry: &Path) -> u64 {
     let record = std::fs::read_to_string(entry.with_extension("check")).unwrap();
     let file = record
         .lines()
@@ -102,33 +110,19 @@ fn recorded_inode(entry: &std::path::Path) -> u64 {
 #[test]
 fn a_copied_cache_entry_is_hashed_once_then_trusted() {
     use std::os::unix::fs::MetadataExt;
-    let w = World::new();
-    let a = w.project("a");
-    let cache = w.root.path().join("cache");
-    w.cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "start"])
-        .ok();
-    let entry = entries(&cache).remove(0);
+    let c = Cached::started();
+    let entry = entries(&c.cache).remove(0);
     assert_eq!(
         recorded_inode(&entry),
         std::fs::metadata(&entry).unwrap().ino()
     );
     // A copy put in place, as a backup restore would: same bytes, new file.
-    let copy = cache.join("copy");
+    let copy = c.cache.join("copy");
     std::fs::copy(&entry, &copy).unwrap();
     std::fs::rename(&copy, &entry).unwrap();
     let copied_inode = std::fs::metadata(&entry).unwrap().ino();
     assert_ne!(recorded_inode(&entry), copied_inode);
-    let (out, description) = w
-        .cmd(&a)
-        .env("BRIDGE_CACHE_DIR", &cache)
-        .args(["run", "id"])
-        .output();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{description}"
-    );
+    c.assert_quiet_id();
     // Its digest matched, so it was used as it is and recorded.
     assert_eq!(std::fs::metadata(&entry).unwrap().ino(), copied_inode);
     assert_eq!(recorded_inode(&entry), copied_inode);
