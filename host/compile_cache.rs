@@ -130,13 +130,35 @@ pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
         return Ok((component, Source::Cache));
     }
     let component = compile(&sandbox::engine()?, &wasm.bytes)?;
-    if let Err(e) = entry.store(&component) {
-        eprintln!(
+    match entry.store(&component) {
+        Ok(()) => remove_old_format_entries(dir),
+        Err(e) => eprintln!(
             "warning: could not save the compiled guest to {}: {e:#}",
             entry.artifact.display()
-        );
+        ),
     }
     Ok((component, Source::Compiled))
+}
+
+/// Removes entries in the first cache format: `<key>.cwasm` with a bare
+/// digest in `<key>.blake3`. No host of this format reads them, and at
+/// about 1.4 MB each they would otherwise stay for good. Runs only after a
+/// compile, which is rare; anything else in the directory is left alone.
+fn remove_old_format_entries(dir: &Path) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".blake3")) else {
+            continue;
+        };
+        let is_key = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_key {
+            let _ = fs::remove_file(dir.join(format!("{key}.cwasm")));
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(feature = "compiler")]

@@ -129,6 +129,32 @@ fn a_copied_cache_entry_is_hashed_once_then_trusted() {
 }
 
 #[test]
+fn a_compile_removes_entries_of_the_old_format_only() {
+    let w = World::new();
+    let a = w.project("a");
+    let cache = w.root.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let old_key = "ab".repeat(32);
+    let old = [format!("{old_key}.cwasm"), format!("{old_key}.blake3")];
+    let others = ["notes.txt", "short.blake3", "ff.cwasm"];
+    for name in old.iter().map(String::as_str).chain(others) {
+        std::fs::write(cache.join(name), b"x").unwrap();
+    }
+    w.cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "start"])
+        .ok();
+    for name in &old {
+        assert!(!cache.join(name).exists(), "{name} was kept");
+    }
+    for name in others {
+        assert!(cache.join(name).exists(), "{name} was removed");
+    }
+    assert_eq!(entries(&cache).len(), 2, "the new entry and ff.cwasm");
+}
+
+#[test]
 fn a_cache_others_can_write_is_not_used() {
     let w = World::new();
     let a = w.project("a");
