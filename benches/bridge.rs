@@ -268,12 +268,11 @@ fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
     let w = World::new(cache);
     let (component, _) =
         compile_cache::load(&compile_cache::Wasm::embedded(), Some(cache)).unwrap();
-    let engine = component.engine().clone();
     let per_sender = sizes.in_process_messages / 4;
     let tally = Arc::new(Tally::new());
     let mut threads = Vec::new();
     for _ in 0..4 {
-        let (engine, component) = (engine.clone(), component.clone());
+        let component = component.clone();
         let (bridge, project, session, to) = (
             w.bridge.clone(),
             w.a.clone(),
@@ -281,7 +280,7 @@ fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
             w.b_id.clone(),
         );
         threads.push(thread::spawn(move || {
-            let mut guest = Guest::instantiate(&engine, &component, &bridge, &project).unwrap();
+            let mut guest = Guest::instantiate(&component, &bridge, &project).unwrap();
             let context = context(&project, &session);
             for i in 0..per_sender {
                 let verb = wit::Verb::Send(wit::SendRequest {
@@ -299,10 +298,10 @@ fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
         }));
     }
     for _ in 0..4 {
-        let (engine, component, tally) = (engine.clone(), component.clone(), tally.clone());
+        let (component, tally) = (component.clone(), tally.clone());
         let (bridge, project, session) = (w.bridge.clone(), w.b.clone(), w.b_id.clone());
         threads.push(thread::spawn(move || {
-            let mut guest = Guest::instantiate(&engine, &component, &bridge, &project).unwrap();
+            let mut guest = Guest::instantiate(&component, &bridge, &project).unwrap();
             let context = context(&project, &session);
             let listen = wit::Verb::Listen(wit::ListenRequest {
                 timeout_seconds: Some(2),

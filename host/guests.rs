@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The protocol package every guest implements.
@@ -18,11 +17,11 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
 
 /// The protocol version a component targets, from its imports; None when it
 /// imports no `session-bridge:protocol` interface at all.
-pub fn protocol_version(engine: &Engine, component: &Component) -> Option<String> {
+pub fn protocol_version(component: &Component) -> Option<String> {
     let prefix = format!("{PACKAGE}/");
     component
         .component_type()
-        .imports(engine)
+        .imports(component.engine())
         .find_map(|(name, _)| {
             let (_, version) = name.strip_prefix(&prefix)?.split_once('@')?;
             Some(version.to_string())
@@ -42,8 +41,8 @@ pub fn supported() -> String {
 ///
 /// # Errors
 /// When the component targets another protocol version, or none.
-pub fn check_compatible(engine: &Engine, component: &Component, origin: &str) -> Result<String> {
-    match protocol_version(engine, component) {
+pub fn check_compatible(component: &Component, origin: &str) -> Result<String> {
+    match protocol_version(component) {
         Some(version) if SUPPORTED_VERSIONS.contains(&version.as_str()) => Ok(version),
         Some(version) => bail!(
             "the guest {origin} targets {PACKAGE}@{version}, but this bridge-host supports {}; \

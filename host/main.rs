@@ -258,12 +258,18 @@ impl GuestSource {
         })
     }
 
+    /// Compiles the guest, or loads it from the compile cache.
+    fn component(&self, global: &Global) -> Result<wasmtime::component::Component> {
+        let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
+        compile_cache::load(&self.wasm, cache_dir.as_deref()).map(|(component, _)| component)
+    }
+
     /// Compiles (or loads from the cache) and checks the protocol version.
     fn load(&self, global: &Global) -> Result<(wasmtime::component::Component, String)> {
-        let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-        let (component, _) = compile_cache::load(&self.wasm, cache_dir.as_deref())
+        let component = self
+            .component(global)
             .with_context(|| format!("cannot load the guest {}", self.origin))?;
-        let version = guests::check_compatible(component.engine(), &component, &self.origin)?;
+        let version = guests::check_compatible(&component, &self.origin)?;
         Ok((component, version))
     }
 }
@@ -273,14 +279,13 @@ fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
         GuestAction::Info => GuestSource::from_global(global)?,
         GuestAction::Check { file } => GuestSource::file(file)?,
     };
-    let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-    let (component, _) = compile_cache::load(&source.wasm, cache_dir.as_deref())
+    let component = source
+        .component(global)
         .with_context(|| format!("{} is not a loadable WebAssembly component", source.origin))?;
-    let engine = component.engine().clone();
     println!("guest: {}", source.origin);
     println!(
         "implements: {}",
-        guests::protocol_version(&engine, &component)
+        guests::protocol_version(&component)
             .map_or("no session-bridge:protocol version".to_string(), |v| {
                 format!("{}@{v}", guests::PACKAGE)
             })
@@ -288,13 +293,13 @@ fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
     println!("this host supports: {}", guests::supported());
     println!("size: {} bytes", source.wasm.bytes.len());
     println!("blake3: {}", source.wasm.digest.to_hex());
-    if let Err(why) = guests::check_compatible(&engine, &component, &source.origin) {
+    if let Err(why) = guests::check_compatible(&component, &source.origin) {
         println!("can run: no");
         eprintln!("bridge-host: {why:#}");
         return Ok(ExitCode::from(1));
     }
     let scratch = guests::ScratchDir::new()?;
-    let info = Guest::instantiate(&engine, &component, scratch.path(), scratch.path())
+    let info = Guest::instantiate(&component, scratch.path(), scratch.path())
         .and_then(|mut guest| guest.info());
     match info {
         Ok(info) => {
@@ -448,8 +453,7 @@ impl Invocation {
         dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
         dirs::check_session_dirs(&bridge_dir)?;
         let (component, _) = GuestSource::from_global(global)?.load(global)?;
-        let engine = component.engine().clone();
-        let mut guest = Guest::instantiate(&engine, &component, &bridge_dir, &place.project_dir)?;
+        let mut guest = Guest::instantiate(&component, &bridge_dir, &place.project_dir)?;
         let max_content_bytes = guest.limits()?.max_content_bytes;
         let context = wit::InvocationContext {
             session: global.session.clone().filter(|s| !s.is_empty()),

@@ -218,7 +218,6 @@ impl Guest {
     /// preopened directory and nothing else: no environment, no arguments,
     /// no network, no standard input.
     pub fn instantiate(
-        engine: &Engine,
         component: &Component,
         bridge_dir: &Path,
         project_dir: &Path,
@@ -250,6 +249,7 @@ impl Guest {
             watchers: 0,
             stderr,
         };
+        let engine = component.engine();
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         let mut linker = Linker::<HostState>::new(engine);
