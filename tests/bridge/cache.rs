@@ -128,13 +128,19 @@ fn a_copied_cache_entry_is_hashed_once_then_trusted() {
     assert_eq!(recorded_inode(&entry), copied_inode);
 }
 
+/// A cache directory made beforehand, with `mode`.
+fn cache_dir_with_mode(w: &World, mode: u32) -> PathBuf {
+    let cache = w.root.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(mode)).unwrap();
+    cache
+}
+
 #[test]
 fn a_compile_removes_entries_of_the_old_format_only() {
     let w = World::new();
     let a = w.project("a");
-    let cache = w.root.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cache = cache_dir_with_mode(&w, 0o700);
     let old_key = "ab".repeat(32);
     let old = [format!("{old_key}.cwasm"), format!("{old_key}.blake3")];
     let others = ["notes.txt", "short.blake3", "ff.cwasm"];
@@ -158,9 +164,7 @@ fn a_compile_removes_entries_of_the_old_format_only() {
 fn a_cache_others_can_write_is_not_used() {
     let w = World::new();
     let a = w.project("a");
-    let cache = w.root.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cache = cache_dir_with_mode(&w, 0o777);
     let (out, description) = w
         .cmd(&a)
         .env("BRIDGE_CACHE_DIR", &cache)
