@@ -8,6 +8,7 @@ pub mod errors;
 pub mod guests;
 pub mod listing;
 pub mod sandbox;
+pub mod wasi_link;
 pub mod watch;
 
 /// The default guest component, built from `guest/` by build.rs.

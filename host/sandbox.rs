@@ -253,8 +253,11 @@ impl Guest {
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
         let mut linker = Linker::<HostState>::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .and_then(|()| crate::listing::add_to_linker(&mut linker))
+        crate::wasi_link::add_imported(&mut linker, component)
+            .and_then(|filesystem| match filesystem {
+                true => crate::listing::add_to_linker(&mut linker),
+                false => Ok(()),
+            })
             .map_err(|e| anyhow!("cannot link WASI: {e}"))?;
         Bridge::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;

@@ -128,6 +128,37 @@ fn a_hostile_guest_cannot_leave_the_bridge_directory() {
 }
 
 #[test]
+fn a_guest_that_imports_sockets_runs_but_reaches_no_network() {
+    // The probe guest imports wasi:sockets (its `connect` uses std::net),
+    // so it must still instantiate; the host links sockets only for guests
+    // that import them, and denies every address.
+    let w = World::new();
+    let a = w.project("a");
+    w.start(&a);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for target in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let (code, stdout, stderr, _) = probe(&w, &a, &format!("connect:{target}"));
+        assert_eq!(code, Some(1), "{target} was not refused: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{target}: {stdout}");
+        assert!(stderr.contains(&target), "{stderr}");
+    }
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the guest reached the listener: {accepted:?}"
+    );
+    // The same guest runs its file probes as before.
+    let (code, stdout, stderr, _) = probe(&w, &a, "list:sessions");
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "listed 1 entries in sessions\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_hostile_guest_is_stopped_when_it_loops_hoards_or_floods() {
     let w = World::new();
     let a = w.project("a");

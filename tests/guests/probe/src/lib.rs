@@ -53,6 +53,9 @@ fn attack(probe: &str) -> Result<Report, BridgeError> {
         "watch" => host::Watcher::watch(arg)
             .map(|_| done(format!("watching {arg}\n")))
             .map_err(|e| blocked(arg, e)),
+        "connect" => std::net::TcpStream::connect(arg)
+            .map(|_| done(format!("connected to {arg}\n")))
+            .map_err(|e| blocked(arg, e)),
         "spin" => {
             let mut n: u64 = 0;
             loop {
