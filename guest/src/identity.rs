@@ -22,14 +22,24 @@ impl<P: Platform> Bridge<P> {
     /// `InvalidSessionId` for a malformed explicit session,
     /// `InvalidArgument` for a malformed agent session ID.
     pub(crate) fn resolve(&self, context: &Context) -> Result<Option<SessionId>> {
+        Ok(self.identify(context)?.map(|(id, _)| id))
+    }
+
+    /// As [`Self::resolve`], with the session's manifest when finding the
+    /// session meant reading it (every verb that needs its identity reads
+    /// the manifest next, and one read per run is enough).
+    pub(crate) fn identify(
+        &self,
+        context: &Context,
+    ) -> Result<Option<(SessionId, Option<Manifest>)>> {
         if let Some(explicit) = &context.session {
-            return SessionId::parse(explicit).map(Some);
+            return Ok(Some((SessionId::parse(explicit)?, None)));
         }
         if let Some(agent) = self.registered_for_agent(context)? {
-            return Ok(Some(agent));
+            return Ok(Some((agent, None)));
         }
-        if let Some(pointed) = self.pointed_session(context)? {
-            return Ok(Some(pointed));
+        if let Some((pointed, manifest)) = self.pointed(context)? {
+            return Ok(Some((pointed, Some(manifest))));
         }
         self.session_containing(context)
     }
@@ -58,19 +68,28 @@ impl<P: Platform> Bridge<P> {
 
     /// The session named by the project pointer, if it still exists.
     pub(crate) fn pointed_session(&self, context: &Context) -> Result<Option<SessionId>> {
+        Ok(self.pointed(context)?.map(|(id, _)| id))
+    }
+
+    fn pointed(&self, context: &Context) -> Result<Option<(SessionId, Manifest)>> {
         let Some(text) = self.platform.read_pointer() else {
             return Ok(None);
         };
         let Ok(id) = SessionId::parse(text.trim()) else {
             return Ok(None);
         };
-        let usable = self.manifest(&id).is_ok() && self.usable_by(&id, context);
-        Ok(usable.then_some(id))
+        let Ok(manifest) = self.manifest(&id) else {
+            return Ok(None);
+        };
+        Ok(self.usable_by(&id, context).then_some((id, manifest)))
     }
 
     /// The live session whose project contains the working directory: the
     /// most specific project, then the most recent heartbeat.
-    fn session_containing(&self, context: &Context) -> Result<Option<SessionId>> {
+    fn session_containing(
+        &self,
+        context: &Context,
+    ) -> Result<Option<(SessionId, Option<Manifest>)>> {
         let working = Path::new(&context.working_dir);
         // An invocation without a working directory (hooks that name the
         // agent only) is contained in nothing; nor does a relative
@@ -98,6 +117,6 @@ impl<P: Platform> Bridge<P> {
                 best = Some(manifest);
             }
         }
-        Ok(best.and_then(|m| SessionId::parse(&m.session_id).ok()))
+        Ok(best.and_then(|m| Some((SessionId::parse(&m.session_id).ok()?, Some(m)))))
     }
 }

@@ -136,8 +136,12 @@ impl<P: Platform> Bridge<P> {
     /// `NoIdentity` when no session resolves, `NoSuchSession` when the
     /// resolved one is gone.
     fn me(&self, context: &Context) -> Result<(SessionId, Manifest)> {
-        let id = self.resolve(context)?.ok_or(BridgeError::NoIdentity)?;
-        let manifest = self.touch_if_due(self.manifest(&id)?)?;
+        let (id, known) = self.identify(context)?.ok_or(BridgeError::NoIdentity)?;
+        let manifest = match known {
+            Some(manifest) => manifest,
+            None => self.manifest(&id)?,
+        };
+        let manifest = self.touch_if_due(manifest)?;
         Ok((id, manifest))
     }
 
