@@ -81,7 +81,7 @@ impl<'a> Wasm<'a> {
 /// a cache shared by two machines settles on an artifact both can run.
 fn cache_key(engine: &Engine, wasm: &Wasm) -> String {
     let mut hasher = Blake3Hasher(blake3::Hasher::new());
-    hasher.0.update(b"session-bridge compile cache v4\0");
+    hasher.0.update(b"session-bridge compile cache v5\0");
     hasher.0.update(std::env::consts::ARCH.as_bytes());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.0.update(wasm.digest.as_bytes());
