@@ -30,6 +30,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, anyhow};
 use wasmtime::Engine;
@@ -131,7 +132,7 @@ pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
     }
     let component = compile(&sandbox::engine()?, &wasm.bytes)?;
     match entry.store(&component) {
-        Ok(()) => remove_old_format_entries(dir),
+        Ok(()) => prune(dir, &key),
         Err(e) => eprintln!(
             "warning: could not save the compiled guest to {}: {e:#}",
             entry.artifact.display()
@@ -140,22 +141,49 @@ pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
     Ok((component, Source::Compiled))
 }
 
-/// Removes entries in the first cache format: `<key>.cwasm` with a bare
-/// digest in `<key>.blake3`. No host of this format reads them, and at
-/// about 1.4 MB each they would otherwise stay for good. Runs only after a
-/// compile, which is rare; anything else in the directory is left alone.
-fn remove_old_format_entries(dir: &Path) {
+/// An entry of another key not opened for this long is removed after a
+/// compile. Loading reads the artifact, so its access time (kept to within
+/// a day under Linux's default `relatime`) says when it was last used.
+const UNUSED_ENTRY_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Clears out what no load will use again, after a compile (rare, and
+/// already slow): entries in the first cache format (`<key>.cwasm` with a
+/// bare digest in `<key>.blake3`), which no host reads any more, and
+/// entries of other keys unused for [`UNUSED_ENTRY_AGE`], which a new
+/// wasmtime or guest leaves behind at about 1.4 MB each. Should an entry
+/// still be wanted (a file system mounted `noatime` hides its use), the
+/// next load compiles it again. Anything not named like an entry is left
+/// alone.
+fn prune(dir: &Path, keep: &str) {
     let Ok(listing) = fs::read_dir(dir) else {
         return;
     };
+    let now = SystemTime::now();
+    let unused = |path: &Path| {
+        fs::symlink_metadata(path).is_ok_and(|meta| {
+            let last = meta.accessed().into_iter().chain(meta.modified()).max();
+            last.is_some_and(|t| now.duration_since(t).unwrap_or_default() > UNUSED_ENTRY_AGE)
+        })
+    };
     for entry in listing.flatten() {
         let name = entry.file_name();
-        let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".blake3")) else {
+        let Some((key, kind)) = name.to_str().and_then(|n| n.split_once('.')) else {
             continue;
         };
         let is_key = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_key {
-            let _ = fs::remove_file(dir.join(format!("{key}.cwasm")));
+        if !is_key || key == keep {
+            continue;
+        }
+        let artifact = dir.join(format!("{key}.cwasm"));
+        let remove = match kind {
+            "blake3" => true,
+            "cwasm" => unused(&artifact),
+            // A check whose artifact is gone guards nothing.
+            "check" => unused(&artifact) || fs::symlink_metadata(&artifact).is_err(),
+            _ => false,
+        };
+        if remove {
+            let _ = fs::remove_file(&artifact);
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -136,28 +136,67 @@ fn cache_dir_with_mode(w: &World, mode: u32) -> PathBuf {
     cache
 }
 
+/// Writes `name` in `dir`, last accessed and modified `days_ago`.
+fn write_aged(dir: &Path, name: &str, days_ago: u64) {
+    let path = dir.join(name);
+    std::fs::write(&path, b"x").unwrap();
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days_ago * 86_400);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(then)
+        .set_modified(then);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+}
+
 #[test]
-fn a_compile_removes_entries_of_the_old_format_only() {
+fn a_compile_removes_old_format_and_long_unused_entries_only() {
     let w = World::new();
     let a = w.project("a");
     let cache = cache_dir_with_mode(&w, 0o700);
-    let old_key = "ab".repeat(32);
-    let old = [format!("{old_key}.cwasm"), format!("{old_key}.blake3")];
-    let others = ["notes.txt", "short.blake3", "ff.cwasm"];
-    for name in old.iter().map(String::as_str).chain(others) {
-        std::fs::write(cache.join(name), b"x").unwrap();
+    let key = |c: &str| c.repeat(64);
+    let removed = [
+        // The first cache format.
+        format!("{}.cwasm", key("a")),
+        format!("{}.blake3", key("a")),
+        // Another key's entry, unused for 40 days.
+        format!("{}.cwasm", key("b")),
+        format!("{}.check", key("b")),
+        // A check without its artifact.
+        format!("{}.check", key("c")),
+    ];
+    let kept = [
+        // Another guest's entry, used yesterday.
+        format!("{}.cwasm", key("d")),
+        format!("{}.check", key("d")),
+        // Not named like entries, however old.
+        "notes.txt".to_string(),
+        "short.blake3".to_string(),
+        "ff.cwasm".to_string(),
+    ];
+    for name in removed.iter().chain(&kept) {
+        let days = if name.starts_with('d') { 1 } else { 40 };
+        write_aged(&cache, name, days);
     }
     w.cmd(&a)
         .env("BRIDGE_CACHE_DIR", &cache)
         .args(["run", "start"])
         .ok();
-    for name in &old {
+    for name in &removed {
         assert!(!cache.join(name).exists(), "{name} was kept");
     }
-    for name in others {
+    for name in &kept {
         assert!(cache.join(name).exists(), "{name} was removed");
     }
-    assert_eq!(entries(&cache).len(), 2, "the new entry and ff.cwasm");
+    assert_eq!(
+        entries(&cache).len(),
+        3,
+        "the new entry, {} and ff.cwasm",
+        kept[0]
+    );
 }
 
 #[test]
