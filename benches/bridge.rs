@@ -20,6 +20,12 @@ use bridge_host::sandbox::{Guest, wit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
 
+/// The `bridge-host` the whole-process figures run: `BENCH_BRIDGE_HOST`
+/// names another build to compare with this one.
+fn bridge_host() -> PathBuf {
+    std::env::var_os("BENCH_BRIDGE_HOST").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
 /// Sample counts: (full, quick).
 struct Sizes {
     send: usize,
@@ -92,6 +98,9 @@ fn main() {
         bench_dir.display(),
         file_system_of(&bench_dir)
     );
+    if std::env::var_os("BENCH_BRIDGE_HOST").is_some() {
+        println!("whole-process figures run {}", bridge_host().display());
+    }
     println!("\n| figure | n | median | p90 | p99 | max | target |\n|---|---|---|---|---|---|---|");
 
     let timed: Vec<TimedFigure> = vec![
@@ -427,7 +436,7 @@ impl World {
     }
 
     fn command(&self, cwd: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bridge_host());
         command
             .env_clear()
             .env("BRIDGE_DIR", &self.bridge)
