@@ -189,17 +189,8 @@ fn prune(dir: &Path, keep: &str) {
     }
 }
 
-#[cfg(feature = "compiler")]
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
     Component::new(engine, wasm).map_err(|e| anyhow!("not a valid WebAssembly component: {e:#}"))
-}
-
-#[cfg(not(feature = "compiler"))]
-fn compile(_engine: &Engine, _wasm: &[u8]) -> Result<Component> {
-    Err(anyhow!(
-        "this bridge-host was built without the `compiler` feature and no verified \
-         precompiled guest is in the cache"
-    ))
 }
 
 /// One cache entry: the serialized component and its check file.

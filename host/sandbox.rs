@@ -70,8 +70,7 @@ fn config() -> Config {
     config
 }
 
-/// An engine that can compile components (when built with the `compiler`
-/// feature).
+/// An engine that can compile components.
 pub fn engine() -> Result<Engine> {
     Engine::new(&config()).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
 }
@@ -83,7 +82,6 @@ pub fn engine() -> Result<Engine> {
 /// against this host, so nothing built for another one runs.
 pub fn runtime_engine() -> Result<Engine> {
     let mut config = config();
-    #[cfg(feature = "compiler")]
     config.enable_compiler(false);
     Engine::new(&config).map_err(|e| anyhow!("cannot set up the wasm engine: {e}"))
 }
