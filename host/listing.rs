@@ -11,11 +11,11 @@
 //! wasmtime-wasi's, and the guest sees the same entries with the same types.
 //!
 //! A listing starts at a random entry (see [`list`] for why). On ext4,
-//! whose large directories list in name-hash order, it starts at a random
-//! hash and is read as the guest asks for it, so a guest that stops after
-//! a window of names pays for that window, not for the whole directory:
-//! a listener facing a backlog of 650 messages spent a quarter of its run
-//! listing them. Elsewhere, and for ext4 directories too small to be hashed,
+//! whose directories list in name-hash order, it starts at a random hash
+//! and is read as the guest asks for it, so a guest that stops after a
+//! window of names pays for that window, not for the whole directory: a
+//! listener facing a backlog of 650 messages spent a quarter of its run
+//! listing them. Elsewhere (and on an ext4 without hashed directories)
 //! the listing is read whole and rotated.
 
 use std::collections::VecDeque;
@@ -109,18 +109,22 @@ fn list(dir: &impl AsFd) -> io::Result<Listing> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
-    if is_ext4(&own) {
-        let mut hashed = Reader::new(own.try_clone()?, random_u64() >> 1)?;
-        // Nothing from a random position to the end: a directory too small
-        // to be hashed counts positions in bytes, so a random one lands
-        // past its end (and once in a while one does in a hashed one too).
+    let own = if is_ext4(&own) {
+        let mut hashed = Reader::new(own, random_u64() >> 1)?;
+        // Nothing from a random position to the end: an ext4 made without
+        // hashed directories (`dir_index`) counts positions in bytes, so a
+        // random one lands past the end (and once in a while one does
+        // past the last hash).
         while hashed.batch.is_empty() && !hashed.wrapped {
             hashed.refill()?;
         }
         if !hashed.batch.is_empty() {
             return Ok(Listing::Hashed(hashed));
         }
-    }
+        hashed.dir
+    } else {
+        own
+    };
     let mut entries: Vec<Entry> = Reader::new(own, 0)?.collect();
     if !entries.is_empty() {
         let start = random_u64() % entries.len() as u64;
