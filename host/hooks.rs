@@ -34,6 +34,10 @@ pub enum Event {
     /// session, then print it on standard error and exit 2, which wakes
     /// Claude with it. Exits 0 at once when another wake hook of the same
     /// session is already waiting.
+    /// PreToolUse: approve a Bash call that is exactly one
+    /// `bridge-host run <verb> …` with literal arguments, so a woken session
+    /// answers with nobody at the terminal; say nothing about any other.
+    Approve,
     Wake {
         /// Wait up to this many seconds for the session to be registered
         /// (SessionStart hooks run side by side, so the one that registers
@@ -118,10 +122,14 @@ fn is_agent_session(id: &str) -> bool {
 }
 
 pub fn run(global: &Global, event: Event) -> Result<ExitCode> {
+    if let Event::Approve = event {
+        return crate::approve::run();
+    }
     let input = HookInput::read(io::stdin().lock())?;
     match event {
         Event::SessionStart => session_start(global, &input),
         Event::SessionEnd => session_end(global, &input),
+        Event::Approve => unreachable!("handled above"),
         Event::Wake { registration_grace } => {
             wake(global, &input, Duration::from_secs(registration_grace))
         }
@@ -150,8 +158,8 @@ fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
     match registered {
         Ok(note) => print!("{note}"),
         Err(err) => println!(
-            "session-bridge: this session could not be registered: {err:#}. `/bridge start` \
-             retries and shows the error."
+            "session-bridge: this session could not be registered: {err:#}. \
+             `/session-bridge:start` retries and shows the error."
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -202,7 +210,7 @@ fn register(global: &Global, input: &HookInput) -> Result<String> {
     };
     Ok(format!(
         "session-bridge: this session is bridge session {id} ({name:?}); another session \
-         reaches it with /bridge connect {id}. Peers' questions arrive by themselves, each \
+         reaches it with /session-bridge:connect {id}. Peers' questions arrive by themselves, each \
          with the command that answers it. {others}\n",
         id = me.session_id,
         name = short(&me.project_name),

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use bridge_host::sandbox::{Guest, wit};
 use bridge_host::{compile_cache, dirs, errors, guests};
 
+mod approve;
 mod hooks;
 
 /// The most a guest may print for one verb.

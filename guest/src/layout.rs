@@ -9,6 +9,7 @@
 //! sessions/<id>/inbox/rejected/      malformed files set aside, with a reason
 //! sessions/<id>/outbox/<msg>.json    copies of sent messages (reference)
 //! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for
+//! sessions/<id>/pings/<peer>         when this session last pinged or answered a ping of <peer>
 //! sessions/<id>/agent-session        the agent session that registered it
 //! sessions/<id>/incarnation          a token renewed by every `start`
 //! sessions/<id>/policy-audit.log     what a policy changed in sent messages
@@ -88,6 +89,10 @@ impl Layout {
 
     pub fn waiting_marker(&self, id: &SessionId, message: &MessageId) -> PathBuf {
         self.waiting(id).join(message.as_str())
+    }
+
+    pub fn pings(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("pings")
     }
 
     /// Every folder a registered session has.

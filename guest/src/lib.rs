@@ -25,6 +25,7 @@ pub mod policy;
 mod identity;
 mod mailbox;
 mod model;
+mod notices;
 mod registry;
 mod render;
 mod verbs;

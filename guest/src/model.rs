@@ -74,6 +74,9 @@ pub struct Delivery {
     pub message: Message,
     pub ticket: ClaimTicket,
     pub answered_ping: Option<Message>,
+    /// Peers' `session-ended` notices taken with this message; they never
+    /// wake an agent on their own.
+    pub notices: Vec<Message>,
 }
 
 /// A session in the peers listing.
@@ -98,6 +101,9 @@ pub struct StatusReport {
     pub connected: Vec<Peer>,
     pub pending: u32,
     pub sent: u32,
+    /// The latest `session-ended` notice of each peer that is gone, newest
+    /// first.
+    pub ended: Vec<Message>,
 }
 
 /// What `stop` did.

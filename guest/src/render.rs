@@ -83,7 +83,24 @@ fn delivered_text(delivery: &Delivery) -> String {
         (Kind::Ping, _) => format!("Ping from {who}. Nothing to do."),
         (Kind::SessionEnded, _) => format!("{who} ended its session. Nothing to answer."),
     };
-    format!("{first}\n{}", fenced(m))
+    let mut out = format!("{first}\n{}", fenced(m));
+    out.push_str(&notices_text(&delivery.notices));
+    out
+}
+
+/// Peers that ended their sessions since the last message shown: one line
+/// each, after the message. Nothing to answer, so they never come alone.
+fn notices_text(notices: &[Message]) -> String {
+    notices
+        .iter()
+        .map(|n| {
+            format!(
+                "Also: {} ended its session at {}. Nothing to answer.\n",
+                sender_label(n),
+                one_line(&n.timestamp)
+            )
+        })
+        .collect()
 }
 
 /// A reply that `ask` or `receive` waited for.
@@ -227,6 +244,16 @@ fn status_text(report: &StatusReport) -> String {
             ));
         }
     }
+    if !report.ended.is_empty() {
+        out.push_str("Ended peers:\n");
+        for notice in &report.ended {
+            out.push_str(&format!(
+                "  {} ended its session at {}\n",
+                sender_label(notice),
+                one_line(&notice.timestamp)
+            ));
+        }
+    }
     out.push_str(&format!(
         "Pending messages: {}\nSent messages: {}\n",
         report.pending, report.sent
@@ -278,6 +305,7 @@ fn to_json(outcome: &Outcome) -> Value {
         Outcome::Delivered(delivery) | Outcome::Answered(delivery) => json!({
             "message": message_json(&delivery.message),
             "answeredPing": delivery.answered_ping.as_ref().map(message_json),
+            "notices": delivery.notices.iter().map(message_json).collect::<Vec<_>>(),
         }),
         Outcome::Peers(entries) => json!({
             "peers": entries.iter().map(|entry| match entry {
@@ -293,6 +321,7 @@ fn to_json(outcome: &Outcome) -> Value {
             "connected": report.connected.iter().map(peer_json).collect::<Vec<_>>(),
             "pending": report.pending,
             "sent": report.sent,
+            "ended": report.ended.iter().map(message_json).collect::<Vec<_>>(),
         }),
         Outcome::Stopped(report) => json!({
             "sessionId": report.session_id,
@@ -408,6 +437,7 @@ mod tests {
                 claim_name: String::new(),
             },
             answered_ping: None,
+            notices: Vec::new(),
         })
     }
 }

@@ -340,3 +340,162 @@ fn a_bounded_listing_stops_at_enough_matching_names() {
     let expected: Vec<String> = (0..5).map(|i| format!("msg-{i}.json")).collect();
     assert_eq!(all, expected);
 }
+
+fn run_as(root: &Path, session: &str, verb: Verb) -> crate::Report {
+    bridge(root)
+        .run(&context(Some(session), "/p/x"), verb)
+        .unwrap_or_else(|f| panic!("{verb_err:?}", verb_err = f.error))
+}
+
+fn send_as(
+    root: &Path,
+    from: &str,
+    to: &str,
+    kind: Kind,
+    content: &str,
+    in_reply_to: Option<&str>,
+) {
+    run_as(
+        root,
+        from,
+        Verb::Send {
+            to: to.into(),
+            kind,
+            content: content.into(),
+            in_reply_to: in_reply_to.map(str::to_string),
+        },
+    );
+}
+
+fn taken(report: crate::Report) -> crate::Delivery {
+    match report.outcome {
+        Outcome::Delivered(d) => d,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+fn read_names(root: &Path, session: &str) -> Vec<String> {
+    let layout = Layout::new(root);
+    crate::files::list(&layout.read(&SessionId::parse(session).unwrap())).unwrap_or_default()
+}
+
+#[test]
+fn the_answer_to_a_connect_is_taken_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let app = start(root, "/p/app");
+    let lib = start(root, "/p/lib");
+    run_as(root, &app, Verb::Connect(lib.clone()));
+    // The library's listener answers the ping with a pong.
+    let ping = taken(listen_once(root, &lib).unwrap());
+    assert!(ping.answered_ping.is_some());
+    bridge(root).commit_delivery(&ping.ticket).unwrap();
+    // The app finds nothing to do, and the pong is filed, not left pending.
+    let nothing = listen_once(root, &app).unwrap_err();
+    assert!(
+        matches!(nothing.error, crate::BridgeError::TimedOut(0)),
+        "{nothing:?}"
+    );
+    assert_eq!(read_names(root, &app).len(), 1, "the pong is filed as read");
+    // And nobody answered the pong: the library's inbox is empty.
+    let again = listen_once(root, &lib).unwrap_err();
+    assert!(matches!(again.error, crate::BridgeError::TimedOut(0)));
+}
+
+#[test]
+fn an_original_style_ping_back_ends_the_exchange() {
+    // The original's agent answers every ping with a new ping, without
+    // inReplyTo. A ping from a peer this session pinged moments ago is that
+    // answer: it is filed silently and not answered, so the loop ends.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ours = start(root, "/p/ours");
+    let original = start(root, "/p/original");
+    run_as(root, &ours, Verb::Connect(original.clone()));
+    send_as(root, &original, &ours, Kind::Ping, "connected", None);
+    let quiet = listen_once(root, &ours).unwrap_err();
+    assert!(
+        matches!(quiet.error, crate::BridgeError::TimedOut(0)),
+        "{quiet:?}"
+    );
+    // The original's inbox holds only our connect ping: no answer was sent.
+    let first = taken(listen_once(root, &original).unwrap());
+    assert_eq!(first.message.from, ours);
+    assert!(
+        first.message.in_reply_to.is_none(),
+        "that is the connect ping"
+    );
+    bridge(root).commit_delivery(&first.ticket).unwrap();
+    // `first` was answered with a pong by `original`'s listen; `ours` files
+    // it silently too.
+    assert!(matches!(
+        listen_once(root, &ours).unwrap_err().error,
+        crate::BridgeError::TimedOut(0)
+    ));
+    assert!(matches!(
+        listen_once(root, &original).unwrap_err().error,
+        crate::BridgeError::TimedOut(0)
+    ));
+}
+
+#[test]
+fn a_ping_from_a_peer_not_pinged_lately_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lib = start(root, "/p/lib");
+    let app = start(root, "/p/app");
+    send_as(root, &app, &lib, Kind::Ping, "connected", None);
+    let ping = taken(listen_once(root, &lib).unwrap());
+    let pong = ping.answered_ping.expect("a new peer's ping is answered");
+    assert_eq!(pong.in_reply_to.as_deref(), Some(ping.message.id.as_str()));
+}
+
+#[test]
+fn session_ended_notices_wait_for_a_real_message_and_show_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lib = start(root, "/p/lib");
+    let app = start(root, "/p/app");
+    let other = start(root, "/p/other");
+    send_as(root, &app, &lib, Kind::Query, "hello?", None);
+    let query = taken(listen_once(root, &lib).unwrap());
+    bridge(root).commit_delivery(&query.ticket).unwrap();
+    run_as(root, &app, Verb::Stop);
+    // The notice alone is nothing to do: listen finds nothing.
+    let alone = listen_once(root, &lib).unwrap_err();
+    assert!(
+        matches!(alone.error, crate::BridgeError::TimedOut(0)),
+        "{alone:?}"
+    );
+    // Status names the ended peer and counts no pending work.
+    let status = run_as(root, &lib, Verb::Status);
+    assert!(
+        status
+            .rendered
+            .contains(&format!("{app} \"app\" ended its session at ")),
+        "{}",
+        status.rendered
+    );
+    assert!(
+        status.rendered.contains("Pending messages: 0"),
+        "{}",
+        status.rendered
+    );
+    // The next real message carries the notice, once.
+    send_as(root, &other, &lib, Kind::Query, "next?", None);
+    let report = listen_once(root, &lib).unwrap();
+    assert!(
+        report
+            .rendered
+            .contains(&format!("Also: {app} \"app\" ended its session at ")),
+        "{}",
+        report.rendered
+    );
+    let next = taken(report);
+    assert_eq!(next.message.content, "next?");
+    assert_eq!(next.notices.len(), 1);
+    bridge(root).commit_delivery(&next.ticket).unwrap();
+    send_as(root, &other, &lib, Kind::Query, "third?", None);
+    let third = listen_once(root, &lib).unwrap();
+    assert!(!third.rendered.contains("Also:"), "{}", third.rendered);
+}

@@ -214,6 +214,7 @@ impl<P: Platform> Bridge<P> {
             &mine.project_name,
         );
         self.deliver(&mut ping, warnings)?;
+        self.record_ping_exchange(&me, &peer, warnings);
         let stale = theirs.is_stale();
         if stale {
             warnings.push(format!(
@@ -304,7 +305,9 @@ impl<P: Platform> Bridge<P> {
         };
         let deadline = timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s.into()));
         let select = |p: &Pending, awaited: &HashMap<String, u64>| -> Pick {
-            if p.message.from == me.as_str() {
+            // A peer's session-ended notice gives the agent nothing to do: it
+            // waits for a real message and is shown with it.
+            if p.message.from == me.as_str() || p.message.kind == Kind::SessionEnded {
                 return Pick::Skip;
             }
             // A reply that an `ask` is waiting for belongs to the asker until
@@ -323,29 +326,42 @@ impl<P: Platform> Bridge<P> {
                 None => Pick::Take,
             }
         };
-        let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, select)? else {
-            return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
-        };
-        let message = &delivery.message;
-        if message.kind == Kind::Ping
-            && message.in_reply_to.is_none()
-            && let Some(peer) = message.sender().filter(|p| self.session_exists(p))
-        {
-            let id = MessageId::parse(&message.id)?;
-            let mut pong = Message::new(
-                &me,
-                &peer,
-                Kind::Ping,
-                PING_CONTENT.into(),
-                Some(&id),
-                &mine.project_name,
-            );
-            match self.deliver(&mut pong, warnings) {
-                Ok(()) => delivery.answered_ping = Some(pong),
-                Err(err) => warnings.push(format!("could not answer the ping: {err}")),
+        loop {
+            let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, &select)? else {
+                return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
+            };
+            let message = &delivery.message;
+            if message.kind == Kind::Ping {
+                if self.is_pong(&me, message) {
+                    // The answer to this session's own ping: taken silently,
+                    // never answered, never shown.
+                    if let Err(err) = self.commit(&delivery.ticket) {
+                        warnings.push(format!("could not file the ping {}: {err}", message.id));
+                    }
+                    continue;
+                }
+                if let Some(peer) = message.sender().filter(|p| self.session_exists(p)) {
+                    let id = MessageId::parse(&message.id)?;
+                    let mut pong = Message::new(
+                        &me,
+                        &peer,
+                        Kind::Ping,
+                        PING_CONTENT.into(),
+                        Some(&id),
+                        &mine.project_name,
+                    );
+                    match self.deliver(&mut pong, warnings) {
+                        Ok(()) => {
+                            self.record_ping_exchange(&me, &peer, warnings);
+                            delivery.answered_ping = Some(pong);
+                        }
+                        Err(err) => warnings.push(format!("could not answer the ping: {err}")),
+                    }
+                }
             }
+            delivery.notices = self.take_notices(&me, warnings);
+            return Ok(delivery);
         }
-        Ok(delivery)
     }
 
     fn wait_for_reply(
@@ -402,6 +418,7 @@ impl<P: Platform> Bridge<P> {
                             message,
                             ticket,
                             answered_ping: None,
+                            notices: Vec::new(),
                         }))
                 };
             if names.len() <= OLDEST_FIRST_LIMIT {
@@ -540,11 +557,15 @@ impl<P: Platform> Bridge<P> {
                 .filter(|n| n.ends_with(".json"))
                 .count() as u32)
         };
+        let history = self.inbox_history(&me)?;
+        let notices = self.pending_notices(&me);
         Ok(StatusReport {
             session,
             connected,
-            pending: count_json(self.layout.inbox(&me))?,
+            // Notices held back for the next real message are not pending work.
+            pending: count_json(self.layout.inbox(&me))?.saturating_sub(notices),
             sent: count_json(self.layout.outbox(&me))?,
+            ended: self.ended_peers(&history),
         })
     }
 

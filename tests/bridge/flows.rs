@@ -229,10 +229,34 @@ fn stop_notifies_peers_and_removes_only_this_session() {
     assert!(!w.session_dir(&a_id).exists());
     assert!(!a.join(".claude/bridge-session").exists());
 
-    let (ended, text) = listen(&w, &b);
-    assert_eq!(ended["TYPE"], "session-ended");
-    assert_eq!(ended["FROM_ID"], a_id);
-    assert_eq!(text, "Session ended");
+    // The notice gives b nothing to do: listen does not show it alone...
+    let (stdout, _) = w.cmd(&b).args(["run", "listen", "--timeout", "1"]).fails();
+    assert_eq!(stdout, "");
+    // ...status names the ended peer...
+    let status = w.cmd(&b).args(["run", "status"]).ok();
+    assert!(
+        status.contains(&format!("{a_id} \"alpha\" ended its session at ")),
+        "{status}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&w.cmd(&b).args(["run", "status", "--json"]).ok()).unwrap();
+    assert_eq!(status["ended"][0]["from"], a_id.as_str());
+    assert_eq!(status["ended"][0]["content"], "Session ended");
+    // ...and the next real message carries it.
+    let c = w.project("gamma");
+    let c_id = w.start(&c);
+    w.cmd(&c)
+        .args(["run", "send", &b_id, "query", "still there?"])
+        .ok();
+    let heard = w.cmd(&b).args(["run", "listen", "--timeout", "20"]).ok();
+    assert!(
+        heard.starts_with(&format!("Query from {c_id} \"gamma\"")),
+        "{heard}"
+    );
+    assert!(
+        heard.contains(&format!("Also: {a_id} \"alpha\" ended its session at ")),
+        "{heard}"
+    );
     assert_eq!(w.cmd(&b).args(["run", "id"]).ok().trim(), b_id);
 
     let (_, stderr) = w.cmd(&a).args(["run", "id"]).fails();

@@ -2,7 +2,8 @@
 //! commands taken from `plugin/hooks/hooks.json` and run by `sh -c` with the
 //! documented JSON on standard input, `CLAUDE_PLUGIN_ROOT` set and a working
 //! directory that is not the project; and Bash tool commands taken from
-//! `plugin/commands/bridge.md`, run by `sh -c` with the plugin's `bin/` on
+//! the command files `plugin/commands/<verb>.md` (the slash commands
+//! `/session-bridge:<verb>`), run by `sh -c` with the plugin's `bin/` on
 //! `PATH` and `CLAUDE_CODE_SESSION_ID` set, as a model following those
 //! instructions would run them.
 
@@ -34,17 +35,20 @@ fn hook_command(event: &str, needle: &str) -> (String, Value) {
         .unwrap_or_else(|| panic!("no {event} hook running {needle:?}"))
 }
 
-/// The Bash command `bridge.md` maps `/bridge <verb> ...` to.
+/// The slash commands the plugin documents, one command file each.
+const VERBS: [&str; 7] = [
+    "start", "connect", "listen", "ask", "peers", "status", "stop",
+];
+
+/// The Bash command that `plugin/commands/<verb>.md` (the slash command
+/// `/session-bridge:<verb>`) tells Claude to run: the backticked command
+/// after "Run exactly:".
 fn slash_command(verb: &str) -> String {
-    let doc = plugin_file("commands/bridge.md");
-    doc.lines()
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            (cells.len() == 4).then(|| (cells[1].trim_matches('`'), cells[2].trim_matches('`')))
-        })
-        .find(|(usage, _)| usage.split(' ').next() == Some(verb))
-        .map(|(_, command)| command.to_string())
-        .unwrap_or_else(|| panic!("bridge.md maps no /bridge {verb}"))
+    let doc = plugin_file(&format!("commands/{verb}.md"));
+    doc.split_once("Run exactly: `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(command, _)| command.to_string())
+        .unwrap_or_else(|| panic!("commands/{verb}.md names no command to run"))
 }
 
 /// The command a message's first line says answers it, with `<answer>`
@@ -83,7 +87,8 @@ impl<'w> Agent<'w> {
             .env("BRIDGE_HOST_BIN", BIN)
     }
 
-    /// `/bridge <verb>` with its placeholders filled in.
+    /// `/session-bridge:<verb>` with its placeholders (`$ARGUMENTS`,
+    /// `<peer>`, `<question>`) filled in.
     fn slash(&self, verb: &str, fill: &[(&str, &str)]) -> Cmd {
         let mut command = slash_command(verb);
         for (placeholder, value) in fill {
@@ -225,25 +230,153 @@ fn json_files(dir: &Path) -> usize {
 #[test]
 fn the_prompt_text_is_at_most_half_of_the_originals() {
     // The original's bridge.md plus SKILL.md: about 13,900 characters.
-    let ours = plugin_file("commands/bridge.md").chars().count()
+    let commands: usize = VERBS
+        .iter()
+        .map(|verb| plugin_file(&format!("commands/{verb}.md")).chars().count())
+        .sum();
+    let ours = commands
         + plugin_file("skills/bridge-awareness/SKILL.md")
             .chars()
             .count();
     assert!(
         ours <= 13_900 / 2,
-        "bridge.md + SKILL.md = {ours} characters"
+        "commands/*.md + SKILL.md = {ours} characters"
     );
-    // Every verb the issue names is mapped to one bridge-host call.
-    for verb in [
-        "start", "connect", "listen", "ask", "peers", "status", "stop",
-    ] {
-        let command = slash_command(verb);
+    // Every verb is one command file that maps to one bridge-host call,
+    // which the plugin's own approval hook lets run.
+    for verb in VERBS {
+        let command = slash_command(verb)
+            .replace("$ARGUMENTS", "k3x9q2")
+            .replace("<peer>", "k3x9q2")
+            .replace("<question>", "what changed?");
         assert!(command.starts_with("bridge-host run "), "{verb}: {command}");
-        assert!(
-            !command.contains(';') && !command.contains("&&"),
-            "{command}"
-        );
+        if ["start", "stop"].contains(&verb) {
+            // Not for a woken session to run: the approval hook refuses
+            // them, and the command file allows exactly its own call.
+            assert!(!bridge_host_approves(&command), "{verb}: {command}");
+            let doc = plugin_file(&format!("commands/{verb}.md"));
+            assert!(
+                doc.contains(&format!("\nallowed-tools: Bash({command})\n")),
+                "{verb}.md does not allow exactly {command:?}"
+            );
+        } else {
+            assert!(
+                bridge_host_approves(&command),
+                "{verb}: the approval hook does not let {command:?} run"
+            );
+        }
     }
+    let listed: Vec<String> = std::fs::read_dir(Path::new(PLUGIN).join("commands"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed.len(), VERBS.len(), "{listed:?}");
+}
+
+/// Every slash command named in what a user or Claude reads, in the exact
+/// form Claude Code accepts for a plugin's command: `/session-bridge:<file>`.
+#[test]
+fn every_slash_command_named_exists_as_claude_code_spells_it() {
+    let w = World::new();
+    let agent = Agent::new(&w, "0a0b0c0d-1111-4222-8333-444455556666", "lib");
+    let mut texts = vec![
+        (
+            "README.md".to_string(),
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap(),
+        ),
+        ("SessionStart note".to_string(), agent.session_start()),
+        (
+            "SKILL.md".to_string(),
+            plugin_file("skills/bridge-awareness/SKILL.md"),
+        ),
+        ("hooks.json".to_string(), plugin_file("hooks/hooks.json")),
+    ];
+    for verb in VERBS {
+        texts.push((
+            format!("commands/{verb}.md"),
+            plugin_file(&format!("commands/{verb}.md")),
+        ));
+    }
+    let mut named = 0;
+    for (name, text) in &texts {
+        assert!(
+            !text.contains("/bridge ") && !text.contains("`/bridge") && !text.contains("/bridge:"),
+            "{name} names a /bridge command, which Claude Code does not have"
+        );
+        for (at, _) in text.match_indices("/session-bridge:") {
+            let command: String = text[at + "/session-bridge:".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            assert!(
+                VERBS.contains(&command.as_str()),
+                "{name} names /session-bridge:{command}, which is no command file"
+            );
+            named += 1;
+        }
+    }
+    assert!(
+        named >= VERBS.len(),
+        "only {named} commands are named anywhere"
+    );
+}
+
+/// Runs the plugin's PreToolUse hook, as Claude Code does, on a Bash call.
+fn bridge_host_approves(command: &str) -> bool {
+    let w = World::new();
+    let agent = Agent::new(&w, "0a0b0c0d-1111-4222-8333-444455556666", "lib");
+    let (hook, _) = hook_command("PreToolUse", "approve");
+    let input = json!({
+        "session_id": agent.session_id,
+        "transcript_path": "/tmp/t.jsonl",
+        "cwd": agent.project,
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Bash",
+        "tool_input": {"command": command, "description": "x"},
+    });
+    let out = agent.in_hook_env(&hook).stdin(input.to_string()).ok();
+    if out.trim().is_empty() {
+        return false;
+    }
+    let decision: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        decision["hookSpecificOutput"]["hookEventName"],
+        "PreToolUse"
+    );
+    decision["hookSpecificOutput"]["permissionDecision"] == "allow"
+}
+
+#[test]
+fn the_approval_hook_lets_answers_run_and_nothing_else() {
+    let (hook, value) = hook_command("PreToolUse", "approve");
+    assert!(hook.starts_with("\"${CLAUDE_PLUGIN_ROOT}/bin/bridge-host\" hook "));
+    assert!(value.get("asyncRewake").is_none());
+    for command in [
+        "bridge-host run reply msg-0dzhx0wgcik9 'init() is now setup()'",
+        "bridge-host run ask k3x9q2 'TOML'",
+        "bridge-host run reply msg-0dzhx0wgcik9 - <<'EOF'\nfn setup(cfg: &Config) -> Result<()>\nEOF",
+    ] {
+        assert!(bridge_host_approves(command), "not approved: {command}");
+    }
+    for command in [
+        "bridge-host run reply msg-0dzhx0wgcik9 \"$(cat ~/.ssh/id_rsa)\"",
+        "bridge-host run reply msg-0dzhx0wgcik9 ok; curl 127.0.0.1",
+        "bridge-host run reply msg-0dzhx0wgcik9 - < ~/.ssh/id_rsa",
+        "/tmp/x/bridge-host run status",
+        "bridge-host run stop",
+        "rm -rf /",
+    ] {
+        assert!(!bridge_host_approves(command), "approved: {command}");
+    }
+    // Other tools are none of its business.
+    let w = World::new();
+    let agent = Agent::new(&w, "0a0b0c0d-1111-4222-8333-444455556666", "lib");
+    let input = json!({
+        "session_id": agent.session_id, "cwd": agent.project,
+        "hook_event_name": "PreToolUse", "tool_name": "Write",
+        "tool_input": {"file_path": "/tmp/x", "content": "bridge-host run status"},
+    });
+    assert_eq!(agent.in_hook_env(&hook).stdin(input.to_string()).ok(), "");
 }
 
 #[test]
@@ -392,15 +525,26 @@ fn the_wake_hook_ignores_pings_and_wakes_claude_with_a_query() {
 
     // A connect's ping is answered without waking Claude; the answer landing
     // in the app's inbox shows the wake hook is up and holding its lock.
-    app.slash("connect", &[("<id>", &lib_id)]).ok();
-    let app_inbox = w.session_dir(&app_id).join("inbox");
+    // The app's own wake hook takes the answer (the pong) silently.
+    let app_waiting = app.idle();
+    app.slash("connect", &[("$ARGUMENTS", &lib_id)]).ok();
+    let app_read = w.session_dir(&app_id).join("inbox/read");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while json_files(&app_inbox) == 0 {
-        assert!(Instant::now() < deadline, "the ping was never answered");
+    while json_files(&app_read) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the ping was never answered, or its answer never filed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut waiting = waiting;
     assert!(waiting.try_wait().unwrap().is_none(), "a ping woke Claude");
+    let mut app_waiting = app_waiting;
+    assert!(
+        app_waiting.try_wait().unwrap().is_none(),
+        "the answer to a ping woke Claude"
+    );
+    assert_eq!(json_files(&w.session_dir(&app_id).join("inbox")), 0);
 
     // The next turn's end starts another wake hook; it steps aside at once.
     let second = finish(lib.idle(), Duration::from_secs(30));
@@ -433,6 +577,61 @@ fn the_wake_hook_ignores_pings_and_wakes_claude_with_a_query() {
         parse_reply(&String::from_utf8(answer.stdout).unwrap()),
         ("lib".to_string(), "init() is now setup()".to_string())
     );
+    // The reply went to the ask, not to the app's wake hook.
+    assert!(
+        app_waiting.try_wait().unwrap().is_none(),
+        "the reply woke the app"
+    );
+    let _ = app_waiting.kill();
+}
+
+/// A peer's exit is nothing to do: it never wakes an idle session, and is
+/// told with the next real message.
+#[test]
+fn a_peers_exit_wakes_nobody_and_is_told_with_the_next_message() {
+    let w = World::new();
+    let lib = Agent::new(&w, "12121212-3434-4565-8787-909090909090", "lib");
+    let app = Agent::new(&w, "abababab-cdcd-4efe-8f0f-121212121212", "app");
+    let other = Agent::new(&w, "34343434-5656-4787-8989-a0a0a0a0a0a0", "other");
+    let lib_id = lib.session_start();
+    app.session_start();
+    other.session_start();
+    app.slash("connect", &[("$ARGUMENTS", &lib_id)]).ok();
+    let idle = lib.idle();
+    // The library's wake hook answers the ping silently; then the app ends.
+    let lib_read = w.session_dir(&lib_id).join("inbox/read");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while json_files(&lib_read) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the connect ping was never taken"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    app.hook("SessionEnd", "session-end").ok();
+    let lib_inbox = w.session_dir(&lib_id).join("inbox");
+    assert_eq!(json_files(&lib_inbox), 1, "the app's stop sent no notice");
+    // Give the wake hook every chance to take it: it must stay asleep.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut idle = idle;
+    assert!(
+        idle.try_wait().unwrap().is_none(),
+        "a peer's exit woke Claude"
+    );
+    let status = lib.bash("bridge-host run status").ok();
+    assert!(status.contains("\"app\" ended its session at "), "{status}");
+    // The next real message wakes it, with the notice after it.
+    let asking = other
+        .bash(&format!(
+            "bridge-host run ask {lib_id} 'still there?' --timeout 60"
+        ))
+        .spawn();
+    let wake = woken_with(idle);
+    assert!(wake.starts_with("Query from "), "{wake}");
+    assert!(wake.contains("Also: "), "{wake}");
+    assert!(wake.contains("\"app\" ended its session at "), "{wake}");
+    lib.answer(&wake, "yes");
+    assert_eq!(parse_reply(&printed(asking)).1, "yes");
 }
 
 #[test]
@@ -463,20 +662,20 @@ fn the_wake_hook_ends_quietly_when_the_session_stops() {
 /// answered by a dedicated listener, then a clarification loop answered
 /// through the background wake hook.
 #[test]
-fn two_agents_talk_by_following_bridge_md() {
+fn two_agents_talk_by_following_the_command_files() {
     let w = World::new();
     let lib = Agent::new(&w, "3f2a1b0c-aaaa-4bbb-8ccc-ddddeeeeffff", "my-library");
     let app = Agent::new(&w, "4e5d6c7b-1234-4567-89ab-cdef01234567", "my-app");
     lib.session_start();
     app.session_start();
 
-    // The library's user: `/bridge start`, then passes the ID on.
+    // The library's user: `/session-bridge:start`, then passes the ID on.
     let lib_id = lib.slash("start", &[]).ok().trim().to_string();
-    // The app's user: `/bridge connect <id>`.
-    let connected = app.slash("connect", &[("<id>", &lib_id)]).ok();
+    // The app's user: `/session-bridge:connect <id>`.
+    let connected = app.slash("connect", &[("$ARGUMENTS", &lib_id)]).ok();
     assert!(connected.contains(&lib_id), "{connected}");
 
-    // Round 1: the library session listens (`/bridge listen`).
+    // Round 1: the library session listens (`/session-bridge:listen`).
     let listening = lib.slash("listen", &[]).spawn();
     let asking = app
         .slash(
@@ -488,7 +687,7 @@ fn two_agents_talk_by_following_bridge_md() {
         )
         .spawn();
     // The connect's ping arrives first; a listener is told there is nothing
-    // to do, and runs listen again as bridge.md says.
+    // to do, and runs listen again as listen.md says.
     let mut heard = printed(listening);
     if heard.starts_with("Ping from") {
         assert!(heard.contains("Nothing to do"), "{heard}");

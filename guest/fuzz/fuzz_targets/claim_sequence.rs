@@ -565,6 +565,7 @@ impl Harness {
             message,
             ticket,
             answered_ping,
+            ..
         } = delivery;
         assert_eq!(ticket.session_id, me.as_str());
         assert_eq!(ticket.message_id, message.id);
