@@ -11,5 +11,6 @@ mod interop;
 mod plugin;
 mod policies;
 mod readme;
+mod real_client;
 mod sandbox;
 mod util;
