@@ -388,10 +388,14 @@ fn hooks_call_the_plugin_copy_by_its_root_and_wake_asynchronously() {
         ("SessionEnd", "session-end"),
     ] {
         let (command, hook) = hook_command(event, needle);
-        assert!(
-            command.starts_with("\"${CLAUDE_PLUGIN_ROOT}/bin/bridge-host\" hook "),
-            "{event}: {command}"
-        );
+        // A waiting wake hook is the shell's own process (`exec`), so the
+        // signal Claude Code sends at exit ends it at once.
+        let expected = if needle == "wake" {
+            "exec \"${CLAUDE_PLUGIN_ROOT}/bin/bridge-host\" hook "
+        } else {
+            "\"${CLAUDE_PLUGIN_ROOT}/bin/bridge-host\" hook "
+        };
+        assert!(command.starts_with(expected), "{event}: {command}");
         assert_eq!(
             hook["asyncRewake"] == json!(true),
             needle == "wake",

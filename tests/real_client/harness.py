@@ -12,8 +12,10 @@ Library::
     with Stub(log=..., persona="default") as stub, \\
          Claude(project_dir, stub, bridge_dir=..., cache_dir=...) as cc:
         cc.wait_ready()
-        cc.type_line("/session-bridge:bridge status")
-        cc.wait_for(lambda: stub.find(main=True, answer_type="text"), 60)
+        cc.type_line("/session-bridge:status")
+        cc.wait_for(lambda: stub.find(main=True, answer_rule="rule_a_tool_result"), 60)
+        if cc.permission_prompt():
+            cc.answer_permission(True)
         cc.exit()
 
 CLI (``python3 harness.py -h``)::
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -92,11 +95,11 @@ def claude_bin() -> Path:
         if not binary.exists():
             prefix.mkdir(parents=True, exist_ok=True)
             run(["npm", "install", "--prefix", str(prefix), "--no-fund", "--no-audit",
-                 "--no-save", f"@anthropic-ai/claude-code@{version}"], timeout=600)
+                 "--no-save", f"@anthropic-ai/claude-code@{version}"], timeout=600, stdout=sys.stderr)
         return binary
     binary = PINNED_DIR / "node_modules" / ".bin" / "claude"
     if not binary.exists():
-        run(["npm", "ci", "--prefix", str(PINNED_DIR), "--no-fund", "--no-audit"], timeout=600)
+        run(["npm", "ci", "--prefix", str(PINNED_DIR), "--no-fund", "--no-audit"], timeout=600, stdout=sys.stderr)
     return binary
 
 
@@ -104,8 +107,10 @@ def claude_version(binary: Path) -> str:
     home = tempfile.mkdtemp(prefix="cc-version-home-")
     try:
         out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60,
-                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
-                                  **OFFLINE_ENV}).stdout
+                             env={"PATH": SYSTEM_PATH, "HOME": home, **OFFLINE_ENV,
+                                  # nothing listens on port 9 here: any request fails at once
+                                  **{k: "http://127.0.0.1:9" for k in ("ANTHROPIC_BASE_URL", "HTTPS_PROXY",
+                                                                        "HTTP_PROXY")}}).stdout
     finally:
         shutil.rmtree(home, ignore_errors=True)
     found = re.search(r"\d+\.\d+\.\d+", out)
@@ -165,7 +170,8 @@ class Stub:
         port_file = self.log.with_suffix(".port")
         port_file.unlink(missing_ok=True)
         cmd = [sys.executable, str(HERE / "model_stub.py"), "--log", str(self.log),
-               "--port-file", str(port_file), "--persona", self.persona]
+               "--port-file", str(port_file), "--persona", self.persona,
+               "--exit-with-parent", str(os.getpid())]
         if self.dump_dir:
             cmd += ["--dump-dir", str(self.dump_dir)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -286,8 +292,8 @@ def make_home(project_dir: Path, version: str, home: Path | None = None,
 
 
 def processes_in_session(sid: int) -> list[int]:
-    """PIDs whose session ID is ``sid`` (the pane's process is a session
-    leader, so this is Claude Code and everything it started)."""
+    """PIDs whose session ID is ``sid``: for the pane's shell, Claude Code
+    and its Bash commands (not its hooks: see processes_with_marker)."""
     out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -347,6 +353,9 @@ def kill_pids(pids: list[int]) -> None:
 # --------------------------------------------------------------------------
 
 
+_RUN_COUNTER = itertools.count(1)
+
+
 class Claude:
     """One interactive Claude Code, in a tmux server of its own
     (``tmux -L <socket>``)."""
@@ -368,7 +377,7 @@ class Claude:
         self.extra_env = extra_env or {}
         self.extra_args = extra_args or []
         self.width, self.height = width, height
-        self.socket = f"rc-{name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        self.socket = f"rc-{name}-{os.getpid()}-{next(_RUN_COUNTER)}-{int(time.time() * 1000) % 10**8}"
         self.pid: int | None = None
         self.exit_seconds: float | None = None
         self.leftovers: list[str] = []
@@ -593,8 +602,8 @@ class Claude:
         return [describe(p) for p in self.processes()]
 
     def kill(self) -> None:
-        """Everything this run started: the pane's session (Claude Code, its
-        hooks, its Bash commands), then the tmux server."""
+        """Everything this run started (Claude Code, its hooks, its Bash
+        commands: see processes()), then the tmux server."""
         for _ in range(3):  # a process may start another while we look
             pids = self.processes() + ([self.pid] if self.pid else [])
             if not [p for p in pids if pid_alive(p)]:
@@ -602,6 +611,9 @@ class Claude:
             kill_pids(pids)
             time.sleep(0.05)
         self.tmux("kill-server", check=False)
+        # tmux leaves its socket file behind.
+        socket_dir = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (socket_dir / self.socket).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------
@@ -904,7 +916,7 @@ def timing(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Drive the real Claude Code in tmux against the model stub.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("smoke", help="end-to-end: /session-bridge:bridge status through the stub")
+    s = sub.add_parser("smoke", help="end-to-end: the plugin's status command through the stub")
     s.add_argument("--timeout", type=float, default=60)
     s.add_argument("--keep", action="store_true", help="keep the work dir (and dump requests)")
     s.add_argument("--plugin-dir", default=str(PLUGIN_DIR))

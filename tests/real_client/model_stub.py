@@ -642,6 +642,19 @@ def serve(persona: Persona, log_path: Path, port: int = 0, dump_dir: Path | None
     return server
 
 
+def _exit_with(pid: int) -> None:
+    import os
+
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
+        time.sleep(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--persona", default="default", choices=sorted(PERSONAS))
@@ -649,7 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="0 (default): the OS picks")
     p.add_argument("--port-file", type=Path, help="write the port here once listening")
     p.add_argument("--dump-dir", type=Path, help="also write every request body here, one file each")
+    p.add_argument("--exit-with-parent", type=int, metavar="PID",
+                   help="exit when the process PID is gone (the harness that started it)")
     args = p.parse_args(argv)
+    if args.exit_with_parent:
+        threading.Thread(target=_exit_with, args=(args.exit_with_parent,), daemon=True).start()
     server = serve(PERSONAS[args.persona], args.log, args.port, args.dump_dir)
     port = server.server_address[1]
     if args.port_file:

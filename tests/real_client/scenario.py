@@ -236,7 +236,7 @@ def scenario(args: argparse.Namespace) -> int:
             lib_turns = len(main_turns(lib_stub))
             app_status = app.exit(t)
             checks.check("the app exits cleanly", app_status == 0,
-                         f"status {app_status}; left running: {app.leftovers or 'nothing'}")
+                         f"status {app_status} in {app.exit_seconds or 0:.2f} s; left running: {app.leftovers or 'nothing'}")
             lib_inbox = bridge_dir / "sessions" / lib_id / "inbox"
             lib.wait_for(lambda: json_names(lib_inbox), t, "the app's session-ended notice")
             time.sleep(QUIET_SECONDS)
@@ -248,7 +248,7 @@ def scenario(args: argparse.Namespace) -> int:
             # 5. The library ends too: nothing is left.
             lib_status = lib.exit(t)
             checks.check("the library exits cleanly", lib_status == 0,
-                         f"status {lib_status}; left running: {lib.leftovers or 'nothing'}")
+                         f"status {lib_status} in {lib.exit_seconds or 0:.2f} s; left running: {lib.leftovers or 'nothing'}")
             checks.check("SessionEnd leaves no bridge session", sessions(bridge_dir) == [],
                          f"sessions: {sessions(bridge_dir)}")
             left = []

@@ -121,7 +121,10 @@ class Rules(unittest.TestCase):
         self.assertEqual(ms.decide(PERSONA, req)["command"], "bridge-host run status")
 
     def test_c_peer_and_question(self):
-        body = "The question for the peer: what's new?\n\nRun exactly: `bridge-host run ask <peer> '<question>'`\n"
+        # The live ask.md itself says `Connected to '<project>' (<peer>)`:
+        # that placeholder must not count as the last connection.
+        body = ("The question for the peer: what's new?\n\nRun exactly: `bridge-host run ask <peer> '<question>'`\n"
+                "- `<peer>` is the ID `connect` printed (`Connected to '<project>' (<peer>)`)\n")
         req = request(
             user(slash("connect", "k3x9q2", "Run exactly: `bridge-host run connect k3x9q2`")),
             *tool_turn("bridge-host run connect k3x9q2", "Connected to 'my-lib' (k3x9q2) at /src/lib\n"),
