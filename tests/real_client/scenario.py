@@ -7,6 +7,8 @@ users type only what README tells them to type; no allow rule is added.
 Checked, each from what happened (the stubs' request logs, the bridge
 directory, the screens and the process table):
 
+0. a session never prompted is reachable: a terminal's ask wakes it (the
+   SessionStart wake hook) and it answers;
 1. connect wakes nobody: neither the library (the ping) nor the app (the
    answer to its ping) gets a model turn for it;
 2. an ask is answered by the library while it is idle, woken with nobody
@@ -40,6 +42,7 @@ from harness import (  # noqa: E402
     Claude,
     HarnessError,
     Stub,
+    bridge,
     bridge_host_bin,
     session_of_project,
     workspace,
@@ -160,12 +163,29 @@ def scenario(args: argparse.Namespace) -> int:
             app_ready = app.wait_ready(t)
             print(f"figure: launch to prompt: library {lib_ready:.2f} s, app {app_ready:.2f} s", flush=True)
 
-            # The library's user types /session-bridge:start and reads the ID.
-            lib.type_line("/session-bridge:start")
-            done = lib.wait_for(lambda: lib_stub.find(main=True, answer_rule="rule_a_tool_result"), t,
-                                "the library's start result")[0]
-            ids = re.findall(r"\b[a-z0-9]{6}\b", done["answer"].get("text", ""))
+            # 0. A session never prompted is reachable (the SessionStart wake
+            #    hook): a terminal user asks it before anyone typed in it.
             lib_id = session_of_project(lib_dir, bridge_dir, cache_dir)
+            terminal = root / "terminal"
+            terminal.mkdir()
+            bridge("run", "start", "--project-dir", str(terminal), bridge_dir=bridge_dir, cache_dir=cache_dir)
+            asked = bridge("run", "ask", lib_id, "are you there?", "--timeout", str(int(t)),
+                           "--project-dir", str(terminal), bridge_dir=bridge_dir, cache_dir=cache_dir,
+                           timeout=t + 10, check=False)
+            checks.check("a session never prompted answers a terminal's ask (SessionStart wake hook)",
+                         asked.returncode == 0 and PLAIN_ANSWER in asked.stdout,
+                         (asked.stdout or asked.stderr).strip().splitlines()[0][:160] if (asked.stdout or asked.stderr) else "")
+            idle(lib, t)
+            bridge("run", "stop", "--project-dir", str(terminal), bridge_dir=bridge_dir, cache_dir=cache_dir)
+
+            # The library's user types /session-bridge:start and reads the ID.
+            before_start = len(main_turns(lib_stub))
+            lib.type_line("/session-bridge:start")
+            done = lib.wait_for(
+                lambda: [e for e in main_turns(lib_stub)[before_start:]
+                         if e["answer"].get("rule") == "rule_a_tool_result"],
+                t, "the library's start result")[0]
+            ids = re.findall(r"\b[a-z0-9]{6}\b", done["answer"].get("text", ""))
             checks.check("/session-bridge:start prints the library's bridge ID", lib_id in ids,
                          f"{lib_id} in {done['answer'].get('text', '')!r}")
             idle(lib, t)
