@@ -586,21 +586,6 @@ class Claude:
                 return None
             time.sleep(0.02)
 
-    def processes(self) -> list[int]:
-        """Live processes of this run: Claude Code, its hooks, its tools."""
-        pids = set(processes_with_marker(self.socket))
-        if self.pid:
-            pids.update(processes_in_session(self.pid))
-        return sorted(p for p in pids if p != self.pid and pid_alive(p))
-
-    def leftover_processes(self, grace: float = 2.0) -> list[str]:
-        """What Claude Code started and left running, ``grace`` seconds
-        after it ended ("pid command line" each)."""
-        deadline = time.monotonic() + grace
-        while self.processes() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return [describe(p) for p in self.processes()]
-
     def kill(self) -> None:
         """Everything this run started (Claude Code, its hooks, its Bash
         commands: see processes()), then the tmux server."""
