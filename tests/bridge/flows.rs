@@ -131,6 +131,42 @@ fn the_clarification_loop_asks_back_then_answers() {
 }
 
 #[test]
+fn check_inbox_takes_a_waiting_message_without_waiting() {
+    let w = World::new();
+    let lib = w.project("lib");
+    let app = w.project("app");
+    let lib_id = w.start(&lib);
+    let app_id = w.start(&app);
+    let check = || w.cmd(&lib).args(["run", "check-inbox"]).ok();
+
+    assert_eq!(check(), "No new messages.\n");
+    let query = w
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "which version?"])
+        .ok();
+    let shown = check();
+    let (fields, content) = parse_listen(&shown);
+    assert_eq!(content, "which version?");
+    assert_eq!(
+        fields["FIRST_LINE"],
+        format!(
+            "Query from {app_id} \"app\". Answer with: bridge-host run reply {} \"<answer>\"",
+            query.trim()
+        )
+    );
+    // Taken: the next check finds nothing, and the command it gave answers.
+    assert_eq!(check(), "No new messages.\n");
+    w.cmd(&lib)
+        .args(["run", "reply", query.trim(), "2.1"])
+        .ok();
+    let got = w
+        .cmd(&app)
+        .args(["run", "receive", query.trim(), "--timeout", "5"])
+        .ok();
+    assert_eq!(parse_reply(&got), ("lib".to_string(), "2.1".to_string()));
+}
+
+#[test]
 fn three_sessions_each_get_their_own_answer() {
     let w = World::new();
     let hub = w.project("hub");
