@@ -336,9 +336,18 @@ impl<P: Platform> Bridge<P> {
         // since; what is handed out is what was claimed, checked again.
         let parsed = files::read_bounded(&claimed, MAX_MESSAGE_FILE_BYTES)
             .map_err(|failure| failure.describe(MAX_MESSAGE_FILE_BYTES))
-            .and_then(|bytes| Message::parse(&bytes, id.as_str(), Some(owner)));
+            .and_then(|bytes| Message::parse_noting(&bytes, id.as_str(), Some(owner)));
         let mut message = match parsed {
-            Ok(message) => message,
+            Ok((message, dropped)) => {
+                if let Some(reference) = dropped {
+                    warnings.push(format!(
+                        "message {id} from {} names {reference:?} as the message it answers, \
+                         which is not a message ID; it is shown without that reference",
+                        message.from
+                    ));
+                }
+                message
+            }
             Err(reason) => {
                 self.set_aside_from(&claimed_dir, &claim_name, owner, &reason, warnings);
                 return Ok(None);

@@ -114,9 +114,24 @@ impl Message {
 
     /// Parses a message file and checks it belongs where it was found: its
     /// ID matches `file_stem`, its IDs are well formed and, when given, it is
-    /// addressed to `owner`.
+    /// addressed to `owner`. An `inReplyTo` that is not a message ID is
+    /// dropped (see [`Self::parse_noting`]).
     pub fn parse(bytes: &[u8], file_stem: &str, owner: Option<&SessionId>) -> Result<Self, String> {
-        let message: Message =
+        Self::parse_noting(bytes, file_stem, owner).map(|(message, _)| message)
+    }
+
+    /// As [`Self::parse`], also returning the `inReplyTo` text that was
+    /// dropped because it is not a message ID. The original plugin writes
+    /// whatever string it is given there (its own tests use
+    /// `msg-original-123`); the reference is only a link to an earlier
+    /// message, so the message is still shown, without it. IDs that name a
+    /// place (`id`, `from`, `to`) are never relaxed.
+    pub fn parse_noting(
+        bytes: &[u8],
+        file_stem: &str,
+        owner: Option<&SessionId>,
+    ) -> Result<(Self, Option<String>), String> {
+        let mut message: Message =
             serde_json::from_slice(bytes).map_err(|e| format!("not a valid message: {e}"))?;
         MessageId::parse(&message.id).map_err(|_| format!("bad message id {:?}", message.id))?;
         if message.id != file_stem {
@@ -135,10 +150,16 @@ impl Message {
                 message.to
             ));
         }
-        if let Some(reply_to) = &message.in_reply_to {
-            MessageId::parse(reply_to).map_err(|_| format!("bad inReplyTo {reply_to:?}"))?;
-        }
-        Ok(message)
+        let dropped = match message.in_reply_to.take() {
+            Some(reply_to) if MessageId::parse(&reply_to).is_ok() => {
+                message.in_reply_to = Some(reply_to);
+                None
+            }
+            // An empty string is how a shell script says "none".
+            Some(reply_to) if reply_to.is_empty() => None,
+            other => other,
+        };
+        Ok((message, dropped))
     }
 
     /// The file bytes, laid out as the original's `jq` writes them.
@@ -294,6 +315,32 @@ mod tests {
         assert!(parse(&number, "msg-0dzhx0wgcik9", &owner).is_err());
         let evil_from = ORIGINAL_MESSAGE.replace("\"a1b2c3\"", "\"../../x\"");
         assert!(parse(&evil_from, "msg-0dzhx0wgcik9", &owner).is_err());
+    }
+
+    #[test]
+    fn an_original_reference_that_is_no_message_id_is_dropped_not_refused() {
+        let owner = SessionId::parse("d4e5f6").unwrap();
+        let odd = ORIGINAL_MESSAGE.replace(
+            "\"inReplyTo\": null",
+            "\"inReplyTo\": \"msg-original-123\"",
+        );
+        let (m, dropped) =
+            Message::parse_noting(odd.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
+        assert_eq!(m.in_reply_to, None);
+        assert_eq!(m.content, "What breaking changes did you make?");
+        assert_eq!(dropped.as_deref(), Some("msg-original-123"));
+        let empty = ORIGINAL_MESSAGE.replace("\"inReplyTo\": null", "\"inReplyTo\": \"\"");
+        let (m, dropped) =
+            Message::parse_noting(empty.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
+        assert_eq!((m.in_reply_to, dropped), (None, None));
+        let good = ORIGINAL_MESSAGE.replace(
+            "\"inReplyTo\": null",
+            "\"inReplyTo\": \"msg-aaaaaaaaaaaa\"",
+        );
+        let (m, dropped) =
+            Message::parse_noting(good.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
+        assert_eq!(m.in_reply_to.as_deref(), Some("msg-aaaaaaaaaaaa"));
+        assert_eq!(dropped, None);
     }
 
     #[test]

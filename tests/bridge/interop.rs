@@ -308,3 +308,34 @@ fn an_original_ping_is_answered_with_a_ping() {
     let status = w.cmd(&lib).args(["run", "status"]).json();
     assert_eq!(status["connected"][0]["sessionId"], ORIGINAL);
 }
+
+#[test]
+fn an_original_message_answering_a_malformed_id_is_shown_without_it() {
+    let w = World::new();
+    let lib = w.project("my-library");
+    let me = w.start(&lib);
+    original_session(&w);
+    // The original's own tests send replies to `msg-original-123`.
+    let odd = fixture("response.json", &me, "msg-original-123");
+    deliver_like_original(&w, &me, "msg-r3sp0ns3x0x1", &odd);
+
+    let (output, description) = w
+        .cmd(&lib)
+        .args(["run", "listen", "--timeout", "5"])
+        .output();
+    assert!(output.status.success(), "{description}");
+    let (fields, content) = parse_listen(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(content, "We renamed init() to setup().");
+    assert_eq!(fields["FROM_ID"], ORIGINAL);
+    assert_eq!(fields["IN_REPLY_TO"], "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"msg-original-123\"") && stderr.contains("without that reference"),
+        "{description}"
+    );
+    let rejected = w.session_dir(&me).join("inbox/rejected");
+    assert!(
+        !rejected.exists() || std::fs::read_dir(&rejected).unwrap().count() == 0,
+        "{description}"
+    );
+}
