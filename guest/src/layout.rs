@@ -5,7 +5,7 @@
 //! sessions/<id>/manifest.json        the session's manifest (reference)
 //! sessions/<id>/inbox/<msg>.json     pending messages (reference)
 //! sessions/<id>/inbox/claimed/       messages being handed out, one lease each
-//! sessions/<id>/inbox/read/          messages taken, status "read"
+//! sessions/<id>/inbox/read/          messages taken, as they arrived but marked "read"
 //! sessions/<id>/inbox/rejected/      malformed files set aside, with a reason
 //! sessions/<id>/outbox/<msg>.json    copies of sent messages (reference)
 //! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for

@@ -4,10 +4,13 @@
 //! takes one by renaming it into `claimed/` under a name that carries a
 //! random token and the claim time: the rename succeeds for exactly one
 //! listener. Once the host has printed the message, `commit` renames the
-//! claim into `read/` and marks it read. A claim whose holder died is
-//! renamed back into the inbox after the lease, so a killed listener loses
-//! nothing. Taken messages leave the scanned folder, so the cost of a scan
-//! depends on what is pending, not on history.
+//! claim to a `.taken` name (the one rename that decides it was delivered),
+//! writes the message into `read/` marked `"status": "read"`, and removes
+//! the `.taken` file. A claim whose holder died is renamed back into the
+//! inbox after the lease, so a killed listener loses nothing; a `.taken`
+//! file whose committer died is finished by the next look. Taken messages
+//! leave the scanned folder, so the cost of a scan depends on what is
+//! pending, not on history.
 
 use std::collections::HashMap;
 use std::fs;
@@ -51,21 +54,37 @@ thread_local! {
     /// `pending_names`).
     static BACKLOG: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<String>>> =
         std::cell::RefCell::new(HashMap::new());
+    /// The bytes of the last claim this instance handed out, by claim name,
+    /// so that its commit keeps exactly what was shown without reading the
+    /// file again.
+    static CLAIMED_BYTES: std::cell::RefCell<Option<(String, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`.
+/// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`, or `.taken`
+/// once its commit has begun.
 struct ClaimName {
     message_id: MessageId,
     claimed_at_ms: u64,
+    taken: bool,
 }
+
+const CLAIM_SUFFIX: &str = ".claim";
+const TAKEN_SUFFIX: &str = ".taken";
 
 impl ClaimName {
     fn new_name(message_id: &MessageId) -> String {
         format!(
-            "{message_id}.{}.{}.claim",
+            "{message_id}.{}.{}{CLAIM_SUFFIX}",
             random_token(8),
             clock::epoch_millis()
         )
+    }
+
+    /// The name a claim is renamed to when its commit begins.
+    fn taken_name(claim_name: &str) -> Option<String> {
+        let stem = claim_name.strip_suffix(CLAIM_SUFFIX)?;
+        Some(format!("{stem}{TAKEN_SUFFIX}"))
     }
 
     /// The message ID part of a valid claim `name`.
@@ -74,7 +93,11 @@ impl ClaimName {
     }
 
     fn parse(name: &str) -> Option<ClaimName> {
-        let mut parts = name.strip_suffix(".claim")?.split('.');
+        let (stem, taken) = match name.strip_suffix(CLAIM_SUFFIX) {
+            Some(stem) => (stem, false),
+            None => (name.strip_suffix(TAKEN_SUFFIX)?, true),
+        };
+        let mut parts = stem.split('.');
         let message_id = MessageId::parse(parts.next()?).ok()?;
         let token = parts.next()?;
         let claimed_at_ms = parts.next()?.parse().ok()?;
@@ -82,6 +105,7 @@ impl ClaimName {
         (token_ok && parts.next().is_none()).then_some(ClaimName {
             message_id,
             claimed_at_ms,
+            taken,
         })
     }
 }
@@ -336,9 +360,11 @@ impl<P: Platform> Bridge<P> {
         // since; what is handed out is what was claimed, checked again.
         let parsed = files::read_bounded(&claimed, MAX_MESSAGE_FILE_BYTES)
             .map_err(|failure| failure.describe(MAX_MESSAGE_FILE_BYTES))
-            .and_then(|bytes| Message::parse_noting(&bytes, id.as_str(), Some(owner)));
-        let mut message = match parsed {
-            Ok((message, dropped)) => {
+            .and_then(|bytes| {
+                Message::parse_noting(&bytes, id.as_str(), Some(owner)).map(|p| (p, bytes))
+            });
+        let (mut message, bytes) = match parsed {
+            Ok(((message, dropped), bytes)) => {
                 if let Some(reference) = dropped {
                     warnings.push(format!(
                         "message {id} from {} names {reference:?} as the message it answers, \
@@ -346,13 +372,14 @@ impl<P: Platform> Bridge<P> {
                         message.from
                     ));
                 }
-                message
+                (message, bytes)
             }
             Err(reason) => {
                 self.set_aside_from(&claimed_dir, &claim_name, owner, &reason, warnings);
                 return Ok(None);
             }
         };
+        CLAIMED_BYTES.with(|c| *c.borrow_mut() = Some((claim_name.clone(), bytes)));
         message.status = Status::Read;
         let ticket = ClaimTicket {
             session_id: owner.to_string(),
@@ -362,15 +389,20 @@ impl<P: Platform> Bridge<P> {
         Ok(Some((message, ticket)))
     }
 
-    /// Completes a delivery: the claim moves into `read/`, marked read.
+    /// Completes a delivery: the claim is renamed to its `.taken` name,
+    /// which decides that the message was delivered, then the message is
+    /// kept in `read/` marked read (see [`Self::keep_as_read`]).
     ///
     /// # Errors
     /// `Io` when the claim lapsed (its message went back to the inbox and
-    /// will be delivered again) or the move fails.
+    /// will be delivered again) or a move fails; after the decision, a
+    /// failure to write the read copy leaves the `.taken` file for the next
+    /// look to finish, and the message is not delivered again.
     pub(crate) fn commit(&self, ticket: &ClaimTicket) -> Result<()> {
         let owner = SessionId::parse(&ticket.session_id)?;
         let id = MessageId::parse(&ticket.message_id)?;
-        let valid = ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id);
+        let valid = ClaimName::parse(&ticket.claim_name)
+            .is_some_and(|c| c.message_id == id && !c.taken);
         if !valid {
             return Err(BridgeError::InvalidArgument(format!(
                 "{:?} is not a claim on {id}",
@@ -391,32 +423,102 @@ impl<P: Platform> Bridge<P> {
         if files::stat(&claimed).is_err() {
             return Err(lapsed());
         }
-        let read_dir = self.layout.read(&owner);
-        files::ensure_child_dir(&read_dir)?;
-        // One rename, and the file is kept as it arrived: its place says it
-        // was taken. Rewriting it with status "read" would cost a new file
-        // and a freed one per message, which is what slows a busy ext4
-        // directory most.
-        let kept = read_dir.join(id.file_name());
-        fs::rename(&claimed, &kept).map_err(|err| match err.kind() {
+        files::ensure_child_dir(&self.layout.read(&owner))?;
+        let claimed_dir = self.layout.claimed(&owner);
+        let taken_name = ClaimName::taken_name(&ticket.claim_name).ok_or_else(lapsed)?;
+        let taken = claimed_dir.join(&taken_name);
+        // The one rename that decides: it succeeds only while the claim is
+        // this listener's. A recovery after the lease renames the same name
+        // back into the inbox, and exactly one of the two wins.
+        fs::rename(&claimed, &taken).map_err(|err| match err.kind() {
             io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
-        })
+        })?;
+        let shown = CLAIMED_BYTES.with(|c| {
+            let mut kept = c.borrow_mut();
+            match kept.take() {
+                Some((name, bytes)) if name == ticket.claim_name => Some(bytes),
+                other => {
+                    *kept = other;
+                    None
+                }
+            }
+        });
+        self.keep_as_read(&owner, &id, &taken_name, shown)
+    }
+
+    /// Finishes a commit whose `.taken` file is `taken_name` in `owner`'s
+    /// `claimed/`: writes `read/<id>.json` as the message arrived, marked
+    /// `"status": "read"` (so a recursive count of pending files, as the
+    /// original's instructions make, is right), then removes the `.taken`
+    /// file. Safe to repeat: a second run writes the same copy.
+    fn keep_as_read(
+        &self,
+        owner: &SessionId,
+        id: &MessageId,
+        taken_name: &str,
+        shown: Option<Vec<u8>>,
+    ) -> Result<()> {
+        let claimed_dir = self.layout.claimed(owner);
+        let taken = claimed_dir.join(taken_name);
+        let bytes = match shown {
+            Some(bytes) => bytes,
+            None => match files::read_bounded(&taken, MAX_MESSAGE_FILE_BYTES) {
+                Ok(bytes) => bytes,
+                // Finished meanwhile by another look.
+                Err(ReadFailure::Missing) => return Ok(()),
+                Err(failure) => {
+                    return Err(BridgeError::Io {
+                        path: display_path(&taken),
+                        reason: failure.describe(MAX_MESSAGE_FILE_BYTES),
+                    });
+                }
+            },
+        };
+        let message = Message::parse(&bytes, id.as_str(), Some(owner)).ok();
+        let read_copy = crate::wire::marked_read(&bytes)
+            .or_else(|| {
+                let mut message = message.clone()?;
+                message.status = Status::Read;
+                Some(message.to_bytes())
+            })
+            .unwrap_or(bytes);
+        // The temporary file sits in `claimed/`, where looks clear away
+        // what a killed writer leaves.
+        files::replace_via(
+            &claimed_dir,
+            &self.layout.read(owner),
+            &id.file_name(),
+            &read_copy,
+        )?;
+        files::remove_if_present(&taken)?;
+        Ok(())
     }
 
     /// Returns lapsed claims to the inbox. Each claim name is unique, so of
     /// several listeners recovering at once exactly one rename succeeds.
     /// Returns the time until the next live claim lapses.
+    ///
+    /// A `.taken` file past the lease belongs to a commit whose process
+    /// died after deciding: it is finished here, never returned.
     fn recover_expired_claims(&self, owner: &SessionId) -> Result<Option<Duration>> {
         let claimed_dir = self.layout.claimed(owner);
         let now = clock::epoch_millis();
         let lease = CLAIM_LEASE.as_millis() as u64;
         let mut next: Option<Duration> = None;
-        for name in files::list(&claimed_dir)? {
+        for name in files::list_clearing(&claimed_dir, STALE_TEMP_AGE)? {
             let Some(claim) = ClaimName::parse(&name) else {
                 continue;
             };
             let age = now.saturating_sub(claim.claimed_at_ms);
+            if claim.taken {
+                if age >= lease {
+                    let id = claim.message_id.clone();
+                    // A failure is retried by the next look.
+                    let _ = self.keep_as_read(owner, &id, &name, None);
+                }
+                continue;
+            }
             if age < lease {
                 let left = Duration::from_millis(lease - age);
                 next = Some(next.map_or(left, |n| n.min(left)));
@@ -547,8 +649,15 @@ mod tests {
         let parsed = ClaimName::parse(&name).unwrap();
         assert_eq!(parsed.message_id, id);
         assert!(clock::epoch_millis() >= parsed.claimed_at_ms);
+        assert!(!parsed.taken);
+        let taken = ClaimName::taken_name(&name).unwrap();
+        let parsed = ClaimName::parse(&taken).unwrap();
+        assert_eq!(parsed.message_id, id);
+        assert!(parsed.taken);
+        assert_eq!(ClaimName::taken_name(&taken), None);
         for bad in [
             "msg-0dzhx0wgcik9.claim",
+            "msg-0dzhx0wgcik9.abcdefgh.1.done",
             "msg-0dzhx0wgcik9.abc.1.claim",
             "../x.abcdefgh.1.claim",
             "msg-0dzhx0wgcik9.abcdefgh.1.2.claim",

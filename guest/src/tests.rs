@@ -340,3 +340,46 @@ fn a_bounded_listing_stops_at_enough_matching_names() {
     let expected: Vec<String> = (0..5).map(|i| format!("msg-{i}.json")).collect();
     assert_eq!(all, expected);
 }
+
+/// A pending message file from `from` to `to`, written straight into the
+/// inbox.
+fn plant_pending(root: &Path, from: &str, to: &str, id: &str, content: &str) {
+    let from = SessionId::parse(from).unwrap();
+    let to_id = SessionId::parse(to).unwrap();
+    let mut message = crate::wire::Message::new(&from, &to_id, Kind::Query, content.into(), None, "p");
+    message.id = id.to_string();
+    let inbox = Layout::new(root).inbox(&to_id);
+    std::fs::write(inbox.join(format!("{id}.json")), message.to_bytes()).unwrap();
+}
+
+#[test]
+fn a_commit_killed_after_deciding_is_finished_by_the_next_look_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let me = start(root, "/p/me");
+    let peer = start(root, "/p/peer");
+    plant_pending(root, &peer, &me, "msg-decided00001", "once only");
+    let Outcome::Delivered(delivery) = listen_once(root, &me).unwrap().outcome else {
+        panic!("nothing delivered");
+    };
+    // The commit's deciding rename happened, with a claim old enough to
+    // have lapsed, and then its process died.
+    let layout = Layout::new(root);
+    let id = SessionId::parse(&me).unwrap();
+    let claimed = layout.claimed(&id);
+    let old = format!(
+        "msg-decided00001.{}.{}.taken",
+        &delivery.ticket.claim_name[17..25],
+        crate::clock::epoch_millis() - 60_000
+    );
+    std::fs::rename(claimed.join(&delivery.ticket.claim_name), claimed.join(&old)).unwrap();
+
+    let again = listen_once(root, &me);
+    assert!(matches!(again, Err(ref f) if f.error == crate::BridgeError::TimedOut(0)), "{again:?}");
+    assert_eq!(std::fs::read_dir(&claimed).unwrap().count(), 0);
+    let kept = std::fs::read_to_string(layout.read(&id).join("msg-decided00001.json")).unwrap();
+    assert!(kept.contains("\"status\": \"read\""), "{kept}");
+    assert!(kept.contains("once only"), "{kept}");
+    // And the commit that did not finish is not taken for a new one.
+    assert!(bridge(root).commit_delivery(&delivery.ticket).is_err());
+}

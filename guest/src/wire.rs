@@ -178,6 +178,74 @@ impl Message {
     }
 }
 
+/// The bytes of a message file that [`Message::parse`] accepted, with its
+/// top-level `status` value changed to `"read"` and every other byte kept
+/// as it arrived: fields a newer peer added, and an `inReplyTo` that was
+/// dropped for display, stay on disk. None when no top-level `status`
+/// string is found as plain bytes (a key spelled with escapes, say).
+pub fn marked_read(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut depth = 0usize;
+    // True where a string at depth 1 is a key: after `{` or a `,` there.
+    let mut at_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                if depth == 1 && at_key && &bytes[i + 1..end] == b"status" {
+                    let mut j = skip_space(bytes, end + 1);
+                    if bytes.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j = skip_space(bytes, j + 1);
+                    if bytes.get(j) != Some(&b'"') {
+                        return None;
+                    }
+                    let value_end = string_end(bytes, j)?;
+                    let mut out = Vec::with_capacity(bytes.len());
+                    out.extend_from_slice(&bytes[..j]);
+                    out.extend_from_slice(b"\"read\"");
+                    out.extend_from_slice(&bytes[value_end + 1..]);
+                    return Some(out);
+                }
+                at_key = false;
+                i = end + 1;
+                continue;
+            }
+            b'{' => {
+                depth += 1;
+                at_key = depth == 1;
+            }
+            b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' => at_key = depth == 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index of the quote that closes the JSON string opening at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_space(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
 /// A manifest file (`sessions/<id>/manifest.json`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -341,6 +409,23 @@ mod tests {
             Message::parse_noting(good.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
         assert_eq!(m.in_reply_to.as_deref(), Some("msg-aaaaaaaaaaaa"));
         assert_eq!(dropped, None);
+    }
+
+    #[test]
+    fn marking_read_changes_the_top_level_status_and_nothing_else() {
+        let marked = marked_read(ORIGINAL_MESSAGE.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(marked).unwrap(),
+            ORIGINAL_MESSAGE.replace("\"status\": \"pending\"", "\"status\": \"read\"")
+        );
+        // A nested `status`, or one inside a string, is not the message's.
+        let nested = r#"{"metadata":{"status":"pending"},"content":"\"status\": \"x\"","status" : "pending","z":[1,{"status":"q"}]}"#;
+        assert_eq!(
+            String::from_utf8(marked_read(nested.as_bytes()).unwrap()).unwrap(),
+            r#"{"metadata":{"status":"pending"},"content":"\"status\": \"x\"","status" : "read","z":[1,{"status":"q"}]}"#
+        );
+        assert_eq!(marked_read(br#"{"content":"no status here"}"#), None);
+        assert_eq!(marked_read(br#"{"status":"#), None);
     }
 
     #[test]

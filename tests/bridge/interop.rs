@@ -309,6 +309,51 @@ fn an_original_ping_is_answered_with_a_ping() {
     assert_eq!(status["connected"][0]["sessionId"], ORIGINAL);
 }
 
+/// Pending message files under `inbox/`, counted as the original's
+/// instructions count them: every `*.json` below it, however deep, whose
+/// status is pending.
+fn pending_counted_recursively(inbox: &Path) -> usize {
+    let mut count = 0;
+    let mut dirs = vec![inbox.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                count += usize::from(text.contains("\"status\": \"pending\""));
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn a_taken_message_is_kept_marked_read_and_otherwise_as_it_arrived() {
+    let w = World::new();
+    let lib = w.project("my-library");
+    let me = w.start(&lib);
+    original_session(&w);
+    // A field a newer peer might add stays on disk.
+    let arrived = fixture("query.json", &me, "").replace(
+        "  \"metadata\": {",
+        "  \"x-trace\": \"kept\",\n  \"metadata\": {",
+    );
+    deliver_like_original(&w, &me, "msg-0dzhx0wgcik9", &arrived);
+    let inbox = w.session_dir(&me).join("inbox");
+    assert_eq!(pending_counted_recursively(&inbox), 1);
+
+    w.cmd(&lib).args(["run", "listen", "--timeout", "5"]).ok();
+    let kept = std::fs::read_to_string(inbox.join("read/msg-0dzhx0wgcik9.json")).unwrap();
+    assert_eq!(
+        kept,
+        arrived.replace("\"status\": \"pending\"", "\"status\": \"read\"")
+    );
+    assert_eq!(pending_counted_recursively(&inbox), 0);
+    assert_eq!(std::fs::read_dir(inbox.join("claimed")).unwrap().count(), 0);
+}
+
 #[test]
 fn an_original_message_answering_a_malformed_id_is_shown_without_it() {
     let w = World::new();
