@@ -11,6 +11,10 @@
 //! file whose committer died is finished by the next look. Taken messages
 //! leave the scanned folder, so the cost of a scan depends on what is
 //! pending, not on history.
+//!
+//! The original plugin leaves the messages it took in `inbox/`, rewritten
+//! `"status": "read"`. The first look that meets such a file in a listing
+//! too large to read whole moves every one of them into `read/` in one pass.
 
 use std::collections::HashMap;
 use std::fs;
@@ -59,6 +63,28 @@ thread_local! {
     /// file again.
     static CLAIMED_BYTES: std::cell::RefCell<Option<(String, Vec<u8>)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// The pending names one look found (see [`Bridge::pending_names`]).
+pub(crate) struct Look {
+    pub names: Vec<String>,
+    /// When the next live claim lapses.
+    pub next_expiry: Option<Duration>,
+    /// The names are what this instance's last listing left untried.
+    pub from_backlog: bool,
+    /// The listing stopped at [`PENDING_WINDOW`] names: there may be more.
+    pub truncated: bool,
+}
+
+/// What a look made of one pending file.
+pub(crate) enum Loaded {
+    /// A pending message.
+    Pending(Pending),
+    /// Already taken: marked read by an original-protocol reader, and now
+    /// moved into `read/`.
+    TakenBefore,
+    /// Gone (taken by another listener) or set aside as malformed.
+    Gone,
 }
 
 /// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`, or `.taken`
@@ -142,24 +168,58 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// The names of the pending message files in `owner`'s inbox, after
-    /// returning lapsed claims to it. Also returns when the next live claim
-    /// lapses, so a waiter can wake for it.
+    /// returning lapsed claims to it, at most [`PENDING_WINDOW`] of them.
+    /// Also says when the next live claim lapses, so a waiter can wake for
+    /// it.
     ///
     /// Under a backlog, the names left from this instance's last listing
-    /// are returned instead of a new listing (the third value is then
-    /// true): listing costs a host call per entry.
-    pub(crate) fn pending_names(
-        &self,
-        owner: &SessionId,
-    ) -> Result<(Vec<String>, Option<Duration>, bool)> {
+    /// are returned instead of a new listing (`from_backlog`): listing
+    /// costs a host call per entry.
+    pub(crate) fn pending_names(&self, owner: &SessionId) -> Result<Look> {
         let next_expiry = self.recover_expired_claims(owner)?;
         let inbox = self.layout.inbox(owner);
         let kept = BACKLOG.with(|b| b.borrow_mut().remove(&inbox));
         if let Some(names) = kept.filter(|names| !names.is_empty()) {
-            return Ok((names, next_expiry, true));
+            return Ok(Look {
+                names,
+                next_expiry,
+                from_backlog: true,
+                truncated: false,
+            });
         }
         let names = files::list_some(&inbox, ".json", PENDING_WINDOW, Some(STALE_TEMP_AGE))?;
-        Ok((names, next_expiry, false))
+        Ok(Look {
+            truncated: names.len() >= PENDING_WINDOW,
+            names,
+            next_expiry,
+            from_backlog: false,
+        })
+    }
+
+    /// Every `*.json` name in `owner`'s inbox, for a look that must see all
+    /// of it.
+    pub(crate) fn all_pending_names(&self, owner: &SessionId) -> Result<Vec<String>> {
+        let mut names = files::list(&self.layout.inbox(owner))?;
+        names.retain(|name| name.ends_with(".json"));
+        Ok(names)
+    }
+
+    /// The one pass over an inbox that holds messages the original plugin
+    /// marked read in place: every such file moves into `read/`, so later
+    /// looks list only what is pending. Malformed files met on the way are
+    /// set aside as any look would. Returns how many files it moved.
+    pub(crate) fn archive_taken_before(
+        &self,
+        owner: &SessionId,
+        warnings: &mut Vec<String>,
+    ) -> Result<usize> {
+        let mut moved = 0;
+        for name in self.all_pending_names(owner)? {
+            if let Loaded::TakenBefore = self.load_pending(owner, &name, warnings)? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     /// Remembers names of `owner`'s inbox not yet tried (see
@@ -185,13 +245,13 @@ impl<P: Platform> Bridge<P> {
         owner: &SessionId,
         name: &str,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Pending>> {
+    ) -> Result<Loaded> {
         let key = self.layout.inbox(owner).join(name);
         if let Some(seen) = SCANNED.with(|c| c.borrow().get(&key).cloned()) {
-            return Ok(Some(seen));
+            return Ok(Loaded::Pending(seen));
         }
         let loaded = self.load_pending(owner, name, warnings)?;
-        if let Some(pending) = &loaded {
+        if let Loaded::Pending(pending) = &loaded {
             let mut summary = pending.clone();
             summary.message.content = String::new();
             SCANNED.with(|c| c.borrow_mut().insert(key, summary));
@@ -222,28 +282,31 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// Reads one pending message. Malformed files are set aside into
-    /// `rejected/` with a warning, and None is returned for them and for
-    /// files that vanished (taken by another listener).
+    /// `rejected/` with a warning; files already marked read move into
+    /// `read/`.
     pub(crate) fn load_pending(
         &self,
         owner: &SessionId,
         name: &str,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Pending>> {
+    ) -> Result<Loaded> {
         let Some(stem) = name.strip_suffix(".json") else {
-            return Ok(None);
+            return Ok(Loaded::Gone);
         };
         let path = self.layout.inbox(owner).join(name);
         match files::read_bounded_with_stat(&path, MAX_MESSAGE_FILE_BYTES) {
             Ok((bytes, stat)) => match Message::parse(&bytes, stem, Some(owner)) {
                 Ok(message) if message.status == Status::Pending => {
-                    return Ok(Some(Pending {
+                    return Ok(Loaded::Pending(Pending {
                         message,
                         modified: stat.modified,
                     }));
                 }
                 // Marked read by an original-protocol reader: already taken.
-                Ok(_) => self.archive_taken(owner, name),
+                Ok(_) => {
+                    self.archive_taken(owner, name);
+                    return Ok(Loaded::TakenBefore);
+                }
                 Err(reason) => self.set_aside(owner, name, &reason, warnings),
             },
             Err(ReadFailure::Missing) => {}
@@ -253,7 +316,7 @@ impl<P: Platform> Bridge<P> {
                 self.set_aside(owner, name, &reason, warnings);
             }
         }
-        Ok(None)
+        Ok(Loaded::Gone)
     }
 
     /// Appends the policy's notes on `message` to the sender's audit log.
@@ -284,11 +347,13 @@ impl<P: Platform> Bridge<P> {
         }
     }
 
+    /// Moves a file the original marked read into `read/`, which a session
+    /// the original registered does not have yet.
     fn archive_taken(&self, owner: &SessionId, name: &str) {
-        let _ = fs::rename(
-            self.layout.inbox(owner).join(name),
-            self.layout.read(owner).join(name),
-        );
+        let read = self.layout.read(owner);
+        if files::ensure_child_dir(&read).is_ok() {
+            let _ = fs::rename(self.layout.inbox(owner).join(name), read.join(name));
+        }
     }
 
     /// Moves a bad inbox entry into `rejected/`, next to a note saying why.

@@ -353,6 +353,41 @@ fn plant_pending(root: &Path, from: &str, to: &str, id: &str, content: &str) {
 }
 
 #[test]
+fn a_look_sees_past_a_window_of_messages_it_cannot_take() {
+    // Hundreds of pending messages this session sent itself, which listen
+    // skips, fill every window a look reads; one from a peer lies beyond.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let me = start(root, "/p/me");
+    let peer = start(root, "/p/peer");
+    for i in 0..600 {
+        plant_pending(root, &me, &me, &format!("msg-self{i:08}"), "to myself");
+    }
+    let inbox = Layout::new(root).inbox(&SessionId::parse(&me).unwrap());
+    // Natively, a listing comes in the directory's own order: place the
+    // peer's message where the first window does not reach.
+    let window = crate::mailbox::PENDING_WINDOW;
+    let beyond = (0..100)
+        .map(|i| format!("msg-peer{i:08}"))
+        .find(|id| {
+            plant_pending(root, &peer, &me, id, "from the peer");
+            let first = crate::files::list_some(&inbox, ".json", window, None).unwrap();
+            let unseen = !first.contains(&format!("{id}.json"));
+            if !unseen {
+                std::fs::remove_file(inbox.join(format!("{id}.json"))).unwrap();
+            }
+            unseen
+        })
+        .expect("some name lies past the first window");
+    let report = listen_once(root, &me).unwrap_or_else(|f| panic!("{f:?}"));
+    let Outcome::Delivered(delivery) = report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    assert_eq!(delivery.message.id, beyond);
+    assert_eq!(delivery.message.content, "from the peer");
+}
+
+#[test]
 fn a_commit_killed_after_deciding_is_finished_by_the_next_look_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -309,6 +309,15 @@ fn an_original_ping_is_answered_with_a_ping() {
     assert_eq!(status["connected"][0]["sessionId"], ORIGINAL);
 }
 
+/// A message as the original leaves it once taken: still in `inbox/`,
+/// rewritten with `"status": "read"`.
+fn marked_read_by_original(id: &str, from: &str, to: &str) -> String {
+    fixture("query.json", to, "")
+        .replace("msg-0dzhx0wgcik9", id)
+        .replace(&format!("\"from\": \"{ORIGINAL}\""), &format!("\"from\": \"{from}\""))
+        .replace("\"status\": \"pending\"", "\"status\": \"read\"")
+}
+
 /// Pending message files under `inbox/`, counted as the original's
 /// instructions count them: every `*.json` below it, however deep, whose
 /// status is pending.
@@ -327,6 +336,46 @@ fn pending_counted_recursively(inbox: &Path) -> usize {
         }
     }
     count
+}
+
+#[test]
+fn a_pending_message_behind_the_originals_read_backlog_is_delivered_at_once() {
+    // The project still points at the session the original registered, and
+    // its inbox holds what the original took, marked read in place: users
+    // report 1,352 such files.
+    const READ_BY_ORIGINAL: usize = 1_400;
+    let w = World::new();
+    let app = w.project("my-app");
+    let lib = w.project("my-library");
+    let lib_id = w.start(&lib);
+    original_session(&w);
+    std::fs::create_dir_all(app.join(".claude")).unwrap();
+    std::fs::write(app.join(".claude/bridge-session"), ORIGINAL).unwrap();
+    let inbox = w.session_dir(ORIGINAL).join("inbox");
+    for i in 0..READ_BY_ORIGINAL {
+        let id = format!("msg-r{i:011}");
+        std::fs::write(
+            inbox.join(format!("{id}.json")),
+            marked_read_by_original(&id, &lib_id, ORIGINAL),
+        )
+        .unwrap();
+    }
+    let sent = w
+        .cmd(&lib)
+        .args(["run", "send", ORIGINAL, "query", "still there?"])
+        .ok();
+
+    let out = w.cmd(&app).args(["run", "listen", "--timeout", "5"]).ok();
+    let (fields, content) = parse_listen(&out);
+    assert_eq!(
+        (fields["MESSAGE_ID"].as_str(), content.as_str()),
+        (sent.trim(), "still there?")
+    );
+    // The read files were moved aside in that one look, every one of them:
+    // nothing but pending messages is left where looks list.
+    assert_eq!(json_files(&inbox).len(), 0, "read files left in the inbox");
+    assert_eq!(json_files(&inbox.join("read")).len(), READ_BY_ORIGINAL + 1);
+    w.cmd(&app).args(["run", "listen", "--timeout", "1"]).fails();
 }
 
 #[test]
