@@ -594,6 +594,13 @@ impl<P: Platform> Bridge<P> {
 
     fn stop(&self, context: &Context, warnings: &mut Vec<String>) -> Result<StopReport> {
         let (me, mine) = self.me(context)?;
+        if !self.project_owns(context, &me, &mine) {
+            return Err(BridgeError::InvalidArgument(format!(
+                "session {me} belongs to the project {:?}, not to {:?}; stop it from there \
+                 (--project-dir {:?}) or name it with --session {me}",
+                mine.project_path, context.project_dir, mine.project_path
+            )));
+        }
         let incarnation = self.incarnation(&me);
         let mut notified = Vec::new();
         for peer in self.correspondents(&me, None)? {
