@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::ids::SessionId;
-use crate::registry::validate_agent_session;
+use crate::registry::{is_refused, validate_agent_session};
 use crate::wire::Manifest;
 use crate::{Bridge, Context, Platform};
 
@@ -79,8 +79,12 @@ impl<P: Platform> Bridge<P> {
         let Ok(id) = SessionId::parse(text.trim()) else {
             return Ok(None);
         };
-        let Ok(manifest) = self.manifest(&id) else {
-            return Ok(None);
+        let manifest = match self.manifest(&id) {
+            Ok(manifest) => manifest,
+            // The project's own session, which cannot be used as it is:
+            // say so, rather than act for another session or a new one.
+            Err(refused) if is_refused(&refused) => return Err(refused),
+            Err(_) => return Ok(None),
         };
         Ok(self.usable_by(&id, context).then_some((id, manifest)))
     }

@@ -149,7 +149,7 @@ impl<P: Platform> Bridge<P> {
         let id = MessageId::parse(&message.id)?;
         let to = SessionId::parse(&message.to)?;
         let from = SessionId::parse(&message.from)?;
-        if !self.session_exists(&to) {
+        if !self.session_dir_usable(&to)? {
             return Err(BridgeError::NoSuchSession(to.to_string()));
         }
         let inbox = self.layout.inbox(&to);

@@ -89,6 +89,9 @@ pub struct Peer {
 pub enum PeerEntry {
     Valid(Peer),
     Unreadable { session_id: String, reason: String },
+    /// A session directory the host refused access to, because it is not
+    /// private: listed, never used as a peer.
+    Unsafe { session_id: String, reason: String },
 }
 
 /// What `status` reports.

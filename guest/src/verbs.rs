@@ -527,7 +527,12 @@ impl<P: Platform> Bridge<P> {
     }
 
     fn peers(&self, context: &Context) -> Result<Vec<PeerEntry>> {
-        let me = self.resolve(context)?;
+        // This session's own directory may be the unsafe one: it is listed
+        // as such, like any other.
+        let me = match self.resolve(context) {
+            Err(refused) if crate::registry::is_refused(&refused) => None,
+            other => other?,
+        };
         let mut entries = Vec::new();
         for id in self.session_ids()? {
             let entry = match self.manifest(&id) {
@@ -536,6 +541,10 @@ impl<P: Platform> Bridge<P> {
                     this_session: me.as_ref() == Some(&id),
                     manifest,
                 }),
+                Err(err) if crate::registry::is_refused(&err) => PeerEntry::Unsafe {
+                    session_id: id.to_string(),
+                    reason: crate::registry::REFUSED_SESSION.to_string(),
+                },
                 Err(err) => PeerEntry::Unreadable {
                     session_id: id.to_string(),
                     reason: err.to_string(),

@@ -379,19 +379,24 @@ const CASES: &[Case] = &[
         may_change: nothing,
     },
     Case {
-        name: "a session directory that group or others can write",
+        name: "sending to a session directory that group or others can write",
         plant: |s| {
             std::fs::set_permissions(
                 s.session(&s.peer_id),
                 std::fs::Permissions::from_mode(0o757),
             )
             .unwrap();
-            args(&["run", "peers"])
+            args(&["run", "send", &s.peer_id, "query", "hi"])
         },
         says: |s| {
+            let dir = s.session(&s.peer_id);
             format!(
-                "the session directory {} has mode 757",
-                s.session(&s.peer_id).display()
+                "session {} is refused as unsafe: the session directory {} has mode 757: group \
+                 or others can write to it, so they could plant or alter messages. Run: chmod \
+                 700 {}",
+                s.peer_id,
+                dir.display(),
+                dir.display()
             )
         },
         may_change: nothing,
@@ -468,6 +473,89 @@ fn every_hostile_input_gets_a_clear_error_and_changes_nothing_else() {
         }
         // Restore what the plant made unreadable, so the world can be removed.
         let _ = std::fs::set_permissions(&s.w.bridge, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::set_permissions(
+            s.session(&s.peer_id),
+            std::fs::Permissions::from_mode(0o700),
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_loose_session_directory_is_refused_as_a_peer_and_every_other_session_keeps_working() {
+    let s = Setup::new();
+    let peer = s.w.project("peer");
+    // The original, run under umask 002, makes its session directory 775.
+    let loose_project = s.w.project("loose");
+    let loose_id = s.w.start(&loose_project);
+    let loose_dir = s.session(&loose_id);
+    std::fs::set_permissions(&loose_dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let fix = format!("Run: chmod 700 {}", loose_dir.display());
+
+    let (output, description) = s.w.cmd(&s.me).args(["run", "peers"]).output();
+    assert!(output.status.success(), "{description}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row for {id}\n{description}"))
+            .to_string()
+    };
+    assert!(row(&loose_id).contains("unsafe"), "{description}");
+    assert!(row(&s.me_id).contains("active (this session)"), "{description}");
+    assert!(row(&s.peer_id).contains("active"), "{description}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&fix),
+        "{description}"
+    );
+
+    // Two other sessions talk as before.
+    s.w.cmd(&s.me)
+        .args(["run", "send", &s.peer_id, "query", "still working?"])
+        .ok();
+    let heard = s.w.cmd(&peer).args(["run", "listen", "--timeout", "5"]).ok();
+    assert_eq!(crate::util::parse_listen(&heard).1, "still working?");
+
+    // Sending to the loose session, or connecting to it, says why and
+    // gives the fix; nothing lands in its inbox.
+    let before = snapshot(&loose_dir);
+    for verb in [
+        vec!["run", "send", loose_id.as_str(), "query", "hi"],
+        vec!["run", "connect", loose_id.as_str()],
+    ] {
+        let (_, stderr) = s.w.cmd(&s.me).args(&verb).fails();
+        assert!(
+            stderr.contains(&format!("session {loose_id} is refused as unsafe"))
+                && stderr.contains(&fix),
+            "{verb:?}: {stderr}"
+        );
+    }
+    assert_eq!(snapshot(&loose_dir), before);
+
+    // Taking messages as the loose session says the same, and registers
+    // no other session in its place.
+    let sessions = std::fs::read_dir(s.w.bridge.join("sessions")).unwrap().count();
+    let (_, stderr) = s
+        .w
+        .cmd(&loose_project)
+        .args(["run", "listen", "--timeout", "1"])
+        .fails();
+    assert!(stderr.contains(&fix), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(s.w.bridge.join("sessions")).unwrap().count(),
+        sessions
+    );
+    // Its own project still gets the listing, with itself marked unsafe.
+    let table = s.w.cmd(&loose_project).args(["run", "peers"]).ok();
+    assert!(
+        table.lines().any(|l| l.starts_with(&loose_id) && l.contains("unsafe")),
+        "{table}"
+    );
+
+    // Once fixed, it is a peer again.
+    std::fs::set_permissions(&loose_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    s.w.cmd(&s.me)
+        .args(["run", "send", &loose_id, "query", "welcome back"])
+        .ok();
 }
