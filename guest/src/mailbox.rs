@@ -516,7 +516,9 @@ impl<P: Platform> Bridge<P> {
     /// `claimed/`: writes `read/<id>.json` as the message arrived, marked
     /// `"status": "read"` (so a recursive count of pending files, as the
     /// original's instructions make, is right), then removes the `.taken`
-    /// file. Safe to repeat: a second run writes the same copy.
+    /// file. Safe to repeat: a second run writes the same copy. A reply
+    /// taken this way is remembered as the thread with its sender (see
+    /// [`Self::follow_up_to`]).
     fn keep_as_read(
         &self,
         owner: &SessionId,
@@ -557,7 +559,31 @@ impl<P: Platform> Bridge<P> {
             &read_copy,
         )?;
         files::remove_if_present(&taken)?;
+        if let Some(message) = message
+            && message.kind == crate::wire::Kind::Response
+            && let Some(peer) = message.sender()
+        {
+            self.remember_thread(owner, &peer, id);
+        }
         Ok(())
+    }
+
+    /// Records that the last reply `owner` took from `peer` is `reply`.
+    fn remember_thread(&self, owner: &SessionId, peer: &SessionId, reply: &MessageId) {
+        let dir = self.layout.threads(owner);
+        if files::ensure_child_dir(&dir).is_ok() {
+            let _ = files::replace(&dir, peer.as_str(), reply.as_str().as_bytes());
+        }
+    }
+
+    /// The last reply `owner` took from `peer`, if any: a new query to
+    /// `peer` follows up on it. When a reply asks something back, the
+    /// asker answers with a new query (the reference's clarification
+    /// loop), and this keeps the conversation one thread for the peer.
+    pub(crate) fn follow_up_to(&self, owner: &SessionId, peer: &SessionId) -> Option<MessageId> {
+        let path = self.layout.threads(owner).join(peer.as_str());
+        let bytes = files::read_bounded(&path, 64).ok()?;
+        MessageId::parse(std::str::from_utf8(&bytes).ok()?.trim()).ok()
     }
 
     /// Returns lapsed claims to the inbox. Each claim name is unique, so of

@@ -103,7 +103,17 @@ impl<P: Platform> Bridge<P> {
                 timeout_seconds,
             } => {
                 let sender = self.me(context)?;
-                let query = self.send(&sender, &to, Kind::Query, content, None, warnings)?;
+                let follow_up = SessionId::parse(&to)
+                    .ok()
+                    .and_then(|peer| self.follow_up_to(&sender.0, &peer));
+                let query = self.send(
+                    &sender,
+                    &to,
+                    Kind::Query,
+                    content,
+                    follow_up.as_ref().map(MessageId::as_str),
+                    warnings,
+                )?;
                 let query = MessageId::parse(&query.id)?;
                 self.wait_for_reply(&sender.0, &query, timeout_seconds, warnings)
                     .map(Outcome::Answered)
