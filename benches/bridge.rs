@@ -38,6 +38,8 @@ struct Sizes {
     throughput_rounds: usize,
     idle_secs: u64,
     scaling: &'static [usize],
+    one_pass: usize,
+    left_by_original: &'static [usize],
 }
 
 const FULL: Sizes = Sizes {
@@ -51,6 +53,8 @@ const FULL: Sizes = Sizes {
     throughput_rounds: 3,
     idle_secs: 10,
     scaling: &[0, 1_000, 10_000, 100_000],
+    one_pass: 5,
+    left_by_original: &[10_000, 100_000],
 };
 
 const QUICK: Sizes = Sizes {
@@ -64,6 +68,8 @@ const QUICK: Sizes = Sizes {
     throughput_rounds: 1,
     idle_secs: 3,
     scaling: &[0, 1_000, 10_000],
+    one_pass: 3,
+    left_by_original: &[10_000],
 };
 
 /// A timed figure: its name, what measures it, and its target.
@@ -128,6 +134,16 @@ fn main() {
             "≤ 10 ms, flat",
         )
     });
+    let one_pass = sizes.left_by_original.iter().map(|&read| {
+        (
+            format!(
+                "listen, one new behind {read} read files the original left in inbox/ (the one pass)"
+            ),
+            Box::new(move || listen_behind_originals_read(sizes, cache, read))
+                as Box<dyn Fn() -> Vec<Duration>>,
+            "",
+        )
+    });
     let cold: Vec<TimedFigure> = vec![
         (
             "cold start (`id`), no compile cache".into(),
@@ -140,7 +156,7 @@ fn main() {
             "",
         ),
     ];
-    for (name, measure, target) in timed.into_iter().chain(scaling).chain(cold) {
+    for (name, measure, target) in timed.into_iter().chain(scaling).chain(one_pass).chain(cold) {
         if want(&name) {
             row(&name, &measure(), target);
         }
@@ -247,6 +263,53 @@ fn listen_among_read(sizes: &Sizes, cache: &Path, read: usize) -> Vec<Duration> 
             let out = w.output(&w.b, &["listen", "--timeout", "0"]);
             let took = started.elapsed();
             assert!(out.contains(&id), "{out}");
+            took
+        })
+        .collect()
+}
+
+/// The first `listen` of a session whose inbox holds `read` messages the
+/// original plugin took and left there, marked read, and one new message:
+/// it moves them all into `read/` in one pass, then delivers. Between
+/// samples the folders are swapped back, so each sample starts from the
+/// same backlog without writing it again.
+fn listen_behind_originals_read(sizes: &Sizes, cache: &Path, read: usize) -> Vec<Duration> {
+    let w = World::new(cache);
+    let session = w.bridge.join("sessions").join(&w.b_id);
+    let inbox = session.join("inbox");
+    for i in 0..read {
+        let id = format!("msg-o{i:011}");
+        fs::write(
+            inbox.join(format!("{id}.json")),
+            message_json(&id, &w.a_id, &w.b_id, "read"),
+        )
+        .expect("prefill");
+    }
+    (0..sizes.one_pass)
+        .map(|i| {
+            let id = format!("msg-p{i:011}");
+            let temp = inbox.join(".bench-tmp");
+            fs::write(&temp, message_json(&id, &w.a_id, &w.b_id, "pending")).unwrap();
+            fs::rename(&temp, inbox.join(format!("{id}.json"))).unwrap();
+            let started = Instant::now();
+            let out = w.output(&w.b, &["listen", "--timeout", "0"]);
+            let took = started.elapsed();
+            assert!(out.contains(&id), "{out}");
+            let read_dir = inbox.join("read");
+            assert_eq!(fs::read_dir(&read_dir).unwrap().count(), read + 1);
+            // Back as the original left it: the moved files become the
+            // inbox again, beside its empty folders.
+            fs::remove_file(read_dir.join(format!("{id}.json"))).unwrap();
+            let next = session.join("inbox.next");
+            fs::rename(&read_dir, &next).unwrap();
+            for folder in ["claimed", "rejected"] {
+                if inbox.join(folder).exists() {
+                    fs::rename(inbox.join(folder), next.join(folder)).unwrap();
+                }
+            }
+            fs::create_dir(next.join("read")).unwrap();
+            fs::remove_dir(&inbox).unwrap();
+            fs::rename(&next, &inbox).unwrap();
             took
         })
         .collect()

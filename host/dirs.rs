@@ -21,31 +21,72 @@ pub fn prepare_private_dir(path: &Path, what: &str) -> Result<()> {
     check_private_dir(path, what)
 }
 
-/// Refuses a bridge directory whose `sessions/` folder, or any session
-/// directory in it, another user owns or group or others can write: such a
-/// session could be fed forged messages or read by someone else. Symbolic
+/// A session directory that is not private: another user owns it, or
+/// group or others can write to it. The guest is kept out of it (see
+/// `confine`); every other session keeps working.
+#[derive(Debug, Clone)]
+pub struct LooseSession {
+    /// The directory's name under `sessions/`.
+    pub name: String,
+    pub path: PathBuf,
+    /// What is wrong and the command that fixes it, for the user.
+    pub problem: String,
+}
+
+impl LooseSession {
+    /// Why the session is refused and how to fix it.
+    pub fn explanation(&self) -> String {
+        format!(
+            "session {} is refused as unsafe: {}",
+            self.name, self.problem
+        )
+    }
+}
+
+/// Refuses a bridge directory whose `sessions/` folder another user owns
+/// or others can write to, and returns the session directories in it that
+/// are not private: anyone who can write to one could plant or alter its
+/// messages, so the guest is kept out of each (see `confine`). Symbolic
 /// links are left to the guest, which never follows them.
-pub fn check_session_dirs(bridge_dir: &Path) -> Result<()> {
+pub fn check_session_dirs(bridge_dir: &Path) -> Result<Vec<LooseSession>> {
     let sessions = bridge_dir.join("sessions");
     let entries = match fs::read_dir(&sessions) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => {
             return Err(err).with_context(|| format!("cannot list {}", sessions.display()));
         }
     };
     check_private_dir(&sessions, "sessions directory")?;
+    let mut loose = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", sessions.display()))?;
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            check_private_dir(&entry.path(), "session directory")?;
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if let Some(problem) = private_dir_problem(&path, "session directory")? {
+            loose.push(LooseSession {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                path,
+                problem,
+            });
         }
     }
-    Ok(())
+    Ok(loose)
 }
 
 /// Refuses a directory another user owns, or that group or others can write.
 pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
+    match private_dir_problem(path, what)? {
+        Some(problem) => bail!("{problem}"),
+        None => Ok(()),
+    }
+}
+
+/// What makes `path` not a private directory of this user, with the fix;
+/// None when it is one.
+fn private_dir_problem(path: &Path, what: &str) -> Result<Option<String>> {
     let meta =
         fs::metadata(path).with_context(|| format!("cannot read the {what} {}", path.display()))?;
     if !meta.is_dir() {
@@ -54,24 +95,25 @@ pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        bail!(
+        return Ok(Some(format!(
             "the {what} {} belongs to user {} but you are user {me}; another user could read \
              or forge your sessions' messages. Use a directory of your own (--bridge-dir) or \
-             fix its owner",
+             fix its owner: chown {me} {}",
             path.display(),
-            meta.uid()
-        );
+            meta.uid(),
+            shell_quote(path)
+        )));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o022 != 0 {
-        bail!(
+        return Ok(Some(format!(
             "the {what} {} has mode {mode:03o}: group or others can write to it, so they could \
              plant or alter messages. Run: chmod 700 {}",
             path.display(),
             shell_quote(path)
-        );
+        )));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn shell_quote(path: &Path) -> String {

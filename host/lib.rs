@@ -3,6 +3,7 @@
 //! the benchmarks use this library directly.
 
 pub mod compile_cache;
+pub mod confine;
 pub mod dirs;
 pub mod errors;
 pub mod guests;

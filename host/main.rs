@@ -452,9 +452,10 @@ impl Invocation {
             None => default_bridge_dir()?,
         };
         dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
-        dirs::check_session_dirs(&bridge_dir)?;
+        let loose = dirs::check_session_dirs(&bridge_dir)?;
         let (component, _) = GuestSource::from_global(global)?.load(global)?;
         let mut guest = Guest::instantiate(&component, &bridge_dir, &place.project_dir)?;
+        guest.withhold(&bridge_dir, loose);
         let max_content_bytes = guest.limits()?.max_content_bytes;
         let context = wit::InvocationContext {
             session: global.session.clone().filter(|s| !s.is_empty()),
@@ -481,9 +482,40 @@ impl Invocation {
         self.guest.run(&self.context, verb)
     }
 
-    /// The error as the user sees it.
+    /// The error as the user sees it. An error about a session directory
+    /// the host withheld says why, and how to fix it, in the host's words:
+    /// the guest cannot see a directory's owner or mode.
     fn shown(&self, err: &wit::BridgeError, verb_name: &str) -> errors::Shown {
-        errors::Shown::new(err, verb_name, &self.bridge_dir, &self.project_dir)
+        let mut shown = errors::Shown::new(err, verb_name, &self.bridge_dir, &self.project_dir);
+        if let Some(loose) = self.withheld_in(err) {
+            shown.message = loose.explanation();
+        }
+        shown
+    }
+
+    /// The withheld session directory `err` is about, if any.
+    fn withheld_in(&self, err: &wit::BridgeError) -> Option<dirs::LooseSession> {
+        let (wit::BridgeError::Io(problem) | wit::BridgeError::Corrupt(problem)) = err else {
+            return None;
+        };
+        let mut parts = Path::new(&problem.path).components();
+        let under_sessions = parts.next().is_some_and(|p| p.as_os_str() == "sessions");
+        let name = parts.next()?.as_os_str().to_str()?.to_string();
+        self.guest
+            .withheld_touched()
+            .into_iter()
+            .find(|loose| under_sessions && loose.name == name)
+    }
+
+    /// Says, on standard error, why each withheld session directory the
+    /// guest tried to reach was refused, except the one `err` is about.
+    fn print_withheld(&self, err: Option<&wit::BridgeError>) {
+        let shown = err.and_then(|err| self.withheld_in(err));
+        for loose in self.guest.withheld_touched() {
+            if shown.as_ref().is_none_or(|s| s.name != loose.name) {
+                eprintln!("warning: {}", loose.explanation());
+            }
+        }
     }
 
     /// Writes the report's text to `out`; only once it is out is a claimed
@@ -524,6 +556,7 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         Ok(report) => report,
         Err(failure) => {
             print_warnings(&failure.warnings);
+            invocation.print_withheld(Some(&failure.error));
             invocation
                 .shown(&failure.error, verb_name)
                 .print(global.json)?;
@@ -537,6 +570,7 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         }
     };
     print_warnings(&report.warnings);
+    invocation.print_withheld(None);
     invocation.hand_over(&report, verb_name, &mut io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }

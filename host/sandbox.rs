@@ -10,7 +10,8 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::dirs::ProjectPointer;
+use crate::confine::{Confined, Confinement};
+use crate::dirs::{LooseSession, ProjectPointer};
 use crate::watch::DirWatcher;
 
 wasmtime::component::bindgen!({
@@ -135,6 +136,13 @@ pub struct HostState {
     pointer: ProjectPointer,
     watchers: usize,
     stderr: MemoryOutputPipe,
+    confinement: Confinement,
+}
+
+impl Confined for HostState {
+    fn confinement(&mut self) -> &mut Confinement {
+        &mut self.confinement
+    }
 }
 
 impl WasiView for HostState {
@@ -170,6 +178,11 @@ impl session_bridge::protocol::host::HostWatcher for HostState {
     fn watch(&mut self, dir: String) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
         if self.watchers >= MAX_WATCHERS {
             return Ok(Err(format!("at most {MAX_WATCHERS} watchers at once")));
+        }
+        if self.confinement.refuses(&dir) {
+            return Ok(Err(format!(
+                "{dir}: bridge-host withholds this session directory (it is not private)"
+            )));
         }
         let opened = inside_bridge(&dir).and_then(|rel| {
             self.bridge
@@ -251,6 +264,7 @@ impl Guest {
             pointer: ProjectPointer::new(project_dir),
             watchers: 0,
             stderr,
+            confinement: Confinement::default(),
         };
         let engine = component.engine();
         let mut store = Store::new(engine, state);
@@ -258,7 +272,8 @@ impl Guest {
         let mut linker = Linker::<HostState>::new(engine);
         crate::wasi_link::add_imported(&mut linker, component)
             .and_then(|filesystem| match filesystem {
-                true => crate::listing::add_to_linker(&mut linker),
+                true => crate::listing::add_to_linker(&mut linker)
+                    .and_then(|()| crate::confine::add_to_linker(&mut linker)),
                 false => Ok(()),
             })
             .map_err(|e| anyhow!("cannot link WASI: {e}"))?;
@@ -281,6 +296,23 @@ impl Guest {
             .instantiate(&mut store)
             .map_err(|e| anyhow!("cannot instantiate the guest component: {e:#}"))?;
         Ok(Guest { store, bindings })
+    }
+
+    /// Keeps the guest out of the `loose` session directories under
+    /// `bridge_dir` (see `confine`).
+    pub fn withhold(&mut self, bridge_dir: &Path, loose: Vec<LooseSession>) {
+        self.store.data_mut().confinement = Confinement::new(bridge_dir, loose);
+    }
+
+    /// The withheld session directories the guest tried to reach so far.
+    pub fn withheld_touched(&self) -> Vec<LooseSession> {
+        self.store
+            .data()
+            .confinement
+            .touched()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Refills the instruction budget and enters the host's tokio runtime for

@@ -296,7 +296,10 @@ impl From<crate::Outcome> for wit::Outcome {
                     .into_iter()
                     .map(|e| match e {
                         crate::PeerEntry::Valid(p) => wit::PeerEntry::Valid(p.into()),
-                        crate::PeerEntry::Unreadable { session_id, reason } => {
+                        // The frozen WIT has no case of its own for it;
+                        // its reason starts with "unsafe:".
+                        crate::PeerEntry::Unreadable { session_id, reason }
+                        | crate::PeerEntry::Unsafe { session_id, reason } => {
                             wit::PeerEntry::Unreadable(wit::UnreadableSession {
                                 session_id,
                                 reason,

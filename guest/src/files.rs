@@ -57,6 +57,19 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// As [`replace`], with the temporary file written in `temp_dir` (on the
+/// same file system) rather than beside the target: for a folder that no
+/// one lists, so that a writer killed midway leaves its temporary file
+/// where it will be cleared away.
+pub fn replace_via(temp_dir: &Path, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let temp = write_temp(temp_dir, bytes)?;
+    let target = dir.join(name);
+    fs::rename(&temp, &target).map_err(|err| {
+        let _ = fs::remove_file(&temp);
+        BridgeError::io("cannot move into place", &target, &err)
+    })
+}
+
 /// Writes `bytes` to `dir/name` atomically unless a file of that name
 /// exists. Returns false, and leaves the existing file alone, when it does.
 pub fn create(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool> {
@@ -326,6 +339,12 @@ pub fn read_bounded_with_stat(path: &Path, limit: u64) -> Result<(Vec<u8>, Stat)
 pub fn list(dir: &Path) -> Result<Vec<String>> {
     let names = read_names(dir, &mut |_| false)?;
     Ok(visible_names(dir, names, None))
+}
+
+/// As [`list`], also removing temporary files older than `stale_after`.
+pub fn list_clearing(dir: &Path, stale_after: std::time::Duration) -> Result<Vec<String>> {
+    let names = read_names(dir, &mut |_| false)?;
+    Ok(visible_names(dir, names, Some(stale_after)))
 }
 
 /// As [`list`], but only the names ending in `suffix`, and no more than

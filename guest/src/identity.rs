@@ -3,7 +3,8 @@
 //! The order is: an explicit session (`--session`, `BRIDGE_SESSION_ID`);
 //! the session registered for the agent's own session ID
 //! (`CLAUDE_CODE_SESSION_ID`); the project pointer; the manifest whose
-//! `projectPath` contains the working directory. When the agent's session ID
+//! `projectPath` contains the project directory (`--project-dir`,
+//! `PROJECT_DIR`, or the working directory). When the agent's session ID
 //! is known, sessions registered by another agent are never picked by the
 //! later steps, so two agents in one repository keep separate bridges.
 
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::ids::SessionId;
-use crate::registry::validate_agent_session;
+use crate::registry::{is_refused, validate_agent_session};
 use crate::wire::Manifest;
 use crate::{Bridge, Context, Platform};
 
@@ -78,23 +79,50 @@ impl<P: Platform> Bridge<P> {
         let Ok(id) = SessionId::parse(text.trim()) else {
             return Ok(None);
         };
-        let Ok(manifest) = self.manifest(&id) else {
-            return Ok(None);
+        let manifest = match self.manifest(&id) {
+            Ok(manifest) => manifest,
+            // The project's own session, which cannot be used as it is:
+            // say so, rather than act for another session or a new one.
+            Err(refused) if is_refused(&refused) => return Err(refused),
+            Err(_) => return Ok(None),
         };
         Ok(self.usable_by(&id, context).then_some((id, manifest)))
     }
 
-    /// The live session whose project contains the working directory: the
+    /// True when this invocation's project owns `id`, whose manifest is
+    /// `manifest`: the session was named explicitly, registered by this
+    /// agent, is named by the project's pointer, or has this very project
+    /// directory as its `projectPath`. A session found only because its
+    /// project contains this one belongs to that other project, whose
+    /// pointer this invocation cannot clear.
+    pub(crate) fn project_owns(
+        &self,
+        context: &Context,
+        id: &SessionId,
+        manifest: &Manifest,
+    ) -> bool {
+        let same_dir = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        context.session.is_some()
+            || context
+                .agent_session
+                .as_deref()
+                .is_some_and(|agent| self.agent_of(id).as_deref() == Some(agent))
+            || self.platform.read_pointer().as_deref().map(str::trim) == Some(id.as_str())
+            || same_dir(&manifest.project_path, &context.project_dir)
+    }
+
+    /// The live session whose project contains the project directory
+    /// (`--project-dir`, `PROJECT_DIR`, or the working directory): the
     /// most specific project, then the most recent heartbeat.
     fn session_containing(
         &self,
         context: &Context,
     ) -> Result<Option<(SessionId, Option<Manifest>)>> {
-        let working = Path::new(&context.working_dir);
-        // An invocation without a working directory (hooks that name the
+        let within = Path::new(&context.project_dir);
+        // An invocation without a project directory (hooks that name the
         // agent only) is contained in nothing; nor does a relative
         // `projectPath`, which no registration writes, contain anything.
-        if !working.is_absolute() {
+        if !within.is_absolute() {
             return Ok(None);
         }
         let mut best: Option<Manifest> = None;
@@ -104,7 +132,7 @@ impl<P: Platform> Bridge<P> {
             };
             let project = Path::new(&manifest.project_path);
             if !project.is_absolute()
-                || !working.starts_with(project)
+                || !within.starts_with(project)
                 || !self.usable_by(&id, context)
             {
                 continue;

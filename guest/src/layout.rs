@@ -5,11 +5,12 @@
 //! sessions/<id>/manifest.json        the session's manifest (reference)
 //! sessions/<id>/inbox/<msg>.json     pending messages (reference)
 //! sessions/<id>/inbox/claimed/       messages being handed out, one lease each
-//! sessions/<id>/inbox/read/          messages taken, status "read"
+//! sessions/<id>/inbox/read/          messages taken, as they arrived but marked "read"
 //! sessions/<id>/inbox/rejected/      malformed files set aside, with a reason
 //! sessions/<id>/outbox/<msg>.json    copies of sent messages (reference)
 //! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for
 //! sessions/<id>/pings/<peer>         when this session last pinged or answered a ping of <peer>
+//! sessions/<id>/threads/<peer>       the last reply taken from that peer
 //! sessions/<id>/agent-session        the agent session that registered it
 //! sessions/<id>/incarnation          a token renewed by every `start`
 //! sessions/<id>/policy-audit.log     what a policy changed in sent messages
@@ -85,6 +86,10 @@ impl Layout {
 
     pub fn waiting(&self, id: &SessionId) -> PathBuf {
         self.session(id).join("waiting")
+    }
+
+    pub fn threads(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("threads")
     }
 
     pub fn waiting_marker(&self, id: &SessionId, message: &MessageId) -> PathBuf {

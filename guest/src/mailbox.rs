@@ -4,10 +4,17 @@
 //! takes one by renaming it into `claimed/` under a name that carries a
 //! random token and the claim time: the rename succeeds for exactly one
 //! listener. Once the host has printed the message, `commit` renames the
-//! claim into `read/` and marks it read. A claim whose holder died is
-//! renamed back into the inbox after the lease, so a killed listener loses
-//! nothing. Taken messages leave the scanned folder, so the cost of a scan
-//! depends on what is pending, not on history.
+//! claim to a `.taken` name (the one rename that decides it was delivered),
+//! writes the message into `read/` marked `"status": "read"`, and removes
+//! the `.taken` file. A claim whose holder died is renamed back into the
+//! inbox after the lease, so a killed listener loses nothing; a `.taken`
+//! file whose committer died is finished by the next look. Taken messages
+//! leave the scanned folder, so the cost of a scan depends on what is
+//! pending, not on history.
+//!
+//! The original plugin leaves the messages it took in `inbox/`, rewritten
+//! `"status": "read"`. The first look that meets such a file in a listing
+//! too large to read whole moves every one of them into `read/` in one pass.
 
 use std::collections::HashMap;
 use std::fs;
@@ -42,6 +49,10 @@ pub struct Pending {
     pub modified: Option<SystemTime>,
 }
 
+/// A query sent within this long of taking a reply from the same peer
+/// follows up on that reply (see `follow_up_to`).
+pub(crate) const FOLLOW_UP_WINDOW: Duration = Duration::from_secs(600);
+
 thread_local! {
     /// Pending files already read by this instance, by path, with their
     /// content dropped (see `load_pending_cached`).
@@ -51,21 +62,59 @@ thread_local! {
     /// `pending_names`).
     static BACKLOG: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<String>>> =
         std::cell::RefCell::new(HashMap::new());
+    /// The bytes of the last claim this instance handed out, by claim name,
+    /// so that its commit keeps exactly what was shown without reading the
+    /// file again.
+    static CLAIMED_BYTES: std::cell::RefCell<Option<(String, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`.
+/// The pending names one look found (see [`Bridge::pending_names`]).
+pub(crate) struct Look {
+    pub names: Vec<String>,
+    /// When the next live claim lapses.
+    pub next_expiry: Option<Duration>,
+    /// The names are what this instance's last listing left untried.
+    pub from_backlog: bool,
+    /// The listing stopped at [`PENDING_WINDOW`] names: there may be more.
+    pub truncated: bool,
+}
+
+/// What a look made of one pending file.
+pub(crate) enum Loaded {
+    /// A pending message.
+    Pending(Pending),
+    /// Already taken: marked read by an original-protocol reader, and now
+    /// moved into `read/`.
+    TakenBefore,
+    /// Gone (taken by another listener) or set aside as malformed.
+    Gone,
+}
+
+/// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`, or `.taken`
+/// once its commit has begun.
 struct ClaimName {
     message_id: MessageId,
     claimed_at_ms: u64,
+    taken: bool,
 }
+
+const CLAIM_SUFFIX: &str = ".claim";
+const TAKEN_SUFFIX: &str = ".taken";
 
 impl ClaimName {
     fn new_name(message_id: &MessageId) -> String {
         format!(
-            "{message_id}.{}.{}.claim",
+            "{message_id}.{}.{}{CLAIM_SUFFIX}",
             random_token(8),
             clock::epoch_millis()
         )
+    }
+
+    /// The name a claim is renamed to when its commit begins.
+    fn taken_name(claim_name: &str) -> Option<String> {
+        let stem = claim_name.strip_suffix(CLAIM_SUFFIX)?;
+        Some(format!("{stem}{TAKEN_SUFFIX}"))
     }
 
     /// The message ID part of a valid claim `name`.
@@ -74,7 +123,11 @@ impl ClaimName {
     }
 
     fn parse(name: &str) -> Option<ClaimName> {
-        let mut parts = name.strip_suffix(".claim")?.split('.');
+        let (stem, taken) = match name.strip_suffix(CLAIM_SUFFIX) {
+            Some(stem) => (stem, false),
+            None => (name.strip_suffix(TAKEN_SUFFIX)?, true),
+        };
+        let mut parts = stem.split('.');
         let message_id = MessageId::parse(parts.next()?).ok()?;
         let token = parts.next()?;
         let claimed_at_ms = parts.next()?.parse().ok()?;
@@ -82,6 +135,7 @@ impl ClaimName {
         (token_ok && parts.next().is_none()).then_some(ClaimName {
             message_id,
             claimed_at_ms,
+            taken,
         })
     }
 }
@@ -99,7 +153,7 @@ impl<P: Platform> Bridge<P> {
         let id = MessageId::parse(&message.id)?;
         let to = SessionId::parse(&message.to)?;
         let from = SessionId::parse(&message.from)?;
-        if !self.session_exists(&to) {
+        if !self.session_dir_usable(&to)? {
             return Err(BridgeError::NoSuchSession(to.to_string()));
         }
         let inbox = self.layout.inbox(&to);
@@ -118,24 +172,58 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// The names of the pending message files in `owner`'s inbox, after
-    /// returning lapsed claims to it. Also returns when the next live claim
-    /// lapses, so a waiter can wake for it.
+    /// returning lapsed claims to it, at most [`PENDING_WINDOW`] of them.
+    /// Also says when the next live claim lapses, so a waiter can wake for
+    /// it.
     ///
     /// Under a backlog, the names left from this instance's last listing
-    /// are returned instead of a new listing (the third value is then
-    /// true): listing costs a host call per entry.
-    pub(crate) fn pending_names(
-        &self,
-        owner: &SessionId,
-    ) -> Result<(Vec<String>, Option<Duration>, bool)> {
+    /// are returned instead of a new listing (`from_backlog`): listing
+    /// costs a host call per entry.
+    pub(crate) fn pending_names(&self, owner: &SessionId) -> Result<Look> {
         let next_expiry = self.recover_expired_claims(owner)?;
         let inbox = self.layout.inbox(owner);
         let kept = BACKLOG.with(|b| b.borrow_mut().remove(&inbox));
         if let Some(names) = kept.filter(|names| !names.is_empty()) {
-            return Ok((names, next_expiry, true));
+            return Ok(Look {
+                names,
+                next_expiry,
+                from_backlog: true,
+                truncated: false,
+            });
         }
         let names = files::list_some(&inbox, ".json", PENDING_WINDOW, Some(STALE_TEMP_AGE))?;
-        Ok((names, next_expiry, false))
+        Ok(Look {
+            truncated: names.len() >= PENDING_WINDOW,
+            names,
+            next_expiry,
+            from_backlog: false,
+        })
+    }
+
+    /// Every `*.json` name in `owner`'s inbox, for a look that must see all
+    /// of it.
+    pub(crate) fn all_pending_names(&self, owner: &SessionId) -> Result<Vec<String>> {
+        let mut names = files::list(&self.layout.inbox(owner))?;
+        names.retain(|name| name.ends_with(".json"));
+        Ok(names)
+    }
+
+    /// The one pass over an inbox that holds messages the original plugin
+    /// marked read in place: every such file moves into `read/`, so later
+    /// looks list only what is pending. Malformed files met on the way are
+    /// set aside as any look would. Returns how many files it moved.
+    pub(crate) fn archive_taken_before(
+        &self,
+        owner: &SessionId,
+        warnings: &mut Vec<String>,
+    ) -> Result<usize> {
+        let mut moved = 0;
+        for name in self.all_pending_names(owner)? {
+            if let Loaded::TakenBefore = self.load_pending(owner, &name, warnings)? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     /// Remembers names of `owner`'s inbox not yet tried (see
@@ -161,13 +249,13 @@ impl<P: Platform> Bridge<P> {
         owner: &SessionId,
         name: &str,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Pending>> {
+    ) -> Result<Loaded> {
         let key = self.layout.inbox(owner).join(name);
         if let Some(seen) = SCANNED.with(|c| c.borrow().get(&key).cloned()) {
-            return Ok(Some(seen));
+            return Ok(Loaded::Pending(seen));
         }
         let loaded = self.load_pending(owner, name, warnings)?;
-        if let Some(pending) = &loaded {
+        if let Loaded::Pending(pending) = &loaded {
             let mut summary = pending.clone();
             summary.message.content = String::new();
             SCANNED.with(|c| c.borrow_mut().insert(key, summary));
@@ -198,28 +286,31 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// Reads one pending message. Malformed files are set aside into
-    /// `rejected/` with a warning, and None is returned for them and for
-    /// files that vanished (taken by another listener).
+    /// `rejected/` with a warning; files already marked read move into
+    /// `read/`.
     pub(crate) fn load_pending(
         &self,
         owner: &SessionId,
         name: &str,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Pending>> {
+    ) -> Result<Loaded> {
         let Some(stem) = name.strip_suffix(".json") else {
-            return Ok(None);
+            return Ok(Loaded::Gone);
         };
         let path = self.layout.inbox(owner).join(name);
         match files::read_bounded_with_stat(&path, MAX_MESSAGE_FILE_BYTES) {
             Ok((bytes, stat)) => match Message::parse(&bytes, stem, Some(owner)) {
                 Ok(message) if message.status == Status::Pending => {
-                    return Ok(Some(Pending {
+                    return Ok(Loaded::Pending(Pending {
                         message,
                         modified: stat.modified,
                     }));
                 }
                 // Marked read by an original-protocol reader: already taken.
-                Ok(_) => self.archive_taken(owner, name),
+                Ok(_) => {
+                    self.archive_taken(owner, name);
+                    return Ok(Loaded::TakenBefore);
+                }
                 Err(reason) => self.set_aside(owner, name, &reason, warnings),
             },
             Err(ReadFailure::Missing) => {}
@@ -229,7 +320,7 @@ impl<P: Platform> Bridge<P> {
                 self.set_aside(owner, name, &reason, warnings);
             }
         }
-        Ok(None)
+        Ok(Loaded::Gone)
     }
 
     /// Appends the policy's notes on `message` to the sender's audit log.
@@ -260,11 +351,13 @@ impl<P: Platform> Bridge<P> {
         }
     }
 
+    /// Moves a file the original marked read into `read/`, which a session
+    /// the original registered does not have yet.
     fn archive_taken(&self, owner: &SessionId, name: &str) {
-        let _ = fs::rename(
-            self.layout.inbox(owner).join(name),
-            self.layout.read(owner).join(name),
-        );
+        let read = self.layout.read(owner);
+        if files::ensure_child_dir(&read).is_ok() {
+            let _ = fs::rename(self.layout.inbox(owner).join(name), read.join(name));
+        }
     }
 
     /// Moves a bad inbox entry into `rejected/`, next to a note saying why.
@@ -336,14 +429,26 @@ impl<P: Platform> Bridge<P> {
         // since; what is handed out is what was claimed, checked again.
         let parsed = files::read_bounded(&claimed, MAX_MESSAGE_FILE_BYTES)
             .map_err(|failure| failure.describe(MAX_MESSAGE_FILE_BYTES))
-            .and_then(|bytes| Message::parse(&bytes, id.as_str(), Some(owner)));
-        let mut message = match parsed {
-            Ok(message) => message,
+            .and_then(|bytes| {
+                Message::parse_noting(&bytes, id.as_str(), Some(owner)).map(|p| (p, bytes))
+            });
+        let (mut message, bytes) = match parsed {
+            Ok(((message, dropped), bytes)) => {
+                if let Some(reference) = dropped {
+                    warnings.push(format!(
+                        "message {id} from {} names {reference:?} as the message it answers, \
+                         which is not a message ID; it is shown without that reference",
+                        message.from
+                    ));
+                }
+                (message, bytes)
+            }
             Err(reason) => {
                 self.set_aside_from(&claimed_dir, &claim_name, owner, &reason, warnings);
                 return Ok(None);
             }
         };
+        CLAIMED_BYTES.with(|c| *c.borrow_mut() = Some((claim_name.clone(), bytes)));
         message.status = Status::Read;
         let ticket = ClaimTicket {
             session_id: owner.to_string(),
@@ -353,15 +458,20 @@ impl<P: Platform> Bridge<P> {
         Ok(Some((message, ticket)))
     }
 
-    /// Completes a delivery: the claim moves into `read/`, marked read.
+    /// Completes a delivery: the claim is renamed to its `.taken` name,
+    /// which decides that the message was delivered, then the message is
+    /// kept in `read/` marked read (see [`Self::keep_as_read`]).
     ///
     /// # Errors
     /// `Io` when the claim lapsed (its message went back to the inbox and
-    /// will be delivered again) or the move fails.
+    /// will be delivered again) or a move fails; after the decision, a
+    /// failure to write the read copy leaves the `.taken` file for the next
+    /// look to finish, and the message is not delivered again.
     pub(crate) fn commit(&self, ticket: &ClaimTicket) -> Result<()> {
         let owner = SessionId::parse(&ticket.session_id)?;
         let id = MessageId::parse(&ticket.message_id)?;
-        let valid = ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id);
+        let valid =
+            ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id && !c.taken);
         if !valid {
             return Err(BridgeError::InvalidArgument(format!(
                 "{:?} is not a claim on {id}",
@@ -382,32 +492,138 @@ impl<P: Platform> Bridge<P> {
         if files::stat(&claimed).is_err() {
             return Err(lapsed());
         }
-        let read_dir = self.layout.read(&owner);
-        files::ensure_child_dir(&read_dir)?;
-        // One rename, and the file is kept as it arrived: its place says it
-        // was taken. Rewriting it with status "read" would cost a new file
-        // and a freed one per message, which is what slows a busy ext4
-        // directory most.
-        let kept = read_dir.join(id.file_name());
-        fs::rename(&claimed, &kept).map_err(|err| match err.kind() {
+        files::ensure_child_dir(&self.layout.read(&owner))?;
+        let claimed_dir = self.layout.claimed(&owner);
+        let taken_name = ClaimName::taken_name(&ticket.claim_name).ok_or_else(lapsed)?;
+        let taken = claimed_dir.join(&taken_name);
+        // The one rename that decides: it succeeds only while the claim is
+        // this listener's. A recovery after the lease renames the same name
+        // back into the inbox, and exactly one of the two wins.
+        fs::rename(&claimed, &taken).map_err(|err| match err.kind() {
             io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
-        })
+        })?;
+        let shown = CLAIMED_BYTES.with(|c| {
+            let mut kept = c.borrow_mut();
+            match kept.take() {
+                Some((name, bytes)) if name == ticket.claim_name => Some(bytes),
+                other => {
+                    *kept = other;
+                    None
+                }
+            }
+        });
+        self.keep_as_read(&owner, &id, &taken_name, shown)
+    }
+
+    /// Finishes a commit whose `.taken` file is `taken_name` in `owner`'s
+    /// `claimed/`: writes `read/<id>.json` as the message arrived, marked
+    /// `"status": "read"` (so a recursive count of pending files, as the
+    /// original's instructions make, is right), then removes the `.taken`
+    /// file. Safe to repeat: a second run writes the same copy. A reply
+    /// taken this way is remembered as the thread with its sender (see
+    /// [`Self::follow_up_to`]).
+    fn keep_as_read(
+        &self,
+        owner: &SessionId,
+        id: &MessageId,
+        taken_name: &str,
+        shown: Option<Vec<u8>>,
+    ) -> Result<()> {
+        let claimed_dir = self.layout.claimed(owner);
+        let taken = claimed_dir.join(taken_name);
+        let bytes = match shown {
+            Some(bytes) => bytes,
+            None => match files::read_bounded(&taken, MAX_MESSAGE_FILE_BYTES) {
+                Ok(bytes) => bytes,
+                // Finished meanwhile by another look.
+                Err(ReadFailure::Missing) => return Ok(()),
+                Err(failure) => {
+                    return Err(BridgeError::Io {
+                        path: display_path(&taken),
+                        reason: failure.describe(MAX_MESSAGE_FILE_BYTES),
+                    });
+                }
+            },
+        };
+        let message = Message::parse(&bytes, id.as_str(), Some(owner)).ok();
+        let read_copy = crate::wire::marked_read(&bytes)
+            .or_else(|| {
+                let mut message = message.clone()?;
+                message.status = Status::Read;
+                Some(message.to_bytes())
+            })
+            .unwrap_or(bytes);
+        // The temporary file sits in `claimed/`, where looks clear away
+        // what a killed writer leaves.
+        files::replace_via(
+            &claimed_dir,
+            &self.layout.read(owner),
+            &id.file_name(),
+            &read_copy,
+        )?;
+        files::remove_if_present(&taken)?;
+        if let Some(message) = message
+            && message.kind == crate::wire::Kind::Response
+            && let Some(peer) = message.sender()
+        {
+            self.remember_thread(owner, &peer, id);
+        }
+        Ok(())
+    }
+
+    /// Records that the last reply `owner` took from `peer` is `reply`,
+    /// and when (`<reply-id> <epoch-ms>`).
+    fn remember_thread(&self, owner: &SessionId, peer: &SessionId, reply: &MessageId) {
+        let dir = self.layout.threads(owner);
+        if files::ensure_child_dir(&dir).is_ok() {
+            let record = format!("{} {}", reply.as_str(), clock::epoch_millis());
+            let _ = files::replace(&dir, peer.as_str(), record.as_bytes());
+        }
+    }
+
+    /// The last reply `owner` took from `peer`, if it came within
+    /// [`FOLLOW_UP_WINDOW`]: a new query to `peer` follows up on it. When a
+    /// reply asks something back, the asker answers with a new query (the
+    /// reference's clarification loop), and this keeps that conversation
+    /// one thread for the peer; a question asked long after starts a new
+    /// one.
+    pub(crate) fn follow_up_to(&self, owner: &SessionId, peer: &SessionId) -> Option<MessageId> {
+        let path = self.layout.threads(owner).join(peer.as_str());
+        let bytes = files::read_bounded(&path, 64).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (id, at) = text.trim().split_once(' ')?;
+        let at: u64 = at.parse().ok()?;
+        if clock::epoch_millis().saturating_sub(at) > FOLLOW_UP_WINDOW.as_millis() as u64 {
+            return None;
+        }
+        MessageId::parse(id).ok()
     }
 
     /// Returns lapsed claims to the inbox. Each claim name is unique, so of
     /// several listeners recovering at once exactly one rename succeeds.
     /// Returns the time until the next live claim lapses.
+    ///
+    /// A `.taken` file past the lease belongs to a commit whose process
+    /// died after deciding: it is finished here, never returned.
     fn recover_expired_claims(&self, owner: &SessionId) -> Result<Option<Duration>> {
         let claimed_dir = self.layout.claimed(owner);
         let now = clock::epoch_millis();
         let lease = CLAIM_LEASE.as_millis() as u64;
         let mut next: Option<Duration> = None;
-        for name in files::list(&claimed_dir)? {
+        for name in files::list_clearing(&claimed_dir, STALE_TEMP_AGE)? {
             let Some(claim) = ClaimName::parse(&name) else {
                 continue;
             };
             let age = now.saturating_sub(claim.claimed_at_ms);
+            if claim.taken {
+                if age >= lease {
+                    let id = claim.message_id.clone();
+                    // A failure is retried by the next look.
+                    let _ = self.keep_as_read(owner, &id, &name, None);
+                }
+                continue;
+            }
             if age < lease {
                 let left = Duration::from_millis(lease - age);
                 next = Some(next.map_or(left, |n| n.min(left)));
@@ -538,8 +754,15 @@ mod tests {
         let parsed = ClaimName::parse(&name).unwrap();
         assert_eq!(parsed.message_id, id);
         assert!(clock::epoch_millis() >= parsed.claimed_at_ms);
+        assert!(!parsed.taken);
+        let taken = ClaimName::taken_name(&name).unwrap();
+        let parsed = ClaimName::parse(&taken).unwrap();
+        assert_eq!(parsed.message_id, id);
+        assert!(parsed.taken);
+        assert_eq!(ClaimName::taken_name(&taken), None);
         for bad in [
             "msg-0dzhx0wgcik9.claim",
+            "msg-0dzhx0wgcik9.abcdefgh.1.done",
             "msg-0dzhx0wgcik9.abc.1.claim",
             "../x.abcdefgh.1.claim",
             "msg-0dzhx0wgcik9.abcdefgh.1.2.claim",

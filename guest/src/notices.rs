@@ -89,7 +89,8 @@ impl<P: Platform> Bridge<P> {
             // A file that cannot be read is set aside and reported by the
             // listener's own look; here it is only skipped.
             let mut quiet = Vec::new();
-            if let Ok(Some(pending)) = self.load_pending(me, name, &mut quiet)
+            if let Ok(crate::mailbox::Loaded::Pending(pending)) =
+                self.load_pending(me, name, &mut quiet)
                 && pending.message.kind == Kind::SessionEnded
             {
                 waiting.push(pending);
@@ -128,7 +129,7 @@ impl<P: Platform> Bridge<P> {
                 let bytes = files::read_bounded(&inbox.join(name), MAX_MESSAGE_FILE_BYTES).ok()?;
                 Message::parse(&bytes, stem, Some(me)).ok()
             })
-            .filter(|m| m.kind == Kind::SessionEnded)
+            .filter(|m| m.kind == Kind::SessionEnded && m.status == crate::wire::Status::Pending)
             .count() as u32
     }
 

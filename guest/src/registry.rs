@@ -50,19 +50,49 @@ pub fn validate_project_dir(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why a session directory cannot be used, when the host refused the guest
+/// access to it. The host refuses a session directory that another user
+/// owns or that group or others can write to (the original plugin, run
+/// under umask 002, makes them mode 775): anyone who can write there could
+/// plant or alter its messages. The host names the fix.
+pub const REFUSED_SESSION: &str = "unsafe: bridge-host refuses to use this session directory \
+     because it is not private to you (another user owns it, or group or others can write to it)";
+
+/// True when `err` is the host's refusal of a session directory.
+pub(crate) fn is_refused(err: &BridgeError) -> bool {
+    matches!(err, BridgeError::Io { reason, .. } if reason == REFUSED_SESSION)
+}
+
 impl<P: Platform> Bridge<P> {
-    /// True when a directory exists for `id`.
+    /// True when a usable directory exists for `id`.
     pub(crate) fn session_exists(&self, id: &SessionId) -> bool {
-        files::stat(&self.layout.session(id)).is_ok_and(|m| m.kind == files::Kind::Dir)
+        self.session_dir_usable(id).unwrap_or(false)
+    }
+
+    /// True when a directory exists for `id`, false when none does.
+    ///
+    /// # Errors
+    /// `Io` ([`REFUSED_SESSION`]) when the host refused access to it.
+    pub(crate) fn session_dir_usable(&self, id: &SessionId) -> Result<bool> {
+        let dir = self.layout.session(id);
+        match files::stat(&dir) {
+            Ok(meta) => Ok(meta.kind == files::Kind::Dir),
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => Err(BridgeError::Io {
+                path: crate::error::display_path(&dir),
+                reason: REFUSED_SESSION.into(),
+            }),
+            Err(_) => Ok(false),
+        }
     }
 
     /// Reads the manifest of `id`.
     ///
     /// # Errors
     /// `NoSuchSession` when the session directory is missing, `Corrupt` when
-    /// the manifest is missing or malformed.
+    /// the manifest is missing or malformed, `Io` when the host refused
+    /// access to the session directory.
     pub(crate) fn manifest(&self, id: &SessionId) -> Result<Manifest> {
-        if !self.session_exists(id) {
+        if !self.session_dir_usable(id)? {
             return Err(BridgeError::NoSuchSession(id.to_string()));
         }
         let path = self.layout.manifest(id);

@@ -194,6 +194,12 @@ fn peers_table(entries: &[PeerEntry]) -> String {
                 "unreadable".to_string(),
                 one_line(reason),
             ],
+            PeerEntry::Unsafe { session_id, reason } => [
+                session_id.clone(),
+                "?".to_string(),
+                "unsafe".to_string(),
+                one_line(reason),
+            ],
         });
     }
     let width = |col: usize| {
@@ -313,6 +319,10 @@ fn to_json(outcome: &Outcome) -> Value {
                 PeerEntry::Unreadable { session_id, reason } => json!({
                     "sessionId": session_id,
                     "unreadable": reason,
+                }),
+                PeerEntry::Unsafe { session_id, reason } => json!({
+                    "sessionId": session_id,
+                    "unsafe": reason,
                 }),
             }).collect::<Vec<_>>(),
         }),

@@ -499,3 +499,89 @@ fn session_ended_notices_wait_for_a_real_message_and_show_in_status() {
     let third = listen_once(root, &lib).unwrap();
     assert!(!third.rendered.contains("Also:"), "{}", third.rendered);
 }
+
+/// A pending message file from `from` to `to`, written straight into the
+/// inbox.
+fn plant_pending(root: &Path, from: &str, to: &str, id: &str, content: &str) {
+    let from = SessionId::parse(from).unwrap();
+    let to_id = SessionId::parse(to).unwrap();
+    let mut message =
+        crate::wire::Message::new(&from, &to_id, Kind::Query, content.into(), None, "p");
+    message.id = id.to_string();
+    let inbox = Layout::new(root).inbox(&to_id);
+    std::fs::write(inbox.join(format!("{id}.json")), message.to_bytes()).unwrap();
+}
+
+#[test]
+fn a_look_sees_past_a_window_of_messages_it_cannot_take() {
+    // Hundreds of pending messages this session sent itself, which listen
+    // skips, fill every window a look reads; one from a peer lies beyond.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let me = start(root, "/p/me");
+    let peer = start(root, "/p/peer");
+    for i in 0..600 {
+        plant_pending(root, &me, &me, &format!("msg-self{i:08}"), "to myself");
+    }
+    let inbox = Layout::new(root).inbox(&SessionId::parse(&me).unwrap());
+    // Natively, a listing comes in the directory's own order: place the
+    // peer's message where the first window does not reach.
+    let window = crate::mailbox::PENDING_WINDOW;
+    let beyond = (0..100)
+        .map(|i| format!("msg-peer{i:08}"))
+        .find(|id| {
+            plant_pending(root, &peer, &me, id, "from the peer");
+            let first = crate::files::list_some(&inbox, ".json", window, None).unwrap();
+            let unseen = !first.contains(&format!("{id}.json"));
+            if !unseen {
+                std::fs::remove_file(inbox.join(format!("{id}.json"))).unwrap();
+            }
+            unseen
+        })
+        .expect("some name lies past the first window");
+    let report = listen_once(root, &me).unwrap_or_else(|f| panic!("{f:?}"));
+    let Outcome::Delivered(delivery) = report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    assert_eq!(delivery.message.id, beyond);
+    assert_eq!(delivery.message.content, "from the peer");
+}
+
+#[test]
+fn a_commit_killed_after_deciding_is_finished_by_the_next_look_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let me = start(root, "/p/me");
+    let peer = start(root, "/p/peer");
+    plant_pending(root, &peer, &me, "msg-decided00001", "once only");
+    let Outcome::Delivered(delivery) = listen_once(root, &me).unwrap().outcome else {
+        panic!("nothing delivered");
+    };
+    // The commit's deciding rename happened, with a claim old enough to
+    // have lapsed, and then its process died.
+    let layout = Layout::new(root);
+    let id = SessionId::parse(&me).unwrap();
+    let claimed = layout.claimed(&id);
+    let old = format!(
+        "msg-decided00001.{}.{}.taken",
+        &delivery.ticket.claim_name[17..25],
+        crate::clock::epoch_millis() - 60_000
+    );
+    std::fs::rename(
+        claimed.join(&delivery.ticket.claim_name),
+        claimed.join(&old),
+    )
+    .unwrap();
+
+    let again = listen_once(root, &me);
+    assert!(
+        matches!(again, Err(ref f) if f.error == crate::BridgeError::TimedOut(0)),
+        "{again:?}"
+    );
+    assert_eq!(std::fs::read_dir(&claimed).unwrap().count(), 0);
+    let kept = std::fs::read_to_string(layout.read(&id).join("msg-decided00001.json")).unwrap();
+    assert!(kept.contains("\"status\": \"read\""), "{kept}");
+    assert!(kept.contains("once only"), "{kept}");
+    // And the commit that did not finish is not taken for a new one.
+    assert!(bridge(root).commit_delivery(&delivery.ticket).is_err());
+}

@@ -1,12 +1,12 @@
 //! The verbs of `bridge-host run`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::error::{BridgeError, Result};
 use crate::files;
 use crate::ids::{MessageId, SessionId};
-use crate::mailbox::Pending;
+use crate::mailbox::{Loaded, Pending};
 use crate::registry::{validate_agent_session, validate_project_dir};
 use crate::wire::{Kind, MAX_CONTENT_BYTES, Manifest, Message};
 use crate::{
@@ -103,7 +103,17 @@ impl<P: Platform> Bridge<P> {
                 timeout_seconds,
             } => {
                 let sender = self.me(context)?;
-                let query = self.send(&sender, &to, Kind::Query, content, None, warnings)?;
+                let follow_up = SessionId::parse(&to)
+                    .ok()
+                    .and_then(|peer| self.follow_up_to(&sender.0, &peer));
+                let query = self.send(
+                    &sender,
+                    &to,
+                    Kind::Query,
+                    content,
+                    follow_up.as_ref().map(MessageId::as_str),
+                    warnings,
+                )?;
                 let query = MessageId::parse(&query.id)?;
                 self.wait_for_reply(&sender.0, &query, timeout_seconds, warnings)
                     .map(Outcome::Answered)
@@ -398,10 +408,12 @@ impl<P: Platform> Bridge<P> {
     ) -> Result<Option<Delivery>> {
         let mut watcher: Option<Box<dyn Watcher>> = None;
         let mut watch_tried = false;
+        // Whether this wait moved aside the original's read messages.
+        let mut swept = false;
         loop {
-            let (names, lease_wake, from_backlog) = self.pending_names(owner)?;
+            let look = self.pending_names(owner)?;
             let awaited = self.awaited_replies(owner)?;
-            let mut wake = lease_wake;
+            let mut wake = look.next_expiry;
             let mut consider =
                 |pending: Pending, warnings: &mut Vec<String>| -> Result<Option<Delivery>> {
                     match select(&pending, &awaited) {
@@ -421,11 +433,16 @@ impl<P: Platform> Bridge<P> {
                             notices: Vec::new(),
                         }))
                 };
+            let names = &look.names;
             if names.len() <= OLDEST_FIRST_LIMIT {
-                self.forget_unlisted(owner, &names);
+                self.forget_unlisted(owner, names);
                 let mut all = Vec::with_capacity(names.len());
-                for name in &names {
-                    all.extend(self.load_pending_cached(owner, name, warnings)?);
+                for name in names {
+                    if let Loaded::Pending(pending) =
+                        self.load_pending_cached(owner, name, warnings)?
+                    {
+                        all.push(pending);
+                    }
                 }
                 all.sort_by(|a, b| {
                     (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
@@ -442,20 +459,58 @@ impl<P: Platform> Bridge<P> {
             } else {
                 let start = random_index(names.len());
                 let rotated: Vec<&String> = names[start..].iter().chain(&names[..start]).collect();
+                let mut met_taken_before = false;
                 for (tried, name) in rotated.iter().enumerate() {
-                    if let Some(pending) = self.load_pending(owner, name, warnings)?
-                        && let Some(delivery) = consider(pending, warnings)?
-                    {
-                        // The rest of this listing serves this instance's
-                        // next looks, so a backlog is listed once per
-                        // pass rather than once per message.
-                        let rest = rotated[tried + 1..].iter().map(|n| (*n).clone()).collect();
-                        self.keep_backlog(owner, rest);
-                        return Ok(Some(delivery));
+                    match self.load_pending(owner, name, warnings)? {
+                        Loaded::Pending(pending) => {
+                            if let Some(delivery) = consider(pending, warnings)? {
+                                // The rest of this listing serves this
+                                // instance's next looks, so a backlog is
+                                // listed once per pass rather than once per
+                                // message.
+                                let rest =
+                                    rotated[tried + 1..].iter().map(|n| (*n).clone()).collect();
+                                self.keep_backlog(owner, rest);
+                                return Ok(Some(delivery));
+                            }
+                        }
+                        // The original leaves what it took in the inbox,
+                        // marked read: where one is, thousands may be.
+                        Loaded::TakenBefore if look.truncated && !swept => {
+                            met_taken_before = true;
+                            break;
+                        }
+                        Loaded::TakenBefore | Loaded::Gone => {}
+                    }
+                }
+                if met_taken_before {
+                    // Move them all aside in one pass, then look again at
+                    // what is left, which is pending.
+                    swept = true;
+                    if self.archive_taken_before(owner, warnings)? > 0 {
+                        continue;
+                    }
+                }
+                if look.truncated {
+                    // Nothing in this window could be taken, but the
+                    // listing stopped at the window: look at the rest of
+                    // the inbox before waiting, so that no pending message
+                    // stays unseen behind a fixed number of others.
+                    let tried: HashSet<&str> = names.iter().map(String::as_str).collect();
+                    for name in self.all_pending_names(owner)? {
+                        if tried.contains(name.as_str()) {
+                            continue;
+                        }
+                        if let Loaded::Pending(pending) =
+                            self.load_pending(owner, &name, warnings)?
+                            && let Some(delivery) = consider(pending, warnings)?
+                        {
+                            return Ok(Some(delivery));
+                        }
                     }
                 }
             }
-            if from_backlog {
+            if look.from_backlog {
                 // Everything remembered was taken meanwhile: look afresh
                 // before waiting.
                 continue;
@@ -500,7 +555,12 @@ impl<P: Platform> Bridge<P> {
     }
 
     fn peers(&self, context: &Context) -> Result<Vec<PeerEntry>> {
-        let me = self.resolve(context)?;
+        // This session's own directory may be the unsafe one: it is listed
+        // as such, like any other.
+        let me = match self.resolve(context) {
+            Err(refused) if crate::registry::is_refused(&refused) => None,
+            other => other?,
+        };
         let mut entries = Vec::new();
         for id in self.session_ids()? {
             let entry = match self.manifest(&id) {
@@ -509,6 +569,10 @@ impl<P: Platform> Bridge<P> {
                     this_session: me.as_ref() == Some(&id),
                     manifest,
                 }),
+                Err(err) if crate::registry::is_refused(&err) => PeerEntry::Unsafe {
+                    session_id: id.to_string(),
+                    reason: crate::registry::REFUSED_SESSION.to_string(),
+                },
                 Err(err) => PeerEntry::Unreadable {
                     session_id: id.to_string(),
                     reason: err.to_string(),
@@ -571,6 +635,13 @@ impl<P: Platform> Bridge<P> {
 
     fn stop(&self, context: &Context, warnings: &mut Vec<String>) -> Result<StopReport> {
         let (me, mine) = self.me(context)?;
+        if !self.project_owns(context, &me, &mine) {
+            return Err(BridgeError::InvalidArgument(format!(
+                "session {me} belongs to the project {:?}, not to {:?}; stop it from there \
+                 (--project-dir {:?}) or name it with --session {me}",
+                mine.project_path, context.project_dir, mine.project_path
+            )));
+        }
         let incarnation = self.incarnation(&me);
         let mut notified = Vec::new();
         for peer in self.correspondents(&me, None)? {

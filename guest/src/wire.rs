@@ -114,9 +114,24 @@ impl Message {
 
     /// Parses a message file and checks it belongs where it was found: its
     /// ID matches `file_stem`, its IDs are well formed and, when given, it is
-    /// addressed to `owner`.
+    /// addressed to `owner`. An `inReplyTo` that is not a message ID is
+    /// dropped (see [`Self::parse_noting`]).
     pub fn parse(bytes: &[u8], file_stem: &str, owner: Option<&SessionId>) -> Result<Self, String> {
-        let message: Message =
+        Self::parse_noting(bytes, file_stem, owner).map(|(message, _)| message)
+    }
+
+    /// As [`Self::parse`], also returning the `inReplyTo` text that was
+    /// dropped because it is not a message ID. The original plugin writes
+    /// whatever string it is given there (its own tests use
+    /// `msg-original-123`); the reference is only a link to an earlier
+    /// message, so the message is still shown, without it. IDs that name a
+    /// place (`id`, `from`, `to`) are never relaxed.
+    pub fn parse_noting(
+        bytes: &[u8],
+        file_stem: &str,
+        owner: Option<&SessionId>,
+    ) -> Result<(Self, Option<String>), String> {
+        let mut message: Message =
             serde_json::from_slice(bytes).map_err(|e| format!("not a valid message: {e}"))?;
         MessageId::parse(&message.id).map_err(|_| format!("bad message id {:?}", message.id))?;
         if message.id != file_stem {
@@ -135,10 +150,16 @@ impl Message {
                 message.to
             ));
         }
-        if let Some(reply_to) = &message.in_reply_to {
-            MessageId::parse(reply_to).map_err(|_| format!("bad inReplyTo {reply_to:?}"))?;
-        }
-        Ok(message)
+        let dropped = match message.in_reply_to.take() {
+            Some(reply_to) if MessageId::parse(&reply_to).is_ok() => {
+                message.in_reply_to = Some(reply_to);
+                None
+            }
+            // An empty string is how a shell script says "none".
+            Some(reply_to) if reply_to.is_empty() => None,
+            other => other,
+        };
+        Ok((message, dropped))
     }
 
     /// The file bytes, laid out as the original's `jq` writes them.
@@ -155,6 +176,74 @@ impl Message {
     pub fn recipient(&self) -> Option<SessionId> {
         SessionId::parse(&self.to).ok()
     }
+}
+
+/// The bytes of a message file that [`Message::parse`] accepted, with its
+/// top-level `status` value changed to `"read"` and every other byte kept
+/// as it arrived: fields a newer peer added, and an `inReplyTo` that was
+/// dropped for display, stay on disk. None when no top-level `status`
+/// string is found as plain bytes (a key spelled with escapes, say).
+pub fn marked_read(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut depth = 0usize;
+    // True where a string at depth 1 is a key: after `{` or a `,` there.
+    let mut at_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                if depth == 1 && at_key && &bytes[i + 1..end] == b"status" {
+                    let mut j = skip_space(bytes, end + 1);
+                    if bytes.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j = skip_space(bytes, j + 1);
+                    if bytes.get(j) != Some(&b'"') {
+                        return None;
+                    }
+                    let value_end = string_end(bytes, j)?;
+                    let mut out = Vec::with_capacity(bytes.len());
+                    out.extend_from_slice(&bytes[..j]);
+                    out.extend_from_slice(b"\"read\"");
+                    out.extend_from_slice(&bytes[value_end + 1..]);
+                    return Some(out);
+                }
+                at_key = false;
+                i = end + 1;
+                continue;
+            }
+            b'{' => {
+                depth += 1;
+                at_key = depth == 1;
+            }
+            b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' => at_key = depth == 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index of the quote that closes the JSON string opening at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_space(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
 }
 
 /// A manifest file (`sessions/<id>/manifest.json`).
@@ -294,6 +383,45 @@ mod tests {
         assert!(parse(&number, "msg-0dzhx0wgcik9", &owner).is_err());
         let evil_from = ORIGINAL_MESSAGE.replace("\"a1b2c3\"", "\"../../x\"");
         assert!(parse(&evil_from, "msg-0dzhx0wgcik9", &owner).is_err());
+    }
+
+    #[test]
+    fn an_original_reference_that_is_no_message_id_is_dropped_not_refused() {
+        let owner = SessionId::parse("d4e5f6").unwrap();
+        let odd =
+            ORIGINAL_MESSAGE.replace("\"inReplyTo\": null", "\"inReplyTo\": \"msg-original-123\"");
+        let (m, dropped) =
+            Message::parse_noting(odd.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
+        assert_eq!(m.in_reply_to, None);
+        assert_eq!(m.content, "What breaking changes did you make?");
+        assert_eq!(dropped.as_deref(), Some("msg-original-123"));
+        let empty = ORIGINAL_MESSAGE.replace("\"inReplyTo\": null", "\"inReplyTo\": \"\"");
+        let (m, dropped) =
+            Message::parse_noting(empty.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
+        assert_eq!((m.in_reply_to, dropped), (None, None));
+        let good =
+            ORIGINAL_MESSAGE.replace("\"inReplyTo\": null", "\"inReplyTo\": \"msg-aaaaaaaaaaaa\"");
+        let (m, dropped) =
+            Message::parse_noting(good.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
+        assert_eq!(m.in_reply_to.as_deref(), Some("msg-aaaaaaaaaaaa"));
+        assert_eq!(dropped, None);
+    }
+
+    #[test]
+    fn marking_read_changes_the_top_level_status_and_nothing_else() {
+        let marked = marked_read(ORIGINAL_MESSAGE.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(marked).unwrap(),
+            ORIGINAL_MESSAGE.replace("\"status\": \"pending\"", "\"status\": \"read\"")
+        );
+        // A nested `status`, or one inside a string, is not the message's.
+        let nested = r#"{"metadata":{"status":"pending"},"content":"\"status\": \"x\"","status" : "pending","z":[1,{"status":"q"}]}"#;
+        assert_eq!(
+            String::from_utf8(marked_read(nested.as_bytes()).unwrap()).unwrap(),
+            r#"{"metadata":{"status":"pending"},"content":"\"status\": \"x\"","status" : "read","z":[1,{"status":"q"}]}"#
+        );
+        assert_eq!(marked_read(br#"{"content":"no status here"}"#), None);
+        assert_eq!(marked_read(br#"{"status":"#), None);
     }
 
     #[test]

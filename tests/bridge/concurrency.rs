@@ -123,26 +123,76 @@ fn a_message_held_by_a_dead_listener_comes_back_after_the_lease() {
     w.cmd(&b).args(["run", "listen", "--timeout", "1"]).fails();
 }
 
+/// The claims in `owner`'s `claimed/` folder.
+fn claims(w: &World, owner: &str) -> Vec<String> {
+    std::fs::read_dir(w.session_dir(owner).join("inbox/claimed"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
-fn a_listener_killed_while_waiting_loses_nothing() {
+fn listeners_killed_while_holding_a_claim_lose_nothing() {
+    const HELD: usize = 3;
     let w = World::new();
     let a = w.project("a");
     let b = w.project("b");
     w.start(&a);
     let b_id = w.start(&b);
-    let mut doomed = w.cmd(&b).args(["run", "listen"]).spawn();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    doomed.kill().unwrap();
-    doomed.wait().unwrap();
-    let id = w
-        .cmd(&a)
-        .args(["run", "send", &b_id, "query", "still here"])
-        .ok();
-    let (fields, content) = parse_listen(&w.cmd(&b).args(["run", "listen", "--timeout", "5"]).ok());
-    assert_eq!(
-        (fields["MESSAGE_ID"].as_str(), content.as_str()),
-        (id.trim(), "still here")
-    );
+    // Each message is larger than a pipe holds, and nobody reads the
+    // listeners' output: each claims a message, starts printing it, and
+    // blocks there, between its claim and its commit.
+    let content = |i: usize| format!("{i}:{}", "x".repeat(256 << 10));
+    let mut sent = Vec::new();
+    for i in 0..HELD {
+        let id = w
+            .cmd(&a)
+            .args(["run", "send", &b_id, "query", "-"])
+            .stdin(content(i))
+            .ok();
+        sent.push(id.trim().to_string());
+    }
+    let mut doomed: Vec<_> = (0..HELD)
+        .map(|_| w.cmd(&b).args(["run", "listen"]).spawn())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while claims(&w, &b_id).len() < HELD {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listeners never claimed: {:?}",
+            claims(&w, &b_id)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for listener in &mut doomed {
+        listener.kill().unwrap();
+        listener.wait().unwrap();
+    }
+    // Killed with their claims held: nothing was committed, nothing is
+    // pending, and the messages are only in `claimed/`.
+    let read = w.session_dir(&b_id).join("inbox/read");
+    assert_eq!(std::fs::read_dir(&read).unwrap().count(), 0);
+    assert_eq!(claims(&w, &b_id).len(), HELD);
+
+    // After the lease, each comes back exactly once, intact.
+    let mut delivered = Vec::new();
+    for _ in 0..HELD {
+        let out = w.cmd(&b).args(["run", "listen", "--timeout", "30"]).ok();
+        let (fields, text) = parse_listen(&out);
+        let index: usize = text.split(':').next().unwrap().parse().unwrap();
+        assert_eq!(text, content(index), "delivered damaged");
+        assert_eq!(fields["MESSAGE_ID"], sent[index]);
+        delivered.push(fields["MESSAGE_ID"].clone());
+    }
+    delivered.sort();
+    sent.sort();
+    assert_eq!(delivered, sent);
+    w.cmd(&b).args(["run", "listen", "--timeout", "1"]).fails();
+    assert!(claims(&w, &b_id).is_empty(), "{:?}", claims(&w, &b_id));
 }
 
 #[test]

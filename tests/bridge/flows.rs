@@ -79,13 +79,14 @@ fn a_query_is_answered_by_the_listening_session() {
 }
 
 #[test]
-fn the_clarification_loop_asks_back_then_answers() {
+fn the_clarification_loop_keeps_one_thread_from_question_to_answer() {
     let w = World::new();
     let lib = w.project("lib");
     let app = w.project("app");
     let lib_id = w.start(&lib);
-    w.start(&app);
+    let app_id = w.start(&app);
 
+    // The app asks; the library asks back instead of answering.
     let first = w
         .cmd(&app)
         .args([
@@ -98,22 +99,45 @@ fn the_clarification_loop_asks_back_then_answers() {
         ])
         .spawn();
     let (q1, _) = listen(&w, &lib);
-    w.cmd(&lib)
+    assert_eq!(q1["IN_REPLY_TO"], "");
+    let asked_back = w
+        .cmd(&lib)
         .args(["run", "reply", &q1["MESSAGE_ID"], "From which version?"])
         .ok();
-    let (_, stdout, _) = finish(first);
+    let (code, stdout, stderr) = finish(first);
+    assert_eq!(code, 0, "{stderr}");
+    let (back, text) = parse_listen(&stdout);
+    assert_eq!(text, "From which version?");
+    assert_eq!(back["MESSAGE_ID"], asked_back.trim());
+    assert_eq!(back["IN_REPLY_TO"], q1["MESSAGE_ID"]);
     assert_eq!(
-        parse_reply(&stdout),
-        ("lib".to_string(), "From which version?".to_string())
+        back["FIRST_LINE"],
+        format!(
+            "Reply from {lib_id} \"lib\" to your query {}. If it asks you something, answer \
+             with: bridge-host run ask {lib_id} \"<answer>\"",
+            q1["MESSAGE_ID"]
+        )
     );
 
+    // The app answers with the command that line gives; the library sees
+    // the answer as the follow-up to its own question.
     let second = w
         .cmd(&app)
         .args(["run", "ask", &lib_id, "from 1.4", "--timeout", "30"])
         .spawn();
     let (q2, text) = listen(&w, &lib);
     assert_eq!(text, "from 1.4");
-    assert_ne!(q2["MESSAGE_ID"], q1["MESSAGE_ID"]);
+    assert_eq!(q2["FROM_ID"], app_id);
+    assert_eq!(q2["IN_REPLY_TO"], asked_back.trim());
+    assert_eq!(
+        q2["FIRST_LINE"],
+        format!(
+            "Query from {app_id} \"app\", following up on {}. Answer with: bridge-host run \
+             reply {} \"<answer>\"",
+            asked_back.trim(),
+            q2["MESSAGE_ID"]
+        )
+    );
     w.cmd(&lib)
         .args([
             "run",
@@ -124,10 +148,43 @@ fn the_clarification_loop_asks_back_then_answers() {
         .ok();
     let (code, stdout, _) = finish(second);
     assert_eq!(code, 0);
+    let (answer, text) = parse_listen(&stdout);
+    assert_eq!(text, "Rename init() to setup().");
+    assert_eq!(answer["IN_REPLY_TO"], q2["MESSAGE_ID"]);
+}
+
+#[test]
+fn check_inbox_takes_a_waiting_message_without_waiting() {
+    let w = World::new();
+    let lib = w.project("lib");
+    let app = w.project("app");
+    let lib_id = w.start(&lib);
+    let app_id = w.start(&app);
+    let check = || w.cmd(&lib).args(["run", "check-inbox"]).ok();
+
+    assert_eq!(check(), "No new messages.\n");
+    let query = w
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "which version?"])
+        .ok();
+    let shown = check();
+    let (fields, content) = parse_listen(&shown);
+    assert_eq!(content, "which version?");
     assert_eq!(
-        parse_reply(&stdout),
-        ("lib".to_string(), "Rename init() to setup().".to_string())
+        fields["FIRST_LINE"],
+        format!(
+            "Query from {app_id} \"app\". Answer with: bridge-host run reply {} \"<answer>\"",
+            query.trim()
+        )
     );
+    // Taken: the next check finds nothing, and the command it gave answers.
+    assert_eq!(check(), "No new messages.\n");
+    w.cmd(&lib).args(["run", "reply", query.trim(), "2.1"]).ok();
+    let got = w
+        .cmd(&app)
+        .args(["run", "receive", query.trim(), "--timeout", "5"])
+        .ok();
+    assert_eq!(parse_reply(&got), ("lib".to_string(), "2.1".to_string()));
 }
 
 #[test]

@@ -225,3 +225,83 @@ fn connecting_to_a_stale_peer_warns() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("may not answer"), "{description}");
 }
+
+#[test]
+fn the_project_dir_given_is_the_one_whose_session_is_found() {
+    let w = World::new();
+    let repo = w.project("repo");
+    let id = w.start(&repo);
+    let src = repo.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // From outside any project, as hooks and scripts run: the session whose
+    // project contains the directory given, as the original finds it.
+    let found = w
+        .cmd(std::path::Path::new("/"))
+        .env("PROJECT_DIR", &src)
+        .args(["run", "id"])
+        .ok();
+    assert_eq!(found.trim(), id);
+    let found = w
+        .cmd(std::path::Path::new("/"))
+        .args(["run", "id", "--project-dir"])
+        .args([&src])
+        .ok();
+    assert_eq!(found.trim(), id);
+    // And a directory given outside the project finds nothing, wherever
+    // the command runs.
+    let elsewhere = w.project("elsewhere");
+    let (_, stderr) = w
+        .cmd(&src)
+        .env("PROJECT_DIR", &elsewhere)
+        .args(["run", "id"])
+        .fails();
+    assert!(stderr.contains("no bridge session"), "{stderr}");
+}
+
+#[test]
+fn stop_never_stops_a_session_the_given_project_does_not_own() {
+    let w = World::new();
+    let p1 = w.project("p1");
+    let p2 = w.project("p2");
+    let p1_id = w.start(&p1);
+    let src = p1.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let pointer = p1.join(".claude/bridge-session");
+
+    // Run from inside p1, for the project p2 (which has no session).
+    let (_, stderr) = w
+        .cmd(&src)
+        .env("PROJECT_DIR", &p2)
+        .args(["run", "stop"])
+        .fails();
+    assert!(stderr.contains("no bridge session"), "{stderr}");
+    assert!(w.session_dir(&p1_id).join("manifest.json").is_file());
+    assert_eq!(std::fs::read_to_string(&pointer).unwrap(), p1_id);
+
+    // A directory inside p1 does not own p1's session either: stopping it
+    // from there would leave p1's pointer behind.
+    let (_, stderr) = w
+        .cmd(&src)
+        .env("PROJECT_DIR", &src)
+        .args(["run", "stop"])
+        .fails();
+    assert!(
+        stderr.contains(&format!("session {p1_id} belongs to the project")),
+        "{stderr}"
+    );
+    assert!(w.session_dir(&p1_id).join("manifest.json").is_file());
+    assert_eq!(std::fs::read_to_string(&pointer).unwrap(), p1_id);
+
+    // The project itself stops it, and its pointer goes with it.
+    let stopped = w
+        .cmd(std::path::Path::new("/"))
+        .env("PROJECT_DIR", &p1)
+        .args(["run", "stop"])
+        .ok();
+    assert!(
+        stopped.contains(&format!("Session {p1_id} stopped.")),
+        "{stopped}"
+    );
+    assert!(!w.session_dir(&p1_id).exists());
+    assert!(!pointer.exists());
+}

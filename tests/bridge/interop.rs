@@ -308,3 +308,133 @@ fn an_original_ping_is_answered_with_a_ping() {
     let status = w.cmd(&lib).args(["run", "status"]).json();
     assert_eq!(status["connected"][0]["sessionId"], ORIGINAL);
 }
+
+/// A message as the original leaves it once taken: still in `inbox/`,
+/// rewritten with `"status": "read"`.
+fn marked_read_by_original(id: &str, from: &str, to: &str) -> String {
+    fixture("query.json", to, "")
+        .replace("msg-0dzhx0wgcik9", id)
+        .replace(
+            &format!("\"from\": \"{ORIGINAL}\""),
+            &format!("\"from\": \"{from}\""),
+        )
+        .replace("\"status\": \"pending\"", "\"status\": \"read\"")
+}
+
+/// Pending message files under `inbox/`, counted as the original's
+/// instructions count them: every `*.json` below it, however deep, whose
+/// status is pending.
+fn pending_counted_recursively(inbox: &Path) -> usize {
+    let mut count = 0;
+    let mut dirs = vec![inbox.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                count += usize::from(text.contains("\"status\": \"pending\""));
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn a_pending_message_behind_the_originals_read_backlog_is_delivered_at_once() {
+    // The project still points at the session the original registered, and
+    // its inbox holds what the original took, marked read in place: users
+    // report 1,352 such files.
+    const READ_BY_ORIGINAL: usize = 1_400;
+    let w = World::new();
+    let app = w.project("my-app");
+    let lib = w.project("my-library");
+    let lib_id = w.start(&lib);
+    original_session(&w);
+    std::fs::create_dir_all(app.join(".claude")).unwrap();
+    std::fs::write(app.join(".claude/bridge-session"), ORIGINAL).unwrap();
+    let inbox = w.session_dir(ORIGINAL).join("inbox");
+    for i in 0..READ_BY_ORIGINAL {
+        let id = format!("msg-r{i:011}");
+        std::fs::write(
+            inbox.join(format!("{id}.json")),
+            marked_read_by_original(&id, &lib_id, ORIGINAL),
+        )
+        .unwrap();
+    }
+    let sent = w
+        .cmd(&lib)
+        .args(["run", "send", ORIGINAL, "query", "still there?"])
+        .ok();
+
+    let out = w.cmd(&app).args(["run", "listen", "--timeout", "5"]).ok();
+    let (fields, content) = parse_listen(&out);
+    assert_eq!(
+        (fields["MESSAGE_ID"].as_str(), content.as_str()),
+        (sent.trim(), "still there?")
+    );
+    // The read files were moved aside in that one look, every one of them:
+    // nothing but pending messages is left where looks list.
+    assert_eq!(json_files(&inbox).len(), 0, "read files left in the inbox");
+    assert_eq!(json_files(&inbox.join("read")).len(), READ_BY_ORIGINAL + 1);
+    w.cmd(&app)
+        .args(["run", "listen", "--timeout", "1"])
+        .fails();
+}
+
+#[test]
+fn a_taken_message_is_kept_marked_read_and_otherwise_as_it_arrived() {
+    let w = World::new();
+    let lib = w.project("my-library");
+    let me = w.start(&lib);
+    original_session(&w);
+    // A field a newer peer might add stays on disk.
+    let arrived = fixture("query.json", &me, "").replace(
+        "  \"metadata\": {",
+        "  \"x-trace\": \"kept\",\n  \"metadata\": {",
+    );
+    deliver_like_original(&w, &me, "msg-0dzhx0wgcik9", &arrived);
+    let inbox = w.session_dir(&me).join("inbox");
+    assert_eq!(pending_counted_recursively(&inbox), 1);
+
+    w.cmd(&lib).args(["run", "listen", "--timeout", "5"]).ok();
+    let kept = std::fs::read_to_string(inbox.join("read/msg-0dzhx0wgcik9.json")).unwrap();
+    assert_eq!(
+        kept,
+        arrived.replace("\"status\": \"pending\"", "\"status\": \"read\"")
+    );
+    assert_eq!(pending_counted_recursively(&inbox), 0);
+    assert_eq!(std::fs::read_dir(inbox.join("claimed")).unwrap().count(), 0);
+}
+
+#[test]
+fn an_original_message_answering_a_malformed_id_is_shown_without_it() {
+    let w = World::new();
+    let lib = w.project("my-library");
+    let me = w.start(&lib);
+    original_session(&w);
+    // The original's own tests send replies to `msg-original-123`.
+    let odd = fixture("response.json", &me, "msg-original-123");
+    deliver_like_original(&w, &me, "msg-r3sp0ns3x0x1", &odd);
+
+    let (output, description) = w
+        .cmd(&lib)
+        .args(["run", "listen", "--timeout", "5"])
+        .output();
+    assert!(output.status.success(), "{description}");
+    let (fields, content) = parse_listen(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(content, "We renamed init() to setup().");
+    assert_eq!(fields["FROM_ID"], ORIGINAL);
+    assert_eq!(fields["IN_REPLY_TO"], "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"msg-original-123\"") && stderr.contains("without that reference"),
+        "{description}"
+    );
+    let rejected = w.session_dir(&me).join("inbox/rejected");
+    assert!(
+        !rejected.exists() || std::fs::read_dir(&rejected).unwrap().count() == 0,
+        "{description}"
+    );
+}

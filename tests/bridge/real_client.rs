@@ -32,7 +32,10 @@ fn missing() -> Option<String> {
         || std::env::var_os("CLAUDE_CODE_VERSION").is_some()
         || pinned.exists();
     let absent: Vec<&str> = [
-        ("the Claude Code CLI (npm ci --prefix .ci/claude-code)", claude),
+        (
+            "the Claude Code CLI (npm ci --prefix .ci/claude-code)",
+            claude,
+        ),
         ("tmux", on_path("tmux")),
         ("python3", on_path("python3")),
     ]
@@ -64,7 +67,10 @@ fn the_plugin_works_in_the_real_claude_code() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "the real-client scenario failed:\n{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "the real-client scenario failed:\n{stdout}{stderr}"
+    );
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("real client: ") && last.ends_with(" passed, 0 failed"),
@@ -75,7 +81,10 @@ fn the_plugin_works_in_the_real_claude_code() {
 #[test]
 fn the_model_stand_in_follows_only_the_commands_it_was_given() {
     if !on_path("python3") {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "python3 is missing");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3 is missing"
+        );
         eprintln!("skipped: needs python3");
         return;
     }

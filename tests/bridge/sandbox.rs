@@ -183,3 +183,32 @@ fn a_hostile_guest_is_stopped_when_it_loops_hoards_or_floods() {
     assert_eq!(code, Some(0));
     assert!(stderr.len() < 70_000);
 }
+
+#[test]
+fn no_guest_can_reach_into_a_session_directory_others_can_write() {
+    // The host withholds a loose session directory from whatever guest it
+    // runs, not only from the embedded one, which would not try.
+    let w = World::new();
+    let a = w.project("a");
+    let a_id = w.start(&a);
+    let loose_id = w.start(&w.project("loose"));
+    let loose = w.session_dir(&loose_id);
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o775)).unwrap();
+    let before = snapshot(&loose);
+    for attack in [
+        format!("read:sessions/{loose_id}/manifest.json"),
+        format!("read:./sessions/{a_id}/../{loose_id}/manifest.json"),
+        format!("write:sessions/{loose_id}/inbox/msg-planted00001.json"),
+        format!("list:sessions/{loose_id}/inbox"),
+        format!("watch:sessions/{loose_id}/inbox"),
+    ] {
+        let (code, stdout, stderr, _) = probe(&w, &a, &attack);
+        assert_eq!(code, Some(1), "{attack} was not refused: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{attack}: {stdout}");
+    }
+    assert_eq!(snapshot(&loose), before);
+    // The private session next to it is the guest's as before.
+    let (code, stdout, stderr, _) = probe(&w, &a, &format!("read:sessions/{a_id}/manifest.json"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("read "), "{stdout}");
+}
