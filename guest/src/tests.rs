@@ -585,3 +585,43 @@ fn a_commit_killed_after_deciding_is_finished_by_the_next_look_not_repeated() {
     // And the commit that did not finish is not taken for a new one.
     assert!(bridge(root).commit_delivery(&delivery.ticket).is_err());
 }
+
+#[test]
+fn an_ask_follows_up_on_a_recent_reply_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let app = start(root, "/p/app");
+    let lib = start(root, "/p/lib");
+    let layout = Layout::new(root);
+    let app_id = SessionId::parse(&app).unwrap();
+    let lib_id = SessionId::parse(&lib).unwrap();
+    let ask = |question: &str| -> crate::wire::Message {
+        let failed = bridge(root)
+            .run(
+                &context(Some(&app), "/p/app"),
+                Verb::Ask {
+                    to: lib.clone(),
+                    content: question.into(),
+                    timeout_seconds: 0,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(failed.error, crate::BridgeError::TimedOut(0)));
+        let query = taken(listen_once(root, &lib).unwrap());
+        bridge(root).commit_delivery(&query.ticket).unwrap();
+        query.message
+    };
+    let reply_id = crate::ids::MessageId::random();
+    let threads = layout.threads(&app_id);
+    std::fs::create_dir_all(&threads).unwrap();
+    let now = crate::clock::epoch_millis();
+    std::fs::write(threads.join(lib_id.as_str()), format!("{reply_id} {now}")).unwrap();
+    assert_eq!(
+        ask("and the config?").in_reply_to.as_deref(),
+        Some(reply_id.as_str()),
+        "a question right after a reply follows up on it"
+    );
+    let long_ago = now - crate::mailbox::FOLLOW_UP_WINDOW.as_millis() as u64 - 1_000;
+    std::fs::write(threads.join(lib_id.as_str()), format!("{reply_id} {long_ago}")).unwrap();
+    assert_eq!(ask("a new topic").in_reply_to, None, "a question long after starts a thread");
+}
