@@ -49,11 +49,7 @@ pub struct Confinement {
 impl Confinement {
     /// Withholds `loose`, the session directories under `bridge_dir`.
     pub fn new(bridge_dir: &Path, loose: Vec<LooseSession>) -> Self {
-        let identity = |path: &Path| {
-            rustix::fs::stat(path)
-                .ok()
-                .map(|s| (s.st_dev as u64, s.st_ino as u64))
-        };
+        let identity = |path: &Path| rustix::fs::stat(path).ok().map(|s| identity(&s));
         Confinement {
             root: identity(bridge_dir),
             sessions: identity(&bridge_dir.join("sessions")),
@@ -108,6 +104,13 @@ impl Confinement {
     }
 }
 
+/// A directory's device and inode.
+fn identity(stat: &rustix::fs::Stat) -> (u64, u64) {
+    // The fields' integer types differ between targets.
+    #[allow(clippy::unnecessary_cast)]
+    (stat.st_dev as u64, stat.st_ino as u64)
+}
+
 /// `path` as plain names, `.` dropped and `..` applied; None when `..`
 /// climbs above its start, which `cap-std` refuses anyway.
 fn plain_components(path: &str) -> Option<Vec<String>> {
@@ -136,9 +139,7 @@ fn refuse<T: Confined>(state: &mut T, dir: &Resource<Descriptor>, path: &str) ->
         return Ok(false);
     }
     let here = match state.ctx().table.get(dir)? {
-        Descriptor::Dir(dir) => rustix::fs::fstat(&*dir.dir)
-            .ok()
-            .map(|s| (s.st_dev as u64, s.st_ino as u64)),
+        Descriptor::Dir(dir) => rustix::fs::fstat(&*dir.dir).ok().map(|s| identity(&s)),
         Descriptor::File(_) => None,
     };
     let confinement = state.confinement();
@@ -230,15 +231,21 @@ pub fn add_to_linker<T: Confined + 'static>(linker: &mut Linker<T>) -> Result<()
             })
         },
     )?;
-    path_only(&mut types, "[method]descriptor.create-directory-at", |v, fd, path| {
-        v.create_directory_at(fd, path)
-    })?;
-    path_only(&mut types, "[method]descriptor.remove-directory-at", |v, fd, path| {
-        v.remove_directory_at(fd, path)
-    })?;
-    path_only(&mut types, "[method]descriptor.unlink-file-at", |v, fd, path| {
-        v.unlink_file_at(fd, path)
-    })?;
+    path_only(
+        &mut types,
+        "[method]descriptor.create-directory-at",
+        |v, fd, path| v.create_directory_at(fd, path),
+    )?;
+    path_only(
+        &mut types,
+        "[method]descriptor.remove-directory-at",
+        |v, fd, path| v.remove_directory_at(fd, path),
+    )?;
+    path_only(
+        &mut types,
+        "[method]descriptor.unlink-file-at",
+        |v, fd, path| v.unlink_file_at(fd, path),
+    )?;
     types.func_wrap(
         "[method]descriptor.readlink-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
@@ -304,8 +311,7 @@ pub fn add_to_linker<T: Confined + 'static>(linker: &mut Linker<T>) -> Result<()
 }
 
 /// A method that takes one path and returns nothing.
-type PathOnly =
-    fn(&mut WasiFilesystemCtxView<'_>, Resource<Descriptor>, String) -> FsResult<()>;
+type PathOnly = fn(&mut WasiFilesystemCtxView<'_>, Resource<Descriptor>, String) -> FsResult<()>;
 
 fn path_only<T: Confined + 'static>(
     types: &mut LinkerInstance<'_, T>,
@@ -331,9 +337,18 @@ mod tests {
     #[test]
     fn paths_are_read_as_written() {
         let parts = |p: &str| plain_components(p);
-        assert_eq!(parts("sessions/abc123/inbox").unwrap(), ["sessions", "abc123", "inbox"]);
-        assert_eq!(parts("./sessions//abc123/").unwrap(), ["sessions", "abc123"]);
-        assert_eq!(parts("sessions/good01/../abc123/x").unwrap(), ["sessions", "abc123", "x"]);
+        assert_eq!(
+            parts("sessions/abc123/inbox").unwrap(),
+            ["sessions", "abc123", "inbox"]
+        );
+        assert_eq!(
+            parts("./sessions//abc123/").unwrap(),
+            ["sessions", "abc123"]
+        );
+        assert_eq!(
+            parts("sessions/good01/../abc123/x").unwrap(),
+            ["sessions", "abc123", "x"]
+        );
         assert_eq!(parts("../sessions"), None);
         assert_eq!(parts("/etc"), None);
     }

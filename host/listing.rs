@@ -378,8 +378,10 @@ mod tests {
     /// /dev/shm, or `BRIDGE_TEST_OTHER_FS_DIR`), or None with a skipped
     /// notice.
     fn other_fs_root(test: &str) -> Option<tempfile::TempDir> {
-        let base = std::env::var_os("BRIDGE_TEST_OTHER_FS_DIR")
-            .map_or_else(|| std::path::PathBuf::from("/dev/shm"), std::path::PathBuf::from);
+        let base = std::env::var_os("BRIDGE_TEST_OTHER_FS_DIR").map_or_else(
+            || std::path::PathBuf::from("/dev/shm"),
+            std::path::PathBuf::from,
+        );
         let root = tempfile::tempdir_in(&base).ok();
         let off_ext4 = root
             .as_ref()

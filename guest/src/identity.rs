@@ -95,7 +95,12 @@ impl<P: Platform> Bridge<P> {
     /// directory as its `projectPath`. A session found only because its
     /// project contains this one belongs to that other project, whose
     /// pointer this invocation cannot clear.
-    pub(crate) fn project_owns(&self, context: &Context, id: &SessionId, manifest: &Manifest) -> bool {
+    pub(crate) fn project_owns(
+        &self,
+        context: &Context,
+        id: &SessionId,
+        manifest: &Manifest,
+    ) -> bool {
         let same_dir = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         context.session.is_some()
             || context

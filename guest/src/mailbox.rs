@@ -77,6 +77,9 @@ pub(crate) struct Look {
 }
 
 /// What a look made of one pending file.
+// Returned once per file and matched at once, never stored in bulk: boxing
+// the pending message would only add an allocation per file.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Loaded {
     /// A pending message.
     Pending(Pending),
@@ -466,8 +469,8 @@ impl<P: Platform> Bridge<P> {
     pub(crate) fn commit(&self, ticket: &ClaimTicket) -> Result<()> {
         let owner = SessionId::parse(&ticket.session_id)?;
         let id = MessageId::parse(&ticket.message_id)?;
-        let valid = ClaimName::parse(&ticket.claim_name)
-            .is_some_and(|c| c.message_id == id && !c.taken);
+        let valid =
+            ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id && !c.taken);
         if !valid {
             return Err(BridgeError::InvalidArgument(format!(
                 "{:?} is not a claim on {id}",

@@ -88,10 +88,16 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub enum PeerEntry {
     Valid(Peer),
-    Unreadable { session_id: String, reason: String },
+    Unreadable {
+        session_id: String,
+        reason: String,
+    },
     /// A session directory the host refused access to, because it is not
     /// private: listed, never used as a peer.
-    Unsafe { session_id: String, reason: String },
+    Unsafe {
+        session_id: String,
+        reason: String,
+    },
 }
 
 /// What `status` reports.

@@ -346,7 +346,8 @@ fn a_bounded_listing_stops_at_enough_matching_names() {
 fn plant_pending(root: &Path, from: &str, to: &str, id: &str, content: &str) {
     let from = SessionId::parse(from).unwrap();
     let to_id = SessionId::parse(to).unwrap();
-    let mut message = crate::wire::Message::new(&from, &to_id, Kind::Query, content.into(), None, "p");
+    let mut message =
+        crate::wire::Message::new(&from, &to_id, Kind::Query, content.into(), None, "p");
     message.id = id.to_string();
     let inbox = Layout::new(root).inbox(&to_id);
     std::fs::write(inbox.join(format!("{id}.json")), message.to_bytes()).unwrap();
@@ -407,10 +408,17 @@ fn a_commit_killed_after_deciding_is_finished_by_the_next_look_not_repeated() {
         &delivery.ticket.claim_name[17..25],
         crate::clock::epoch_millis() - 60_000
     );
-    std::fs::rename(claimed.join(&delivery.ticket.claim_name), claimed.join(&old)).unwrap();
+    std::fs::rename(
+        claimed.join(&delivery.ticket.claim_name),
+        claimed.join(&old),
+    )
+    .unwrap();
 
     let again = listen_once(root, &me);
-    assert!(matches!(again, Err(ref f) if f.error == crate::BridgeError::TimedOut(0)), "{again:?}");
+    assert!(
+        matches!(again, Err(ref f) if f.error == crate::BridgeError::TimedOut(0)),
+        "{again:?}"
+    );
     assert_eq!(std::fs::read_dir(&claimed).unwrap().count(), 0);
     let kept = std::fs::read_to_string(layout.read(&id).join("msg-decided00001.json")).unwrap();
     assert!(kept.contains("\"status\": \"read\""), "{kept}");

@@ -484,7 +484,8 @@ impl<P: Platform> Bridge<P> {
                         if tried.contains(name.as_str()) {
                             continue;
                         }
-                        if let Loaded::Pending(pending) = self.load_pending(owner, &name, warnings)?
+                        if let Loaded::Pending(pending) =
+                            self.load_pending(owner, &name, warnings)?
                             && let Some(delivery) = consider(pending, warnings)?
                         {
                             return Ok(Some(delivery));

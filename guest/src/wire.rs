@@ -388,10 +388,8 @@ mod tests {
     #[test]
     fn an_original_reference_that_is_no_message_id_is_dropped_not_refused() {
         let owner = SessionId::parse("d4e5f6").unwrap();
-        let odd = ORIGINAL_MESSAGE.replace(
-            "\"inReplyTo\": null",
-            "\"inReplyTo\": \"msg-original-123\"",
-        );
+        let odd =
+            ORIGINAL_MESSAGE.replace("\"inReplyTo\": null", "\"inReplyTo\": \"msg-original-123\"");
         let (m, dropped) =
             Message::parse_noting(odd.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
         assert_eq!(m.in_reply_to, None);
@@ -401,10 +399,8 @@ mod tests {
         let (m, dropped) =
             Message::parse_noting(empty.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
         assert_eq!((m.in_reply_to, dropped), (None, None));
-        let good = ORIGINAL_MESSAGE.replace(
-            "\"inReplyTo\": null",
-            "\"inReplyTo\": \"msg-aaaaaaaaaaaa\"",
-        );
+        let good =
+            ORIGINAL_MESSAGE.replace("\"inReplyTo\": null", "\"inReplyTo\": \"msg-aaaaaaaaaaaa\"");
         let (m, dropped) =
             Message::parse_noting(good.as_bytes(), "msg-0dzhx0wgcik9", Some(&owner)).unwrap();
         assert_eq!(m.in_reply_to.as_deref(), Some("msg-aaaaaaaaaaaa"));

@@ -179,9 +179,7 @@ fn check_inbox_takes_a_waiting_message_without_waiting() {
     );
     // Taken: the next check finds nothing, and the command it gave answers.
     assert_eq!(check(), "No new messages.\n");
-    w.cmd(&lib)
-        .args(["run", "reply", query.trim(), "2.1"])
-        .ok();
+    w.cmd(&lib).args(["run", "reply", query.trim(), "2.1"]).ok();
     let got = w
         .cmd(&app)
         .args(["run", "receive", query.trim(), "--timeout", "5"])

@@ -409,7 +409,12 @@ const CASES: &[Case] = &[
             // SAFETY: chown with a valid C string. Only root gets here (see
             // `needs_root`), and root can give a directory away.
             let given = unsafe { libc::chown(c.as_ptr(), OTHER_USER, OTHER_USER) };
-            assert_eq!(given, 0, "chown to {OTHER_USER}: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                given,
+                0,
+                "chown to {OTHER_USER}: {}",
+                std::io::Error::last_os_error()
+            );
             args(&["run", "send", &s.peer_id, "query", "hi"])
         },
         says: |s| {
@@ -503,7 +508,10 @@ fn a_loose_session_directory_is_refused_as_a_peer_and_every_other_session_keeps_
             .to_string()
     };
     assert!(row(&loose_id).contains("unsafe"), "{description}");
-    assert!(row(&s.me_id).contains("active (this session)"), "{description}");
+    assert!(
+        row(&s.me_id).contains("active (this session)"),
+        "{description}"
+    );
     assert!(row(&s.peer_id).contains("active"), "{description}");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains(&fix),
@@ -514,7 +522,10 @@ fn a_loose_session_directory_is_refused_as_a_peer_and_every_other_session_keeps_
     s.w.cmd(&s.me)
         .args(["run", "send", &s.peer_id, "query", "still working?"])
         .ok();
-    let heard = s.w.cmd(&peer).args(["run", "listen", "--timeout", "5"]).ok();
+    let heard =
+        s.w.cmd(&peer)
+            .args(["run", "listen", "--timeout", "5"])
+            .ok();
     assert_eq!(crate::util::parse_listen(&heard).1, "still working?");
 
     // Sending to the loose session, or connecting to it, says why and
@@ -535,21 +546,26 @@ fn a_loose_session_directory_is_refused_as_a_peer_and_every_other_session_keeps_
 
     // Taking messages as the loose session says the same, and registers
     // no other session in its place.
-    let sessions = std::fs::read_dir(s.w.bridge.join("sessions")).unwrap().count();
-    let (_, stderr) = s
-        .w
-        .cmd(&loose_project)
-        .args(["run", "listen", "--timeout", "1"])
-        .fails();
+    let sessions = std::fs::read_dir(s.w.bridge.join("sessions"))
+        .unwrap()
+        .count();
+    let (_, stderr) =
+        s.w.cmd(&loose_project)
+            .args(["run", "listen", "--timeout", "1"])
+            .fails();
     assert!(stderr.contains(&fix), "{stderr}");
     assert_eq!(
-        std::fs::read_dir(s.w.bridge.join("sessions")).unwrap().count(),
+        std::fs::read_dir(s.w.bridge.join("sessions"))
+            .unwrap()
+            .count(),
         sessions
     );
     // Its own project still gets the listing, with itself marked unsafe.
     let table = s.w.cmd(&loose_project).args(["run", "peers"]).ok();
     assert!(
-        table.lines().any(|l| l.starts_with(&loose_id) && l.contains("unsafe")),
+        table
+            .lines()
+            .any(|l| l.starts_with(&loose_id) && l.contains("unsafe")),
         "{table}"
     );
 

@@ -298,7 +298,10 @@ fn stop_never_stops_a_session_the_given_project_does_not_own() {
         .env("PROJECT_DIR", &p1)
         .args(["run", "stop"])
         .ok();
-    assert!(stopped.contains(&format!("Session {p1_id} stopped.")), "{stopped}");
+    assert!(
+        stopped.contains(&format!("Session {p1_id} stopped.")),
+        "{stopped}"
+    );
     assert!(!w.session_dir(&p1_id).exists());
     assert!(!pointer.exists());
 }

@@ -314,7 +314,10 @@ fn an_original_ping_is_answered_with_a_ping() {
 fn marked_read_by_original(id: &str, from: &str, to: &str) -> String {
     fixture("query.json", to, "")
         .replace("msg-0dzhx0wgcik9", id)
-        .replace(&format!("\"from\": \"{ORIGINAL}\""), &format!("\"from\": \"{from}\""))
+        .replace(
+            &format!("\"from\": \"{ORIGINAL}\""),
+            &format!("\"from\": \"{from}\""),
+        )
         .replace("\"status\": \"pending\"", "\"status\": \"read\"")
 }
 
@@ -375,7 +378,9 @@ fn a_pending_message_behind_the_originals_read_backlog_is_delivered_at_once() {
     // nothing but pending messages is left where looks list.
     assert_eq!(json_files(&inbox).len(), 0, "read files left in the inbox");
     assert_eq!(json_files(&inbox.join("read")).len(), READ_BY_ORIGINAL + 1);
-    w.cmd(&app).args(["run", "listen", "--timeout", "1"]).fails();
+    w.cmd(&app)
+        .args(["run", "listen", "--timeout", "1"])
+        .fails();
 }
 
 #[test]
