@@ -49,11 +49,7 @@ pub struct Confinement {
 impl Confinement {
     /// Withholds `loose`, the session directories under `bridge_dir`.
     pub fn new(bridge_dir: &Path, loose: Vec<LooseSession>) -> Self {
-        let identity = |path: &Path| {
-            rustix::fs::stat(path)
-                .ok()
-                .map(|s| (s.st_dev as u64, s.st_ino as u64))
-        };
+        let identity = |path: &Path| rustix::fs::stat(path).ok().map(|s| identity(&s));
         Confinement {
             root: identity(bridge_dir),
             sessions: identity(&bridge_dir.join("sessions")),
@@ -108,6 +104,13 @@ impl Confinement {
     }
 }
 
+/// A directory's device and inode.
+fn identity(stat: &rustix::fs::Stat) -> (u64, u64) {
+    // The fields' integer types differ between targets.
+    #[allow(clippy::unnecessary_cast)]
+    (stat.st_dev as u64, stat.st_ino as u64)
+}
+
 /// `path` as plain names, `.` dropped and `..` applied; None when `..`
 /// climbs above its start, which `cap-std` refuses anyway.
 fn plain_components(path: &str) -> Option<Vec<String>> {
@@ -136,9 +139,7 @@ fn refuse<T: Confined>(state: &mut T, dir: &Resource<Descriptor>, path: &str) ->
         return Ok(false);
     }
     let here = match state.ctx().table.get(dir)? {
-        Descriptor::Dir(dir) => rustix::fs::fstat(&*dir.dir)
-            .ok()
-            .map(|s| (s.st_dev as u64, s.st_ino as u64)),
+        Descriptor::Dir(dir) => rustix::fs::fstat(&*dir.dir).ok().map(|s| identity(&s)),
         Descriptor::File(_) => None,
     };
     let confinement = state.confinement();

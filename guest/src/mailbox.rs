@@ -81,6 +81,9 @@ pub(crate) struct Look {
 }
 
 /// What a look made of one pending file.
+// Returned once per file and matched at once, never stored in bulk: boxing
+// the pending message would only add an allocation per file.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Loaded {
     /// A pending message.
     Pending(Pending),
