@@ -46,9 +46,26 @@ const GUEST_STDERR_CAP: usize = 64 << 10;
 /// threads.
 fn host_runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        // The timer serves a guest that sleeps on a WASI clock (`subscribe`
+        // and `poll`); without it that call panics the host.
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("a current-thread tokio runtime needs no resources")
+    });
+    static TIMER: std::sync::Once = std::sync::Once::new();
+    // WASI calls enter the runtime through its handle, which does not drive
+    // the timer; one parked thread runs the runtime so that a sleeping
+    // guest's deadline fires. It does nothing until a guest sleeps.
+    TIMER.call_once(|| {
+        let runtime: &'static tokio::runtime::Runtime = &RUNTIME;
+        let started = std::thread::Builder::new()
+            .name("wasi-timer".into())
+            .stack_size(64 << 10)
+            .spawn(move || runtime.block_on(std::future::pending::<()>()));
+        if let Err(err) = started {
+            eprintln!("bridge-host: cannot start the timer thread ({err}); a guest that sleeps will hang");
+        }
     });
     &RUNTIME
 }

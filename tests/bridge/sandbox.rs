@@ -212,3 +212,15 @@ fn no_guest_can_reach_into_a_session_directory_others_can_write() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.starts_with("read "), "{stdout}");
 }
+
+/// A guest may sleep (WASI clocks): the host serves the timer instead of
+/// panicking.
+#[test]
+fn a_guest_that_sleeps_is_served_not_a_host_panic() {
+    let w = World::new();
+    let a = w.project("alpha");
+    w.start(&a);
+    let (code, stdout, stderr, _) = probe(&w, &a, "sleep:200");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "slept 200 ms\n");
+}

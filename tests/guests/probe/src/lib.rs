@@ -4,6 +4,7 @@
 //! - `read:<path>`   reads a file and reports its size
 //! - `write:<path>`  creates a file
 //! - `list:<path>`   lists a directory
+//! - `sleep:<ms>`    sleeps on the WASI clock
 //! - `spin`          loops forever
 //! - `hog`           allocates without bound
 //! - `shout`         returns gigabytes of output
@@ -56,6 +57,11 @@ fn attack(probe: &str) -> Result<Report, BridgeError> {
         "connect" => std::net::TcpStream::connect(arg)
             .map(|_| done(format!("connected to {arg}\n")))
             .map_err(|e| blocked(arg, e)),
+        "sleep" => {
+            let ms: u64 = arg.parse().unwrap_or(100);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(done(format!("slept {ms} ms\n")))
+        }
         "spin" => {
             let mut n: u64 = 0;
             loop {
