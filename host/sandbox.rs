@@ -132,6 +132,9 @@ pub struct HostState {
     table: ResourceTable,
     limits: GuestLimits,
     bridge: cap_std::fs::Dir,
+    /// The bridge directory's path, for watches that can only be set by path
+    /// (see `crate::watch`); each is checked against `bridge`.
+    bridge_path: PathBuf,
     pointer: ProjectPointer,
     watchers: usize,
     stderr: MemoryOutputPipe,
@@ -176,7 +179,8 @@ impl session_bridge::protocol::host::HostWatcher for HostState {
                 .open_dir(&rel)
                 .map_err(|e| format!("{dir}: {e}"))
         });
-        let watcher = match opened.and_then(|d| DirWatcher::new(&d)) {
+        let path = self.bridge_path.join(&dir);
+        let watcher = match opened.and_then(|d| DirWatcher::new(&d, &path)) {
             Ok(watcher) => watcher,
             Err(why) => return Ok(Err(why)),
         };
@@ -248,6 +252,8 @@ impl Guest {
                 memory_refused: false,
             },
             bridge,
+            bridge_path: std::path::absolute(bridge_dir)
+                .map_err(|e| anyhow!("cannot resolve {}: {e}", bridge_dir.display()))?,
             pointer: ProjectPointer::new(project_dir),
             watchers: 0,
             stderr,
