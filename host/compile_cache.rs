@@ -31,7 +31,9 @@
 //! Every run there compiles the guest.
 
 use std::borrow::Cow;
+#[cfg(unix)]
 use std::fs;
+#[cfg(unix)]
 use std::hash::{Hash, Hasher};
 #[cfg(unix)]
 use std::io::Write;
@@ -50,8 +52,10 @@ use wasmtime::component::Component;
 use crate::sandbox;
 
 /// Feeds `Hash` output into BLAKE3.
+#[cfg(unix)]
 struct Blake3Hasher(blake3::Hasher);
 
+#[cfg(unix)]
 impl Hasher for Blake3Hasher {
     fn finish(&self) -> u64 {
         let bytes = self.0.finalize();

@@ -123,6 +123,32 @@ fn check_owner_and_mode(path: &Path, what: &str, meta: &fs::Metadata) -> Result<
     Ok(())
 }
 
+/// Windows keeps permissions in ACLs, which this host does not read. The
+/// directory is still refused if it is a link; whether another user may
+/// write it is left unchecked, and said so.
+#[cfg(not(unix))]
+fn check_owner_and_mode(path: &Path, what: &str, _: &fs::Metadata) -> Result<()> {
+    let own = fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    if own.file_type().is_symlink() {
+        bail!(
+            "the {what} {} is a link; use a directory of its own",
+            path.display()
+        );
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "warning: bridge-host does not check Windows ACLs: who else may write to the \
+             {what} {} is unchecked. Keep it under your own profile, where only you and \
+             administrators can",
+            path.display()
+        )
+    });
+    Ok(())
+}
+
+#[cfg(unix)]
 fn shell_quote(path: &Path) -> String {
     let text = path.to_string_lossy();
     if text

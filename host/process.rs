@@ -17,6 +17,7 @@ pub struct ProcessId {
 }
 
 /// The shells Claude Code may run a hook's command line in.
+#[cfg(unix)]
 fn is_shell(command: &str) -> bool {
     // `ps` may give a path, and a login shell's name starts with '-'.
     let name = command.rsplit('/').next().unwrap_or(command);
