@@ -25,6 +25,17 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
+    // `native_linux`: the Linux-only paths (dnotify, hashed listings, the
+    // compile cache loaded through /proc, processes read from /proc). Off
+    // Linux, and on Linux with the `portable` feature, the host uses the
+    // paths that work everywhere instead; the feature exists so that they
+    // are built and tested here too.
+    println!("cargo:rustc-check-cfg=cfg(native_linux)");
+    let linux = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    if linux && env::var_os("CARGO_FEATURE_PORTABLE").is_none() {
+        println!("cargo:rustc-cfg=native_linux");
+    }
+
     ensure_target_installed();
 
     // Target directories of their own under OUT_DIR: sharing the outer one

@@ -21,15 +21,28 @@
 //! An entry is checked and loaded through one open file descriptor: it is
 //! checked, then handed to wasmtime as `/proc/self/fd/<n>`, which maps the
 //! same file in place. Nothing can swap the file between the check and the
-//! load, and the artifact is never copied onto the heap.
+//! load, and the artifact is never copied onto the heap. Off Linux (and on
+//! Linux with the `portable` feature) there is no such path: the checked
+//! descriptor is mapped and wasmtime loads a copy of those bytes, which costs
+//! a copy of the artifact (about 1.4 MB) per run and the same guarantee.
+//!
+//! On Windows the cache is not used: its checks need an owner and a mode,
+//! and Windows keeps permissions in ACLs, which this host does not read.
+//! Every run there compiles the guest.
 
 use std::borrow::Cow;
+#[cfg(unix)]
 use std::fs;
+#[cfg(unix)]
 use std::hash::{Hash, Hasher};
+#[cfg(unix)]
 use std::io::Write;
+#[cfg(native_linux)]
 use std::os::fd::AsRawFd;
+#[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, anyhow};
@@ -39,8 +52,10 @@ use wasmtime::component::Component;
 use crate::sandbox;
 
 /// Feeds `Hash` output into BLAKE3.
+#[cfg(unix)]
 struct Blake3Hasher(blake3::Hasher);
 
+#[cfg(unix)]
 impl Hasher for Blake3Hasher {
     fn finish(&self) -> u64 {
         let bytes = self.0.finalize();
@@ -76,6 +91,7 @@ impl<'a> Wasm<'a> {
     }
 }
 
+#[cfg(unix)]
 /// The cache key of `wasm` for `engine`, an engine without a compiler: its
 /// compatibility hash covers the configuration and wasmtime's version, not
 /// the CPU. Loading checks an artifact's CPU features against the host, so
@@ -111,6 +127,21 @@ pub enum Source {
 ///
 /// The component belongs to `component.engine()`: an engine without a
 /// compiler when the cache served it, else the one that compiled it.
+#[cfg(not(unix))]
+pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
+    // See the module's documentation: without owner and mode checks, an
+    // artifact another user wrote could be loaded, so none is.
+    let _ = dir;
+    compile(&sandbox::engine()?, &wasm.bytes).map(|c| (c, Source::Compiled))
+}
+
+/// Loads `wasm` as a component, from the cache when a verified entry exists,
+/// compiling it (and storing the result) otherwise. Problems with the cache
+/// are reported on standard error and never stop the run.
+///
+/// The component belongs to `component.engine()`: an engine without a
+/// compiler when the cache served it, else the one that compiled it.
+#[cfg(unix)]
 pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
     let usable_dir = dir.and_then(|dir| {
         crate::dirs::prepare_private_dir(dir, "compile cache directory")
@@ -141,11 +172,13 @@ pub fn load(wasm: &Wasm, dir: Option<&Path>) -> Result<(Component, Source)> {
     Ok((component, Source::Compiled))
 }
 
+#[cfg(unix)]
 /// An entry of another key not opened for this long is removed after a
 /// compile. Loading reads the artifact, so its access time (kept to within
 /// a day under Linux's default `relatime`) says when it was last used.
 const UNUSED_ENTRY_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
+#[cfg(unix)]
 /// Clears out what no load will use again, after a compile (rare, and
 /// already slow): entries in the first cache format (`<key>.cwasm` with a
 /// bare digest in `<key>.blake3`), which no host reads any more, and
@@ -193,12 +226,14 @@ fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
     Component::new(engine, wasm).map_err(|e| anyhow!("not a valid WebAssembly component: {e:#}"))
 }
 
+#[cfg(unix)]
 /// One cache entry: the serialized component and its check file.
 struct Entry {
     artifact: PathBuf,
     check: PathBuf,
 }
 
+#[cfg(unix)]
 /// Which file an artifact is: any change to it changes one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileIdentity {
@@ -209,6 +244,7 @@ struct FileIdentity {
     changed_ns: i128,
 }
 
+#[cfg(unix)]
 impl FileIdentity {
     fn of(meta: &fs::Metadata) -> Self {
         let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
@@ -228,6 +264,7 @@ impl FileIdentity {
     }
 }
 
+#[cfg(unix)]
 /// What a check file says: the artifact's digest and the file it was
 /// last seen as.
 #[derive(Debug, PartialEq, Eq)]
@@ -236,8 +273,10 @@ struct CheckRecord {
     file: FileIdentity,
 }
 
+#[cfg(unix)]
 const CHECK_HEADER: &str = "session-bridge compile cache check v3";
 
+#[cfg(unix)]
 impl CheckRecord {
     fn to_text(&self) -> String {
         let f = &self.file;
@@ -269,6 +308,7 @@ impl CheckRecord {
     }
 }
 
+#[cfg(unix)]
 /// Opens `path` for reading if it is a regular file of ours that nobody
 /// else can read or write; warns and returns None otherwise.
 fn open_private(path: &Path) -> Option<(fs::File, fs::Metadata)> {
@@ -291,6 +331,7 @@ fn open_private(path: &Path) -> Option<(fs::File, fs::Metadata)> {
     }
 }
 
+#[cfg(unix)]
 impl Entry {
     /// The entry's component, if the entry is ours, private and intact.
     fn load(&self, engine: &Engine) -> Option<Component> {
@@ -327,18 +368,7 @@ impl Entry {
             };
             let _ = write_private(&self.check, renewed.to_text().as_bytes());
         }
-        let through_fd = PathBuf::from(format!("/proc/self/fd/{}", artifact.as_raw_fd()));
-        // SAFETY: the bytes are the exact serialization this engine wrote:
-        // the file is ours and private, and it is the very file the cache
-        // wrote, unchanged since, or its digest matched (see module docs).
-        // Loading through our descriptor maps that same file.
-        let loaded = if through_fd.exists() {
-            unsafe { Component::deserialize_file(engine, &through_fd) }
-        } else {
-            // SAFETY: as above; the mapping is of the checked descriptor.
-            let mapped = unsafe { memmap2::Mmap::map(&artifact) }.ok()?;
-            unsafe { Component::deserialize(engine, &mapped[..]) }
-        };
+        let loaded = deserialize(engine, &artifact)?;
         loaded
             .map_err(|e| {
                 eprintln!(
@@ -367,6 +397,38 @@ impl Entry {
     }
 }
 
+/// Loads the checked, open `artifact` in place, through its descriptor's
+/// name in `/proc`, which maps that same file.
+#[cfg(native_linux)]
+fn deserialize(engine: &Engine, artifact: &fs::File) -> Option<wasmtime::Result<Component>> {
+    let through_fd = PathBuf::from(format!("/proc/self/fd/{}", artifact.as_raw_fd()));
+    if !through_fd.exists() {
+        return deserialize_copy(engine, artifact);
+    }
+    // SAFETY: the bytes are the exact serialization this engine wrote: the
+    // file is ours and private, and it is the very file the cache wrote,
+    // unchanged since, or its digest matched (see module docs). Loading
+    // through our descriptor maps that same file.
+    Some(unsafe { Component::deserialize_file(engine, &through_fd) })
+}
+
+#[cfg(all(unix, not(native_linux)))]
+fn deserialize(engine: &Engine, artifact: &fs::File) -> Option<wasmtime::Result<Component>> {
+    deserialize_copy(engine, artifact)
+}
+
+/// Loads a copy of the checked, open `artifact`, read through a mapping of
+/// its descriptor.
+#[cfg(unix)]
+fn deserialize_copy(engine: &Engine, artifact: &fs::File) -> Option<wasmtime::Result<Component>> {
+    // SAFETY: the file is a private regular file of ours, checked as in
+    // `deserialize`; the mapping is read-only and of the checked descriptor.
+    let mapped = unsafe { memmap2::Mmap::map(artifact) }.ok()?;
+    // SAFETY: as above: these are the bytes this engine wrote.
+    Some(unsafe { Component::deserialize(engine, &mapped[..]) })
+}
+
+#[cfg(unix)]
 /// Writes `bytes` to a private temporary file and renames it to `path`;
 /// returns the file, still open.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<fs::File> {
@@ -385,7 +447,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<fs::File> {
     Ok(written?)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

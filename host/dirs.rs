@@ -1,9 +1,14 @@
 //! The directories the host owns: the bridge directory it grants the guest,
 //! and the project pointer it writes on the guest's behalf. Both are checked
 //! the way ssh checks `~/.ssh`: ours, and not writable by anyone else.
+//!
+//! On Windows, permissions are ACLs, which this host does not read: there the
+//! checks refuse links and non-directories, and say on standard error, once
+//! per process, that who may write the directory went unchecked.
 
 use std::fs;
 use std::io::{self, Write};
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -13,12 +18,47 @@ use cap_std::ambient_authority;
 /// Creates `path` (mode 0700) if missing, then refuses it unless it is a
 /// directory owned by this user and writable by nobody else.
 pub fn prepare_private_dir(path: &Path, what: &str) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder
         .create(path)
         .with_context(|| format!("cannot create the {what} {}", path.display()))?;
     check_private_dir(path, what)
+}
+
+/// `options` for a new file with `mode` (on Unix; on Windows the file takes
+/// its directory's ACL), never opened through a
+/// symbolic link.
+pub fn new_file_options(options: &mut fs::OpenOptions, mode: u32) -> &mut fs::OpenOptions {
+    #[cfg(unix)]
+    options
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    #[cfg(not(unix))]
+    let _ = mode;
+    #[cfg(windows)]
+    no_follow_windows(options);
+    options
+}
+
+/// `options` that open a symbolic link itself rather than what it points
+/// to (so the caller, checking for a regular file, refuses it), and do not
+/// wait on a FIFO.
+pub fn no_follow_options(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+    #[cfg(unix)]
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    #[cfg(windows)]
+    no_follow_windows(options);
+    options
+}
+
+#[cfg(windows)]
+fn no_follow_windows(options: &mut fs::OpenOptions) {
+    // FILE_FLAG_OPEN_REPARSE_POINT: open a link (a reparse point) itself.
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    std::os::windows::fs::OpenOptionsExt::custom_flags(options, FILE_FLAG_OPEN_REPARSE_POINT);
 }
 
 /// A session directory that is not private: another user owns it, or
@@ -77,6 +117,10 @@ pub fn check_session_dirs(bridge_dir: &Path) -> Result<Vec<LooseSession>> {
 }
 
 /// Refuses a directory another user owns, or that group or others can write.
+///
+/// # Errors
+///
+/// What is wrong, and the command that fixes it.
 pub fn check_private_dir(path: &Path, what: &str) -> Result<()> {
     match private_dir_problem(path, what)? {
         Some(problem) => bail!("{problem}"),
@@ -92,6 +136,11 @@ fn private_dir_problem(path: &Path, what: &str) -> Result<Option<String>> {
     if !meta.is_dir() {
         bail!("the {what} {} is not a directory", path.display());
     }
+    check_owner_and_mode(path, what, &meta)
+}
+
+#[cfg(unix)]
+fn check_owner_and_mode(path: &Path, what: &str, meta: &fs::Metadata) -> Result<Option<String>> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
@@ -116,6 +165,32 @@ fn private_dir_problem(path: &Path, what: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Windows keeps permissions in ACLs, which this host does not read. The
+/// directory is still refused if it is a link; whether another user may
+/// write it is left unchecked, and said so.
+#[cfg(not(unix))]
+fn check_owner_and_mode(path: &Path, what: &str, _: &fs::Metadata) -> Result<Option<String>> {
+    let own = fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    if own.file_type().is_symlink() {
+        bail!(
+            "the {what} {} is a link; use a directory of its own",
+            path.display()
+        );
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "warning: bridge-host does not check Windows ACLs: who else may write to the \
+             {what} {} is unchecked. Keep it under your own profile, where only you and \
+             administrators can",
+            path.display()
+        )
+    });
+    Ok(None)
+}
+
+#[cfg(unix)]
 fn shell_quote(path: &Path) -> String {
     let text = path.to_string_lossy();
     if text
@@ -160,9 +235,7 @@ impl ProjectPointer {
     }
 
     pub fn read(&self) -> Option<String> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        let file = no_follow_options(fs::OpenOptions::new().read(true))
             .open(self.path()?)
             .ok()?;
         if !file.metadata().ok()?.is_file() {
@@ -181,17 +254,13 @@ impl ProjectPointer {
             return Err("this invocation has no project directory".into());
         };
         let describe = |e: io::Error| format!("{}: {e}", path.display());
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(claude_dir)
-            .map_err(describe)?;
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o755);
+        builder.create(claude_dir).map_err(describe)?;
         let temp = claude_dir.join(format!(".{POINTER_NAME}.{}.tmp", std::process::id()));
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
+        let written = new_file_options(fs::OpenOptions::new().write(true).create_new(true), 0o644)
             .open(&temp)
             .and_then(|mut f| f.write_all(id.as_bytes()))
             .and_then(|()| fs::rename(&temp, &path));

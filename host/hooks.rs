@@ -6,8 +6,6 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -19,6 +17,7 @@ use serde_json::Value;
 use bridge_host::sandbox::wit;
 use bridge_host::{compile_cache, dirs};
 
+use crate::process::ProcessId;
 use crate::{Global, Invocation, Place};
 
 /// The hook events the plugin handles.
@@ -148,8 +147,14 @@ fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
         // Without the record, only the restart-race protection is lost.
         let recorded =
             Owner::of(global, input).and_then(|owner| match (owner, ProcessId::claude()) {
-                (Some(owner), Some(me)) => owner.record(me),
-                _ => Ok(()),
+                (Some(owner), Some(me)) => owner.record(&me),
+                (Some(_), None) => bail!(
+                    "cannot tell which Claude Code process runs this session ({}); if the \
+                     session is resumed in another process, the old one's end will stop \
+                     its bridge",
+                    ProcessId::unsupported().unwrap_or("its parent process could not be read")
+                ),
+                (None, _) => Ok(()),
             });
         if let Err(err) = recorded {
             eprintln!("session-bridge: {err:#}");
@@ -234,10 +239,11 @@ fn export_session_for_old_claude(input: &HookInput) {
     // `is_agent_session` already limited the ID to characters a shell
     // reads literally.
     let line = format!("export CLAUDE_CODE_SESSION_ID={}\n", input.session_id);
-    let appended = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
+    let mut options = fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let appended = options
         .open(&env_file)
         .and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(err) = appended {
@@ -389,8 +395,8 @@ fn state_file(global: &Global, input: &HookInput, kind: &str) -> Result<Option<P
 
 /// One waiting wake hook per Claude session and bridge directory: Claude
 /// Code starts one at every turn's end, and all but the first step aside.
-/// The lock is an `flock` on a private file, so it is released whenever
-/// the holder exits, however it exits.
+/// The lock is an `flock` (Unix) or `LockFileEx` (Windows) on a private
+/// file, so it is released whenever the holder exits, however it exits.
 struct WakeLock {
     _file: Option<fs::File>,
 }
@@ -402,77 +408,20 @@ impl WakeLock {
         let Some(path) = state_file(global, input, "wake-lock")? else {
             return Ok(Some(WakeLock { _file: None }));
         };
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("cannot open the wake lock {}", path.display()))?;
-        // SAFETY: flock on a descriptor this function owns.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked == 0 {
-            return Ok(Some(WakeLock { _file: Some(file) }));
+        let file = dirs::new_file_options(
+            fs::OpenOptions::new().read(true).write(true).create(true),
+            0o600,
+        )
+        .open(&path)
+        .with_context(|| format!("cannot open the wake lock {}", path.display()))?;
+        // `flock` on Unix, `LockFileEx` on Windows.
+        match file.try_lock() {
+            Ok(()) => Ok(Some(WakeLock { _file: Some(file) })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock {}", path.display()))
+            }
         }
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(err).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
-}
-
-/// A running process, told apart from a later one that reuses its PID by
-/// its start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcessId {
-    pid: u32,
-    start_time: u64,
-}
-
-impl ProcessId {
-    /// The process `pid`, if it is running (Linux `/proc`).
-    fn of(pid: u32) -> Option<Self> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name (field 2) is in parentheses and may hold spaces;
-        // the fields after it are plain. Start time is field 22.
-        let after_name = &stat[stat.rfind(')')? + 2..];
-        let start_time = after_name.split(' ').nth(19)?.parse().ok()?;
-        Some(ProcessId { pid, start_time })
-    }
-
-    fn parent_of(pid: u32) -> Option<u32> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
-    }
-
-    /// The Claude Code process that ran this hook: the parent, or the
-    /// grandparent when the parent is the shell Claude Code ran the hook's
-    /// command line in.
-    fn claude() -> Option<Self> {
-        let parent = std::os::unix::process::parent_id();
-        let comm = fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
-        let is_shell = matches!(comm.trim(), "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash");
-        let claude = if is_shell {
-            Self::parent_of(parent)?
-        } else {
-            parent
-        };
-        Self::of(claude)
-    }
-
-    fn is_running(self) -> bool {
-        Self::of(self.pid) == Some(self)
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        let (pid, start_time) = text.trim().split_once(' ')?;
-        Some(ProcessId {
-            pid: pid.parse().ok()?,
-            start_time: start_time.parse().ok()?,
-        })
     }
 }
 
@@ -489,17 +438,13 @@ impl Owner {
         Ok(state_file(global, input, "owner")?.map(|path| Owner { path }))
     }
 
-    fn record(&self, process: ProcessId) -> Result<()> {
+    fn record(&self, process: &ProcessId) -> Result<()> {
         let temp = self
             .path
             .with_extension(format!("owner.{}.tmp", std::process::id()));
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+        dirs::new_file_options(fs::OpenOptions::new().write(true).create_new(true), 0o600)
             .open(&temp)
-            .and_then(|mut f| writeln!(f, "{} {}", process.pid, process.start_time))
+            .and_then(|mut f| writeln!(f, "{}", process.to_text()))
             .and_then(|()| fs::rename(&temp, &self.path))
             .inspect_err(|_| {
                 let _ = fs::remove_file(&temp);
@@ -517,7 +462,7 @@ impl Owner {
     fn taken_over_from(&self, me: Option<ProcessId>) -> Option<ProcessId> {
         let text = fs::read_to_string(&self.path).ok()?;
         let owner = ProcessId::parse(&text)?;
-        (Some(owner) != me && owner.is_running()).then_some(owner)
+        (Some(&owner) != me.as_ref() && owner.is_running()).then_some(owner)
     }
 
     fn forget(&self) {

@@ -17,11 +17,18 @@
 //! listener facing a backlog of 650 messages spent a quarter of its run
 //! listing them. Elsewhere (and on an ext4 without hashed directories)
 //! the listing is read whole and rotated.
+//!
+//! Off Linux (and on Linux with the `portable` feature) the listing comes
+//! from cap-std, as in wasmtime-wasi, with each entry's type as the system
+//! gives it without following links, and is always read whole and rotated.
 
+#[cfg(native_linux)]
 use std::collections::VecDeque;
 use std::io;
+#[cfg(native_linux)]
 use std::os::fd::{AsFd, OwnedFd};
 
+#[cfg(native_linux)]
 use rustix::fs::{AtFlags, FileType, OFlags, RawDirEntry, SeekFrom};
 use wasmtime::Result;
 use wasmtime::component::{Linker, Resource, ResourceType};
@@ -41,6 +48,7 @@ pub enum Listing {
     /// Taken whole when the guest asked for it, and rotated.
     Whole(std::vec::IntoIter<Entry>),
     /// Read in batches from a random position in hash order (ext4).
+    #[cfg(native_linux)]
     Hashed(Reader),
 }
 
@@ -50,6 +58,7 @@ impl Iterator for Listing {
     fn next(&mut self) -> Option<Entry> {
         match self {
             Listing::Whole(entries) => entries.next(),
+            #[cfg(native_linux)]
             Listing::Hashed(hashed) => hashed.next(),
         }
     }
@@ -101,6 +110,7 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> Result<()
 /// reads only the start of a listing and takes a message from there; a
 /// fixed start would keep handing it the same messages first, and the
 /// ones listed last could wait for as long as the backlog lasts.
+#[cfg(native_linux)]
 fn list(dir: &impl AsFd) -> io::Result<Listing> {
     // A descriptor of its own: seeking must not move the guest's.
     let own = rustix::fs::openat(
@@ -125,15 +135,71 @@ fn list(dir: &impl AsFd) -> io::Result<Listing> {
     } else {
         own
     };
-    let mut entries: Vec<Entry> = Reader::new(own, 0)?.collect();
+    let entries: Vec<Entry> = Reader::new(own, 0)?.collect();
+    Ok(rotated(entries))
+}
+
+/// Every entry of `dir` but `.` and `..`, starting at a random one (see the
+/// Linux version for why), read whole through cap-std.
+#[cfg(not(native_linux))]
+fn list(dir: &std::fs::File) -> io::Result<Listing> {
+    let dir = cap_std::fs::Dir::from_std_file(dir.try_clone()?);
+    let entries: Vec<Entry> = dir.entries()?.map(|entry| describe(&entry?)).collect();
+    Ok(rotated(entries))
+}
+
+fn rotated(mut entries: Vec<Entry>) -> Listing {
     if !entries.is_empty() {
         let start = random_u64() % entries.len() as u64;
         entries.rotate_left(start as usize);
     }
-    Ok(Listing::Whole(entries.into_iter()))
+    Listing::Whole(entries.into_iter())
+}
+
+/// An entry's name and type; the type is the link's own for a symbolic
+/// link.
+#[cfg(not(native_linux))]
+fn describe(entry: &cap_std::fs::DirEntry) -> Entry {
+    let kind = entry.file_type().map_err(ErrorCode::from)?;
+    let type_ = if kind.is_dir() {
+        DescriptorType::Directory
+    } else if kind.is_file() {
+        DescriptorType::RegularFile
+    } else if kind.is_symlink() {
+        DescriptorType::SymbolicLink
+    } else {
+        special_type(kind)
+    };
+    let name = entry
+        .file_name()
+        .into_string()
+        .map_err(|_| ErrorCode::IllegalByteSequence)?;
+    Ok(DirectoryEntry { type_, name })
+}
+
+#[cfg(all(not(native_linux), unix))]
+fn special_type(kind: cap_std::fs::FileType) -> DescriptorType {
+    use cap_std::fs::FileTypeExt;
+    if kind.is_fifo() {
+        DescriptorType::Fifo
+    } else if kind.is_socket() {
+        DescriptorType::Socket
+    } else if kind.is_block_device() {
+        DescriptorType::BlockDevice
+    } else if kind.is_char_device() {
+        DescriptorType::CharacterDevice
+    } else {
+        DescriptorType::Unknown
+    }
+}
+
+#[cfg(all(not(native_linux), not(unix)))]
+fn special_type(_: cap_std::fs::FileType) -> DescriptorType {
+    DescriptorType::Unknown
 }
 
 /// ext4 (and ext2/3 through its driver): `statfs` says `EXT4_SUPER_MAGIC`.
+#[cfg(native_linux)]
 fn is_ext4(dir: &OwnedFd) -> bool {
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
     // `f_type`'s integer type differs between targets.
@@ -155,6 +221,7 @@ fn random_u64() -> u64 {
 /// through a listing: on a hashed ext4 directory they are the names'
 /// hashes, elsewhere offsets or counts. So each entry comes up exactly
 /// once, as in a plain listing; from position 0 it is a plain listing.
+#[cfg(native_linux)]
 pub struct Reader {
     dir: OwnedFd,
     /// Where the listing started; the second pass stops there.
@@ -175,8 +242,10 @@ pub struct Reader {
 }
 
 /// Bytes of directory entries read per `getdents` call.
+#[cfg(native_linux)]
 const BATCH_BYTES: usize = 8 << 10;
 
+#[cfg(native_linux)]
 impl Reader {
     fn new(dir: OwnedFd, start: u64) -> io::Result<Self> {
         rustix::fs::seek(&dir, SeekFrom::Start(start))?;
@@ -238,6 +307,7 @@ impl Reader {
     }
 }
 
+#[cfg(native_linux)]
 impl Iterator for Reader {
     type Item = Entry;
 
@@ -257,6 +327,7 @@ impl Iterator for Reader {
     }
 }
 
+#[cfg(native_linux)]
 fn describe(dir: &OwnedFd, entry: &RawDirEntry<'_>) -> Entry {
     let name = entry.file_name();
     let mut kind = entry.file_type();
@@ -289,6 +360,20 @@ mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
 
+    fn open(path: &std::path::Path) -> std::fs::File {
+        std::fs::File::open(path).unwrap()
+    }
+
+    fn is_hashed(listing: &Listing) -> bool {
+        #[cfg(native_linux)]
+        return matches!(listing, Listing::Hashed(_));
+        #[cfg(not(native_linux))]
+        {
+            let _ = listing;
+            false
+        }
+    }
+
     #[test]
     fn entries_carry_the_types_a_stat_would_give() {
         let root = tempfile::tempdir().unwrap();
@@ -303,7 +388,7 @@ mod tests {
         let bad_name = std::ffi::OsStr::from_bytes(b"caf\xe9.json");
         std::fs::write(root.path().join(bad_name), "{}").unwrap();
 
-        let dir = std::fs::File::open(root.path()).unwrap();
+        let dir = open(root.path());
         let mut types = Vec::new();
         let mut refused = 0;
         for entry in list(&dir).unwrap() {
@@ -335,7 +420,7 @@ mod tests {
             std::fs::write(root.path().join(name), "{}").unwrap();
         }
         expected.sort();
-        let dir = std::fs::File::open(root.path()).unwrap();
+        let dir = open(root.path());
         let mut firsts = std::collections::HashSet::new();
         for _ in 0..50 {
             let mut names: Vec<String> = list(&dir)
@@ -349,6 +434,7 @@ mod tests {
         assert!(firsts.len() > 1, "every listing started at {firsts:?}");
     }
 
+    #[cfg(native_linux)]
     /// Says, past the test harness's capture, that part of a test did not
     /// run here: libtest cannot mark a test ignored once it has started.
     fn skipped(why: &str) {
@@ -356,6 +442,7 @@ mod tests {
         let _ = writeln!(std::io::stderr(), "skipped: {why}");
     }
 
+    #[cfg(native_linux)]
     /// A temporary directory on ext4 (the system's temporary directory, or
     /// `BRIDGE_TEST_EXT4_DIR`), or None with a skipped notice.
     fn ext4_root(test: &str) -> Option<tempfile::TempDir> {
@@ -374,6 +461,7 @@ mod tests {
         }
     }
 
+    #[cfg(native_linux)]
     /// A temporary directory on a file system other than ext4 (a tmpfs at
     /// /dev/shm, or `BRIDGE_TEST_OTHER_FS_DIR`), or None with a skipped
     /// notice.
@@ -399,6 +487,7 @@ mod tests {
         }
     }
 
+    #[cfg(native_linux)]
     /// An ext4 made without hashed directories lists in byte offsets,
     /// where a random start almost always lands past the end.
     fn no_dir_index(test: &str) {
@@ -407,6 +496,7 @@ mod tests {
         ));
     }
 
+    #[cfg(native_linux)]
     #[test]
     fn a_large_listing_on_ext4_starts_at_a_random_hash_and_gives_each_entry_once() {
         let Some(root) = ext4_root("a large listing on ext4") else {
@@ -421,6 +511,7 @@ mod tests {
         assert!(hashed >= 18, "{hashed} of 20 listings read by hash");
     }
 
+    #[cfg(native_linux)]
     #[test]
     fn a_large_listing_elsewhere_is_read_whole_rotated_and_gives_each_entry_once() {
         let Some(root) = other_fs_root("a large listing off ext4") else {
@@ -428,6 +519,16 @@ mod tests {
         };
         let hashed = large_listing_starts_anywhere_and_gives_each_entry_once(&root);
         assert_eq!(hashed, 0, "listings read by hash off ext4");
+    }
+
+    /// The portable path reads every listing whole and rotates it, on any
+    /// file system.
+    #[cfg(not(native_linux))]
+    #[test]
+    fn a_large_portable_listing_is_read_whole_rotated_and_gives_each_entry_once() {
+        let root = tempfile::tempdir().unwrap();
+        let hashed = large_listing_starts_anywhere_and_gives_each_entry_once(&root);
+        assert_eq!(hashed, 0, "portable listings read by hash");
     }
 
     /// Lists a directory of 3,000 entries 20 times; returns how many of the
@@ -438,12 +539,12 @@ mod tests {
             std::fs::write(root.path().join(name), "{}").unwrap();
         }
         expected.sort();
-        let dir = std::fs::File::open(root.path()).unwrap();
+        let dir = open(root.path());
         let mut firsts = std::collections::HashSet::new();
         let mut hashed = 0;
         for _ in 0..20 {
             let listing = list(&dir).unwrap();
-            hashed += usize::from(matches!(listing, Listing::Hashed(_)));
+            hashed += usize::from(is_hashed(&listing));
             let mut names: Vec<String> = listing.map(|entry| entry.unwrap().name).collect();
             firsts.insert(names[0].clone());
             names.sort();
@@ -455,6 +556,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(native_linux)]
     fn a_hashed_listing_reads_only_what_is_asked_for() {
         let Some(root) = ext4_root("a hashed listing reads only what is asked for") else {
             return;

@@ -15,6 +15,7 @@ use bridge_host::{compile_cache, dirs, errors, guests};
 
 mod approve;
 mod hooks;
+mod process;
 
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
@@ -204,11 +205,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Everything the bridge creates is private: directories 0700, files 0600.
     // SAFETY: umask has no preconditions.
-    unsafe { libc::umask(0o077) };
+    #[cfg(unix)]
+    unsafe {
+        libc::umask(0o077)
+    };
     // Past a file size limit (RLIMIT_FSIZE), let the write fail with an error
     // the guest reports, instead of the signal killing the process mid-write.
     // SAFETY: ignoring a signal installs no handler code.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN)
+    };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -64,7 +64,9 @@ fn host_runtime() -> &'static tokio::runtime::Runtime {
             .stack_size(64 << 10)
             .spawn(move || runtime.block_on(std::future::pending::<()>()));
         if let Err(err) = started {
-            eprintln!("bridge-host: cannot start the timer thread ({err}); a guest that sleeps will hang");
+            eprintln!(
+                "bridge-host: cannot start the timer thread ({err}); a guest that sleeps will hang"
+            );
         }
     });
     &RUNTIME
@@ -150,6 +152,9 @@ pub struct HostState {
     table: ResourceTable,
     limits: GuestLimits,
     bridge: cap_std::fs::Dir,
+    /// The bridge directory's path, for watches that can only be set by path
+    /// (see `crate::watch`); each is checked against `bridge`.
+    bridge_path: PathBuf,
     pointer: ProjectPointer,
     watchers: usize,
     stderr: MemoryOutputPipe,
@@ -206,7 +211,8 @@ impl session_bridge::protocol::host::HostWatcher for HostState {
                 .open_dir(&rel)
                 .map_err(|e| format!("{dir}: {e}"))
         });
-        let watcher = match opened.and_then(|d| DirWatcher::new(&d)) {
+        let path = self.bridge_path.join(&dir);
+        let watcher = match opened.and_then(|d| DirWatcher::new(&d, &path)) {
             Ok(watcher) => watcher,
             Err(why) => return Ok(Err(why)),
         };
@@ -278,6 +284,8 @@ impl Guest {
                 memory_refused: false,
             },
             bridge,
+            bridge_path: std::path::absolute(bridge_dir)
+                .map_err(|e| anyhow!("cannot resolve {}: {e}", bridge_dir.display()))?,
             pointer: ProjectPointer::new(project_dir),
             watchers: 0,
             stderr,

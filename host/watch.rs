@@ -11,55 +11,174 @@
 //! dnotify reports through a real-time signal. [`install`] blocks that
 //! signal before any thread exists, so every thread inherits the block and
 //! one dispatcher thread collects the signals with `sigwaitinfo`, waking the
-//! watcher whose descriptor they name. Without [`install`] (or off Linux)
-//! watching is refused and the guest falls back to short timed waits.
+//! watcher whose descriptor they name. Without [`install`] watching is
+//! refused and the guest falls back to short timed waits.
+//!
+//! Everywhere else (and on Linux with the `portable` feature) the `notify`
+//! crate watches the folder: kqueue on macOS, `ReadDirectoryChangesW` on
+//! Windows, inotify on Linux. It watches by path, so the watch is set on the
+//! folder's path and then checked to be the very folder opened through the
+//! capability handle: a folder swapped for a link meanwhile is refused.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// A watch on one folder inside the bridge directory.
 pub struct DirWatcher {
-    #[cfg(target_os = "linux")]
+    #[cfg(native_linux)]
     inner: linux::Watch,
+    #[cfg(not(native_linux))]
+    inner: portable::Watch,
 }
 
 /// Prepares the process for change notifications. Call it first thing in
 /// `main`, before any thread is started.
 pub fn install() {
-    #[cfg(target_os = "linux")]
+    #[cfg(native_linux)]
     linux::install();
 }
 
 impl DirWatcher {
     /// Watches `dir`, a folder already opened inside the bridge directory,
-    /// for entries created in or moved into it.
-    pub fn new(dir: &cap_std::fs::Dir) -> Result<Self, String> {
-        #[cfg(target_os = "linux")]
+    /// for entries created in or moved into it. `path` is where that folder
+    /// is, for watches that can only be set by path.
+    ///
+    /// # Errors
+    ///
+    /// Why the folder cannot be watched; the guest then waits in short
+    /// timed steps instead.
+    pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, String> {
+        #[cfg(native_linux)]
         {
+            let _ = path;
             linux::Watch::new(dir).map(|inner| DirWatcher { inner })
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(native_linux))]
         {
-            let _ = dir;
-            Err("change notifications are only implemented on Linux".into())
+            portable::Watch::new(dir, path).map(|inner| DirWatcher { inner })
         }
     }
 
     /// Blocks until an entry arrived since the watch began or since the
     /// last call, or until `timeout` passes. True when something arrived.
     pub fn wait(&mut self, timeout: Duration) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            self.inner.wait(timeout)
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            std::thread::sleep(timeout);
-            false
-        }
+        self.inner.wait(timeout)
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(not(native_linux))]
+mod portable {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    use notify::event::{ModifyKind, RenameMode};
+    use notify::{Event, EventKind, RecursiveMode, Watcher};
+
+    /// Whether something arrived since the last wait.
+    #[derive(Default)]
+    struct Arrivals {
+        arrived: Mutex<bool>,
+        changed: Condvar,
+    }
+
+    pub struct Watch {
+        arrivals: Arc<Arrivals>,
+        // Dropping it ends the watch and its thread.
+        _watcher: notify::RecommendedWatcher,
+    }
+
+    impl Watch {
+        pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, String> {
+            let arrivals = Arc::new(Arrivals::default());
+            let sink = Arc::clone(&arrivals);
+            let watched = path.to_path_buf();
+            let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+                // An error may mean lost events: count it as an arrival, so
+                // the guest looks again.
+                if event.as_ref().map_or(true, |e| is_arrival(e, &watched)) {
+                    *sink.arrived.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                    sink.changed.notify_all();
+                }
+            })
+            .map_err(|e| format!("cannot watch for changes: {e}"))?;
+            watcher
+                .watch(path, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
+            // The watch is set by path: it must be on the folder the
+            // capability opened, not on whatever a link planted since leads to.
+            if !same_folder(dir, path)? {
+                return Err(format!(
+                    "{} is no longer the folder that was opened; not watching it",
+                    path.display()
+                ));
+            }
+            Ok(Watch {
+                arrivals,
+                _watcher: watcher,
+            })
+        }
+
+        pub fn wait(&mut self, timeout: Duration) -> bool {
+            let deadline = Instant::now() + timeout;
+            let mut arrived = self
+                .arrivals
+                .arrived
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            loop {
+                if std::mem::take(&mut *arrived) {
+                    return true;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                arrived = self
+                    .arrivals
+                    .changed
+                    .wait_timeout(arrived, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+    }
+
+    /// An entry created in or moved into the folder, or a change the backend
+    /// cannot tell from one. Entries leaving the folder (a listener's own
+    /// claims), reads and metadata changes are not arrivals.
+    fn is_arrival(event: &Event, watched: &PathBuf) -> bool {
+        if event.need_rescan() {
+            return true;
+        }
+        match event.kind {
+            EventKind::Create(_) => true,
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => false,
+            EventKind::Modify(ModifyKind::Name(_)) => true,
+            // kqueue reports a write to the folder itself when it cannot tell
+            // which entry is new.
+            EventKind::Modify(ModifyKind::Data(_)) => event.paths.iter().any(|p| p == watched),
+            EventKind::Modify(ModifyKind::Any) => true,
+            EventKind::Modify(ModifyKind::Metadata(_) | ModifyKind::Other) => false,
+            EventKind::Access(_) | EventKind::Remove(_) => false,
+            EventKind::Any | EventKind::Other => true,
+        }
+    }
+
+    fn same_folder(dir: &cap_std::fs::Dir, path: &Path) -> Result<bool, String> {
+        let opened = dir
+            .try_clone()
+            .map_err(|e| format!("cannot check {}: {e}", path.display()))?
+            .into_std_file();
+        let opened = same_file::Handle::from_file(opened)
+            .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+        let at_path = same_file::Handle::from_path(path)
+            .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+        Ok(opened == at_path)
+    }
+}
+
+#[cfg(native_linux)]
 mod linux {
     use std::collections::HashMap;
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -244,5 +363,62 @@ mod linux {
             unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_NOTIFY, 0) };
             forget(self.fd.as_raw_fd());
         }
+    }
+}
+
+#[cfg(all(test, not(native_linux)))]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn open(path: &Path) -> cap_std::fs::Dir {
+        cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority()).unwrap()
+    }
+
+    #[test]
+    fn an_entry_moved_in_wakes_the_waiter_and_one_moved_out_does_not() {
+        let root = tempfile::tempdir().unwrap();
+        let inbox = root.path().join("inbox");
+        std::fs::create_dir_all(inbox.join("claimed")).unwrap();
+        std::fs::write(inbox.join("old.json"), "{}").unwrap();
+        let mut watcher = DirWatcher::new(&open(&inbox), &inbox).unwrap();
+
+        // Taken out of the folder: a listener's own claim is no arrival.
+        std::fs::rename(inbox.join("old.json"), inbox.join("claimed/old.json")).unwrap();
+        assert!(
+            !watcher.wait(Duration::from_millis(300)),
+            "a claim woke the waiter"
+        );
+
+        let writer = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::write(inbox.join(".msg.tmp"), "{}").unwrap();
+                std::fs::rename(inbox.join(".msg.tmp"), inbox.join("msg.json")).unwrap();
+            })
+        };
+        let began = Instant::now();
+        assert!(
+            watcher.wait(Duration::from_secs(30)),
+            "the arrival was missed"
+        );
+        assert!(began.elapsed() < Duration::from_secs(10));
+        writer.join().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_swapped_for_a_link_is_not_watched() {
+        let root = tempfile::tempdir().unwrap();
+        let inbox = root.path().join("inbox");
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir(&inbox).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        let opened = open(&inbox);
+        std::fs::rename(&inbox, root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &inbox).unwrap();
+        let refused = DirWatcher::new(&opened, &inbox).err().expect("refused");
+        assert!(refused.contains("no longer the folder"), "{refused}");
     }
 }
