@@ -49,10 +49,9 @@ pub struct Confinement {
 impl Confinement {
     /// Withholds `loose`, the session directories under `bridge_dir`.
     pub fn new(bridge_dir: &Path, loose: Vec<LooseSession>) -> Self {
-        let identity = |path: &Path| rustix::fs::stat(path).ok().map(|s| identity(&s));
         Confinement {
-            root: identity(bridge_dir),
-            sessions: identity(&bridge_dir.join("sessions")),
+            root: path_identity(bridge_dir),
+            sessions: path_identity(&bridge_dir.join("sessions")),
             loose,
             touched: BTreeSet::new(),
         }
@@ -105,10 +104,34 @@ impl Confinement {
 }
 
 /// A directory's device and inode.
+#[cfg(unix)]
 fn identity(stat: &rustix::fs::Stat) -> (u64, u64) {
     // The fields' integer types differ between targets.
     #[allow(clippy::unnecessary_cast)]
     (stat.st_dev as u64, stat.st_ino as u64)
+}
+
+#[cfg(unix)]
+fn path_identity(path: &Path) -> Option<(u64, u64)> {
+    rustix::fs::stat(path).ok().map(|s| identity(&s))
+}
+
+#[cfg(unix)]
+fn dir_identity(dir: &std::fs::File) -> Option<(u64, u64)> {
+    rustix::fs::fstat(dir).ok().map(|s| identity(&s))
+}
+
+// Windows has no loose sessions to withhold: its directory checks read no
+// ACLs (see dirs.rs), so `loose` is always empty there and these are never
+// asked.
+#[cfg(not(unix))]
+fn path_identity(_: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(not(unix))]
+fn dir_identity(_: &std::fs::File) -> Option<(u64, u64)> {
+    None
 }
 
 /// `path` as plain names, `.` dropped and `..` applied; None when `..`
@@ -139,7 +162,7 @@ fn refuse<T: Confined>(state: &mut T, dir: &Resource<Descriptor>, path: &str) ->
         return Ok(false);
     }
     let here = match state.ctx().table.get(dir)? {
-        Descriptor::Dir(dir) => rustix::fs::fstat(&*dir.dir).ok().map(|s| identity(&s)),
+        Descriptor::Dir(dir) => dir_identity(&dir.dir),
         Descriptor::File(_) => None,
     };
     let confinement = state.confinement();
