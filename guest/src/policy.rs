@@ -5,7 +5,7 @@
 //!
 //! A policy crate depends on this one with `default-features = false`,
 //! implements [`GuestPolicy`], and exports itself with
-//! [`export_policy!`](crate::export_policy); see README.md, "Writing a
+//! [`export_policy!`](crate::export_policy); see docs/policies.md, "Writing a
 //! policy".
 
 use crate::error::Result;

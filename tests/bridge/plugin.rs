@@ -284,6 +284,11 @@ fn every_slash_command_named_exists_as_claude_code_spells_it() {
             "README.md".to_string(),
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap(),
         ),
+        (
+            "docs/plugin.md".to_string(),
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/plugin.md"))
+                .unwrap(),
+        ),
         ("SessionStart note".to_string(), agent.session_start()),
         (
             "SKILL.md".to_string(),

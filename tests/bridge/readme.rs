@@ -1,4 +1,4 @@
-//! README.md's "Writing a policy" must work as written: its shell block is
+//! docs/policies.md's "Writing a policy" must work as written: its shell block is
 //! run here, in an empty directory, with `bridge-host` on the PATH.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::process::Command;
 fn shell_block(readme: &str, title: &str) -> String {
     let section = readme
         .split_once(&format!("\n## {title}\n"))
-        .unwrap_or_else(|| panic!("README.md has no section {title:?}"))
+        .unwrap_or_else(|| panic!("docs/policies.md has no section {title:?}"))
         .1;
     let block = section.split_once("```sh\n").expect("a ```sh block").1;
     block
@@ -21,7 +21,7 @@ fn shell_block(readme: &str, title: &str) -> String {
 #[test]
 fn the_writing_a_policy_walkthrough_works_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/policies.md")).unwrap();
     let script = shell_block(&readme, "Writing a policy");
 
     // Outside the repository, so `cargo new` touches no workspace of ours.

@@ -8,7 +8,7 @@
 //! - asks under load: 50 concurrent asks against 4 answering listeners.
 //!
 //! `cargo test` runs the short profile. The full profile, whose figures are
-//! in README.md, runs on demand:
+//! in docs/guarantees.md, runs on demand:
 //!
 //! ```sh
 //! cargo test --release --test stress -- --full
