@@ -295,6 +295,18 @@ fn every_slash_command_named_exists_as_claude_code_spells_it() {
             plugin_file("skills/bridge-awareness/SKILL.md"),
         ),
         ("hooks.json".to_string(), plugin_file("hooks/hooks.json")),
+        (
+            "plugin.json".to_string(),
+            plugin_file(".claude-plugin/plugin.json"),
+        ),
+        (
+            "marketplace.json".to_string(),
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/.claude-plugin/marketplace.json"
+            ))
+            .unwrap(),
+        ),
     ];
     for verb in VERBS {
         texts.push((
@@ -304,8 +316,16 @@ fn every_slash_command_named_exists_as_claude_code_spells_it() {
     }
     let mut named = 0;
     for (name, text) in &texts {
+        // `/bridge` as a word: not `/bridge-host`, `.claude/bridge-session`
+        // or `tests/bridge/`.
+        let bare_bridge = text.match_indices("/bridge").any(|(at, _)| {
+            !text[at + "/bridge".len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+        });
         assert!(
-            !text.contains("/bridge ") && !text.contains("`/bridge") && !text.contains("/bridge:"),
+            !bare_bridge,
             "{name} names a /bridge command, which Claude Code does not have"
         );
         for (at, _) in text.match_indices("/session-bridge:") {
