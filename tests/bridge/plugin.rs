@@ -874,4 +874,29 @@ fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
         .env("CARGO_HOME", w.root.path().join("cargo"))
         .ok();
     assert!(version.starts_with("bridge-host "), "{version}");
+    // On Windows `cargo install` leaves bridge-host.exe; Git Bash runs the
+    // shim, which finds it by that name too, on PATH and in cargo's bin.
+    let exe_bin = w.root.path().join("windows-cargo/bin");
+    std::fs::create_dir_all(&exe_bin).unwrap();
+    std::os::unix::fs::symlink(BIN, exe_bin.join("bridge-host.exe")).unwrap();
+    for (path_env, cargo_home) in [
+        (
+            format!(
+                "{}/bin:{}:/usr/bin:/bin",
+                installed.display(),
+                exe_bin.display()
+            ),
+            None,
+        ),
+        (shim_path.clone(), Some(w.root.path().join("windows-cargo"))),
+    ] {
+        let mut command = w
+            .sh(&project, "bridge-host --version")
+            .env("PATH", &path_env);
+        if let Some(home) = &cargo_home {
+            command = command.env("CARGO_HOME", home);
+        }
+        let version = command.ok();
+        assert!(version.starts_with("bridge-host "), "{version}");
+    }
 }
