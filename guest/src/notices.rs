@@ -77,25 +77,16 @@ impl<P: Platform> Bridge<P> {
             .is_some_and(|peer| self.exchanged_ping_recently(me, &peer))
     }
 
-    /// Takes the `session-ended` notices waiting in `me`'s inbox, oldest
-    /// first, so they can be shown with a real message. A notice that
-    /// cannot be taken is left for the next time.
-    pub(crate) fn take_notices(&self, me: &SessionId, warnings: &mut Vec<String>) -> Vec<Message> {
-        let Ok(names) = files::list(&self.layout.inbox(me)) else {
-            return Vec::new();
-        };
-        let mut waiting: Vec<Pending> = Vec::new();
-        for name in names.iter().filter(|n| n.ends_with(".json")) {
-            // A file that cannot be read is set aside and reported by the
-            // listener's own look; here it is only skipped.
-            let mut quiet = Vec::new();
-            if let Ok(crate::mailbox::Loaded::Pending(pending)) =
-                self.load_pending(me, name, &mut quiet)
-                && pending.message.kind == Kind::SessionEnded
-            {
-                waiting.push(pending);
-            }
-        }
+    /// Takes `waiting`, the `session-ended` notices a listener's looks at
+    /// `me`'s inbox passed over, oldest first, so they can be shown with a
+    /// real message. A notice that cannot be taken is left for the next
+    /// time.
+    pub(crate) fn take_notices(
+        &self,
+        me: &SessionId,
+        mut waiting: Vec<Pending>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<Message> {
         waiting.sort_by(|a, b| {
             (&a.message.timestamp, &a.message.id).cmp(&(&b.message.timestamp, &b.message.id))
         });

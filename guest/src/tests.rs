@@ -622,6 +622,14 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
         "a question right after a reply follows up on it"
     );
     let long_ago = now - crate::mailbox::FOLLOW_UP_WINDOW.as_millis() as u64 - 1_000;
-    std::fs::write(threads.join(lib_id.as_str()), format!("{reply_id} {long_ago}")).unwrap();
-    assert_eq!(ask("a new topic").in_reply_to, None, "a question long after starts a thread");
+    std::fs::write(
+        threads.join(lib_id.as_str()),
+        format!("{reply_id} {long_ago}"),
+    )
+    .unwrap();
+    assert_eq!(
+        ask("a new topic").in_reply_to,
+        None,
+        "a question long after starts a thread"
+    );
 }

@@ -314,10 +314,20 @@ impl<P: Platform> Bridge<P> {
             other => other?,
         };
         let deadline = timeout_seconds.map(|s| Instant::now() + Duration::from_secs(s.into()));
+        // Notices the looks passed over, to be taken with the message that
+        // is delivered: the look already read them, so no second scan.
+        let held: std::cell::RefCell<Vec<Pending>> = std::cell::RefCell::new(Vec::new());
         let select = |p: &Pending, awaited: &HashMap<String, u64>| -> Pick {
+            if p.message.from == me.as_str() {
+                return Pick::Skip;
+            }
             // A peer's session-ended notice gives the agent nothing to do: it
             // waits for a real message and is shown with it.
-            if p.message.from == me.as_str() || p.message.kind == Kind::SessionEnded {
+            if p.message.kind == Kind::SessionEnded {
+                let mut held = held.borrow_mut();
+                if !held.iter().any(|h| h.message.id == p.message.id) {
+                    held.push(p.clone());
+                }
                 return Pick::Skip;
             }
             // A reply that an `ask` is waiting for belongs to the asker until
@@ -369,7 +379,7 @@ impl<P: Platform> Bridge<P> {
                     }
                 }
             }
-            delivery.notices = self.take_notices(&me, warnings);
+            delivery.notices = self.take_notices(&me, held.take(), warnings);
             return Ok(delivery);
         }
     }
