@@ -18,7 +18,7 @@ use crate::{Bridge, GuestPolicy, Layout, Platform, Watcher};
 
 wit_bindgen::generate!({
     world: "bridge",
-    path: "../wit/v0.1.0",
+    path: "../wit/v0.2.0",
     pub_export_macro: true,
     export_macro_name: "export_bridge_guest",
     default_bindings_module: "session_bridge_guest::component",
@@ -54,6 +54,10 @@ impl Platform for HostPlatform {
     fn clear_pointer(&self, id: &str) -> Result<(), String> {
         imports::clear_project_pointer(id)
     }
+
+    fn process_running(&self, process: &str) -> Option<bool> {
+        imports::process_running(process)
+    }
 }
 
 /// The guest exports, for the policy `T`.
@@ -87,14 +91,25 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
     }
 
     fn run(context: wit::InvocationContext, verb: wit::Verb) -> Result<wit::Report, wit::Failure> {
-        let failed = |error: crate::BridgeError, warnings| wit::Failure {
-            error: error.into(),
-            warnings,
+        let context: crate::Context = context.into();
+        let verb: crate::Verb = verb.into();
+        let failed = |failure: crate::Failure| wit::Failure {
+            error: failure.error.into(),
+            warnings: failure.warnings,
+            rendered: failure.rendered,
+            to_stdout: failure.to_stdout,
         };
-        let bridge = Self::bridge(&context.settings).map_err(|e| failed(e, Vec::new()))?;
-        let report = bridge
-            .run(&context.into(), verb.into())
-            .map_err(|failure| failed(failure.error, failure.warnings))?;
+        let bridge = Self::bridge(&context.settings).map_err(|error| {
+            let (rendered, to_stdout) =
+                crate::failure_text::render(&error, verb.name(), &context);
+            failed(crate::Failure {
+                error,
+                warnings: Vec::new(),
+                rendered,
+                to_stdout,
+            })
+        })?;
+        let report = bridge.run(&context, verb).map_err(failed)?;
         Ok(wit::Report {
             outcome: report.outcome.into(),
             rendered: report.rendered,
@@ -106,8 +121,9 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
         context: wit::InvocationContext,
         ticket: wit::ClaimTicket,
     ) -> Result<(), wit::BridgeError> {
+        let context: crate::Context = context.into();
         Self::bridge(&context.settings)?
-            .commit_delivery(&ticket.into())
+            .commit_delivery_as(&context, &ticket.into())
             .map_err(wit::BridgeError::from)
     }
 }
@@ -139,6 +155,20 @@ impl From<wit::InvocationContext> for crate::Context {
                 wit::OutputFormat::Json => crate::Format::Json,
             },
             settings: c.settings,
+            bridge_dir: c.bridge_dir,
+            caller: match c.caller {
+                wit::Caller::Terminal => crate::Caller::Terminal,
+                wit::Caller::WakeHook => crate::Caller::WakeHook,
+                wit::Caller::SessionHook => crate::Caller::SessionHook,
+                wit::Caller::Mcp => crate::Caller::Mcp,
+            },
+            agent_process: c.agent_process,
+            withheld: c
+                .withheld
+                .into_iter()
+                .map(|w| (w.session_id, w.problem))
+                .collect(),
+            retention: c.retention,
         }
     }
 }
@@ -188,6 +218,7 @@ impl From<wit::Verb> for crate::Verb {
                 to: r.to,
                 content: r.content,
                 timeout_seconds: r.timeout_seconds,
+                in_reply_to: r.in_reply_to,
             },
             wit::Verb::Receive(r) => V::Receive {
                 message_id: r.message_id,
@@ -197,6 +228,19 @@ impl From<wit::Verb> for crate::Verb {
             wit::Verb::Status => V::Status,
             wit::Verb::Heartbeat => V::Heartbeat,
             wit::Verb::Stop => V::Stop,
+            wit::Verb::CheckInbox => V::CheckInbox,
+            wit::Verb::Track(id) => V::Track(id),
+            wit::Verb::Thread(id) => V::Thread(id),
+            wit::Verb::History(r) => V::History(crate::HistoryQuery {
+                peer: r.peer,
+                grep: r.grep,
+                limit: r.limit,
+            }),
+            wit::Verb::Cleanup(r) => V::Cleanup { dry_run: r.dry_run },
+            wit::Verb::SessionStart => V::SessionStart,
+            wit::Verb::Seen(r) => V::Seen {
+                transcript: r.transcript,
+            },
         }
     }
 }
@@ -274,6 +318,64 @@ impl From<crate::Delivery> for wit::Delivery {
             message: d.message.into(),
             ticket: d.ticket.into(),
             answered_ping: d.answered_ping.map(Into::into),
+            notices: d.notices.into_iter().map(Into::into).collect(),
+            silent: d.silent,
+        }
+    }
+}
+
+impl From<crate::Liveness> for wit::Liveness {
+    fn from(l: crate::Liveness) -> Self {
+        match l {
+            crate::Liveness::Running => wit::Liveness::Running,
+            crate::Liveness::NotRunning => wit::Liveness::NotRunning,
+            crate::Liveness::Unknown => wit::Liveness::Unknown,
+        }
+    }
+}
+
+impl From<crate::Stage> for wit::Stage {
+    fn from(s: crate::Stage) -> Self {
+        match s {
+            crate::Stage::Queued => wit::Stage::Queued,
+            crate::Stage::Taken => wit::Stage::Taken,
+            crate::Stage::Seen => wit::Stage::Seen,
+            crate::Stage::Answered => wit::Stage::Answered,
+            crate::Stage::SetAside => wit::Stage::SetAside,
+            crate::Stage::RecipientGone => wit::Stage::RecipientGone,
+        }
+    }
+}
+
+impl From<crate::Receipt> for wit::Receipt {
+    fn from(r: crate::Receipt) -> Self {
+        wit::Receipt {
+            message: r.message.into(),
+            stage: r.stage.into(),
+            events: r
+                .events
+                .into_iter()
+                .map(|e| wit::ReceiptEvent {
+                    stage: e.stage.into(),
+                    at: e.at,
+                    by: e.by,
+                    taker: e.taker,
+                    detail: e.detail,
+                })
+                .collect(),
+            reply: r.reply,
+        }
+    }
+}
+
+impl From<crate::CleanupReport> for wit::CleanupReport {
+    fn from(r: crate::CleanupReport) -> Self {
+        wit::CleanupReport {
+            dry_run: r.dry_run,
+            sessions_removed: r.sessions_removed,
+            messages_archived: r.messages_archived,
+            files_removed: r.files_removed,
+            kept: r.kept,
         }
     }
 }
@@ -288,7 +390,11 @@ impl From<crate::Outcome> for wit::Outcome {
                 stale,
                 ping: ping.into(),
             }),
-            O::Sent(m) => wit::Outcome::Sent(m.into()),
+            O::Sent(r) => wit::Outcome::Sent(wit::SentReport {
+                message: r.message.into(),
+                recipient: r.recipient.into(),
+            }),
+            O::NothingPending => wit::Outcome::NothingPending,
             O::Delivered(d) => wit::Outcome::Delivered(d.into()),
             O::Answered(d) => wit::Outcome::Answered(d.into()),
             O::Peers(entries) => wit::Outcome::Peers(
@@ -296,11 +402,14 @@ impl From<crate::Outcome> for wit::Outcome {
                     .into_iter()
                     .map(|e| match e {
                         crate::PeerEntry::Valid(p) => wit::PeerEntry::Valid(p.into()),
-                        // The frozen WIT has no case of its own for it;
-                        // its reason starts with "unsafe:".
-                        crate::PeerEntry::Unreadable { session_id, reason }
-                        | crate::PeerEntry::Unsafe { session_id, reason } => {
+                        crate::PeerEntry::Unreadable { session_id, reason } => {
                             wit::PeerEntry::Unreadable(wit::UnreadableSession {
+                                session_id,
+                                reason,
+                            })
+                        }
+                        crate::PeerEntry::Unsafe { session_id, reason } => {
+                            wit::PeerEntry::Withheld(wit::UnreadableSession {
                                 session_id,
                                 reason,
                             })
@@ -313,6 +422,7 @@ impl From<crate::Outcome> for wit::Outcome {
                 connected: r.connected.into_iter().map(Into::into).collect(),
                 pending: r.pending,
                 sent: r.sent,
+                ended: r.ended.into_iter().map(Into::into).collect(),
             }),
             O::Heartbeat(m) => wit::Outcome::Heartbeat(m.into()),
             O::Stopped(r) => wit::Outcome::Stopped(wit::StopReport {
@@ -320,6 +430,23 @@ impl From<crate::Outcome> for wit::Outcome {
                 notified: r.notified,
                 pruned: r.pruned,
             }),
+            O::Tracked(r) => wit::Outcome::Tracked(r.into()),
+            O::Thread(ms) => wit::Outcome::Thread(ms.into_iter().map(Into::into).collect()),
+            O::History(es) => wit::Outcome::History(
+                es.into_iter()
+                    .map(|e| wit::HistoryEntry {
+                        message: e.message.into(),
+                        outgoing: e.outgoing,
+                    })
+                    .collect(),
+            ),
+            O::Cleaned(r) => wit::Outcome::Cleaned(r.into()),
+            O::SessionStarted(r) => wit::Outcome::SessionStarted(wit::SessionStartReport {
+                session: r.session.into(),
+                live_peers: r.live_peers.into_iter().map(Into::into).collect(),
+                cleanup: r.cleanup.into(),
+            }),
+            O::Seen(ids) => wit::Outcome::Seen(ids),
         }
     }
 }
@@ -337,7 +464,14 @@ impl From<crate::BridgeError> for wit::BridgeError {
             E::ContentTooLarge { size, limit } => {
                 wit::BridgeError::ContentTooLarge(wit::SizeLimit { size, limit })
             }
-            E::TimedOut(s) => wit::BridgeError::TimedOut(s),
+            E::TimedOut(seconds) => wit::BridgeError::TimedOut(wit::Timeout {
+                seconds,
+                receipt: None,
+            }),
+            E::NotAnswered { seconds, receipt } => wit::BridgeError::TimedOut(wit::Timeout {
+                seconds,
+                receipt: Some((*receipt).into()),
+            }),
             E::Corrupt { path, reason } => {
                 wit::BridgeError::Corrupt(wit::FileProblem { path, reason })
             }

@@ -24,6 +24,11 @@ pub enum BridgeError {
     ContentTooLarge { size: u64, limit: u64 },
     /// Nothing arrived within this many seconds.
     TimedOut(u32),
+    /// No reply to a query within this many seconds; where it stands.
+    NotAnswered {
+        seconds: u32,
+        receipt: Box<crate::Receipt>,
+    },
     /// A file exists but is malformed.
     Corrupt { path: String, reason: String },
     /// A file operation failed.
@@ -83,6 +88,12 @@ impl fmt::Display for BridgeError {
                 write!(f, "content is {size} bytes; the limit is {limit} bytes")
             }
             BridgeError::TimedOut(secs) => write!(f, "nothing arrived within {secs}s"),
+            BridgeError::NotAnswered { seconds, receipt } => write!(
+                f,
+                "no reply to {} within {seconds}s (it is {})",
+                receipt.message.id,
+                receipt.stage.as_str()
+            ),
             BridgeError::Corrupt { path, reason } => write!(f, "{path} is malformed: {reason}"),
             BridgeError::Io { path, reason } => write!(f, "{path}: {reason}"),
             BridgeError::Pointer(why) => write!(f, "project pointer: {why}"),

@@ -22,10 +22,13 @@ pub mod wire;
 
 pub mod policy;
 
+mod archive;
+mod failure_text;
 mod identity;
 mod mailbox;
 mod model;
 mod notices;
+mod receipts;
 mod registry;
 mod render;
 mod verbs;
@@ -62,6 +65,12 @@ pub trait Platform {
     fn write_pointer(&self, id: &str) -> std::result::Result<(), String>;
     /// Removes the project pointer if it holds `id`.
     fn clear_pointer(&self, id: &str) -> std::result::Result<(), String>;
+    /// Whether the process the host named `process` (an agent process from
+    /// [`Context::agent_process`]) still runs; None when it cannot tell.
+    fn process_running(&self, process: &str) -> Option<bool> {
+        let _ = process;
+        None
+    }
 }
 
 /// A platform for running the protocol natively (tests, fuzzing, tools):
@@ -70,6 +79,9 @@ pub trait Platform {
 #[derive(Debug, Default)]
 pub struct LocalPlatform {
     pointer: std::sync::Mutex<Option<String>>,
+    /// Agent processes that run, for [`Platform::process_running`]: an
+    /// unlisted process has ended. None (the default) cannot tell.
+    pub running: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Platform for LocalPlatform {
@@ -96,6 +108,11 @@ impl Platform for LocalPlatform {
         }
         Ok(())
     }
+
+    fn process_running(&self, process: &str) -> Option<bool> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.as_ref().map(|list| list.iter().any(|p| p == process))
+    }
 }
 
 /// One bridge directory seen through a platform, under a policy.
@@ -103,6 +120,8 @@ pub struct Bridge<P> {
     layout: Layout,
     platform: P,
     policy: Box<dyn Policy>,
+    /// Who runs the current verb, for receipts.
+    caller: std::cell::Cell<Caller>,
 }
 
 impl<P: Platform> Bridge<P> {
@@ -117,6 +136,7 @@ impl<P: Platform> Bridge<P> {
             layout,
             platform,
             policy,
+            caller: std::cell::Cell::new(Caller::Terminal),
         }
     }
 
@@ -130,7 +150,9 @@ impl<P: Platform> Bridge<P> {
     /// Every expected failure is a [`BridgeError`], returned with the
     /// warnings met before it.
     pub fn run(&self, context: &Context, verb: Verb) -> std::result::Result<Report, Failure> {
+        self.caller.set(context.caller);
         let mut warnings = Vec::new();
+        let verb_name = verb.name();
         match self.dispatch(context, verb, &mut warnings) {
             Ok(outcome) => Ok(Report {
                 rendered: self
@@ -140,7 +162,15 @@ impl<P: Platform> Bridge<P> {
                 outcome,
                 warnings,
             }),
-            Err(error) => Err(Failure { error, warnings }),
+            Err(error) => {
+                let (rendered, to_stdout) = failure_text::render(&error, verb_name, context);
+                Err(Failure {
+                    error,
+                    warnings,
+                    rendered,
+                    to_stdout,
+                })
+            }
         }
     }
 
@@ -150,6 +180,15 @@ impl<P: Platform> Bridge<P> {
     /// `Io` when the claim lapsed or the move failed; `InvalidArgument` for a
     /// ticket that is not a claim.
     pub fn commit_delivery(&self, ticket: &ClaimTicket) -> Result<()> {
+        self.commit(ticket)
+    }
+
+    /// [`Self::commit_delivery`] for a caller other than the last verb's.
+    ///
+    /// # Errors
+    /// As [`Self::commit_delivery`].
+    pub fn commit_delivery_as(&self, context: &Context, ticket: &ClaimTicket) -> Result<()> {
+        self.caller.set(context.caller);
         self.commit(ticket)
     }
 }

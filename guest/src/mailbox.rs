@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{BridgeError, Result, display_path};
 use crate::files::{self, ReadFailure};
 use crate::ids::{MessageId, SessionId, random_token};
-use crate::wire::{MAX_MESSAGE_FILE_BYTES, Message, Status};
+use crate::wire::{Kind, MAX_MESSAGE_FILE_BYTES, Message, Status};
 
 /// A temporary file in an inbox older than this was left by a writer that
 /// died mid-write; `listen` removes it.
@@ -171,7 +171,11 @@ impl<P: Platform> Bridge<P> {
         copy.status = Status::Sent;
         let outbox = self.layout.outbox(&from);
         files::ensure_child_dir(&outbox)?;
-        files::replace(&outbox, &id.file_name(), &copy.to_bytes())
+        files::replace(&outbox, &id.file_name(), &copy.to_bytes())?;
+        if message.in_reply_to.is_some() && matches!(message.kind, Kind::Query | Kind::Response) {
+            self.receipt_answered(message);
+        }
+        Ok(())
     }
 
     /// The names of the pending message files in `owner`'s inbox, after
@@ -378,6 +382,7 @@ impl<P: Platform> Bridge<P> {
     ) {
         let rejected = self.layout.rejected(owner);
         let from = dir.join(name);
+        self.receipt_set_aside(owner, &from, reason);
         // Unique, and short enough that the `.reason` beside it still fits
         // the 255-byte name limit however long the original name was.
         let mut short = name.len().min(160);
@@ -516,7 +521,7 @@ impl<P: Platform> Bridge<P> {
                 }
             }
         });
-        self.keep_as_read(&owner, &id, &taken_name, shown)
+        self.keep_as_read(&owner, &id, &taken_name, shown, Some(self.caller.get()))
     }
 
     /// Finishes a commit whose `.taken` file is `taken_name` in `owner`'s
@@ -532,6 +537,7 @@ impl<P: Platform> Bridge<P> {
         id: &MessageId,
         taken_name: &str,
         shown: Option<Vec<u8>>,
+        caller: Option<crate::Caller>,
     ) -> Result<()> {
         let claimed_dir = self.layout.claimed(owner);
         let taken = claimed_dir.join(taken_name);
@@ -566,6 +572,10 @@ impl<P: Platform> Bridge<P> {
             &read_copy,
         )?;
         files::remove_if_present(&taken)?;
+        if let Some(message) = &message {
+            self.receipt_taken(message, owner, caller);
+            self.archive_received(message, owner);
+        }
         if let Some(message) = message
             && message.kind == crate::wire::Kind::Response
             && let Some(peer) = message.sender()
@@ -623,7 +633,7 @@ impl<P: Platform> Bridge<P> {
                 if age >= lease {
                     let id = claim.message_id.clone();
                     // A failure is retried by the next look.
-                    let _ = self.keep_as_read(owner, &id, &name, None);
+                    let _ = self.keep_as_read(owner, &id, &name, None, None);
                 }
                 continue;
             }

@@ -24,6 +24,57 @@ pub struct Context {
     pub format: Format,
     /// Policy settings (`--guest-setting KEY=VALUE`), in the order given.
     pub settings: Vec<(String, String)>,
+    /// The bridge directory's real path, for messages only.
+    pub bridge_dir: String,
+    /// Who runs the verb.
+    pub caller: Caller,
+    /// The agent process behind this session, as the host names it.
+    pub agent_process: Option<String>,
+    /// Session directories the host withholds: (name, what is wrong).
+    pub withheld: Vec<(String, String)>,
+    /// How long taken messages stay in a live mailbox before cleanup
+    /// archives them (`--retention`, `BRIDGE_RETENTION`), unparsed.
+    pub retention: Option<String>,
+}
+
+impl Context {
+    /// A context for `project_dir` with nothing else set (tests, tools).
+    pub fn for_project(project_dir: &str) -> Self {
+        Context {
+            session: None,
+            agent_session: None,
+            project_dir: project_dir.to_string(),
+            working_dir: project_dir.to_string(),
+            format: Format::Text,
+            settings: Vec::new(),
+            bridge_dir: String::new(),
+            caller: Caller::Terminal,
+            agent_process: None,
+            withheld: Vec::new(),
+            retention: None,
+        }
+    }
+}
+
+/// Who runs a verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Terminal,
+    WakeHook,
+    SessionHook,
+    Mcp,
+}
+
+impl Caller {
+    /// The taker kind recorded on a receipt.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Caller::Terminal => "terminal",
+            Caller::WakeHook => "wake-hook",
+            Caller::SessionHook => "session-hook",
+            Caller::Mcp => "mcp",
+        }
+    }
 }
 
 /// One verb with its arguments, not yet validated.
@@ -49,6 +100,7 @@ pub enum Verb {
         to: String,
         content: String,
         timeout_seconds: u32,
+        in_reply_to: Option<String>,
     },
     Receive {
         message_id: String,
@@ -58,6 +110,137 @@ pub enum Verb {
     Status,
     Heartbeat,
     Stop,
+    CheckInbox,
+    Track(String),
+    Thread(String),
+    History(HistoryQuery),
+    Cleanup {
+        dry_run: bool,
+    },
+    SessionStart,
+    Seen {
+        transcript: String,
+    },
+}
+
+impl Verb {
+    /// The verb's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Id => "id",
+            Verb::Connect(_) => "connect",
+            Verb::Send { .. } => "send",
+            Verb::Listen { .. } => "listen",
+            Verb::Reply { .. } => "reply",
+            Verb::Ask { .. } => "ask",
+            Verb::Receive { .. } => "receive",
+            Verb::Peers => "peers",
+            Verb::Status => "status",
+            Verb::Heartbeat => "heartbeat",
+            Verb::Stop => "stop",
+            Verb::CheckInbox => "check-inbox",
+            Verb::Track(_) => "track",
+            Verb::Thread(_) => "thread",
+            Verb::History(_) => "history",
+            Verb::Cleanup { .. } => "cleanup",
+            Verb::SessionStart => "session-start",
+            Verb::Seen { .. } => "seen",
+        }
+    }
+}
+
+/// Arguments of `history`, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub peer: Option<String>,
+    pub grep: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Whether the agent behind a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Running,
+    NotRunning,
+    Unknown,
+}
+
+/// What `send`, `reply` and `ask` wrote.
+#[derive(Debug, Clone)]
+pub struct SentReport {
+    pub message: Message,
+    pub recipient: Liveness,
+}
+
+/// How far a sent message has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Queued,
+    Taken,
+    Seen,
+    Answered,
+    SetAside,
+    RecipientGone,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Taken => "taken",
+            Stage::Seen => "seen",
+            Stage::Answered => "answered",
+            Stage::SetAside => "set-aside",
+            Stage::RecipientGone => "recipient-gone",
+        }
+    }
+}
+
+/// One step of a message's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptEvent {
+    pub stage: Stage,
+    /// UTC, second precision.
+    pub at: String,
+    pub by: Option<String>,
+    pub taker: Option<String>,
+    /// The reply's ID for `answered`, the reason for `set-aside`.
+    pub detail: Option<String>,
+}
+
+/// Where a message this session sent stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub message: Message,
+    pub stage: Stage,
+    pub events: Vec<ReceiptEvent>,
+    pub reply: Option<String>,
+}
+
+/// One message of a project's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub message: Message,
+    pub outgoing: bool,
+}
+
+/// What `cleanup` did, or would do.
+#[derive(Debug, Clone, Default)]
+pub struct CleanupReport {
+    pub dry_run: bool,
+    pub sessions_removed: Vec<String>,
+    pub messages_archived: u32,
+    pub files_removed: u32,
+    pub kept: Vec<String>,
+}
+
+/// What `session-start` did.
+#[derive(Debug, Clone)]
+pub struct SessionStartReport {
+    pub session: Manifest,
+    pub live_peers: Vec<Peer>,
+    pub cleanup: CleanupReport,
 }
 
 /// Proof of a claim on a delivered message.
@@ -74,6 +257,8 @@ pub struct Delivery {
     pub message: Message,
     pub ticket: ClaimTicket,
     pub answered_ping: Option<Message>,
+    /// True when the agent has nothing to do with it.
+    pub silent: bool,
     /// Peers' `session-ended` notices taken with this message; they never
     /// wake an agent on their own.
     pub notices: Vec<Message>,
@@ -132,13 +317,20 @@ pub enum Outcome {
         stale: bool,
         ping: Message,
     },
-    Sent(Message),
+    Sent(SentReport),
     Delivered(Delivery),
+    NothingPending,
     Answered(Delivery),
     Peers(Vec<PeerEntry>),
     Status(StatusReport),
     Heartbeat(Manifest),
     Stopped(StopReport),
+    Tracked(Receipt),
+    Thread(Vec<Message>),
+    History(Vec<HistoryEntry>),
+    Cleaned(CleanupReport),
+    SessionStarted(SessionStartReport),
+    Seen(Vec<String>),
 }
 
 /// A verb's result as the host prints it.
@@ -154,4 +346,8 @@ pub struct Report {
 pub struct Failure {
     pub error: crate::BridgeError,
     pub warnings: Vec<String>,
+    /// What to print, in the context's format.
+    pub rendered: String,
+    /// Print `rendered` on standard output rather than standard error.
+    pub to_stdout: bool,
 }

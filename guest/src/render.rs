@@ -44,14 +44,62 @@ fn text(outcome: &Outcome) -> String {
             peer.session_id,
             one_line(&peer.project_path)
         ),
-        Outcome::Sent(message) => format!("{}\n", message.id),
+        Outcome::Sent(report) => format!("{}\n", report.message.id),
+        Outcome::NothingPending => "No new messages.\n".to_string(),
         Outcome::Delivered(delivery) => delivered_text(delivery),
         Outcome::Answered(delivery) => response_text(&delivery.message),
         Outcome::Peers(entries) => peers_table(entries),
         Outcome::Status(report) => status_text(report),
         Outcome::Heartbeat(_) => String::new(),
         Outcome::Stopped(report) => stopped_text(report),
+        Outcome::Tracked(receipt) => crate::receipts::receipt_text(receipt),
+        Outcome::Thread(messages) => crate::archive::thread_text(messages),
+        Outcome::History(entries) => crate::archive::history_text(entries),
+        Outcome::Cleaned(report) => crate::archive::cleanup_text(report),
+        Outcome::SessionStarted(report) => session_note(report),
+        Outcome::Seen(_) => String::new(),
     }
+}
+
+/// The most peers named in the SessionStart note.
+const MAX_PEERS_NAMED: usize = 8;
+/// The longest project name quoted in the SessionStart note.
+const MAX_NAME_CHARS: usize = 60;
+
+fn short_name(name: &str) -> String {
+    one_line(&name.chars().take(MAX_NAME_CHARS).collect::<String>())
+}
+
+/// What Claude reads when its session starts: who it is on the bridge,
+/// how others reach it, and who else is there.
+fn session_note(report: &crate::SessionStartReport) -> String {
+    let live: Vec<String> = report
+        .live_peers
+        .iter()
+        .map(|peer| {
+            format!(
+                "{} \"{}\"",
+                peer.manifest.session_id,
+                short_name(&peer.manifest.project_name)
+            )
+        })
+        .collect();
+    let others = match live.len() {
+        0 => "No other live sessions yet.".to_string(),
+        n if n <= MAX_PEERS_NAMED => format!("Live peers: {}.", live.join(", ")),
+        n => format!(
+            "Live peers: {}, and {} more (bridge-host run peers).",
+            live[..MAX_PEERS_NAMED].join(", "),
+            n - MAX_PEERS_NAMED
+        ),
+    };
+    format!(
+        "session-bridge: this session is bridge session {id} (\"{name}\"); another session \
+         reaches it with /session-bridge:connect {id}. Peers' questions arrive by themselves, each \
+         with the command that answers it. {others}\n",
+        id = report.session.session_id,
+        name = short_name(&report.session.project_name),
+    )
 }
 
 /// A message handed to the agent: a first line saying who sent what and the
@@ -281,15 +329,24 @@ fn stopped_text(report: &StopReport) -> String {
     out
 }
 
-fn manifest_json(manifest: &Manifest) -> Value {
+/// The JSON word for a liveness.
+pub(crate) fn liveness_word(liveness: crate::Liveness) -> &'static str {
+    match liveness {
+        crate::Liveness::Running => "running",
+        crate::Liveness::NotRunning => "not-running",
+        crate::Liveness::Unknown => "unknown",
+    }
+}
+
+pub(crate) fn manifest_json(manifest: &Manifest) -> Value {
     serde_json::to_value(manifest).expect("manifests serialize")
 }
 
-fn message_json(message: &Message) -> Value {
+pub(crate) fn message_json(message: &Message) -> Value {
     serde_json::to_value(message).expect("messages serialize")
 }
 
-fn peer_json(peer: &Peer) -> Value {
+pub(crate) fn peer_json(peer: &Peer) -> Value {
     let mut value = manifest_json(&peer.manifest);
     value["stale"] = json!(peer.stale);
     value["thisSession"] = json!(peer.this_session);
@@ -304,12 +361,25 @@ fn to_json(outcome: &Outcome) -> Value {
             "stale": stale,
             "ping": message_json(ping),
         }),
-        Outcome::Sent(message) => json!({
-            "messageId": message.id,
-            "message": message_json(message),
+        Outcome::Sent(report) => json!({
+            "messageId": report.message.id,
+            "message": message_json(&report.message),
+            "recipient": liveness_word(report.recipient),
         }),
+        Outcome::NothingPending => json!({ "message": null, "nothingPending": true }),
+        Outcome::Tracked(receipt) => crate::receipts::receipt_json(receipt),
+        Outcome::Thread(messages) => crate::archive::thread_json(messages),
+        Outcome::History(entries) => crate::archive::history_json(entries),
+        Outcome::Cleaned(report) => crate::archive::cleanup_json(report),
+        Outcome::SessionStarted(report) => json!({
+            "session": manifest_json(&report.session),
+            "livePeers": report.live_peers.iter().map(peer_json).collect::<Vec<_>>(),
+            "cleanup": crate::archive::cleanup_json(&report.cleanup),
+        }),
+        Outcome::Seen(ids) => json!({ "seen": ids }),
         Outcome::Delivered(delivery) | Outcome::Answered(delivery) => json!({
             "message": message_json(&delivery.message),
+            "silent": delivery.silent,
             "answeredPing": delivery.answered_ping.as_ref().map(message_json),
             "notices": delivery.notices.iter().map(message_json).collect::<Vec<_>>(),
         }),
@@ -447,6 +517,7 @@ mod tests {
                 claim_name: String::new(),
             },
             answered_ping: None,
+            silent: false,
             notices: Vec::new(),
         })
     }

@@ -15,11 +15,8 @@ fn bridge(root: &Path) -> Bridge<LocalPlatform> {
 fn context(session: Option<&str>, project: &str) -> Context {
     Context {
         session: session.map(str::to_string),
-        agent_session: None,
-        project_dir: project.to_string(),
-        working_dir: project.to_string(),
         format: Format::Text,
-        settings: Vec::new(),
+        ..Context::for_project(project)
     }
 }
 
@@ -134,6 +131,7 @@ fn replies_reach_only_the_asker_that_waits_for_them() {
                     to: peer.clone(),
                     content: "q".into(),
                     timeout_seconds: 10,
+                    in_reply_to: None,
                 },
             )
         });
@@ -603,6 +601,7 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
                     to: lib.clone(),
                     content: question.into(),
                     timeout_seconds: 0,
+                    in_reply_to: None,
                 },
             )
             .unwrap_err();

@@ -86,34 +86,44 @@ impl<P: Platform> Bridge<P> {
                     in_reply_to.as_deref(),
                     warnings,
                 )
-                .map(Outcome::Sent)
+                .map(|m| self.sent_report(m, warnings))
             }
             Verb::Listen { timeout_seconds } => self
                 .listen(context, timeout_seconds, warnings)
                 .map(Outcome::Delivered),
+            Verb::CheckInbox => match self.listen(context, Some(0), warnings) {
+                Ok(delivery) => Ok(Outcome::Delivered(delivery)),
+                Err(BridgeError::TimedOut(_)) => Ok(Outcome::NothingPending),
+                Err(err) => Err(err),
+            },
             Verb::Reply {
                 message_id,
                 content,
             } => self
                 .reply(context, &message_id, content, warnings)
-                .map(Outcome::Sent),
+                .map(|m| self.sent_report(m, warnings)),
             Verb::Ask {
                 to,
                 content,
                 timeout_seconds,
+                in_reply_to,
             } => {
                 let sender = self.me(context)?;
-                let follow_up = SessionId::parse(&to)
-                    .ok()
-                    .and_then(|peer| self.follow_up_to(&sender.0, &peer));
+                let follows = match in_reply_to {
+                    Some(id) => Some(self.known_message(&sender.0, &id)?),
+                    None => SessionId::parse(&to)
+                        .ok()
+                        .and_then(|peer| self.follow_up_to(&sender.0, &peer)),
+                };
                 let query = self.send(
                     &sender,
                     &to,
                     Kind::Query,
                     content,
-                    follow_up.as_ref().map(MessageId::as_str),
+                    follows.as_ref().map(MessageId::as_str),
                     warnings,
                 )?;
+                self.sent_report(query.clone(), warnings);
                 let query = MessageId::parse(&query.id)?;
                 self.wait_for_reply(&sender.0, &query, timeout_seconds, warnings)
                     .map(Outcome::Answered)
@@ -137,7 +147,71 @@ impl<P: Platform> Bridge<P> {
                 self.touch(&manifest).map(Outcome::Heartbeat)
             }
             Verb::Stop => self.stop(context, warnings).map(Outcome::Stopped),
+            Verb::Track(id) => self.track(context, &id).map(Outcome::Tracked),
+            Verb::Thread(id) => self.thread(context, &id, warnings).map(Outcome::Thread),
+            Verb::History(query) => self
+                .history(context, &query, warnings)
+                .map(Outcome::History),
+            Verb::Cleanup { dry_run } => self
+                .cleanup(context, dry_run, warnings)
+                .map(Outcome::Cleaned),
+            Verb::SessionStart => self.session_start(context, warnings),
+            Verb::Seen { transcript } => self
+                .seen(context, &transcript, warnings)
+                .map(Outcome::Seen),
         }
+    }
+
+    /// What a sent message's report says, with whether its recipient runs;
+    /// a recipient that does not run is said in a warning too, so nobody
+    /// takes "sent" for "delivered".
+    fn sent_report(&self, message: Message, warnings: &mut Vec<String>) -> Outcome {
+        let recipient = message
+            .recipient()
+            .map_or(crate::Liveness::Unknown, |to| self.liveness(&to));
+        if recipient == crate::Liveness::NotRunning {
+            warnings.push(format!(
+                "queued for a session that is not running: {to} takes it when it runs again; \
+                 bridge-host run track {id} shows where it stands",
+                to = message.to,
+                id = message.id
+            ));
+        }
+        Outcome::Sent(crate::SentReport { message, recipient })
+    }
+
+    /// `id` as a message this session sent or received, for a follow-up.
+    ///
+    /// # Errors
+    /// `InvalidMessageId`, or `NoSuchMessage` naming what lists them.
+    fn known_message(&self, me: &SessionId, id: &str) -> Result<MessageId> {
+        let id = MessageId::parse(id)?;
+        if self.sent_by(me, &id) || self.received(me, &id)?.is_some() {
+            Ok(id)
+        } else {
+            Err(BridgeError::NoSuchMessage(id.to_string()))
+        }
+    }
+
+    /// `session-start`: registers (as `start`), records the agent process,
+    /// runs the cheap part of cleanup and names the live peers.
+    fn session_start(&self, context: &Context, warnings: &mut Vec<String>) -> Result<Outcome> {
+        let session = self.start(context, warnings)?;
+        let me = SessionId::parse(&session.session_id)?;
+        let cleanup = self.cleanup_cheap(&me, warnings);
+        let live_peers = self
+            .peers(context)?
+            .into_iter()
+            .filter_map(|entry| match entry {
+                PeerEntry::Valid(peer) if !peer.this_session && !peer.stale => Some(peer),
+                _ => None,
+            })
+            .collect();
+        Ok(Outcome::SessionStarted(crate::SessionStartReport {
+            session,
+            live_peers,
+            cleanup,
+        }))
     }
 
     /// This session and its manifest, with the heartbeat refreshed if due.
@@ -191,6 +265,13 @@ impl<P: Platform> Bridge<P> {
             },
             None => self.register_new(&context.project_dir, agent)?,
         };
+        if let Ok(id) = SessionId::parse(&manifest.session_id)
+            && let Err(err) = self.record_agent_process(&id, context)
+        {
+            warnings.push(format!(
+                "the agent process was not recorded ({err}); receipts will go by the heartbeat"
+            ));
+        }
         if let Err(why) = self.platform.write_pointer(&manifest.session_id) {
             warnings.push(format!(
                 "the project pointer was not written ({why}); commands run in this project \
@@ -262,6 +343,9 @@ impl<P: Platform> Bridge<P> {
             &mine.project_name,
         );
         self.deliver(&mut message, warnings)?;
+        if matches!(message.kind, Kind::Query | Kind::Response) {
+            self.archive_sent(&message, mine, warnings);
+        }
         Ok(message)
     }
 
@@ -290,6 +374,7 @@ impl<P: Platform> Bridge<P> {
             &mine.project_name,
         );
         self.deliver(&mut answer, warnings)?;
+        self.archive_sent(&answer, &mine, warnings);
         Ok(answer)
     }
 
@@ -374,6 +459,7 @@ impl<P: Platform> Bridge<P> {
                         Ok(()) => {
                             self.record_ping_exchange(&me, &peer, warnings);
                             delivery.answered_ping = Some(pong);
+                            delivery.silent = true;
                         }
                         Err(err) => warnings.push(format!("could not answer the ping: {err}")),
                     }
@@ -403,7 +489,16 @@ impl<P: Platform> Bridge<P> {
         };
         let found = self.wait_on_inbox(me, Some(Instant::now() + timeout), warnings, select);
         self.stop_awaiting(me, query);
-        found?.ok_or(BridgeError::TimedOut(timeout_seconds))
+        match found? {
+            Some(delivery) => Ok(delivery),
+            None => Err(match self.receipt(me, query) {
+                Ok(receipt) => BridgeError::NotAnswered {
+                    seconds: timeout_seconds,
+                    receipt: Box::new(receipt),
+                },
+                Err(_) => BridgeError::TimedOut(timeout_seconds),
+            }),
+        }
     }
 
     /// Waits until `select` picks a pending message of `owner` that this
@@ -440,6 +535,7 @@ impl<P: Platform> Bridge<P> {
                             message,
                             ticket,
                             answered_ping: None,
+                            silent: false,
                             notices: Vec::new(),
                         }))
                 };
@@ -668,6 +764,7 @@ impl<P: Platform> Bridge<P> {
                 Err(err) => warnings.push(format!("could not notify {peer}: {err}")),
             }
         }
+        self.receipts_recipient_gone(&me);
         if self.remove_own_session(&me, incarnation.as_deref())? {
             if let Err(why) = self.platform.clear_pointer(me.as_str()) {
                 warnings.push(format!("the project pointer was not removed: {why}"));
@@ -683,6 +780,8 @@ impl<P: Platform> Bridge<P> {
                 pruned.push(id.to_string());
             }
         }
+        let cheap = self.cleanup_cheap(&me, warnings);
+        pruned.extend(cheap.sessions_removed);
         Ok(StopReport {
             session_id: me.to_string(),
             notified,

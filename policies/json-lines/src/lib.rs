@@ -34,7 +34,7 @@ impl Policy for JsonLines {
             Outcome::Delivered(delivery) | Outcome::Answered(delivery) => {
                 Some(line(&delivery.message))
             }
-            Outcome::Sent(message) => Some(format!("{}\n", json!({ "sent": message.id }))),
+            Outcome::Sent(sent) => Some(format!("{}\n", json!({ "sent": sent.message.id }))),
             _ => None,
         }
     }
