@@ -542,6 +542,11 @@ fn context(project: &Path, session: &str) -> wit::InvocationContext {
         working_dir: project.to_str().unwrap().to_string(),
         format: wit::OutputFormat::Text,
         settings: Vec::new(),
+        bridge_dir: String::new(),
+        caller: wit::Caller::Terminal,
+        agent_process: None,
+        withheld: Vec::new(),
+        retention: None,
     }
 }
 

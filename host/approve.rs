@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 /// Verbs that belong in answering a peer.
-pub const ANSWER_VERBS: [&str; 10] = [
+pub const ANSWER_VERBS: [&str; 13] = [
     "reply",
     "ask",
     "receive",
@@ -39,6 +39,9 @@ pub const ANSWER_VERBS: [&str; 10] = [
     "peers",
     "status",
     "id",
+    "track",
+    "thread",
+    "history",
 ];
 
 /// The largest hook input read; a Bash call with a long answer is well under.
@@ -221,6 +224,9 @@ mod tests {
             ("bridge-host run listen --timeout 540", "listen"),
             ("bridge-host run connect k3x9q2", "connect"),
             ("bridge-host run status --json", "status"),
+            ("bridge-host run track msg-0dzhx0wgcik9", "track"),
+            ("bridge-host run thread msg-0dzhx0wgcik9 --json", "thread"),
+            ("bridge-host run history", "history"),
             (
                 "bridge-host run reply msg-0dzhx0wgcik9 'two\nlines; $(not run)'",
                 "reply",
@@ -285,6 +291,9 @@ mod tests {
             // Verbs and options that do not belong in an answer.
             "bridge-host run stop",
             "bridge-host run start",
+            "bridge-host run cleanup",
+            "bridge-host run history --retention 0s",
+            "bridge-host run track msg-0dzhx0wgcik9 --retention=0s",
             "bridge-host hook session-end",
             "bridge-host guest check /tmp/x.wasm",
             "bridge-host run",

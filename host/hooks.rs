@@ -17,8 +17,8 @@ use serde_json::Value;
 use bridge_host::sandbox::wit;
 use bridge_host::{compile_cache, dirs};
 
-use crate::process::ProcessId;
 use crate::{Global, Invocation, Place};
+use bridge_host::process::ProcessId;
 
 /// The hook events the plugin handles.
 #[derive(Subcommand, Clone, Copy)]
@@ -48,10 +48,9 @@ pub enum Event {
 
 /// The largest hook input read; Claude Code's hook JSON is a few hundred bytes.
 const MAX_INPUT_BYTES: u64 = 1 << 20;
-/// The most peers named in the SessionStart note.
-const MAX_PEERS_NAMED: usize = 8;
-/// Longest project name quoted back to Claude.
-const MAX_NAME_CHARS: usize = 60;
+/// The most of the transcript's end that the Stop hook hands the guest to
+/// confirm which delivered messages the agent saw.
+const MAX_TRANSCRIPT_TAIL: u64 = 256 << 10;
 /// Setting `BRIDGE_AUTO_START=0` keeps SessionStart from registering.
 const AUTO_START_VAR: &str = "BRIDGE_AUTO_START";
 
@@ -61,6 +60,8 @@ struct HookInput {
     session_id: String,
     /// The session's working directory (`cwd`).
     cwd: Option<PathBuf>,
+    /// The session's transcript (`transcript_path`).
+    transcript: Option<PathBuf>,
 }
 
 impl HookInput {
@@ -91,7 +92,16 @@ impl HookInput {
             .and_then(Value::as_str)
             .map(PathBuf::from)
             .filter(|p| p.is_absolute());
-        Ok(HookInput { session_id, cwd })
+        let transcript = value
+            .get("transcript_path")
+            .and_then(Value::as_str)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        Ok(HookInput {
+            session_id,
+            cwd,
+            transcript,
+        })
     }
 
     /// The session's own directory: `cwd` from the input, else
@@ -176,54 +186,17 @@ fn register(global: &Global, input: &HookInput) -> Result<String> {
         working_dir: project_dir.clone(),
         project_dir,
         agent_session: Some(input.session_id.clone()),
+        caller: wit::Caller::SessionHook,
+        agent_process: ProcessId::claude().map(|p| p.to_text()),
     };
     let mut invocation = Invocation::open(global, place)?;
-    let me = match invocation.run(&wit::Verb::Start)? {
-        Ok(wit::Report {
-            outcome: wit::Outcome::Session(manifest),
-            ..
-        }) => manifest,
-        Ok(_) => bail!("the guest answered start with something other than a session"),
-        Err(failure) => bail!("{}", invocation.shown(&failure.error, "start").message),
-    };
-    let peers = match invocation.run(&wit::Verb::Peers)? {
-        Ok(wit::Report {
-            outcome: wit::Outcome::Peers(entries),
-            ..
-        }) => entries,
-        _ => Vec::new(),
-    };
-    let live: Vec<String> = peers
-        .iter()
-        .filter_map(|entry| match entry {
-            wit::PeerEntry::Valid(peer) if !peer.this_session && !peer.stale => Some(format!(
-                "{} {:?}",
-                peer.manifest.session_id,
-                short(&peer.manifest.project_name)
-            )),
-            _ => None,
-        })
-        .collect();
-    let others = match live.len() {
-        0 => "No other live sessions yet.".to_string(),
-        n if n <= MAX_PEERS_NAMED => format!("Live peers: {}.", live.join(", ")),
-        n => format!(
-            "Live peers: {}, and {} more (bridge-host run peers).",
-            live[..MAX_PEERS_NAMED].join(", "),
-            n - MAX_PEERS_NAMED
-        ),
-    };
-    Ok(format!(
-        "session-bridge: this session is bridge session {id} ({name:?}); another session \
-         reaches it with /session-bridge:connect {id}. Peers' questions arrive by themselves, each \
-         with the command that answers it. {others}\n",
-        id = me.session_id,
-        name = short(&me.project_name),
-    ))
-}
-
-fn short(name: &str) -> String {
-    name.chars().take(MAX_NAME_CHARS).collect()
+    match invocation.run(&wit::Verb::SessionStart)? {
+        Ok(report) => {
+            crate::print_warnings(&report.warnings);
+            Ok(report.rendered)
+        }
+        Err(failure) => bail!("{}", Invocation::failure_text(&failure)),
+    }
 }
 
 /// Claude Code sets `CLAUDE_CODE_SESSION_ID` for Bash tool commands; builds
@@ -257,11 +230,13 @@ fn export_session_for_old_claude(input: &HookInput) {
 /// A place that names no directory: the session is found by Claude Code's
 /// session ID alone, never by a project pointer or a working directory, so
 /// a hook acts only on the session this Claude session registered.
-fn agent_only(input: &HookInput) -> Place {
+fn agent_only(input: &HookInput, caller: wit::Caller) -> Place {
     Place {
         working_dir: PathBuf::new(),
         project_dir: PathBuf::new(),
         agent_session: Some(input.session_id.clone()),
+        caller,
+        agent_process: None,
     }
 }
 
@@ -276,7 +251,7 @@ fn own_session(invocation: &mut Invocation) -> Result<Option<String>> {
         Ok(_) => bail!("the guest answered id with something other than a session"),
         Err(failure) => match failure.error {
             wit::BridgeError::NoIdentity | wit::BridgeError::NoSuchSession(_) => Ok(None),
-            other => bail!("{}", invocation.shown(&other, "id").message),
+            _ => bail!("{}", Invocation::failure_text(&failure)),
         },
     }
 }
@@ -294,7 +269,7 @@ fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut invocation = Invocation::open(global, agent_only(input))?;
+    let mut invocation = Invocation::open(global, agent_only(input, wit::Caller::SessionHook))?;
     let Some(id) = own_session(&mut invocation)? else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -317,7 +292,7 @@ fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
         }
         Err(failure) => match failure.error {
             wit::BridgeError::NoSuchSession(_) => Ok(ExitCode::SUCCESS),
-            other => bail!("{}", invocation.shown(&other, "stop").message),
+            _ => bail!("{}", Invocation::failure_text(&failure)),
         },
     }
 }
@@ -333,7 +308,7 @@ fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Res
         // Another wake hook of this session is waiting already.
         return Ok(ExitCode::SUCCESS);
     };
-    let mut invocation = Invocation::open(global, agent_only(input))?;
+    let mut invocation = Invocation::open(global, agent_only(input, wit::Caller::WakeHook))?;
     let grace_ends = Instant::now() + registration_grace;
     let id = loop {
         match own_session(&mut invocation)? {
@@ -344,6 +319,7 @@ fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Res
         }
     };
     invocation.context.session = Some(id);
+    confirm_seen(&mut invocation, input);
     let listen = wit::Verb::Listen(wit::ListenRequest {
         timeout_seconds: None,
     });
@@ -355,22 +331,57 @@ fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Res
                 wit::BridgeError::NoSuchSession(_) | wit::BridgeError::NoIdentity => {
                     return Ok(ExitCode::SUCCESS);
                 }
-                other => bail!("{}", invocation.shown(&other, "listen").message),
+                _ => bail!("{}", Invocation::failure_text(&failure)),
             },
         };
         crate::print_warnings(&report.warnings);
-        // A ping the guest already answered leaves Claude nothing to do.
-        let handled = matches!(
-            &report.outcome,
-            wit::Outcome::Delivered(d) if d.answered_ping.is_some()
-        );
-        if handled {
+        // The guest says when Claude has nothing to do with a delivery.
+        let silent = matches!(&report.outcome, wit::Outcome::Delivered(d) if d.silent);
+        if silent {
             invocation.hand_over(&report, "listen", &mut io::sink())?;
             continue;
         }
         invocation.hand_over(&report, "listen", &mut io::stderr().lock())?;
         return Ok(ExitCode::from(WAKE_CLAUDE));
     }
+}
+
+/// After a turn (the Stop hook runs the wake hook), tells the guest what
+/// the end of the transcript says, so that it can confirm which messages
+/// the agent was handed and saw. A transcript that cannot be read only
+/// loses that confirmation.
+fn confirm_seen(invocation: &mut Invocation, input: &HookInput) {
+    if invocation.guest_version() == "0.1.0" {
+        return;
+    }
+    let Some(path) = &input.transcript else {
+        return;
+    };
+    let Some(transcript) = transcript_tail(path) else {
+        return;
+    };
+    match invocation.run(&wit::Verb::Seen(wit::SeenRequest { transcript })) {
+        Ok(Ok(report)) => crate::print_warnings(&report.warnings),
+        Ok(Err(failure)) => crate::print_warnings(&failure.warnings),
+        Err(err) => eprintln!("session-bridge: cannot confirm what was seen: {err:#}"),
+    }
+}
+
+/// The last [`MAX_TRANSCRIPT_TAIL`] bytes of a transcript, as text.
+fn transcript_tail(path: &Path) -> Option<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let start = meta.len().saturating_sub(MAX_TRANSCRIPT_TAIL);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TRANSCRIPT_TAIL)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Where the hooks keep what they must remember about one Claude session

@@ -2,12 +2,13 @@
 //! guest, and the few capabilities it brokers. `main.rs` is the CLI on top;
 //! the benchmarks use this library directly.
 
+pub mod bindings;
 pub mod compile_cache;
 pub mod confine;
 pub mod dirs;
-pub mod errors;
 pub mod guests;
 pub mod listing;
+pub mod process;
 pub mod sandbox;
 pub mod wasi_link;
 pub mod watch;

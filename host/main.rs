@@ -11,11 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bridge_host::sandbox::{Guest, wit};
-use bridge_host::{compile_cache, dirs, errors, guests};
+use bridge_host::{compile_cache, dirs, guests};
 
 mod approve;
 mod hooks;
-mod process;
 
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
@@ -63,6 +62,10 @@ struct Global {
         value_parser = parse_setting
     )]
     guest_settings: Vec<(String, String)>,
+    /// How long taken messages stay in a session's mailbox before cleanup
+    /// archives them, e.g. `7d` or `36h` [default: 7d].
+    #[arg(long, global = true, env = "BRIDGE_RETENTION", value_name = "DURATION")]
+    retention: Option<String>,
     /// The agent's own session ID, set by Claude Code.
     #[arg(long, global = true, env = "CLAUDE_CODE_SESSION_ID", hide = true)]
     agent_session: Option<String>,
@@ -142,6 +145,37 @@ enum VerbArgs {
     /// Take the next message if one is waiting, without waiting; prints
     /// "No new messages." otherwise.
     CheckInbox,
+    /// Show where a message this session sent stands: queued, taken, seen,
+    /// answered, set aside, or its recipient gone.
+    Track {
+        /// The sent message's ID.
+        message_id: String,
+    },
+    /// Print the whole conversation a message belongs to, oldest first.
+    Thread {
+        /// A message ID of the conversation.
+        message_id: String,
+    },
+    /// List the messages this project exchanged, newest last (kept across
+    /// `stop` and new sessions).
+    History {
+        /// Only messages to or from this session.
+        #[arg(long, value_name = "ID")]
+        peer: Option<String>,
+        /// Only messages whose content contains this text.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        grep: Option<String>,
+        /// At most this many [default: 20].
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Remove ghost sessions, archive taken messages past the retention
+    /// (--retention), and drop old set-aside and temporary files.
+    Cleanup {
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Answer a message this session received; prints the answer's ID.
     Reply {
         /// The received message's ID.
@@ -160,6 +194,9 @@ enum VerbArgs {
         /// Give up after this many seconds (exit 1).
         #[arg(long, value_name = "SECONDS", default_value_t = 90)]
         timeout: u32,
+        /// A message of the conversation this question follows up.
+        #[arg(long, value_name = "MESSAGE_ID")]
+        in_reply_to: Option<String>,
     },
     /// Wait for the reply to a message already sent.
     Receive {
@@ -188,6 +225,10 @@ impl VerbArgs {
             VerbArgs::Send { .. } => "send",
             VerbArgs::Listen { .. } => "listen",
             VerbArgs::CheckInbox => "check-inbox",
+            VerbArgs::Track { .. } => "track",
+            VerbArgs::Thread { .. } => "thread",
+            VerbArgs::History { .. } => "history",
+            VerbArgs::Cleanup { .. } => "cleanup",
             VerbArgs::Reply { .. } => "reply",
             VerbArgs::Ask { .. } => "ask",
             VerbArgs::Receive { .. } => "receive",
@@ -386,9 +427,13 @@ fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
         VerbArgs::Listen { timeout } => wit::Verb::Listen(wit::ListenRequest {
             timeout_seconds: timeout,
         }),
-        VerbArgs::CheckInbox => wit::Verb::Listen(wit::ListenRequest {
-            timeout_seconds: Some(0),
-        }),
+        VerbArgs::CheckInbox => wit::Verb::CheckInbox,
+        VerbArgs::Track { message_id } => wit::Verb::Track(message_id),
+        VerbArgs::Thread { message_id } => wit::Verb::Thread(message_id),
+        VerbArgs::History { peer, grep, limit } => {
+            wit::Verb::History(wit::HistoryRequest { peer, grep, limit })
+        }
+        VerbArgs::Cleanup { dry_run } => wit::Verb::Cleanup(wit::CleanupRequest { dry_run }),
         VerbArgs::Reply {
             message_id,
             content: c,
@@ -400,10 +445,12 @@ fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
             peer,
             question,
             timeout,
+            in_reply_to,
         } => wit::Verb::Ask(wit::AskRequest {
             to: peer,
             content: content(question, limit)?,
             timeout_seconds: timeout,
+            in_reply_to,
         }),
         VerbArgs::Receive {
             message_id,
@@ -424,6 +471,10 @@ struct Place {
     working_dir: PathBuf,
     project_dir: PathBuf,
     agent_session: Option<String>,
+    /// Who runs the verb.
+    caller: wit::Caller,
+    /// The agent process behind the session, when a hook knows it.
+    agent_process: Option<String>,
 }
 
 impl Place {
@@ -439,6 +490,8 @@ impl Place {
             working_dir,
             project_dir,
             agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
+            caller: wit::Caller::Terminal,
+            agent_process: None,
         })
     }
 }
@@ -447,8 +500,6 @@ impl Place {
 struct Invocation {
     guest: Guest,
     context: wit::InvocationContext,
-    bridge_dir: PathBuf,
-    project_dir: PathBuf,
     max_content_bytes: u64,
 }
 
@@ -462,6 +513,13 @@ impl Invocation {
         let loose = dirs::check_session_dirs(&bridge_dir)?;
         let (component, _) = GuestSource::from_global(global)?.load(global)?;
         let mut guest = Guest::instantiate(&component, &bridge_dir, &place.project_dir)?;
+        let withheld = loose
+            .iter()
+            .map(|l| wit::WithheldSession {
+                session_id: l.name.clone(),
+                problem: l.problem.clone(),
+            })
+            .collect();
         guest.withhold(&bridge_dir, loose);
         let max_content_bytes = guest.limits()?.max_content_bytes;
         let context = wit::InvocationContext {
@@ -475,12 +533,15 @@ impl Invocation {
             } else {
                 wit::OutputFormat::Text
             },
+            bridge_dir: bridge_dir.display().to_string(),
+            caller: place.caller,
+            agent_process: place.agent_process,
+            withheld,
+            retention: global.retention.clone(),
         };
         Ok(Invocation {
             guest,
             context,
-            bridge_dir,
-            project_dir: place.project_dir,
             max_content_bytes,
         })
     }
@@ -489,40 +550,29 @@ impl Invocation {
         self.guest.run(&self.context, verb)
     }
 
-    /// The error as the user sees it. An error about a session directory
-    /// the host withheld says why, and how to fix it, in the host's words:
-    /// the guest cannot see a directory's owner or mode.
-    fn shown(&self, err: &wit::BridgeError, verb_name: &str) -> errors::Shown {
-        let mut shown = errors::Shown::new(err, verb_name, &self.bridge_dir, &self.project_dir);
-        if let Some(loose) = self.withheld_in(err) {
-            shown.message = loose.explanation();
-        }
-        shown
-    }
-
-    /// The withheld session directory `err` is about, if any.
-    fn withheld_in(&self, err: &wit::BridgeError) -> Option<dirs::LooseSession> {
-        let (wit::BridgeError::Io(problem) | wit::BridgeError::Corrupt(problem)) = err else {
-            return None;
-        };
-        let mut parts = Path::new(&problem.path).components();
-        let under_sessions = parts.next().is_some_and(|p| p.as_os_str() == "sessions");
-        let name = parts.next()?.as_os_str().to_str()?.to_string();
-        self.guest
-            .withheld_touched()
-            .into_iter()
-            .find(|loose| under_sessions && loose.name == name)
-    }
-
     /// Says, on standard error, why each withheld session directory the
-    /// guest tried to reach was refused, except the one `err` is about.
-    fn print_withheld(&self, err: Option<&wit::BridgeError>) {
-        let shown = err.and_then(|err| self.withheld_in(err));
+    /// guest tried to reach was refused, unless the guest's own words
+    /// (`rendered`) already say it.
+    fn print_withheld(&self, rendered: Option<&str>) {
         for loose in self.guest.withheld_touched() {
-            if shown.as_ref().is_none_or(|s| s.name != loose.name) {
+            let said = format!("session {} is refused as unsafe", loose.name);
+            if rendered.is_none_or(|text| !text.contains(&said)) {
                 eprintln!("warning: {}", loose.explanation());
             }
         }
+    }
+
+    /// The protocol version the guest implements.
+    fn guest_version(&self) -> &'static str {
+        self.guest.version()
+    }
+
+    /// The guest's text for a failure, as the hooks quote it.
+    fn failure_text(failure: &wit::Failure) -> String {
+        let text = failure.rendered.trim_end();
+        text.strip_prefix("bridge-host: ")
+            .unwrap_or(text)
+            .to_string()
     }
 
     /// Writes the report's text to `out`; only once it is out is a claimed
@@ -545,7 +595,10 @@ impl Invocation {
         if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome
             && let Err(err) = self.guest.commit_delivery(&self.context, &d.ticket)?
         {
-            eprintln!("warning: {}", self.shown(&err, verb_name).message);
+            eprintln!(
+                "warning: the message was printed, but not filed as taken ({verb_name}): {}",
+                describe(&err)
+            );
         }
         Ok(())
     }
@@ -563,23 +616,39 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
         Ok(report) => report,
         Err(failure) => {
             print_warnings(&failure.warnings);
-            invocation.print_withheld(Some(&failure.error));
-            invocation
-                .shown(&failure.error, verb_name)
-                .print(global.json)?;
-            let nothing_waiting = verb_name == "check-inbox"
-                && matches!(failure.error, wit::BridgeError::TimedOut(_));
-            return Ok(if nothing_waiting {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+            invocation.print_withheld(Some(&failure.rendered));
+            print_failure(&failure)?;
+            return Ok(ExitCode::from(1));
         }
     };
     print_warnings(&report.warnings);
     invocation.print_withheld(None);
     invocation.hand_over(&report, verb_name, &mut io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a failure as the guest rendered it.
+fn print_failure(failure: &wit::Failure) -> Result<()> {
+    if failure.to_stdout {
+        let mut out = io::stdout().lock();
+        out.write_all(failure.rendered.as_bytes())?;
+        out.flush()?;
+    } else {
+        io::stderr().write_all(failure.rendered.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A guest error in a few plain words, for the host's own warnings (the
+/// commit after a printed delivery, whose failure the guest did not render).
+fn describe(err: &wit::BridgeError) -> String {
+    match err {
+        wit::BridgeError::Io(p) | wit::BridgeError::Corrupt(p) => {
+            format!("{}: {}", p.path, p.reason)
+        }
+        wit::BridgeError::InvalidArgument(why) | wit::BridgeError::Pointer(why) => why.clone(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Prints the guest's warnings on standard error, each on its own line.

@@ -5,7 +5,7 @@ use std::path::{Component as PathPart, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -14,16 +14,8 @@ use crate::confine::{Confined, Confinement};
 use crate::dirs::{LooseSession, ProjectPointer};
 use crate::watch::DirWatcher;
 
-wasmtime::component::bindgen!({
-    world: "bridge",
-    path: "wit/v0.1.0",
-    imports: { default: trappable },
-    with: {
-        "session-bridge:protocol/host.watcher": crate::watch::DirWatcher,
-    },
-});
-
-pub use session_bridge::protocol::types as wit;
+use crate::bindings::Bound;
+pub use crate::bindings::current::wit;
 
 /// Linear memory a guest may grow to.
 const MAX_GUEST_MEMORY: usize = 256 << 20;
@@ -176,8 +168,6 @@ impl WasiView for HostState {
     }
 }
 
-impl wit::Host for HostState {}
-
 /// A path the guest passed to a host import, accepted only as plain names
 /// below the bridge directory (the capability `Dir` enforces the rest).
 fn inside_bridge(path: &str) -> Result<PathBuf, String> {
@@ -196,8 +186,12 @@ fn inside_bridge(path: &str) -> Result<PathBuf, String> {
     }
 }
 
-impl session_bridge::protocol::host::HostWatcher for HostState {
-    fn watch(&mut self, dir: String) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
+/// What the host interface does, whichever version's binding calls it.
+impl HostState {
+    pub(crate) fn watch_dir(
+        &mut self,
+        dir: String,
+    ) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
         if self.watchers >= MAX_WATCHERS {
             return Ok(Err(format!("at most {MAX_WATCHERS} watchers at once")));
         }
@@ -220,36 +214,39 @@ impl session_bridge::protocol::host::HostWatcher for HostState {
         Ok(Ok(self.table.push(watcher)?))
     }
 
-    fn wait(&mut self, watcher: Resource<DirWatcher>, timeout_ms: u32) -> wasmtime::Result<bool> {
+    pub(crate) fn wait_watcher(
+        &mut self,
+        watcher: Resource<DirWatcher>,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<bool> {
         let watcher = self.table.get_mut(&watcher)?;
         Ok(watcher.wait(Duration::from_millis(timeout_ms.into())))
     }
 
-    fn drop(&mut self, watcher: Resource<DirWatcher>) -> wasmtime::Result<()> {
+    pub(crate) fn drop_watcher(&mut self, watcher: Resource<DirWatcher>) -> wasmtime::Result<()> {
         self.table.delete(watcher)?;
         self.watchers -= 1;
         Ok(())
     }
-}
 
-impl session_bridge::protocol::host::Host for HostState {
-    fn read_project_pointer(&mut self) -> wasmtime::Result<Option<String>> {
-        Ok(self.pointer.read())
+    pub(crate) fn pointer(&self) -> &ProjectPointer {
+        &self.pointer
     }
 
-    fn write_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.pointer.write(&id))
-    }
-
-    fn clear_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.pointer.clear(&id))
+    /// Whether the agent process `process` (as [`crate::process`] names
+    /// one) runs; None when this platform cannot tell.
+    pub(crate) fn agent_process_running(&self, process: &str) -> Option<bool> {
+        let process = crate::process::ProcessId::parse(process)?;
+        crate::process::ProcessId::unsupported()
+            .is_none()
+            .then(|| process.is_running())
     }
 }
 
 /// One instantiated guest, ready to run verbs.
 pub struct Guest {
     store: Store<HostState>,
-    bindings: Bridge,
+    bindings: Bound,
 }
 
 impl Guest {
@@ -302,24 +299,10 @@ impl Guest {
                 false => Ok(()),
             })
             .map_err(|e| anyhow!("cannot link WASI: {e}"))?;
-        Bridge::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;
         store.set_fuel(FUEL_PER_CALL).map_err(|e| anyhow!("{e}"))?;
-        let pre = linker.instantiate_pre(component).map_err(|e| {
-            anyhow!(
-                "the guest component does not fit this host's session-bridge:protocol@0.1.0 \
-                 world: {e}"
-            )
-        })?;
-        let pre = BridgePre::new(pre).map_err(|e| {
-            anyhow!(
-                "the guest component does not fit this host's session-bridge:protocol@0.1.0 \
-                 world: {e:#}"
-            )
-        })?;
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| anyhow!("cannot instantiate the guest component: {e:#}"))?;
+        let version = crate::guests::protocol_version(component)
+            .unwrap_or_else(|| crate::guests::CURRENT_VERSION.to_string());
+        let bindings = Bound::instantiate(&version, component, &mut linker, &mut store)?;
         Ok(Guest { store, bindings })
     }
 
@@ -378,19 +361,28 @@ impl Guest {
         anyhow!(message)
     }
 
+    /// The protocol version the guest implements.
+    pub fn version(&self) -> &'static str {
+        self.bindings.version()
+    }
+
     /// What the guest says about itself.
     pub fn info(&mut self) -> Result<wit::GuestInfo> {
         let _entered = self.refuel()?;
-        self.bindings
-            .call_info(&mut self.store)
-            .map_err(|e| self.trapped("info", e))
+        let info = match &self.bindings {
+            Bound::V0_1_0(guest) => guest.info(&mut self.store),
+            Bound::V0_2_0(guest) => guest.info(&mut self.store),
+        };
+        info.map_err(|e| self.trapped("info", e))
     }
 
     pub fn limits(&mut self) -> Result<wit::Limits> {
         let _entered = self.refuel()?;
-        self.bindings
-            .call_limits(&mut self.store)
-            .map_err(|e| self.trapped("limits", e))
+        let limits = match &self.bindings {
+            Bound::V0_1_0(guest) => guest.limits(&mut self.store),
+            Bound::V0_2_0(guest) => guest.limits(&mut self.store),
+        };
+        limits.map_err(|e| self.trapped("limits", e))
     }
 
     pub fn run(
@@ -399,9 +391,11 @@ impl Guest {
         verb: &wit::Verb,
     ) -> Result<Result<wit::Report, wit::Failure>> {
         let _entered = self.refuel()?;
-        self.bindings
-            .call_run(&mut self.store, context, verb)
-            .map_err(|e| self.trapped("run", e))
+        let result = match &self.bindings {
+            Bound::V0_1_0(guest) => guest.run(&mut self.store, context, verb),
+            Bound::V0_2_0(guest) => guest.run(&mut self.store, context, verb),
+        };
+        result.map_err(|e| self.trapped("run", e))
     }
 
     pub fn commit_delivery(
@@ -410,8 +404,10 @@ impl Guest {
         ticket: &wit::ClaimTicket,
     ) -> Result<Result<(), wit::BridgeError>> {
         let _entered = self.refuel()?;
-        self.bindings
-            .call_commit_delivery(&mut self.store, context, ticket)
-            .map_err(|e| self.trapped("commit-delivery", e))
+        let done = match &self.bindings {
+            Bound::V0_1_0(guest) => guest.commit_delivery(&mut self.store, context, ticket),
+            Bound::V0_2_0(guest) => guest.commit_delivery(&mut self.store, context, ticket),
+        };
+        done.map_err(|e| self.trapped("commit-delivery", e))
     }
 }

@@ -14,3 +14,4 @@ mod readme;
 mod real_client;
 mod sandbox;
 mod util;
+mod versions;

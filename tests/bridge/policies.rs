@@ -154,10 +154,10 @@ fn guest_info_and_check_describe_guests() {
     let a = w.project("a");
     let info = w.cmd(&a).args(["guest", "info"]).ok();
     assert!(
-        info.contains("implements: session-bridge:protocol@0.1.0"),
+        info.contains("implements: session-bridge:protocol@0.2.0"),
         "{info}"
     );
-    assert!(info.contains("policy: default 0.1.0"), "{info}");
+    assert!(info.contains("policy: default 0.2.0"), "{info}");
     assert!(info.contains("can run: yes"), "{info}");
     let hash = info
         .lines()

@@ -1,0 +1,106 @@
+//! `session-bridge:protocol@0.2.0`, the newest version, bound from
+//! `wit/v0.2.0/`. Its types are the ones the host works in.
+
+use anyhow::{Result, anyhow};
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
+
+use crate::sandbox::HostState;
+use crate::watch::DirWatcher;
+
+wasmtime::component::bindgen!({
+    world: "bridge",
+    path: "wit/v0.2.0",
+    imports: { default: trappable },
+    with: {
+        "session-bridge:protocol/host.watcher": crate::watch::DirWatcher,
+    },
+});
+
+pub use self::session_bridge::protocol::types as wit;
+
+impl wit::Host for HostState {}
+
+impl session_bridge::protocol::host::HostWatcher for HostState {
+    fn watch(&mut self, dir: String) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
+        self.watch_dir(dir)
+    }
+
+    fn wait(&mut self, watcher: Resource<DirWatcher>, timeout_ms: u32) -> wasmtime::Result<bool> {
+        self.wait_watcher(watcher, timeout_ms)
+    }
+
+    fn drop(&mut self, watcher: Resource<DirWatcher>) -> wasmtime::Result<()> {
+        self.drop_watcher(watcher)
+    }
+}
+
+impl session_bridge::protocol::host::Host for HostState {
+    fn read_project_pointer(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.pointer().read())
+    }
+
+    fn write_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.pointer().write(&id))
+    }
+
+    fn clear_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.pointer().clear(&id))
+    }
+
+    fn process_running(&mut self, process: String) -> wasmtime::Result<Option<bool>> {
+        Ok(self.agent_process_running(&process))
+    }
+}
+
+/// An instantiated 0.2.0 guest.
+pub struct Instance(Bridge);
+
+impl Instance {
+    pub fn instantiate(
+        component: &Component,
+        linker: &mut Linker<HostState>,
+        store: &mut Store<HostState>,
+    ) -> Result<Self> {
+        Bridge::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+            .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;
+        let pre = linker
+            .instantiate_pre(component)
+            .and_then(BridgePre::new)
+            .map_err(|e| {
+                anyhow!(
+                    "the guest component does not fit this host's \
+                     session-bridge:protocol@0.2.0 world: {e:#}"
+                )
+            })?;
+        pre.instantiate(store)
+            .map(Instance)
+            .map_err(|e| anyhow!("cannot instantiate the guest component: {e:#}"))
+    }
+
+    pub fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::GuestInfo> {
+        self.0.call_info(store)
+    }
+
+    pub fn limits(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::Limits> {
+        self.0.call_limits(store)
+    }
+
+    pub fn run(
+        &self,
+        store: &mut Store<HostState>,
+        context: &wit::InvocationContext,
+        verb: &wit::Verb,
+    ) -> wasmtime::Result<Result<wit::Report, wit::Failure>> {
+        self.0.call_run(store, context, verb)
+    }
+
+    pub fn commit_delivery(
+        &self,
+        store: &mut Store<HostState>,
+        context: &wit::InvocationContext,
+        ticket: &wit::ClaimTicket,
+    ) -> wasmtime::Result<Result<(), wit::BridgeError>> {
+        self.0.call_commit_delivery(store, context, ticket)
+    }
+}
