@@ -385,7 +385,8 @@ impl<P: Platform> Bridge<P> {
                 .iter()
                 .any(|e| matches!(e.stage, Stage::Taken | Stage::Seen | Stage::Answered))
         };
-        if !progressed(&later) {
+        // What no step says of the take, the recipient's mailbox may.
+        if !later.iter().any(|e| e.stage == Stage::Taken) {
             match self.trace(&to, id) {
                 Trace::TakenUnrecorded(at, how) => later.push(ReceiptEvent {
                     stage: Stage::Taken,
@@ -394,7 +395,9 @@ impl<P: Platform> Bridge<P> {
                     taker: None,
                     detail: Some(how.to_string()),
                 }),
-                Trace::Gone if !later.iter().any(|e| e.stage >= Stage::SetAside) => {
+                Trace::Gone
+                    if !progressed(&later) && !later.iter().any(|e| e.stage >= Stage::SetAside) =>
+                {
                     later.push(ReceiptEvent {
                         stage: Stage::RecipientGone,
                         at: clock::now_stamp(),

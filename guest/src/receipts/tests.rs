@@ -239,6 +239,18 @@ fn a_reply_marks_the_query_answered_with_the_reply_id() {
     // Once the asker took the reply, it is still answered.
     take(root, &app);
     assert_eq!(track(root, &app, &id).0.stage, Stage::Answered);
+    // Without its taken step, the take is read off the recipient's mailbox.
+    std::fs::remove_file(step_path(root, &app, &id, "taken")).unwrap();
+    let (receipt, _) = track(root, &app, &id);
+    assert_eq!(receipt.stage, Stage::Answered);
+    assert_eq!(
+        stages(&receipt),
+        [Stage::Queued, Stage::Taken, Stage::Answered]
+    );
+    assert_eq!(
+        receipt.events[1].detail.as_deref(),
+        Some("found among its read messages")
+    );
 }
 
 #[test]
