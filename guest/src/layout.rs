@@ -12,6 +12,10 @@
 //! sessions/<id>/pings/<peer>         when this session last pinged or answered a ping of <peer>
 //! sessions/<id>/threads/<peer>       the last reply taken from that peer
 //! sessions/<id>/agent-session        the agent session that registered it
+//! sessions/<id>/agent-process        the agent process behind it, as the host names it
+//! sessions/<id>/receipts/<msg>.<stage>  a step a message this session sent reached
+//! sessions/<id>/receipts/rejected/   receipt files set aside as corrupt
+//! sessions/<id>/unseen/<msg>         taken by the wake hook, not yet seen in the transcript
 //! sessions/<id>/incarnation          a token renewed by every `start`
 //! sessions/<id>/policy-audit.log     what a policy changed in sent messages
 //! .trash/                            sessions being removed
@@ -56,6 +60,10 @@ impl Layout {
         self.session(id).join("agent-session")
     }
 
+    pub fn agent_process(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("agent-process")
+    }
+
     pub fn policy_audit(&self, id: &SessionId) -> PathBuf {
         self.session(id).join("policy-audit.log")
     }
@@ -98,6 +106,31 @@ impl Layout {
 
     pub fn pings(&self, id: &SessionId) -> PathBuf {
         self.session(id).join("pings")
+    }
+
+    /// The steps reached by messages `id` sent (see `receipts.rs`).
+    pub fn receipts(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("receipts")
+    }
+
+    /// The file name of the step `stage` (as `Stage::as_str` spells it) of
+    /// `message`, in [`Self::receipts`].
+    pub fn receipt_name(message: &MessageId, stage: &str) -> String {
+        format!("{message}.{stage}")
+    }
+
+    pub fn rejected_receipts(&self, id: &SessionId) -> PathBuf {
+        self.receipts(id).join("rejected")
+    }
+
+    /// Messages `id` took through the wake hook that its agent's transcript
+    /// has not shown yet.
+    pub fn unseen(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("unseen")
+    }
+
+    pub fn unseen_marker(&self, id: &SessionId, message: &MessageId) -> PathBuf {
+        self.unseen(id).join(message.as_str())
     }
 
     /// Every folder a registered session has.

@@ -147,7 +147,7 @@ impl<P: Platform> Bridge<P> {
                 self.touch(&manifest).map(Outcome::Heartbeat)
             }
             Verb::Stop => self.stop(context, warnings).map(Outcome::Stopped),
-            Verb::Track(id) => self.track(context, &id).map(Outcome::Tracked),
+            Verb::Track(id) => self.track(context, &id, warnings).map(Outcome::Tracked),
             Verb::Thread(id) => self.thread(context, &id, warnings).map(Outcome::Thread),
             Verb::History(query) => self
                 .history(context, &query, warnings)
@@ -219,7 +219,7 @@ impl<P: Platform> Bridge<P> {
     /// # Errors
     /// `NoIdentity` when no session resolves, `NoSuchSession` when the
     /// resolved one is gone.
-    fn me(&self, context: &Context) -> Result<(SessionId, Manifest)> {
+    pub(crate) fn me(&self, context: &Context) -> Result<(SessionId, Manifest)> {
         let (id, known) = self.identify(context)?.ok_or(BridgeError::NoIdentity)?;
         let manifest = match known {
             Some(manifest) => manifest,
@@ -491,7 +491,7 @@ impl<P: Platform> Bridge<P> {
         self.stop_awaiting(me, query);
         match found? {
             Some(delivery) => Ok(delivery),
-            None => Err(match self.receipt(me, query) {
+            None => Err(match self.receipt(me, query, warnings) {
                 Ok(receipt) => BridgeError::NotAnswered {
                     seconds: timeout_seconds,
                     receipt: Box::new(receipt),
