@@ -399,7 +399,7 @@ fn json_output_is_one_object_per_verb() {
 }
 
 #[test]
-fn ask_times_out_with_the_reference_line() {
+fn an_ask_that_times_out_says_how_far_the_query_got() {
     let w = World::new();
     let a = w.project("a");
     let b = w.project("b");
@@ -409,21 +409,42 @@ fn ask_times_out_with_the_reference_line() {
         .cmd(&a)
         .args(["run", "ask", &b_id, "anyone?", "--timeout", "1"])
         .fails();
+    let id = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("msg-"))
+        .unwrap_or_else(|| panic!("no message ID in {stdout:?}"))
+        .to_string();
     assert_eq!(
         stdout,
-        "No response received after 1s. The peer may be inactive.\n"
+        format!(
+            "No response to {id} after 1s: it is queued in {b_id}'s inbox, not taken yet; \
+             to keep waiting: bridge-host run receive {id}\n"
+        )
     );
-    // The unanswered query is still there for the peer, and a late reply
-    // can be collected with receive.
+    // Taken but not answered: the next wait says by whom and when.
     let (q, _) = listen(&w, &b);
-    w.cmd(&b)
-        .args(["run", "reply", &q["MESSAGE_ID"], "late"])
-        .ok();
+    assert_eq!(q["MESSAGE_ID"], id);
+    let (stdout, _) = w
+        .cmd(&a)
+        .args(["run", "receive", &id, "--timeout", "1"])
+        .fails();
+    assert!(
+        stdout.starts_with(&format!("No response to {id} after 1s: taken by {b_id} at ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", not answered yet; to keep waiting"), "{stdout}");
+    let tracked = w.cmd(&a).args(["run", "track", &id]).json();
+    assert_eq!(tracked["stage"], "taken", "{tracked}");
+    // A late reply is still collected with receive, and the receipt says so.
+    let answer = w.cmd(&b).args(["run", "reply", &id, "late"]).ok();
     let got = w
         .cmd(&a)
-        .args(["run", "receive", &q["MESSAGE_ID"], "--timeout", "5"])
+        .args(["run", "receive", &id, "--timeout", "5"])
         .ok();
     assert_eq!(parse_reply(&got), ("b".to_string(), "late".to_string()));
+    let tracked = w.cmd(&a).args(["run", "track", &id]).json();
+    assert_eq!(tracked["stage"], "answered", "{tracked}");
+    assert_eq!(tracked["reply"], answer.trim(), "{tracked}");
 }
 
 #[test]
