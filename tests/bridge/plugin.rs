@@ -104,7 +104,7 @@ impl<'w> Agent<'w> {
         let (command, _) = hook_command(event, needle);
         let mut input = json!({
             "session_id": self.session_id,
-            "transcript_path": format!("/tmp/transcripts/{}.jsonl", self.session_id),
+            "transcript_path": self.transcript(),
             "cwd": self.project,
             "hook_event_name": event,
         });
@@ -115,6 +115,13 @@ impl<'w> Agent<'w> {
             _ => {}
         }
         self.in_hook_env(&command).stdin(input.to_string())
+    }
+
+    /// Where this session's transcript is, as the hooks are told.
+    fn transcript(&self) -> PathBuf {
+        let dir = self.w.root.path().join("transcripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(format!("{}.jsonl", self.session_id))
     }
 
     /// `script` run with the environment Claude Code gives hooks, from a
@@ -899,4 +906,108 @@ fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
         let version = command.ok();
         assert!(version.starts_with("bridge-host "), "{version}");
     }
+}
+
+/// `track <id> --json` as `agent` runs it, polled until its stage is
+/// `stage` or a minute has passed; the last receipt either way.
+fn tracked_until(agent: &Agent, id: &str, stage: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = agent.bash(&format!("bridge-host run track {id} --json")).ok();
+        let receipt: Value = serde_json::from_str(&out).unwrap();
+        if receipt["stage"] == stage || Instant::now() > deadline {
+            return receipt;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receipts through the real hooks: a query is queued, taken by the wake
+/// hook, seen once the woken turn's transcript shows it, and answered.
+#[test]
+fn receipts_follow_a_query_through_the_wake_hook_and_the_transcript() {
+    let w = World::new();
+    let lib = Agent::new(&w, "7ec01970-1111-4222-8333-444444444444", "lib");
+    let app = Agent::new(&w, "7ec01970-5555-4666-8777-888888888888", "app");
+    let lib_id = lib.session_start();
+    app.session_start();
+    let id = app
+        .bash(&format!("bridge-host run send {lib_id} query 'is setup() stable?'"))
+        .ok()
+        .trim()
+        .to_string();
+    let receipt = tracked_until(&app, &id, "queued");
+    assert_eq!(receipt["stage"], "queued", "{receipt}");
+
+    let wake = woken_with(lib.idle());
+    let (fields, _) = parse_listen(&wake);
+    assert_eq!(fields["MESSAGE_ID"], id);
+    let receipt = tracked_until(&app, &id, "taken");
+    assert_eq!(receipt["stage"], "taken", "{receipt}");
+    let taken = receipt["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["stage"] == "taken")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(taken["by"], lib_id.as_str(), "{receipt}");
+    assert_eq!(taken["taker"], "wake-hook", "{receipt}");
+
+    // The turn's end: a transcript without the ID confirms nothing; once
+    // Claude Code has written the wake-up into it, the next Stop hook does.
+    std::fs::write(lib.transcript(), "{\"type\":\"user\",\"message\":\"hello\"}\n").unwrap();
+    let mut idle = lib.idle();
+    std::thread::sleep(Duration::from_millis(500));
+    let receipt = tracked_until(&app, &id, "taken");
+    assert_eq!(receipt["stage"], "taken", "seen without the transcript saying so: {receipt}");
+    let _ = idle.kill();
+    let _ = idle.wait();
+    let line = json!({"type": "attachment", "content": wake}).to_string();
+    std::fs::write(lib.transcript(), format!("{line}\n")).unwrap();
+    let mut idle = lib.idle();
+    let receipt = tracked_until(&app, &id, "seen");
+    assert_eq!(receipt["stage"], "seen", "{receipt}");
+    let _ = idle.kill();
+    let _ = idle.wait();
+
+    lib.answer(&wake, "yes, since 2.0");
+    let receipt = tracked_until(&app, &id, "answered");
+    assert_eq!(receipt["stage"], "answered", "{receipt}");
+}
+
+/// A send to a session whose Claude Code process has gone says so, and the
+/// session is not cleaned away while its heartbeat is recent.
+#[test]
+fn a_send_to_a_session_whose_claude_is_gone_says_it_is_only_queued() {
+    let w = World::new();
+    let lib = Agent::new(&w, "dead0001-1111-4222-8333-444444444444", "lib");
+    let app = Agent::new(&w, "dead0001-5555-4666-8777-888888888888", "app");
+    let dir = w.root.path().join("lib-claude");
+    let claude = lib.claude_process(&dir);
+    wait_for(&dir.join("started"));
+    let lib_id = lib.bash("bridge-host run id").ok().trim().to_string();
+    // Claude Code is killed: no SessionEnd runs.
+    // SAFETY: signals the process group `World::sh` gave the child.
+    unsafe { libc::kill(-(claude.id() as i32), libc::SIGKILL) };
+    let _ = finish(claude, Duration::from_secs(10));
+    app.session_start();
+
+    let (out, _) = app
+        .bash(&format!("bridge-host run send {lib_id} query 'anyone?'"))
+        .output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("queued for a session that is not running"),
+        "{stderr}"
+    );
+    let sent: Value = serde_json::from_str(
+        &app.bash(&format!("bridge-host run send {lib_id} query 'still there?' --json")).ok(),
+    )
+    .unwrap();
+    assert_eq!(sent["recipient"], "not-running", "{sent}");
+    let cleanup: Value = serde_json::from_str(&app.bash("bridge-host run cleanup --json").ok()).unwrap();
+    assert!(w.session_dir(&lib_id).join("manifest.json").exists(), "{cleanup}");
+    assert_eq!(json_files(&w.session_dir(&lib_id).join("inbox")), 2, "{cleanup}");
 }
