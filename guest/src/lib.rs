@@ -163,7 +163,10 @@ impl<P: Platform> Bridge<P> {
                 warnings,
             }),
             Err(error) => {
-                let (rendered, to_stdout) = failure_text::render(&error, verb_name, context);
+                let (mut rendered, to_stdout) = failure_text::render(&error, verb_name, context);
+                if let Some(text) = self.policy.render_failure(&error, verb_name, context.format) {
+                    rendered = text;
+                }
                 Err(Failure {
                     error,
                     warnings,

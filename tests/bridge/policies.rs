@@ -146,6 +146,16 @@ fn json_lines_changes_only_the_presentation() {
     let stored: serde_json::Value =
         serde_json::from_slice(&std::fs::read(stored).unwrap()).unwrap();
     assert_eq!(stored["type"], "query");
+    // Failures are the policy's to word, too.
+    let (_, stderr) = w
+        .cmd(&b)
+        .args(["--guest"])
+        .args([&guest])
+        .args(["run", "reply", "msg-000000000000", "x"])
+        .fails();
+    let failure: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(failure["verb"], "reply", "{stderr}");
+    assert_eq!(failure["error"], "no message msg-000000000000", "{stderr}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A policy that changes only presentation: every message handed to the
 //! agent (`listen`, `ask`, `receive`) becomes one line of JSON, and `send` /
-//! `reply` print a one-line JSON receipt. Scripts read it with one
+//! `reply` print a one-line JSON receipt, and a failure one line
+//! `{"error": ..., "verb": ...}`. Scripts read it with one
 //! `json.loads` per line, and agents other than Claude get no
 //! shell-variable framing to misread. Everything else — delivery, claiming,
 //! identity — is the protocol's, unchanged.
@@ -37,6 +38,18 @@ impl Policy for JsonLines {
             Outcome::Sent(sent) => Some(format!("{}\n", json!({ "sent": sent.message.id }))),
             _ => None,
         }
+    }
+
+    fn render_failure(
+        &self,
+        error: &session_bridge_guest::BridgeError,
+        verb: &str,
+        format: Format,
+    ) -> Option<String> {
+        if format == Format::Json {
+            return None;
+        }
+        Some(format!("{}\n", json!({ "error": error.to_string(), "verb": verb })))
     }
 }
 
