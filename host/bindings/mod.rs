@@ -11,6 +11,53 @@ use wasmtime::component::{Component, Linker};
 
 use crate::sandbox::HostState;
 
+/// Implements one version's `host` interface (the watcher resource and the
+/// project pointer) for [`HostState`], plus the `extra` functions that
+/// version adds; every version does the same work through `HostState`.
+macro_rules! host_interface {
+    ($($host:ident)::+ { $($extra:item)* }) => {
+        impl $($host)::+::HostWatcher for $crate::sandbox::HostState {
+            fn watch(
+                &mut self,
+                dir: String,
+            ) -> wasmtime::Result<Result<wasmtime::component::Resource<$crate::watch::DirWatcher>, String>> {
+                self.watch_dir(dir)
+            }
+
+            fn wait(
+                &mut self,
+                watcher: wasmtime::component::Resource<$crate::watch::DirWatcher>,
+                timeout_ms: u32,
+            ) -> wasmtime::Result<bool> {
+                self.wait_watcher(watcher, timeout_ms)
+            }
+
+            fn drop(
+                &mut self,
+                watcher: wasmtime::component::Resource<$crate::watch::DirWatcher>,
+            ) -> wasmtime::Result<()> {
+                self.drop_watcher(watcher)
+            }
+        }
+
+        impl $($host)::+::Host for $crate::sandbox::HostState {
+            fn read_project_pointer(&mut self) -> wasmtime::Result<Option<String>> {
+                Ok(self.pointer().read())
+            }
+
+            fn write_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
+                Ok(self.pointer().write(&id))
+            }
+
+            fn clear_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
+                Ok(self.pointer().clear(&id))
+            }
+
+            $($extra)*
+        }
+    };
+}
+
 pub mod v0_1_0;
 pub mod v0_2_0;
 

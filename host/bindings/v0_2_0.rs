@@ -3,10 +3,9 @@
 
 use anyhow::{Result, anyhow};
 use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::sandbox::HostState;
-use crate::watch::DirWatcher;
 
 wasmtime::component::bindgen!({
     world: "bridge",
@@ -21,37 +20,11 @@ pub use self::session_bridge::protocol::types as wit;
 
 impl wit::Host for HostState {}
 
-impl session_bridge::protocol::host::HostWatcher for HostState {
-    fn watch(&mut self, dir: String) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
-        self.watch_dir(dir)
-    }
-
-    fn wait(&mut self, watcher: Resource<DirWatcher>, timeout_ms: u32) -> wasmtime::Result<bool> {
-        self.wait_watcher(watcher, timeout_ms)
-    }
-
-    fn drop(&mut self, watcher: Resource<DirWatcher>) -> wasmtime::Result<()> {
-        self.drop_watcher(watcher)
-    }
-}
-
-impl session_bridge::protocol::host::Host for HostState {
-    fn read_project_pointer(&mut self) -> wasmtime::Result<Option<String>> {
-        Ok(self.pointer().read())
-    }
-
-    fn write_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.pointer().write(&id))
-    }
-
-    fn clear_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.pointer().clear(&id))
-    }
-
+host_interface!(session_bridge::protocol::host {
     fn process_running(&mut self, process: String) -> wasmtime::Result<Option<bool>> {
         Ok(self.agent_process_running(&process))
     }
-}
+});
 
 /// An instantiated 0.2.0 guest.
 pub struct Instance(Bridge);
