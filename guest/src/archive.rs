@@ -210,6 +210,9 @@ fn raw_reply_to(record: &[u8]) -> Option<&str> {
 
 /// The first position of `needle` in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if let (Ok(text), Ok(pattern)) = (std::str::from_utf8(haystack), std::str::from_utf8(needle)) {
+        return text.find(pattern);
+    }
     if needle.is_empty() {
         return Some(0);
     }
@@ -226,6 +229,50 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         from = at + 1;
     }
     None
+}
+
+/// True for the stub line of a large record: it ends with
+/// `,"large":"<id>-<6 characters>.json"}`.
+fn is_stub(line: &[u8]) -> bool {
+    const NAME_LEN: usize = ID_LEN + 1 + 6 + ".json".len();
+    let tail = LARGE_KEY.len() + NAME_LEN + 2;
+    line.len() >= tail && line[line.len() - tail..].starts_with(LARGE_KEY) && line.ends_with(b"\"}")
+}
+
+/// True when a record may be from or to `peer`. The log writes sender and
+/// recipient at fixed places (`{"id":"msg-…","from":"…","to":"…",`); a
+/// line of another shape is searched whole.
+fn raw_names_peer(line: &[u8], peer: &str, raw: Option<&[String; 2]>) -> bool {
+    const FROM: std::ops::Range<usize> = 33..39;
+    const TO: std::ops::Range<usize> = 47..53;
+    let shaped = line.get(ID_LEN + 7..FROM.start) == Some(&b"\",\"from\":\""[..])
+        && line.get(FROM.end..TO.start) == Some(&b"\",\"to\":\""[..]);
+    if shaped {
+        return line.get(FROM) == Some(peer.as_bytes()) || line.get(TO) == Some(peer.as_bytes());
+    }
+    raw.is_some_and(|[from, to]| {
+        find(line, from.as_bytes()).is_some() || find(line, to.as_bytes()).is_some()
+    })
+}
+
+/// The last line break in `bytes`, eight bytes at a time.
+fn last_newline(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut end = bytes.len();
+    while end >= 8 {
+        let word = u64::from_le_bytes(bytes[end - 8..end].try_into().expect("8 bytes"));
+        let x = word ^ NL;
+        // Nonzero exactly when one of the eight bytes is a line break.
+        if (x.wrapping_sub(LO) & !x & HI) != 0
+            && let Some(i) = bytes[end - 8..end].iter().rposition(|&b| b == b'\n')
+        {
+            return Some(end - 8 + i);
+        }
+        end -= 8;
+    }
+    bytes[..end].iter().rposition(|&b| b == b'\n')
 }
 
 /// `text` as it appears inside a JSON string the log wrote.
@@ -349,7 +396,7 @@ fn scan_back(path: &Path, mut visit: impl FnMut(u64, &[u8]) -> bool) -> io::Resu
         pos = start;
         let mut end = buf.len();
         if first {
-            match buf.iter().rposition(|&b| b == b'\n') {
+            match last_newline(&buf) {
                 Some(nl) => {
                     end = nl + 1;
                     first = false;
@@ -362,7 +409,7 @@ fn scan_back(path: &Path, mut visit: impl FnMut(u64, &[u8]) -> bool) -> io::Resu
         // `buf[..end]` ends with a line break.
         loop {
             let body_end = end - 1;
-            match buf[..body_end].iter().rposition(|&b| b == b'\n') {
+            match last_newline(&buf[..body_end]) {
                 Some(nl) => {
                     let line = &buf[nl + 1..body_end];
                     if !is_blank(line) && !visit(start + nl as u64 + 1, line) {
@@ -456,12 +503,11 @@ impl<'a> Filter<'a> {
         if self.raw_peer.is_none() && self.raw_grep.is_none() {
             return true;
         }
-        if find(line, LARGE_KEY).is_some() {
+        if is_stub(line) {
             return true;
         }
-        if let Some([from, to]) = &self.raw_peer
-            && find(line, from.as_bytes()).is_none()
-            && find(line, to.as_bytes()).is_none()
+        if let Some(peer) = self.peer
+            && !raw_names_peer(line, peer, self.raw_peer.as_ref())
         {
             return false;
         }
@@ -474,9 +520,13 @@ impl<'a> Filter<'a> {
         }
     }
 
+    /// Conversations only: a ping or a session-ended notice kept from a
+    /// removed session's inbox says nothing worth listing.
     fn matches(&self, message: &Message) -> bool {
-        self.peer
-            .is_none_or(|p| message.from == p || message.to == p)
+        matches!(message.kind, Kind::Query | Kind::Response)
+            && self
+                .peer
+                .is_none_or(|p| message.from == p || message.to == p)
             && self.grep.is_none_or(|g| message.content.contains(g))
     }
 }
@@ -792,7 +842,7 @@ impl<P: Platform> Bridge<P> {
         let present = self.logged_ids(&key, warnings);
         let mut archived = 0;
         for found in &messages {
-            if !(found.taken && present.contains(&found.message.id)) && !dry_run {
+            if !(dry_run || found.taken && present.contains(&found.message.id)) {
                 self.append_record(
                     &key,
                     &found.message,
@@ -1196,7 +1246,7 @@ impl<P: Platform> Bridge<P> {
                         self.remove_old_files(id, report);
                     }
                 }
-                if !(mine && !thorough) {
+                if !mine || thorough {
                     report.kept.push(reason);
                 }
             }
@@ -1631,3 +1681,7 @@ pub(crate) fn cleanup_json(report: &CleanupReport) -> serde_json::Value {
         "kept": report.kept,
     })
 }
+
+#[cfg(test)]
+#[path = "archive_tests.rs"]
+mod tests;
