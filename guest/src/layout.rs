@@ -18,8 +18,22 @@
 //! sessions/<id>/unseen/<msg>         taken by the wake hook, not yet seen in the transcript
 //! sessions/<id>/incarnation          a token renewed by every `start`
 //! sessions/<id>/policy-audit.log     what a policy changed in sent messages
+//! sessions/<id>/archive-key          the key of the session's project archive
 //! .trash/                            sessions being removed
+//! archive/<key>/project              the project's absolute path, checked on every use
+//! archive/<key>/log.jsonl            every message the project exchanged, one JSON line each
+//! archive/<key>/large/<name>.json    a record too large for one atomic append
+//! archive/<key>/members/<id>         the sessions registered in the project
+//! archive/<key>/rejected.jsonl       unreadable log lines that cleanup set aside
 //! ```
+//!
+//! The archive is keyed by project, not by session: the guest's only
+//! capability is the bridge directory, so the archive has to live in it;
+//! keyed by project it outlives `stop`, and a new session in the same
+//! project finds the history of the one before. The key is the project's
+//! name made safe for a file name, then a hash of its full path (see
+//! [`Layout::archive_key`]); the `project` file guards against two paths
+//! sharing a key. The original plugin never looks outside `sessions/`.
 
 use std::path::{Path, PathBuf};
 
@@ -133,6 +147,82 @@ impl Layout {
         self.unseen(id).join(message.as_str())
     }
 
+    /// The key file of a session: which project archive it writes to.
+    pub fn archive_key_file(&self, id: &SessionId) -> PathBuf {
+        self.session(id).join("archive-key")
+    }
+
+    /// Every project archive.
+    pub fn archives(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+
+    /// One project's archive. `key` must pass [`Layout::is_archive_key`].
+    pub fn archive(&self, key: &str) -> PathBuf {
+        debug_assert!(Self::is_archive_key(key), "{key:?}");
+        self.archives().join(key)
+    }
+
+    /// The file naming the project an archive belongs to.
+    pub fn archive_project(&self, key: &str) -> PathBuf {
+        self.archive(key).join("project")
+    }
+
+    /// The append-only log of an archive.
+    pub fn archive_log(&self, key: &str) -> PathBuf {
+        self.archive(key).join("log.jsonl")
+    }
+
+    /// Records too large for one atomic append.
+    pub fn archive_large(&self, key: &str) -> PathBuf {
+        self.archive(key).join("large")
+    }
+
+    /// The sessions registered in an archive's project.
+    pub fn archive_members(&self, key: &str) -> PathBuf {
+        self.archive(key).join("members")
+    }
+
+    /// Unreadable log lines set aside by cleanup.
+    pub fn archive_rejected(&self, key: &str) -> PathBuf {
+        self.archive(key).join("rejected.jsonl")
+    }
+
+    /// The first archive key tried for `project_path` (an absolute path):
+    /// the project's name with every character but `[A-Za-z0-9._-]` made
+    /// `_`, at most 40 characters, then `-` and the FNV-1a 64-bit hash of
+    /// the path (trailing slashes removed) in 16 hex digits. Should another
+    /// path already hold that key, `-2`, `-3` and so on are appended.
+    pub fn archive_key(project_path: &str) -> String {
+        let path = normalized_project(project_path);
+        let mut name: String = crate::wire::project_name(path)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        if name.starts_with('.') || name.is_empty() {
+            name.insert(0, '_');
+        }
+        format!("{name}-{:016x}", fnv1a64(path.as_bytes()))
+    }
+
+    /// True for a name [`Layout::archive_key`] can produce (with a probe
+    /// suffix): a single safe path component.
+    pub fn is_archive_key(key: &str) -> bool {
+        !key.is_empty()
+            && key.len() <= 64
+            && !key.starts_with('.')
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    }
+
     /// Every folder a registered session has.
     pub fn session_dirs(&self, id: &SessionId) -> [PathBuf; 6] {
         [
@@ -143,5 +233,56 @@ impl Layout {
             self.outbox(id),
             self.waiting(id),
         ]
+    }
+}
+
+/// A project path as archives compare it: without trailing slashes (`/`
+/// stays `/`).
+pub fn normalized_project(project_path: &str) -> &str {
+    let trimmed = project_path.trim_end_matches('/');
+    if trimmed.is_empty() && project_path.starts_with('/') {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+/// FNV-1a, 64 bits: short, stable across versions and platforms, and not
+/// meant to resist anyone (the `project` file catches collisions).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_keys_are_readable_safe_and_path_specific() {
+        // Known FNV-1a 64 values.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let key = Layout::archive_key("/home/me/my-app");
+        assert!(key.starts_with("my-app-"), "{key}");
+        assert_eq!(key, Layout::archive_key("/home/me/my-app/"));
+        assert_ne!(key, Layout::archive_key("/home/you/my-app"));
+        for odd in [
+            "/x/../..",
+            "/x/.hidden",
+            "/x/we\"ird\nnamé",
+            "/",
+            "/x/a b/c:d",
+        ] {
+            let key = Layout::archive_key(odd);
+            assert!(Layout::is_archive_key(&key), "{odd:?} gave {key:?}");
+        }
+        assert!(!Layout::is_archive_key("../x"));
+        assert!(!Layout::is_archive_key(".trash"));
+        assert!(!Layout::is_archive_key("a/b"));
     }
 }

@@ -232,7 +232,18 @@ impl<P: Platform> Bridge<P> {
         // in it; they then find the session gone and end. Listing skips
         // dot-files, so nothing mistakes it for a message.
         let _ = fs::write(moved.join("inbox").join(".stopped"), b"");
-        remove_tree(&moved)?;
+        // What is still pending, and what was taken but not archived yet,
+        // goes into the project's archive first. Should that fail, the
+        // directory stays in `.trash/`, where cleanup tries again: a
+        // message is never deleted unarchived.
+        let manifest = read_moved_manifest(&moved, id);
+        let project = manifest.as_ref().map(|m| m.project_path.as_str());
+        if self
+            .archive_removed_session(&moved, id, project, false, &mut Vec::new())
+            .is_ok()
+        {
+            remove_tree(&moved)?;
+        }
         Ok(true)
     }
 
@@ -251,38 +262,71 @@ impl<P: Platform> Bridge<P> {
         }
     }
 
-    /// Removes `id` if its heartbeat is more than 30 minutes old. The check is
-    /// repeated after the directory has been moved aside: a session that
-    /// re-registered in between is moved back, never deleted.
+    /// Removes `id` if its heartbeat is more than 30 minutes old (see
+    /// [`Self::remove_session_if`]).
     pub(crate) fn prune_if_abandoned(&self, id: &SessionId) -> Result<bool> {
+        let abandoned = |m: &Manifest| m.heartbeat_older_than(PRUNE_AFTER_SECS);
+        Ok(self
+            .remove_session_if(id, abandoned, &mut Vec::new())?
+            .is_some())
+    }
+
+    /// Removes `id` if `abandoned` holds for its manifest. The check is
+    /// repeated after the directory has been moved aside: a session that
+    /// re-registered in between is moved back, never deleted. Before the
+    /// directory is deleted, the senders of its pending messages are told
+    /// (receipts) and every message in it is kept in its project's archive,
+    /// pending ones marked as never taken; when that fails the session is
+    /// put back and kept. Returns how many messages were archived, None
+    /// when the session was kept.
+    pub(crate) fn remove_session_if(
+        &self,
+        id: &SessionId,
+        abandoned: impl Fn(&Manifest) -> bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<u32>> {
         match self.manifest(id) {
-            Ok(manifest) if manifest.heartbeat_older_than(PRUNE_AFTER_SECS) => {}
-            _ => return Ok(false),
+            Ok(manifest) if abandoned(&manifest) => {}
+            _ => return Ok(None),
         }
+        // Told while the inbox is still in place, where receipts look.
+        self.receipts_recipient_gone(id);
         let Some(moved) = self.move_to_trash(id)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        let still_abandoned = read_moved_manifest(&moved, id)
-            .is_some_and(|m| m.heartbeat_older_than(PRUNE_AFTER_SECS));
-        if still_abandoned {
-            remove_tree(&moved)?;
-            return Ok(true);
+        let still_abandoned = read_moved_manifest(&moved, id).filter(|m| abandoned(m));
+        if let Some(manifest) = still_abandoned {
+            match self.archive_removed_session(
+                &moved,
+                id,
+                Some(&manifest.project_path),
+                false,
+                warnings,
+            ) {
+                Ok(archived) => {
+                    remove_tree(&moved)?;
+                    return Ok(Some(archived));
+                }
+                Err(err) => warnings.push(format!(
+                    "session {id} was kept: its messages could not be archived ({err})"
+                )),
+            }
         }
-        // Revived while being pruned: put it back. Should a new directory
-        // already stand in its place, the revived one stays in `.trash/`
-        // rather than being deleted.
+        // Revived while being pruned, or not archived: put it back. Should
+        // a new directory already stand in its place, the moved one stays
+        // in `.trash/` rather than being deleted.
         let _ = fs::rename(&moved, self.layout.session(id));
-        Ok(false)
+        Ok(None)
     }
 }
 
 /// The manifest of a session directory moved into `.trash/`.
-fn read_moved_manifest(moved: &Path, id: &SessionId) -> Option<Manifest> {
+pub(crate) fn read_moved_manifest(moved: &Path, id: &SessionId) -> Option<Manifest> {
     let bytes = files::read_bounded(&moved.join("manifest.json"), MAX_MANIFEST_FILE_BYTES).ok()?;
     Manifest::parse(&bytes, id).ok()
 }
 
-fn remove_tree(path: &Path) -> Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -198,7 +198,7 @@ impl<P: Platform> Bridge<P> {
     fn session_start(&self, context: &Context, warnings: &mut Vec<String>) -> Result<Outcome> {
         let session = self.start(context, warnings)?;
         let me = SessionId::parse(&session.session_id)?;
-        let cleanup = self.cleanup_cheap(&me, warnings);
+        let cleanup = self.cleanup_cheap(context, &me, warnings);
         let live_peers = self
             .peers(context)?
             .into_iter()
@@ -265,6 +265,7 @@ impl<P: Platform> Bridge<P> {
             },
             None => self.register_new(&context.project_dir, agent)?,
         };
+        self.archive_register(&manifest, warnings);
         if let Ok(id) = SessionId::parse(&manifest.session_id)
             && let Err(err) = self.record_agent_process(&id, context)
         {
@@ -780,7 +781,7 @@ impl<P: Platform> Bridge<P> {
                 pruned.push(id.to_string());
             }
         }
-        let cheap = self.cleanup_cheap(&me, warnings);
+        let cheap = self.cleanup_cheap(context, &me, warnings);
         pruned.extend(cheap.sessions_removed);
         Ok(StopReport {
             session_id: me.to_string(),
