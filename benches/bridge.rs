@@ -40,6 +40,7 @@ struct Sizes {
     scaling: &'static [usize],
     one_pass: usize,
     left_by_original: &'static [usize],
+    archived: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -55,6 +56,7 @@ const FULL: Sizes = Sizes {
     scaling: &[0, 1_000, 10_000, 100_000],
     one_pass: 5,
     left_by_original: &[10_000, 100_000],
+    archived: 100_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -70,6 +72,7 @@ const QUICK: Sizes = Sizes {
     scaling: &[0, 1_000, 10_000],
     one_pass: 3,
     left_by_original: &[10_000],
+    archived: 100_000,
 };
 
 /// A timed figure: its name, what measures it, and its target.
@@ -144,6 +147,24 @@ fn main() {
             "",
         )
     });
+    let history: Vec<TimedFigure> = [
+        ("the newest 20", vec![]),
+        (
+            "--grep, no match (a full scan)",
+            vec!["--grep", "no such words anywhere"],
+        ),
+        ("--peer, the oldest 20 to match", vec!["--peer", "zzzzzz"]),
+    ]
+    .into_iter()
+    .map(|(what, args)| {
+        (
+            format!("history of {} archived messages, {what}", sizes.archived),
+            Box::new(move || history_of_archive(sizes, cache, &args))
+                as Box<dyn Fn() -> Vec<Duration>>,
+            "< 50 ms",
+        )
+    })
+    .collect();
     let cold: Vec<TimedFigure> = vec![
         (
             "cold start (`id`), no compile cache".into(),
@@ -156,7 +177,13 @@ fn main() {
             "",
         ),
     ];
-    for (name, measure, target) in timed.into_iter().chain(scaling).chain(one_pass).chain(cold) {
+    for (name, measure, target) in timed
+        .into_iter()
+        .chain(scaling)
+        .chain(one_pass)
+        .chain(history)
+        .chain(cold)
+    {
         if want(&name) {
             row(&name, &measure(), target);
         }
@@ -263,6 +290,57 @@ fn listen_among_read(sizes: &Sizes, cache: &Path, read: usize) -> Vec<Duration> 
             let out = w.output(&w.b, &["listen", "--timeout", "0"]);
             let took = started.elapsed();
             assert!(out.contains(&id), "{out}");
+            took
+        })
+        .collect()
+}
+
+/// `history` in a project whose archive holds `sizes.archived` messages:
+/// one real exchange makes the archive, then its log is filled with copies
+/// of the real line under new IDs. The `--peer` figure asks for a session
+/// only the oldest 20 lines name, so it reads the whole log.
+fn history_of_archive(sizes: &Sizes, cache: &Path, args: &[&str]) -> Vec<Duration> {
+    let w = World::new(cache);
+    w.run(&w.a, &["send", &w.b_id, "query", "the first question"]);
+    let project = fs::canonicalize(&w.a).unwrap_or_else(|_| w.a.clone());
+    let archive = fs::read_dir(w.bridge.join("archive"))
+        .expect("the send made an archive")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|dir| {
+            fs::read_to_string(dir.join("project"))
+                .is_ok_and(|p| Path::new(p.trim()) == project || Path::new(p.trim()) == w.a)
+        })
+        .expect("the app's archive");
+    let log = archive.join("log.jsonl");
+    let first = fs::read_to_string(&log).unwrap();
+    let first = first.lines().next().expect("the archived line").to_string();
+    let real_id = &first[8..24];
+    assert!(real_id.starts_with("msg-"), "{first}");
+    let mut text = String::with_capacity(first.len() * sizes.archived);
+    for i in 1..sizes.archived {
+        let line = first.replace(real_id, &format!("msg-h{i:011}"));
+        let line = if i <= 20 {
+            line.replace(&format!("\"to\":\"{}\"", w.b_id), "\"to\":\"zzzzzz\"")
+        } else {
+            line
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push_str(&first);
+    text.push('\n');
+    fs::write(&log, text).unwrap();
+    let mut command = vec!["history"];
+    command.extend_from_slice(args);
+    (0..sizes.scan)
+        .map(|_| {
+            let started = Instant::now();
+            let out = w.output(&w.a, &command);
+            let took = started.elapsed();
+            if args.is_empty() {
+                assert!(out.contains("the first question"), "{out}");
+            }
             took
         })
         .collect()

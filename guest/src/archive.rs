@@ -59,10 +59,9 @@ use crate::files;
 use crate::ids::{MessageId, SessionId, random_token};
 use crate::layout::normalized_project;
 use crate::registry::{PRUNE_AFTER_SECS, read_moved_manifest, remove_tree, validate_project_dir};
+use crate::render::one_line;
 use crate::wire::{Kind, MAX_MESSAGE_FILE_BYTES, Manifest, Message, STALE_AFTER_SECS, Status};
-use crate::{
-    Bridge, CleanupReport, Context, HistoryEntry, HistoryQuery, Layout, Liveness, Platform, clock,
-};
+use crate::{Bridge, CleanupReport, Context, HistoryEntry, HistoryQuery, Layout, Platform, clock};
 
 /// How long taken messages stay in a live mailbox (`inbox/read/`) before
 /// cleanup moves them into the archive, unless `--retention` or
@@ -1160,18 +1159,21 @@ impl<P: Platform> Bridge<P> {
                 tidy: false,
             };
         }
-        match self.liveness(id) {
-            Liveness::Running => Fate::Keep {
+        // Early removal only on word that its agent process ended; a stale
+        // heartbeat alone (a terminal session nobody is typing in) waits for
+        // the abandonment age.
+        match self.agent_process_running(id) {
+            Some(true) => Fate::Keep {
                 reason: format!("{id}: its agent is running (heartbeat {})", ago(age)),
                 tidy: true,
             },
-            Liveness::NotRunning => Fate::Remove {
+            Some(false) => Fate::Remove {
                 stale_after: STALE_AFTER_SECS,
             },
-            Liveness::Unknown if manifest.heartbeat_older_than(PRUNE_AFTER_SECS) => Fate::Remove {
+            None if manifest.heartbeat_older_than(PRUNE_AFTER_SECS) => Fate::Remove {
                 stale_after: PRUNE_AFTER_SECS,
             },
-            Liveness::Unknown => Fate::Keep {
+            None => Fate::Keep {
                 reason: format!(
                     "{id}: heartbeat {}; without word of its agent it is removed after {} min",
                     ago(age),
@@ -1518,20 +1520,6 @@ fn read_line_at(log: &Path, offset: u64) -> std::result::Result<Vec<u8>, String>
             return Err("the line is too long".into());
         }
     }
-}
-
-/// One line of a value: control characters (newlines included) escaped,
-/// as everywhere else the guest shows a peer's text on a terminal.
-fn one_line(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The first line of `content`, at most [`SUMMARY_CHARS`] characters,

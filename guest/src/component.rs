@@ -100,8 +100,7 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
             to_stdout: failure.to_stdout,
         };
         let bridge = Self::bridge(&context.settings).map_err(|error| {
-            let (rendered, to_stdout) =
-                crate::failure_text::render(&error, verb.name(), &context);
+            let (rendered, to_stdout) = crate::failure_text::render(&error, verb.name(), &context);
             failed(crate::Failure {
                 error,
                 warnings: Vec::new(),
@@ -409,10 +408,7 @@ impl From<crate::Outcome> for wit::Outcome {
                             })
                         }
                         crate::PeerEntry::Unsafe { session_id, reason } => {
-                            wit::PeerEntry::Withheld(wit::UnreadableSession {
-                                session_id,
-                                reason,
-                            })
+                            wit::PeerEntry::Withheld(wit::UnreadableSession { session_id, reason })
                         }
                     })
                     .collect(),

@@ -111,7 +111,9 @@ impl Platform for LocalPlatform {
 
     fn process_running(&self, process: &str) -> Option<bool> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.as_ref().map(|list| list.iter().any(|p| p == process))
+        running
+            .as_ref()
+            .map(|list| list.iter().any(|p| p == process))
     }
 }
 
@@ -164,7 +166,10 @@ impl<P: Platform> Bridge<P> {
             }),
             Err(error) => {
                 let (mut rendered, to_stdout) = failure_text::render(&error, verb_name, context);
-                if let Some(text) = self.policy.render_failure(&error, verb_name, context.format) {
+                if let Some(text) = self
+                    .policy
+                    .render_failure(&error, verb_name, context.format)
+                {
                     rendered = text;
                 }
                 Err(Failure {

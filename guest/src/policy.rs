@@ -41,7 +41,12 @@ pub trait Policy {
     /// Renders a failed verb (`verb` is its command-line name); None keeps
     /// the default wording. Where it is printed (standard output for a
     /// timeout and for JSON, standard error otherwise) stays the same.
-    fn render_failure(&self, error: &crate::BridgeError, verb: &str, format: Format) -> Option<String> {
+    fn render_failure(
+        &self,
+        error: &crate::BridgeError,
+        verb: &str,
+        format: Format,
+    ) -> Option<String> {
         let _ = (error, verb, format);
         None
     }

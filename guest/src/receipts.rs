@@ -31,6 +31,7 @@ use serde_json::json;
 use crate::error::{BridgeError, Result, display_path};
 use crate::files::{self, ReadFailure};
 use crate::ids::{MessageId, SessionId, random_token};
+use crate::render::one_line;
 use crate::wire::{
     Kind, MAX_MANIFEST_FILE_BYTES, MAX_MESSAGE_FILE_BYTES, Manifest, Message, Status,
 };
@@ -298,19 +299,10 @@ impl<P: Platform> Bridge<P> {
     /// Whether the agent behind session `id` runs: its recorded agent
     /// process, as the host tells; otherwise its heartbeat.
     pub(crate) fn liveness(&self, id: &SessionId) -> Liveness {
-        let process = files::read_bounded(
-            &self.layout.agent_process(id),
-            MAX_AGENT_PROCESS_BYTES as u64,
-        )
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|text| !text.is_empty());
-        if let Some(process) = process {
-            match self.platform.process_running(&process) {
-                Some(true) => return Liveness::Running,
-                Some(false) => return Liveness::NotRunning,
-                None => {}
-            }
+        match self.agent_process_running(id) {
+            Some(true) => return Liveness::Running,
+            Some(false) => return Liveness::NotRunning,
+            None => {}
         }
         let manifest = files::read_bounded(&self.layout.manifest(id), MAX_MANIFEST_FILE_BYTES)
             .ok()
@@ -320,6 +312,21 @@ impl<P: Platform> Bridge<P> {
             Some(_) => Liveness::Running,
             None => Liveness::Unknown,
         }
+    }
+
+    /// Whether the agent process recorded for session `id` runs: None when
+    /// none is recorded or the host cannot tell. Unlike [`Self::liveness`]
+    /// it never guesses from the heartbeat, so cleanup removes a session
+    /// early only on this word.
+    pub(crate) fn agent_process_running(&self, id: &SessionId) -> Option<bool> {
+        let process = files::read_bounded(
+            &self.layout.agent_process(id),
+            MAX_AGENT_PROCESS_BYTES as u64,
+        )
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|text| !text.is_empty())?;
+        self.platform.process_running(&process)
     }
 
     /// Records `context.agent_process` for session `id` (start, session-start).
@@ -673,19 +680,6 @@ fn parse_marker(bytes: &[u8]) -> Option<(SessionId, u64)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let (sender, at) = text.trim().split_once(' ')?;
     Some((SessionId::parse(sender).ok()?, at.parse().ok()?))
-}
-
-/// One line of a value a peer wrote: control characters escaped.
-fn one_line(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `HH:MM:SS` of a wire stamp, with its date when it is not `day`.

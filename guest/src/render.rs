@@ -23,7 +23,7 @@ pub fn render(outcome: &Outcome, format: Format) -> String {
 }
 
 /// One line of a value: control characters (newlines included) escaped.
-fn one_line(value: &str) -> String {
+pub(crate) fn one_line(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         if c.is_control() {

@@ -605,7 +605,10 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
                 },
             )
             .unwrap_err();
-        assert!(matches!(failed.error, crate::BridgeError::NotAnswered { seconds: 0, .. }));
+        assert!(matches!(
+            failed.error,
+            crate::BridgeError::NotAnswered { seconds: 0, .. }
+        ));
         let query = taken(listen_once(root, &lib).unwrap());
         bridge(root).commit_delivery(&query.ticket).unwrap();
         query.message

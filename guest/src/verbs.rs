@@ -156,9 +156,9 @@ impl<P: Platform> Bridge<P> {
                 .cleanup(context, dry_run, warnings)
                 .map(Outcome::Cleaned),
             Verb::SessionStart => self.session_start(context, warnings),
-            Verb::Seen { transcript } => self
-                .seen(context, &transcript, warnings)
-                .map(Outcome::Seen),
+            Verb::Seen { transcript } => {
+                self.seen(context, &transcript, warnings).map(Outcome::Seen)
+            }
         }
     }
 
@@ -433,7 +433,7 @@ impl<P: Platform> Bridge<P> {
             }
         };
         loop {
-            let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, &select)? else {
+            let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, select)? else {
                 return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
             };
             let message = &delivery.message;

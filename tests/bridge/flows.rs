@@ -429,10 +429,15 @@ fn an_ask_that_times_out_says_how_far_the_query_got() {
         .args(["run", "receive", &id, "--timeout", "1"])
         .fails();
     assert!(
-        stdout.starts_with(&format!("No response to {id} after 1s: taken by {b_id} at ")),
+        stdout.starts_with(&format!(
+            "No response to {id} after 1s: taken by {b_id} at "
+        )),
         "{stdout}"
     );
-    assert!(stdout.contains(", not answered yet; to keep waiting"), "{stdout}");
+    assert!(
+        stdout.contains(", not answered yet; to keep waiting"),
+        "{stdout}"
+    );
     let tracked = w.cmd(&a).args(["run", "track", &id]).json();
     assert_eq!(tracked["stage"], "taken", "{tracked}");
     // A late reply is still collected with receive, and the receipt says so.

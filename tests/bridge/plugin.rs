@@ -913,7 +913,9 @@ fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
 fn tracked_until(agent: &Agent, id: &str, stage: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = agent.bash(&format!("bridge-host run track {id} --json")).ok();
+        let out = agent
+            .bash(&format!("bridge-host run track {id} --json"))
+            .ok();
         let receipt: Value = serde_json::from_str(&out).unwrap();
         if receipt["stage"] == stage || Instant::now() > deadline {
             return receipt;
@@ -932,7 +934,9 @@ fn receipts_follow_a_query_through_the_wake_hook_and_the_transcript() {
     let lib_id = lib.session_start();
     app.session_start();
     let id = app
-        .bash(&format!("bridge-host run send {lib_id} query 'is setup() stable?'"))
+        .bash(&format!(
+            "bridge-host run send {lib_id} query 'is setup() stable?'"
+        ))
         .ok()
         .trim()
         .to_string();
@@ -956,11 +960,18 @@ fn receipts_follow_a_query_through_the_wake_hook_and_the_transcript() {
 
     // The turn's end: a transcript without the ID confirms nothing; once
     // Claude Code has written the wake-up into it, the next Stop hook does.
-    std::fs::write(lib.transcript(), "{\"type\":\"user\",\"message\":\"hello\"}\n").unwrap();
+    std::fs::write(
+        lib.transcript(),
+        "{\"type\":\"user\",\"message\":\"hello\"}\n",
+    )
+    .unwrap();
     let mut idle = lib.idle();
     std::thread::sleep(Duration::from_millis(500));
     let receipt = tracked_until(&app, &id, "taken");
-    assert_eq!(receipt["stage"], "taken", "seen without the transcript saying so: {receipt}");
+    assert_eq!(
+        receipt["stage"], "taken",
+        "seen without the transcript saying so: {receipt}"
+    );
     let _ = idle.kill();
     let _ = idle.wait();
     let line = json!({"type": "attachment", "content": wake}).to_string();
@@ -1003,11 +1014,22 @@ fn a_send_to_a_session_whose_claude_is_gone_says_it_is_only_queued() {
         "{stderr}"
     );
     let sent: Value = serde_json::from_str(
-        &app.bash(&format!("bridge-host run send {lib_id} query 'still there?' --json")).ok(),
+        &app.bash(&format!(
+            "bridge-host run send {lib_id} query 'still there?' --json"
+        ))
+        .ok(),
     )
     .unwrap();
     assert_eq!(sent["recipient"], "not-running", "{sent}");
-    let cleanup: Value = serde_json::from_str(&app.bash("bridge-host run cleanup --json").ok()).unwrap();
-    assert!(w.session_dir(&lib_id).join("manifest.json").exists(), "{cleanup}");
-    assert_eq!(json_files(&w.session_dir(&lib_id).join("inbox")), 2, "{cleanup}");
+    let cleanup: Value =
+        serde_json::from_str(&app.bash("bridge-host run cleanup --json").ok()).unwrap();
+    assert!(
+        w.session_dir(&lib_id).join("manifest.json").exists(),
+        "{cleanup}"
+    );
+    assert_eq!(
+        json_files(&w.session_dir(&lib_id).join("inbox")),
+        2,
+        "{cleanup}"
+    );
 }

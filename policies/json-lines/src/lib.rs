@@ -49,7 +49,10 @@ impl Policy for JsonLines {
         if format == Format::Json {
             return None;
         }
-        Some(format!("{}\n", json!({ "error": error.to_string(), "verb": verb })))
+        Some(format!(
+            "{}\n",
+            json!({ "error": error.to_string(), "verb": verb })
+        ))
     }
 }
 
