@@ -299,6 +299,30 @@ impl<P: Platform> Bridge<P> {
     /// Whether the agent behind session `id` runs: its recorded agent
     /// process, as the host tells; otherwise its heartbeat.
     pub(crate) fn liveness(&self, id: &SessionId) -> Liveness {
+        let now = clock::epoch_millis();
+        let key = self.layout.session(id).display().to_string();
+        let cached = LIVENESS.with(|c| {
+            c.borrow()
+                .get(&key)
+                .filter(|(_, at)| now.saturating_sub(*at) < LIVENESS_FRESH_MS)
+                .map(|(liveness, _)| *liveness)
+        });
+        if let Some(liveness) = cached {
+            return liveness;
+        }
+        let liveness = self.liveness_now(id);
+        LIVENESS.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= 64 {
+                c.clear();
+            }
+            c.insert(key, (liveness, now));
+        });
+        liveness
+    }
+
+    /// [`Self::liveness`], looked up afresh.
+    pub(crate) fn liveness_now(&self, id: &SessionId) -> Liveness {
         match self.agent_process_running(id) {
             Some(true) => return Liveness::Running,
             Some(false) => return Liveness::NotRunning,
@@ -339,6 +363,8 @@ impl<P: Platform> Bridge<P> {
         let Some(process) = context.agent_process.as_deref() else {
             return Ok(());
         };
+        let key = self.layout.session(id).display().to_string();
+        LIVENESS.with(|c| c.borrow_mut().remove(&key));
         if process.is_empty()
             || process.len() > MAX_AGENT_PROCESS_BYTES
             || process.chars().any(char::is_control)
@@ -673,6 +699,15 @@ impl<P: Platform> Bridge<P> {
         }
         Trace::Unknown
     }
+}
+
+/// How long an instance that runs many verbs trusts a liveness it looked
+/// up: a burst of sends to one peer asks once.
+const LIVENESS_FRESH_MS: u64 = 1000;
+
+thread_local! {
+    static LIVENESS: std::cell::RefCell<std::collections::HashMap<String, (Liveness, u64)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// `<sender> <epoch-ms>`.
