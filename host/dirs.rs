@@ -203,6 +203,60 @@ fn shell_quote(path: &Path) -> String {
     }
 }
 
+/// `path` as the guest is given it. The guest, like the original plugin's
+/// manifests, writes paths with `/`; on Windows an absolute path is given
+/// in the form Git Bash's `pwd` prints, which is what the original plugin
+/// records there: `C:\Users\me\app` as `/c/Users/me/app`, and
+/// `\\server\share\app` as `//server/share/app`. Any other path is given as
+/// it is (a relative one is refused by the guest, as on Unix).
+///
+/// # Errors
+///
+/// A name that is not valid UTF-8, or a device path (`\\.\…`), which has
+/// no such form.
+#[cfg(windows)]
+pub fn git_bash_form(path: &Path) -> Result<PathBuf> {
+    use std::path::{Component, Prefix};
+    if !path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let utf8 = |part: &std::ffi::OsStr| {
+        part.to_str().map(str::to_string).with_context(|| {
+            format!(
+                "{} is not valid UTF-8; session-bridge stores paths as JSON text",
+                path.display()
+            )
+        })
+    };
+    let mut text = String::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(prefix) => match prefix.kind() {
+                Prefix::Disk(letter) | Prefix::VerbatimDisk(letter) => {
+                    text.push('/');
+                    text.push(char::from(letter.to_ascii_lowercase()));
+                }
+                Prefix::UNC(server, share) | Prefix::VerbatimUNC(server, share) => {
+                    text.push_str(&format!("//{}/{}", utf8(server)?, utf8(share)?));
+                }
+                Prefix::Verbatim(_) | Prefix::DeviceNS(_) => {
+                    bail!(
+                        "{} is a device path; use a path on a drive or a share",
+                        path.display()
+                    )
+                }
+            },
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => text.push_str("/.."),
+            Component::Normal(name) => {
+                text.push('/');
+                text.push_str(&utf8(name)?);
+            }
+        }
+    }
+    Ok(PathBuf::from(text))
+}
+
 /// Opens the bridge directory as a capability: every path the host resolves
 /// for the guest goes through it and cannot leave it.
 pub fn open_bridge_dir(path: &Path) -> Result<cap_std::fs::Dir> {
