@@ -121,17 +121,37 @@ fn dir_identity(dir: &std::fs::File) -> Option<(u64, u64)> {
     rustix::fs::fstat(dir).ok().map(|s| identity(&s))
 }
 
-// Windows has no loose sessions to withhold: its directory checks read no
-// ACLs (see dirs.rs), so `loose` is always empty there and these are never
-// asked.
-#[cfg(not(unix))]
-fn path_identity(_: &Path) -> Option<(u64, u64)> {
-    None
+/// A directory's volume serial number and file index.
+#[cfg(windows)]
+fn path_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::windows::fs::OpenOptionsExt;
+    use windows_sys::Win32::Storage::FileSystem::{
+        FILE_FLAG_BACKUP_SEMANTICS, FILE_READ_ATTRIBUTES,
+    };
+    let dir = std::fs::OpenOptions::new()
+        .access_mode(FILE_READ_ATTRIBUTES)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+        .ok()?;
+    dir_identity(&dir)
 }
 
-#[cfg(not(unix))]
-fn dir_identity(_: &std::fs::File) -> Option<(u64, u64)> {
-    None
+#[cfg(windows)]
+fn dir_identity(dir: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        BY_HANDLE_FILE_INFORMATION, GetFileInformationByHandle,
+    };
+    // SAFETY: a zeroed record is a valid one for the call to fill in.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is an open handle; the call writes only `info`.
+    if unsafe { GetFileInformationByHandle(dir.as_raw_handle(), &mut info) } == 0 {
+        return None;
+    }
+    Some((
+        u64::from(info.dwVolumeSerialNumber),
+        (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow),
+    ))
 }
 
 /// `path` as plain names, `.` dropped and `..` applied; None when `..`

@@ -3,8 +3,9 @@
 //! the way ssh checks `~/.ssh`: ours, and not writable by anyone else.
 //!
 //! On Windows, permissions are ACLs, which this host does not read: there the
-//! checks refuse links and non-directories, and say on standard error, once
-//! per process, that who may write the directory went unchecked.
+//! checks refuse links, non-directories and directories another user owns,
+//! and say on standard error, once per process, that who else may write the
+//! directory went unchecked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -165,29 +166,175 @@ fn check_owner_and_mode(path: &Path, what: &str, meta: &fs::Metadata) -> Result<
     Ok(None)
 }
 
-/// Windows keeps permissions in ACLs, which this host does not read. The
-/// directory is still refused if it is a link; whether another user may
-/// write it is left unchecked, and said so.
-#[cfg(not(unix))]
+/// Windows keeps permissions in ACLs. The directory, opened itself rather
+/// than what a link leads to, must be a directory whose owner is this user,
+/// or Administrators or SYSTEM (an elevated process creates what
+/// Administrators own; both can write anywhere already). Its ACL, and so
+/// who else may write to it, is not read, and that is said once per run.
+#[cfg(windows)]
 fn check_owner_and_mode(path: &Path, what: &str, _: &fs::Metadata) -> Result<Option<String>> {
-    let own = fs::symlink_metadata(path)
+    let dir = windows_owner::open_itself(path)
+        .with_context(|| format!("cannot open the {what} {}", path.display()))?;
+    let meta = dir
+        .metadata()
         .with_context(|| format!("cannot read the {what} {}", path.display()))?;
-    if own.file_type().is_symlink() {
+    if meta.file_type().is_symlink() {
         bail!(
             "the {what} {} is a link; use a directory of its own",
             path.display()
         );
     }
+    if !meta.is_dir() {
+        bail!("the {what} {} is not a directory", path.display());
+    }
+    let owner = windows_owner::owner(&dir)
+        .with_context(|| format!("cannot read who owns the {what} {}", path.display()))?;
+    let me = windows_owner::current_user().context("cannot read this process's user")?;
+    if owner != me && !windows_owner::ADMINS_AND_SYSTEM.contains(&owner.as_str()) {
+        return Ok(Some(format!(
+            "the {what} {} belongs to {owner} but you are {me}; another user could read or \
+             forge your sessions' messages. Use a directory of your own (--bridge-dir) or take \
+             it over: takeown /F \"{}\"",
+            path.display(),
+            path.display()
+        )));
+    }
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
         eprintln!(
-            "warning: bridge-host does not check Windows ACLs: who else may write to the \
-             {what} {} is unchecked. Keep it under your own profile, where only you and \
-             administrators can",
+            "warning: bridge-host checks who owns the {what} {} but does not read Windows \
+             ACLs: who else may write to it is unchecked. Keep it under your own profile, \
+             where only you and administrators can",
             path.display()
         )
     });
     Ok(None)
+}
+
+/// Owners as security identifiers (SIDs), in their `S-1-…` text form.
+#[cfg(windows)]
+mod windows_owner {
+    use std::fs;
+    use std::io;
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+    use std::path::Path;
+
+    use windows_sys::Win32::Foundation::HANDLE;
+    use windows_sys::Win32::Security::{
+        GetKernelObjectSecurity, GetLengthSid, GetSecurityDescriptorOwner, GetTokenInformation,
+        OWNER_SECURITY_INFORMATION, PSID, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{
+        FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES,
+        READ_CONTROL,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+    /// BUILTIN\Administrators and NT AUTHORITY\SYSTEM.
+    pub const ADMINS_AND_SYSTEM: [&str; 2] = ["S-1-5-32-544", "S-1-5-18"];
+
+    /// `path` itself, a link not followed, opened to read its owner and
+    /// attributes (a directory needs backup semantics to be opened at all).
+    pub fn open_itself(path: &Path) -> io::Result<fs::File> {
+        fs::OpenOptions::new()
+            .access_mode(READ_CONTROL | FILE_READ_ATTRIBUTES)
+            .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+            .open(path)
+    }
+
+    /// Who owns the object `file` is open on.
+    pub fn owner(file: &fs::File) -> io::Result<String> {
+        let handle = file.as_raw_handle() as HANDLE;
+        // SAFETY: `handle` is open for READ_CONTROL; each call writes at
+        // most the length given into the buffer, 8-byte aligned as a
+        // security descriptor needs.
+        let descriptor = sized(|buffer, len, needed| unsafe {
+            GetKernelObjectSecurity(handle, OWNER_SECURITY_INFORMATION, buffer, len, needed)
+        })?;
+        let mut owner: PSID = std::ptr::null_mut();
+        let mut defaulted = 0;
+        // SAFETY: `descriptor` holds the self-relative descriptor just read;
+        // `owner` points into it and is used while it lives.
+        let found = unsafe {
+            GetSecurityDescriptorOwner(descriptor.as_ptr() as _, &mut owner, &mut defaulted)
+        };
+        if found == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if owner.is_null() {
+            return Err(io::Error::other("it has no owner"));
+        }
+        // SAFETY: a valid SID inside `descriptor`.
+        Ok(unsafe { sid_text(owner) })
+    }
+
+    /// The user this process runs as.
+    pub fn current_user() -> io::Result<String> {
+        let mut raw: HANDLE = std::ptr::null_mut();
+        // SAFETY: GetCurrentProcess returns a pseudo handle; OpenProcessToken
+        // writes a new handle into `raw` on success, which `token` then owns.
+        let token = unsafe {
+            if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut raw) == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            OwnedHandle::from_raw_handle(raw)
+        };
+        let handle = token.as_raw_handle() as HANDLE;
+        // SAFETY: as in `owner`: the call writes at most `len` bytes.
+        let info = sized(|buffer, len, needed| unsafe {
+            GetTokenInformation(handle, TokenUser, buffer, len, needed)
+        })?;
+        // SAFETY: the buffer starts with the TOKEN_USER the call wrote, whose
+        // SID points into the same buffer.
+        Ok(unsafe { sid_text((*(info.as_ptr() as *const TOKEN_USER)).User.Sid) })
+    }
+
+    /// Runs a Windows call that fills a buffer of a size it reports: first
+    /// to learn the size, then with a buffer that large.
+    fn sized(
+        mut call: impl FnMut(*mut core::ffi::c_void, u32, *mut u32) -> i32,
+    ) -> io::Result<Vec<u64>> {
+        let mut buffer: Vec<u64> = Vec::new();
+        let mut needed = 0u32;
+        for _ in 0..3 {
+            let len = u32::try_from(buffer.len() * 8).unwrap_or(u32::MAX);
+            if call(buffer.as_mut_ptr().cast(), len, &mut needed) != 0 {
+                return Ok(buffer);
+            }
+            let err = io::Error::last_os_error();
+            // ERROR_INSUFFICIENT_BUFFER
+            if err.raw_os_error() != Some(122) || needed as usize <= buffer.len() * 8 {
+                return Err(err);
+            }
+            buffer = vec![0; (needed as usize).div_ceil(8)];
+        }
+        Err(io::Error::other("the size it needs keeps changing"))
+    }
+
+    /// `S-<revision>-<authority>-<sub-authority>…`, read from the SID's
+    /// bytes: revision, sub-authority count, a 48-bit big-endian
+    /// authority, then that many 32-bit little-endian sub-authorities.
+    ///
+    /// # Safety
+    ///
+    /// `sid` points to a valid SID.
+    unsafe fn sid_text(sid: PSID) -> String {
+        // SAFETY: the caller's promise; GetLengthSid gives its full length.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(sid as *const u8, GetLengthSid(sid) as usize) };
+        let authority = bytes[2..8]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let mut text = format!("S-{}-{authority}", bytes[0]);
+        for sub in bytes[8..].chunks_exact(4).take(usize::from(bytes[1])) {
+            text.push_str(&format!(
+                "-{}",
+                u32::from_le_bytes([sub[0], sub[1], sub[2], sub[3]])
+            ));
+        }
+        text
+    }
 }
 
 #[cfg(unix)]
@@ -201,6 +348,60 @@ fn shell_quote(path: &Path) -> String {
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
     }
+}
+
+/// `path` as the guest is given it. The guest, like the original plugin's
+/// manifests, writes paths with `/`; on Windows an absolute path is given
+/// in the form Git Bash's `pwd` prints, which is what the original plugin
+/// records there: `C:\Users\me\app` as `/c/Users/me/app`, and
+/// `\\server\share\app` as `//server/share/app`. Any other path is given as
+/// it is (a relative one is refused by the guest, as on Unix).
+///
+/// # Errors
+///
+/// A name that is not valid UTF-8, or a device path (`\\.\…`), which has
+/// no such form.
+#[cfg(windows)]
+pub fn git_bash_form(path: &Path) -> Result<PathBuf> {
+    use std::path::{Component, Prefix};
+    if !path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let utf8 = |part: &std::ffi::OsStr| {
+        part.to_str().map(str::to_string).with_context(|| {
+            format!(
+                "{} is not valid UTF-8; session-bridge stores paths as JSON text",
+                path.display()
+            )
+        })
+    };
+    let mut text = String::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(prefix) => match prefix.kind() {
+                Prefix::Disk(letter) | Prefix::VerbatimDisk(letter) => {
+                    text.push('/');
+                    text.push(char::from(letter.to_ascii_lowercase()));
+                }
+                Prefix::UNC(server, share) | Prefix::VerbatimUNC(server, share) => {
+                    text.push_str(&format!("//{}/{}", utf8(server)?, utf8(share)?));
+                }
+                Prefix::Verbatim(_) | Prefix::DeviceNS(_) => {
+                    bail!(
+                        "{} is a device path; use a path on a drive or a share",
+                        path.display()
+                    )
+                }
+            },
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => text.push_str("/.."),
+            Component::Normal(name) => {
+                text.push('/');
+                text.push_str(&utf8(name)?);
+            }
+        }
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// Opens the bridge directory as a capability: every path the host resolves

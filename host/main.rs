@@ -678,6 +678,8 @@ fn read_guest(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn path_text(path: &Path) -> Result<String> {
+    #[cfg(windows)]
+    let path = &dirs::git_bash_form(path)?;
     match path.to_str() {
         Some(text) => Ok(text.to_string()),
         None => bail!(

@@ -78,6 +78,9 @@ fn config() -> Config {
     // wasmtime's own traps and backtraces do not use them. Loading a guest
     // registered one per function with the system unwinder (and removed
     // them again at exit): about 1,000 calls for the default guest.
+    // Windows needs them to unwind through guest frames, and wasmtime
+    // refuses to build an engine there without them.
+    #[cfg(not(windows))]
     config.native_unwind_info(false);
     config
 }
