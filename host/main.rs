@@ -365,9 +365,22 @@ fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
 }
 
 fn default_bridge_dir() -> Result<PathBuf> {
-    match std::env::var_os("HOME") {
-        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".claude/session-bridge")),
-        _ => bail!("HOME is not set; pass --bridge-dir or set BRIDGE_DIR"),
+    // Git Bash sets HOME on Windows; cmd and PowerShell only USERPROFILE,
+    // which is where Claude Code keeps `.claude` there.
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            cfg!(windows)
+                .then(|| std::env::var_os("USERPROFILE"))
+                .flatten()
+                .filter(|h| !h.is_empty())
+        });
+    match home {
+        Some(home) => Ok(PathBuf::from(home).join(".claude/session-bridge")),
+        None if cfg!(windows) => {
+            bail!("neither HOME nor USERPROFILE is set; pass --bridge-dir or set BRIDGE_DIR")
+        }
+        None => bail!("HOME is not set; pass --bridge-dir or set BRIDGE_DIR"),
     }
 }
 
