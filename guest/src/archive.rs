@@ -284,6 +284,17 @@ thread_local! {
         std::cell::RefCell::new(HashMap::new());
 }
 
+thread_local! {
+    /// Whether a session is a member of an archive's project, as this
+    /// instance last found, and when (epoch ms): a member stays one; that a
+    /// session is not is trusted for [`NOT_MEMBER_FRESH_MS`].
+    static MEMBERS: std::cell::RefCell<HashMap<(String, String), (bool, u64)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// How long an instance trusts that a session is not a project's member.
+const NOT_MEMBER_FRESH_MS: u64 = 1000;
+
 /// Remembers `key` as session `id`'s archive key (see [`KNOWN_KEYS`]).
 fn remember_key(id: &SessionId, key: &str) {
     KNOWN_KEYS.with(|known| {
@@ -780,6 +791,27 @@ impl<P: Platform> Bridge<P> {
         self.archive_key_for_write(&project)
     }
 
+    /// True when session `id` is registered in the archive `key`'s project.
+    fn is_member(&self, key: &str, id: &str) -> bool {
+        let now = clock::epoch_millis();
+        let entry = (key.to_string(), id.to_string());
+        let known = MEMBERS.with(|m| m.borrow().get(&entry).copied());
+        match known {
+            Some((true, _)) => return true,
+            Some((false, at)) if now.saturating_sub(at) < NOT_MEMBER_FRESH_MS => return false,
+            _ => {}
+        }
+        let member = files::stat(&self.layout.archive_members(key).join(id)).is_ok();
+        MEMBERS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(entry, (member, now));
+        });
+        member
+    }
+
     /// Called by `start`: prepares the archive of the session's project,
     /// records its key in the session directory and the session among the
     /// project's members.
@@ -868,7 +900,7 @@ impl<P: Platform> Bridge<P> {
             return;
         };
         // Sent by a session of the same project: its sender kept it.
-        if files::stat(&self.layout.archive_members(&key).join(&message.from)).is_ok() {
+        if self.is_member(&key, &message.from) {
             return;
         }
         let _ = self.append_record(&key, message, Direction::In, owner.as_str(), false);

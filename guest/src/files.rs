@@ -17,7 +17,7 @@ fn temp_path(dir: &Path) -> PathBuf {
 }
 
 /// Creates `path`, which must not exist, holding `bytes`.
-fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     #[cfg(target_os = "wasi")]
     if let Some(written) = wasi::write_new(path, bytes) {
         return written;

@@ -565,15 +565,31 @@ impl<P: Platform> Bridge<P> {
         let bytes = serde_json::to_vec(&step).expect("steps serialize");
         let dir = self.layout.receipts(sender);
         let name = Layout::receipt_name(message, stage.as_str());
-        if files::replace(&dir, &name, &bytes).is_ok() {
-            return Ok(true);
+        // A take is on the hot path and has one first taker: its step is
+        // created in place, exclusively, in one write (a reader that meets
+        // it half written waits for it, see `read_step`). The other steps
+        // are rare and replace what was there, through a temporary file.
+        let write = |dir: &Path| -> std::io::Result<bool> {
+            if stage == Stage::Taken {
+                match files::write_new(&dir.join(&name), &bytes) {
+                    Ok(()) => Ok(true),
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(err) => Err(err),
+                }
+            } else {
+                files::replace(dir, &name, &bytes)
+                    .map(|()| true)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }
+        };
+        if let Ok(written) = write(&dir) {
+            return Ok(written);
         }
         if !self.session_dir_usable(sender)? {
             return Ok(false);
         }
         files::ensure_child_dir(&dir)?;
-        files::replace(&dir, &name, &bytes)?;
-        Ok(true)
+        write(&dir).map_err(|err| BridgeError::io("cannot write the receipt", &dir.join(&name), &err))
     }
 
     /// Leaves a marker that `owner` took `id` from `sender` through the wake
@@ -600,9 +616,14 @@ impl<P: Platform> Bridge<P> {
         let dir = self.layout.receipts(me);
         let name = Layout::receipt_name(id, stage.as_str());
         let path = dir.join(&name);
-        let problem = match files::read_bounded(&path, MAX_STEP_FILE_BYTES) {
-            Ok(bytes) => match Step::parse(&bytes) {
+        let problem = match files::read_bounded_with_stat(&path, MAX_STEP_FILE_BYTES) {
+            Ok((bytes, stat)) => match Step::parse(&bytes) {
                 Ok(step) => return Some(step),
+                // A take's step is written in place: one still being
+                // written is left for the next look.
+                Err(_) if stage == Stage::Taken && !older_than(stat.modified, STEP_WRITE_GRACE) => {
+                    return None;
+                }
                 Err(reason) => reason,
             },
             Err(ReadFailure::Missing) => return None,
@@ -699,6 +720,17 @@ impl<P: Platform> Bridge<P> {
         }
         Trace::Unknown
     }
+}
+
+/// How long a take's step may be seen half written before it counts as
+/// corrupt.
+const STEP_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// True when `modified` is more than `age` ago (or unknown).
+fn older_than(modified: Option<std::time::SystemTime>, age: std::time::Duration) -> bool {
+    modified
+        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+        .is_none_or(|elapsed| elapsed > age)
 }
 
 /// How long an instance that runs many verbs trusts a liveness it looked

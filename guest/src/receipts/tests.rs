@@ -625,6 +625,18 @@ fn a_corrupt_receipt_is_set_aside_with_a_warning_and_never_blocks_delivery() {
     take(root, &lib);
     let taken = step_path(root, &app, &first, "taken");
     std::fs::write(&taken, "{\"at\": \"yesterday\"").unwrap();
+    // Just written, it may still be being written: left for a later look.
+    let (young, report) = track(root, &app, &first);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(taken.exists());
+    assert_eq!(young.stage, Stage::Taken);
+    // Older than the grace, it is corrupt.
+    std::fs::File::options()
+        .write(true)
+        .open(&taken)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
     let (receipt, report) = track(root, &app, &first);
     assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
     let warning = &report.warnings[0];
