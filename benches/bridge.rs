@@ -315,7 +315,7 @@ fn history_of_archive(sizes: &Sizes, cache: &Path, args: &[&str]) -> Vec<Duratio
     let log = archive.join("log.jsonl");
     let first = fs::read_to_string(&log).unwrap();
     let first = first.lines().next().expect("the archived line").to_string();
-    let real_id = &first[8..24];
+    let real_id = &first[7..23];
     assert!(real_id.starts_with("msg-"), "{first}");
     let mut text = String::with_capacity(first.len() * sizes.archived);
     for i in 1..sizes.archived {

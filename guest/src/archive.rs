@@ -557,6 +557,8 @@ struct Filter<'a> {
     grep: Option<&'a str>,
     raw_peer: Option<[String; 2]>,
     raw_grep: Option<String>,
+    /// Searches a raw line for `raw_grep`, built once.
+    grep_finder: Option<memchr::memmem::Finder<'static>>,
 }
 
 impl<'a> Filter<'a> {
@@ -566,6 +568,8 @@ impl<'a> Filter<'a> {
             grep,
             raw_peer: peer.map(|p| [format!(",\"from\":\"{p}\""), format!(",\"to\":\"{p}\"")]),
             raw_grep: grep.map(json_escaped),
+            grep_finder: grep
+                .map(|g| memchr::memmem::Finder::new(json_escaped(g).as_bytes()).into_owned()),
         }
     }
 
@@ -583,11 +587,8 @@ impl<'a> Filter<'a> {
         {
             return false;
         }
-        match &self.raw_grep {
-            Some(needle) => match std::str::from_utf8(line) {
-                Ok(text) => text.contains(needle.as_str()),
-                Err(_) => find(line, needle.as_bytes()).is_some(),
-            },
+        match &self.grep_finder {
+            Some(finder) => finder.find(line).is_some(),
             None => true,
         }
     }

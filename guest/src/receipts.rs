@@ -589,7 +589,8 @@ impl<P: Platform> Bridge<P> {
             return Ok(false);
         }
         files::ensure_child_dir(&dir)?;
-        write(&dir).map_err(|err| BridgeError::io("cannot write the receipt", &dir.join(&name), &err))
+        write(&dir)
+            .map_err(|err| BridgeError::io("cannot write the receipt", &dir.join(&name), &err))
     }
 
     /// Leaves a marker that `owner` took `id` from `sender` through the wake
