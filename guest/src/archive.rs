@@ -331,35 +331,17 @@ fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
 /// thread of its own.
 #[cfg(target_os = "wasi")]
 mod wasi {
-    use std::cell::{OnceCell, RefCell};
+    use std::cell::RefCell;
     use std::collections::HashMap;
     use std::io;
     use std::path::Path;
 
-    use wasip2::filesystem::preopens::get_directories;
     use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
     use wasip2::io::streams::{OutputStream, StreamError};
 
-    thread_local! {
-        static BRIDGE_DIR: OnceCell<Option<Descriptor>> = const { OnceCell::new() };
-    }
-
     /// None for a path outside the preopened bridge directory.
     pub fn append(path: &Path, line: &[u8]) -> Option<io::Result<()>> {
-        let text = path.to_str()?;
-        let relative = text.strip_prefix("./").unwrap_or(text);
-        if relative.starts_with('/') || relative.is_empty() {
-            return None;
-        }
-        BRIDGE_DIR.with(|cell| {
-            let dir = cell.get_or_init(|| {
-                get_directories()
-                    .into_iter()
-                    .find(|(_, name)| name == ".")
-                    .map(|(dir, _)| dir)
-            });
-            dir.as_ref().map(|dir| append_at(dir, relative, line))
-        })
+        crate::files::wasi::at(path, |dir, relative| append_at(dir, relative, line))
     }
 
     /// A log kept open for appending: an instance that runs many verbs
@@ -715,16 +697,21 @@ enum Fate {
     Keep { reason: String, tidy: bool },
 }
 
+/// The keys a project's archive may have, in the order tried: `base`,
+/// then `base-2` and on, should other projects hold the earlier ones.
+fn candidate_keys(base: &str) -> impl Iterator<Item = String> + '_ {
+    (0..MAX_KEY_PROBES).map(move |probe| match probe {
+        0 => base.to_string(),
+        n => format!("{base}-{}", n + 1),
+    })
+}
+
 impl<P: Platform> Bridge<P> {
     /// The archive key of `project`, creating the archive if needed.
     fn archive_key_for_write(&self, project: &str) -> Result<String> {
         let project = normalized_project(project);
         let base = Layout::archive_key(project);
-        for probe in 0..MAX_KEY_PROBES {
-            let key = match probe {
-                0 => base.clone(),
-                n => format!("{base}-{}", n + 1),
-            };
+        for key in candidate_keys(&base) {
             match self.archive_owner(&key) {
                 Some(owner) if owner == project => return Ok(key),
                 Some(_) => continue,
@@ -748,11 +735,7 @@ impl<P: Platform> Bridge<P> {
     fn archive_key_of(&self, project: &str) -> Option<String> {
         let project = normalized_project(project);
         let base = Layout::archive_key(project);
-        for probe in 0..MAX_KEY_PROBES {
-            let key = match probe {
-                0 => base.clone(),
-                n => format!("{base}-{}", n + 1),
-            };
+        for key in candidate_keys(&base) {
             match self.archive_owner(&key) {
                 Some(owner) if owner == project => return Some(key),
                 Some(_) => continue,

@@ -168,7 +168,7 @@ pub fn stat(path: &Path) -> io::Result<Stat> {
 /// which wasmtime answers on a separate thread: a thread hand-off on every
 /// call, for a number the bridge never uses.
 #[cfg(target_os = "wasi")]
-mod wasi {
+pub(crate) mod wasi {
     use super::{Kind, Stat};
     use std::cell::OnceCell;
     use std::io;
@@ -187,7 +187,9 @@ mod wasi {
 
     /// Runs `op` on the preopened bridge directory and `path` relative to
     /// it; None for paths outside it.
-    fn at<R>(path: &Path, op: impl FnOnce(&Descriptor, &str) -> R) -> Option<R> {
+    /// Runs `op` on the preopened bridge directory and `path` relative to
+    /// it; None for a path outside it.
+    pub(crate) fn at<R>(path: &Path, op: impl FnOnce(&Descriptor, &str) -> R) -> Option<R> {
         let text = path.to_str()?;
         let relative = text.strip_prefix("./").unwrap_or(text);
         if relative.starts_with('/') {

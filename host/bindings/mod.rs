@@ -58,6 +58,39 @@ macro_rules! host_interface {
     };
 }
 
+/// `Instance::instantiate` for the binding module it is used in: links that
+/// version's host interface and instantiates the component through its
+/// `BridgePre`, naming `$version` when the component does not fit.
+macro_rules! instantiate {
+    ($version:literal) => {
+        pub fn instantiate(
+            component: &wasmtime::component::Component,
+            linker: &mut wasmtime::component::Linker<$crate::sandbox::HostState>,
+            store: &mut wasmtime::Store<$crate::sandbox::HostState>,
+        ) -> anyhow::Result<Self> {
+            Bridge::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |state| state)
+                .map_err(|e| anyhow::anyhow!("cannot link the host interface: {e}"))?;
+            let pre = linker
+                .instantiate_pre(component)
+                .and_then(BridgePre::new)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        concat!(
+                            "the guest component does not fit this host's ",
+                            "session-bridge:protocol@",
+                            $version,
+                            " world: {}"
+                        ),
+                        format!("{e:#}")
+                    )
+                })?;
+            pre.instantiate(store)
+                .map(Instance)
+                .map_err(|e| anyhow::anyhow!("cannot instantiate the guest component: {e:#}"))
+        }
+    };
+}
+
 pub mod v0_1_0;
 pub mod v0_2_0;
 

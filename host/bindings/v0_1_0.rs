@@ -5,9 +5,8 @@
 //! did when 0.1.0 was current; verbs 0.1.0 lacks are refused with a
 //! message naming the version that has them.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::current::wit as new;
 use crate::sandbox::HostState;
@@ -31,26 +30,7 @@ host_interface!(session_bridge::protocol::host {});
 pub struct Instance(Bridge);
 
 impl Instance {
-    pub fn instantiate(
-        component: &Component,
-        linker: &mut Linker<HostState>,
-        store: &mut Store<HostState>,
-    ) -> Result<Self> {
-        Bridge::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-            .map_err(|e| anyhow!("cannot link the host interface: {e}"))?;
-        let pre = linker
-            .instantiate_pre(component)
-            .and_then(BridgePre::new)
-            .map_err(|e| {
-                anyhow!(
-                    "the guest component does not fit this host's \
-                     session-bridge:protocol@0.1.0 world: {e:#}"
-                )
-            })?;
-        pre.instantiate(store)
-            .map(Instance)
-            .map_err(|e| anyhow!("cannot instantiate the guest component: {e:#}"))
-    }
+    instantiate!("0.1.0");
 
     pub fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<new::GuestInfo> {
         let info = self.0.call_info(store)?;
