@@ -45,6 +45,7 @@
 //! with a warning; `cleanup` copies it to `rejected.jsonl` and blanks it in
 //! place (appends are never disturbed: the log is never rewritten).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -58,6 +59,7 @@ use crate::error::{BridgeError, Result, display_path};
 use crate::files;
 use crate::ids::{MessageId, SessionId, random_token};
 use crate::layout::normalized_project;
+use crate::memo::Memo;
 use crate::registry::{PRUNE_AFTER_SECS, read_moved_manifest, remove_tree, validate_project_dir};
 use crate::render::one_line;
 use crate::wire::{Kind, MAX_MESSAGE_FILE_BYTES, Manifest, Message, STALE_AFTER_SECS, Status};
@@ -280,16 +282,11 @@ fn last_newline(bytes: &[u8]) -> Option<usize> {
 thread_local! {
     /// The archive key each session recorded at `start`, as read or written
     /// by this instance: an instance that runs many verbs reads each once.
-    static KNOWN_KEYS: std::cell::RefCell<HashMap<String, String>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
-thread_local! {
+    static KNOWN_KEYS: RefCell<Memo<String, String>> = RefCell::new(Memo::new(64));
     /// Whether a session is a member of an archive's project, as this
-    /// instance last found, and when (epoch ms): a member stays one; that a
-    /// session is not is trusted for [`NOT_MEMBER_FRESH_MS`].
-    static MEMBERS: std::cell::RefCell<HashMap<(String, String), (bool, u64)>> =
-        std::cell::RefCell::new(HashMap::new());
+    /// instance last found: a member stays one; that a session is not is
+    /// trusted for [`NOT_MEMBER_FRESH_MS`].
+    static MEMBERS: RefCell<Memo<(String, String), bool>> = RefCell::new(Memo::new(256));
 }
 
 /// How long an instance trusts that a session is not a project's member.
@@ -297,13 +294,7 @@ const NOT_MEMBER_FRESH_MS: u64 = 1000;
 
 /// Remembers `key` as session `id`'s archive key (see [`KNOWN_KEYS`]).
 fn remember_key(id: &SessionId, key: &str) {
-    KNOWN_KEYS.with(|known| {
-        let mut known = known.borrow_mut();
-        if known.len() >= 64 {
-            known.clear();
-        }
-        known.insert(id.to_string(), key.to_string());
-    });
+    KNOWN_KEYS.with(|known| known.borrow_mut().put(id.to_string(), key.to_string()));
 }
 
 /// `text` as it appears inside a JSON string the log wrote.
@@ -761,7 +752,7 @@ impl<P: Platform> Bridge<P> {
     /// The archive key of session `id`'s project: the one recorded at
     /// `start`, else found from `project`.
     fn session_key(&self, id: &SessionId, project: Option<&str>) -> Result<String> {
-        if let Some(key) = KNOWN_KEYS.with(|k| k.borrow().get(id.as_str()).cloned()) {
+        if let Some(key) = KNOWN_KEYS.with(|k| k.borrow().get(&id.to_string(), None)) {
             return Ok(key);
         }
         if let Some(key) = Self::recorded_key(&self.layout.session(id)) {
@@ -777,22 +768,18 @@ impl<P: Platform> Bridge<P> {
 
     /// True when session `id` is registered in the archive `key`'s project.
     fn is_member(&self, key: &str, id: &str) -> bool {
-        let now = clock::epoch_millis();
         let entry = (key.to_string(), id.to_string());
-        let known = MEMBERS.with(|m| m.borrow().get(&entry).copied());
-        match known {
-            Some((true, _)) => return true,
-            Some((false, at)) if now.saturating_sub(at) < NOT_MEMBER_FRESH_MS => return false,
-            _ => {}
+        let known = MEMBERS.with(|m| {
+            let m = m.borrow();
+            m.get(&entry, None)
+                .filter(|&member| member)
+                .or_else(|| m.get(&entry, Some(NOT_MEMBER_FRESH_MS)))
+        });
+        if let Some(member) = known {
+            return member;
         }
         let member = files::stat(&self.layout.archive_members(key).join(id)).is_ok();
-        MEMBERS.with(|m| {
-            let mut m = m.borrow_mut();
-            if m.len() >= 256 {
-                m.clear();
-            }
-            m.insert(entry, (member, now));
-        });
+        MEMBERS.with(|m| m.borrow_mut().put(entry, member));
         member
     }
 

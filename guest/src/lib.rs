@@ -26,6 +26,7 @@ mod archive;
 mod failure_text;
 mod identity;
 mod mailbox;
+mod memo;
 mod model;
 mod notices;
 mod receipts;

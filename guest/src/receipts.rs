@@ -299,25 +299,13 @@ impl<P: Platform> Bridge<P> {
     /// Whether the agent behind session `id` runs: its recorded agent
     /// process, as the host tells; otherwise its heartbeat.
     pub(crate) fn liveness(&self, id: &SessionId) -> Liveness {
-        let now = clock::epoch_millis();
         let key = self.layout.session(id).display().to_string();
-        let cached = LIVENESS.with(|c| {
-            c.borrow()
-                .get(&key)
-                .filter(|(_, at)| now.saturating_sub(*at) < LIVENESS_FRESH_MS)
-                .map(|(liveness, _)| *liveness)
-        });
+        let cached = LIVENESS.with(|c| c.borrow().get(&key, Some(LIVENESS_FRESH_MS)));
         if let Some(liveness) = cached {
             return liveness;
         }
         let liveness = self.liveness_now(id);
-        LIVENESS.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= 64 {
-                c.clear();
-            }
-            c.insert(key, (liveness, now));
-        });
+        LIVENESS.with(|c| c.borrow_mut().put(key, liveness));
         liveness
     }
 
@@ -364,7 +352,7 @@ impl<P: Platform> Bridge<P> {
             return Ok(());
         };
         let key = self.layout.session(id).display().to_string();
-        LIVENESS.with(|c| c.borrow_mut().remove(&key));
+        LIVENESS.with(|c| c.borrow_mut().forget(&key));
         if process.is_empty()
             || process.len() > MAX_AGENT_PROCESS_BYTES
             || process.chars().any(char::is_control)
@@ -739,8 +727,9 @@ fn older_than(modified: Option<std::time::SystemTime>, age: std::time::Duration)
 const LIVENESS_FRESH_MS: u64 = 1000;
 
 thread_local! {
-    static LIVENESS: std::cell::RefCell<std::collections::HashMap<String, (Liveness, u64)>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// What [`Bridge::liveness`] found for each session directory.
+    static LIVENESS: std::cell::RefCell<crate::memo::Memo<String, Liveness>> =
+        std::cell::RefCell::new(crate::memo::Memo::new(64));
 }
 
 /// `<sender> <epoch-ms>`.
