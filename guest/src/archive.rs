@@ -626,11 +626,6 @@ struct MailboxMessage {
     modified: Option<SystemTime>,
 }
 
-/// True when `time` is more than `age` ago.
-fn older_than(time: Option<SystemTime>, age: Duration) -> bool {
-    time.and_then(|t| t.elapsed().ok()).is_some_and(|e| e > age)
-}
-
 /// The message files under `session_dir` (a session directory, live or
 /// moved aside) owned by `owner`: the inbox (pending, or marked read by the
 /// original), claims, and `read/` (only when `read_only`, just those).
@@ -1338,7 +1333,7 @@ impl<P: Platform> Bridge<P> {
     ) {
         let old: Vec<MailboxMessage> = mailbox_messages(&self.layout.session(id), id, true)
             .into_iter()
-            .filter(|m| older_than(m.modified, retention))
+            .filter(|m| clock::older_than(m.modified, retention))
             .collect();
         if old.is_empty() {
             return;
@@ -1382,7 +1377,7 @@ impl<P: Platform> Bridge<P> {
             for name in names {
                 let path = rejected.join(&name);
                 if files::stat(&path).is_ok_and(|m| {
-                    m.kind == files::Kind::File && older_than(m.modified, REJECTED_MAX_AGE)
+                    m.kind == files::Kind::File && clock::older_than(m.modified, REJECTED_MAX_AGE)
                 }) {
                     old.push(path);
                 }
@@ -1404,7 +1399,7 @@ impl<P: Platform> Bridge<P> {
                 let path = dir.join(&name);
                 if files::stat(&path).is_ok_and(|m| {
                     m.kind == files::Kind::File
-                        && older_than(m.modified, crate::mailbox::STALE_TEMP_AGE)
+                        && clock::older_than(m.modified, crate::mailbox::STALE_TEMP_AGE)
                 }) {
                     old.push(path);
                 }
@@ -1441,7 +1436,7 @@ impl<P: Platform> Bridge<P> {
             .into_iter()
             .flatten()
             .max();
-            if !older_than(newest, crate::mailbox::STALE_TEMP_AGE) {
+            if !clock::older_than(newest, crate::mailbox::STALE_TEMP_AGE) {
                 report
                     .kept
                     .push(format!(".trash/{name}: being removed right now"));

@@ -42,6 +42,12 @@ pub fn epoch_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// True when `time` (a file's modification time, say) is known and more
+/// than `age` ago.
+pub fn older_than(time: Option<SystemTime>, age: Duration) -> bool {
+    time.and_then(|t| t.elapsed().ok()).is_some_and(|e| e > age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

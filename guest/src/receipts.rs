@@ -610,7 +610,11 @@ impl<P: Platform> Bridge<P> {
                 Ok(step) => return Some(step),
                 // A take's step is written in place: one still being
                 // written is left for the next look.
-                Err(_) if stage == Stage::Taken && !older_than(stat.modified, STEP_WRITE_GRACE) => {
+                Err(_)
+                    if stage == Stage::Taken
+                        && stat.modified.is_some()
+                        && !clock::older_than(stat.modified, STEP_WRITE_GRACE) =>
+                {
                     return None;
                 }
                 Err(reason) => reason,
@@ -714,13 +718,6 @@ impl<P: Platform> Bridge<P> {
 /// How long a take's step may be seen half written before it counts as
 /// corrupt.
 const STEP_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// True when `modified` is more than `age` ago (or unknown).
-fn older_than(modified: Option<std::time::SystemTime>, age: std::time::Duration) -> bool {
-    modified
-        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
-        .is_none_or(|elapsed| elapsed > age)
-}
 
 /// How long an instance that runs many verbs trusts a liveness it looked
 /// up: a burst of sends to one peer asks once.

@@ -123,7 +123,7 @@ impl<P: Platform> Bridge<P> {
                     follows.as_ref().map(MessageId::as_str),
                     warnings,
                 )?;
-                self.sent_report(query.clone(), warnings);
+                self.recipient_liveness(&query, warnings);
                 let query = MessageId::parse(&query.id)?;
                 self.wait_for_reply(&sender.0, &query, timeout_seconds, warnings)
                     .map(Outcome::Answered)
@@ -162,10 +162,15 @@ impl<P: Platform> Bridge<P> {
         }
     }
 
-    /// What a sent message's report says, with whether its recipient runs;
-    /// a recipient that does not run is said in a warning too, so nobody
-    /// takes "sent" for "delivered".
+    /// What a sent message's report says, with whether its recipient runs.
     fn sent_report(&self, message: Message, warnings: &mut Vec<String>) -> Outcome {
+        let recipient = self.recipient_liveness(&message, warnings);
+        Outcome::Sent(crate::SentReport { message, recipient })
+    }
+
+    /// Whether `message`'s recipient runs; one that does not is said in a
+    /// warning too, so nobody takes "sent" for "delivered".
+    fn recipient_liveness(&self, message: &Message, warnings: &mut Vec<String>) -> crate::Liveness {
         let recipient = message
             .recipient()
             .map_or(crate::Liveness::Unknown, |to| self.liveness(&to));
@@ -177,7 +182,7 @@ impl<P: Platform> Bridge<P> {
                 id = message.id
             ));
         }
-        Outcome::Sent(crate::SentReport { message, recipient })
+        recipient
     }
 
     /// `id` as a message this session sent or received, for a follow-up.
