@@ -625,6 +625,7 @@ fn context(project: &Path, session: &str) -> wit::InvocationContext {
         agent_process: None,
         withheld: Vec::new(),
         retention: None,
+        client: None,
     }
 }
 

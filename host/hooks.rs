@@ -188,6 +188,7 @@ fn register(global: &Global, input: &HookInput) -> Result<String> {
         agent_session: Some(input.session_id.clone()),
         caller: wit::Caller::SessionHook,
         agent_process: ProcessId::claude().map(|p| p.to_text()),
+        client: None,
     };
     let mut invocation = Invocation::open(global, place)?;
     match invocation.run(&wit::Verb::SessionStart)? {
@@ -237,6 +238,7 @@ fn agent_only(input: &HookInput, caller: wit::Caller) -> Place {
         agent_session: Some(input.session_id.clone()),
         caller,
         agent_process: None,
+        client: None,
     }
 }
 

@@ -15,6 +15,7 @@ use bridge_host::{compile_cache, dirs, guests};
 
 mod approve;
 mod hooks;
+mod mcp;
 
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
@@ -83,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         action: GuestAction,
     },
+    /// Serve the bridge to an MCP client (Codex, Gemini CLI, Cursor, VS
+    /// Code, Claude Code) over standard input and output: one connection is
+    /// one bridge session, registered at `initialize` and stopped when the
+    /// connection closes.
+    Mcp,
     /// Handle a Claude Code hook event, reading the hook's JSON on standard
     /// input (the plugin's hooks call this).
     Hook {
@@ -271,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { verb } => run_verb(&cli.global, verb),
         Command::Guest { action } => guest_command(&cli.global, action),
         Command::Hook { event } => hooks::run(&cli.global, event),
+        Command::Mcp => mcp::run(&cli.global),
     }
 }
 
@@ -384,6 +391,17 @@ fn default_bridge_dir() -> Result<PathBuf> {
     }
 }
 
+/// The bridge directory `--bridge-dir` or the default names, created
+/// private if missing.
+fn bridge_dir(global: &Global) -> Result<PathBuf> {
+    let bridge_dir = match &global.bridge_dir {
+        Some(dir) => absolute(dir)?,
+        None => default_bridge_dir()?,
+    };
+    dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
+    Ok(bridge_dir)
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
@@ -488,6 +506,8 @@ struct Place {
     caller: wit::Caller,
     /// The agent process behind the session, when a hook knows it.
     agent_process: Option<String>,
+    /// The agent client, when it names itself (an MCP client).
+    client: Option<String>,
 }
 
 impl Place {
@@ -505,6 +525,7 @@ impl Place {
             agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
             caller: wit::Caller::Terminal,
             agent_process: None,
+            client: None,
         })
     }
 }
@@ -514,26 +535,26 @@ struct Invocation {
     guest: Guest,
     context: wit::InvocationContext,
     max_content_bytes: u64,
+    bridge_dir: PathBuf,
 }
 
 impl Invocation {
     fn open(global: &Global, place: Place) -> Result<Self> {
-        let bridge_dir = match &global.bridge_dir {
-            Some(dir) => absolute(dir)?,
-            None => default_bridge_dir()?,
-        };
-        dirs::prepare_private_dir(&bridge_dir, "bridge directory")?;
-        let loose = dirs::check_session_dirs(&bridge_dir)?;
+        let bridge_dir = bridge_dir(global)?;
         let (component, _) = GuestSource::from_global(global)?.load(global)?;
-        let mut guest = Guest::instantiate(&component, &bridge_dir, &place.project_dir)?;
-        let withheld = loose
-            .iter()
-            .map(|l| wit::WithheldSession {
-                session_id: l.name.clone(),
-                problem: l.problem.clone(),
-            })
-            .collect();
-        guest.withhold(&bridge_dir, loose);
+        Self::with_component(global, place, &component, &bridge_dir)
+    }
+
+    /// As [`Self::open`], with the guest already loaded and the bridge
+    /// directory already prepared (the MCP server keeps both).
+    fn with_component(
+        global: &Global,
+        place: Place,
+        component: &wasmtime::component::Component,
+        bridge_dir: &Path,
+    ) -> Result<Self> {
+        let bridge_dir = bridge_dir.to_path_buf();
+        let mut guest = Guest::instantiate(component, &bridge_dir, &place.project_dir)?;
         let max_content_bytes = guest.limits()?.max_content_bytes;
         let context = wit::InvocationContext {
             session: global.session.clone().filter(|s| !s.is_empty()),
@@ -549,14 +570,34 @@ impl Invocation {
             bridge_dir: bridge_dir.display().to_string(),
             caller: place.caller,
             agent_process: place.agent_process,
-            withheld,
+            withheld: Vec::new(),
             retention: global.retention.clone(),
+            client: place.client,
         };
-        Ok(Invocation {
+        let mut invocation = Invocation {
             guest,
             context,
             max_content_bytes,
-        })
+            bridge_dir,
+        };
+        invocation.withhold_loose()?;
+        Ok(invocation)
+    }
+
+    /// Withholds the session directories that are not private, as they are
+    /// now; a long-lived instance (the MCP server's) calls it before each
+    /// verb, since sessions come and go.
+    fn withhold_loose(&mut self) -> Result<()> {
+        let loose = dirs::check_session_dirs(&self.bridge_dir)?;
+        self.context.withheld = loose
+            .iter()
+            .map(|l| wit::WithheldSession {
+                session_id: l.name.clone(),
+                problem: l.problem.clone(),
+            })
+            .collect();
+        self.guest.withhold(&self.bridge_dir, loose);
+        Ok(())
     }
 
     fn run(&mut self, verb: &wit::Verb) -> Result<Result<wit::Report, wit::Failure>> {

@@ -154,7 +154,27 @@ pub struct HostState {
     watchers: usize,
     stderr: MemoryOutputPipe,
     confinement: Confinement,
+    interrupt: Option<Interrupt>,
 }
+
+/// How often a waiting guest is interrupted to check for cancellation
+/// and to report that it still waits, when an [`Interrupt`] is set.
+const INTERRUPT_SLICE: Duration = Duration::from_secs(1);
+
+/// Lets the caller of a waiting verb (the MCP server) cancel the wait and
+/// hear that it goes on. While one is set, the guest's waits are cut into
+/// one-second slices; after each, `waiting` is called, and once `cancelled`
+/// is set the wait traps. The trapped instance must not be used again; the
+/// protocol loses nothing, since a claim that is never committed returns
+/// to its inbox when its lease ends, as when a `bridge-host run` process is
+/// killed.
+pub struct Interrupt {
+    pub cancelled: Box<dyn Fn() -> bool + Send>,
+    pub waiting: Box<dyn FnMut() + Send>,
+}
+
+/// The trap a cancelled wait ends in.
+pub const CANCELLED: &str = "the wait was cancelled by the caller";
 
 impl Confined for HostState {
     fn confinement(&mut self) -> &mut Confinement {
@@ -222,8 +242,25 @@ impl HostState {
         watcher: Resource<DirWatcher>,
         timeout_ms: u32,
     ) -> wasmtime::Result<bool> {
+        let timeout = Duration::from_millis(timeout_ms.into());
         let watcher = self.table.get_mut(&watcher)?;
-        Ok(watcher.wait(Duration::from_millis(timeout_ms.into())))
+        let Some(interrupt) = &mut self.interrupt else {
+            return Ok(watcher.wait(timeout));
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if (interrupt.cancelled)() {
+                return Err(wasmtime::Error::msg(CANCELLED));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if watcher.wait(left.min(INTERRUPT_SLICE)) {
+                return Ok(true);
+            }
+            (interrupt.waiting)();
+        }
     }
 
     pub(crate) fn drop_watcher(&mut self, watcher: Resource<DirWatcher>) -> wasmtime::Result<()> {
@@ -290,6 +327,7 @@ impl Guest {
             watchers: 0,
             stderr,
             confinement: Confinement::default(),
+            interrupt: None,
         };
         let engine = component.engine();
         let mut store = Store::new(engine, state);
@@ -313,6 +351,11 @@ impl Guest {
     /// `bridge_dir` (see `confine`).
     pub fn withhold(&mut self, bridge_dir: &Path, loose: Vec<LooseSession>) {
         self.store.data_mut().confinement = Confinement::new(bridge_dir, loose);
+    }
+
+    /// Sets or clears the [`Interrupt`] for the verbs that follow.
+    pub fn interrupt(&mut self, interrupt: Option<Interrupt>) {
+        self.store.data_mut().interrupt = interrupt;
     }
 
     /// The withheld session directories the guest tried to reach so far.

@@ -113,6 +113,7 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
             outcome: report.outcome.into(),
             rendered: report.rendered,
             warnings: report.warnings,
+            structured: report.structured,
         })
     }
 
@@ -150,9 +151,11 @@ impl From<wit::InvocationContext> for crate::Context {
             project_dir: c.project_dir,
             working_dir: c.working_dir,
             format: match c.format {
-                wit::OutputFormat::Text => crate::Format::Text,
+                wit::OutputFormat::Text | wit::OutputFormat::TextAndJson => crate::Format::Text,
                 wit::OutputFormat::Json => crate::Format::Json,
             },
+            structured: matches!(c.format, wit::OutputFormat::TextAndJson),
+            client: c.client,
             settings: c.settings,
             bridge_dir: c.bridge_dir,
             caller: match c.caller {
@@ -297,6 +300,7 @@ impl From<wire::Manifest> for wit::Manifest {
             last_heartbeat: m.last_heartbeat,
             status: m.status,
             capabilities: m.capabilities,
+            client: m.client,
         }
     }
 }

@@ -73,7 +73,8 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
     match error {
         BridgeError::InvalidSessionId(id) => format!(
             "invalid session ID {id:?}: a session ID is 6 characters of [a-z0-9]; \
-             bridge-host run peers lists them"
+             {} lists them",
+            crate::commands::plain("peers")
         ),
         BridgeError::InvalidMessageId(id) => format!(
             "invalid message ID {id:?}: a message ID is msg- followed by 12 characters of \
@@ -81,7 +82,10 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
         ),
         BridgeError::InvalidArgument(why) => why.clone(),
         BridgeError::NoSuchSession(id) => {
-            format!("no session {id} under {bridge}; bridge-host run peers lists them")
+            format!(
+                "no session {id} under {bridge}; {} lists them",
+                crate::commands::plain("peers")
+            )
         }
         BridgeError::NoIdentity => format!(
             "no bridge session for this project ({}): none given by --session or \
@@ -93,15 +97,18 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
         BridgeError::NoSuchMessage(id) => match verb {
             "receive" => format!(
                 "no message {id} in this session's outbox; receive waits for replies to \
-                 messages this session sent (bridge-host run history lists them)"
+                 messages this session sent ({} lists them)",
+                crate::commands::plain("history")
             ),
             "track" => format!(
                 "this session never sent {id}; track follows messages this session sent \
-                 (bridge-host run history lists what this project exchanged)"
+                 ({} lists what this project exchanged)",
+                crate::commands::plain("history")
             ),
             "thread" | "ask" => format!(
-                "this session never sent or received {id}; bridge-host run history lists the \
-                 messages this project exchanged"
+                "this session never sent or received {id}; {} lists the messages this \
+                 project exchanged",
+                crate::commands::plain("history")
             ),
             _ => format!(
                 "no message {id} in this session's inbox; reply answers messages this session \
@@ -177,9 +184,12 @@ fn not_answered(seconds: u32, receipt: &Receipt) -> String {
     };
     let next = match receipt.stage {
         Stage::SetAside | Stage::RecipientGone => {
-            "bridge-host run peers shows who is there now".to_string()
+            format!("{} shows who is there now", crate::commands::plain("peers"))
         }
-        _ => format!("to keep waiting: bridge-host run receive {id}"),
+        _ => format!(
+            "to keep waiting: {}",
+            crate::commands::on_message("receive", id)
+        ),
     };
     format!("No response to {id} after {seconds}s: {got}; {next}")
 }

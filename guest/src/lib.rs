@@ -23,6 +23,7 @@ pub mod wire;
 pub mod policy;
 
 mod archive;
+mod commands;
 mod failure_text;
 mod identity;
 mod mailbox;
@@ -154,17 +155,23 @@ impl<P: Platform> Bridge<P> {
     /// warnings met before it.
     pub fn run(&self, context: &Context, verb: Verb) -> std::result::Result<Report, Failure> {
         self.caller.set(context.caller);
+        commands::address(context.caller);
         let mut warnings = Vec::new();
         let verb_name = verb.name();
         match self.dispatch(context, verb, &mut warnings) {
-            Ok(outcome) => Ok(Report {
-                rendered: self
-                    .policy
-                    .render(&outcome, context.format)
-                    .unwrap_or_else(|| render::render(&outcome, context.format)),
-                outcome,
-                warnings,
-            }),
+            Ok(outcome) => {
+                let render = |format| {
+                    self.policy
+                        .render(&outcome, format)
+                        .unwrap_or_else(|| render::render(&outcome, format))
+                };
+                Ok(Report {
+                    rendered: render(context.format),
+                    structured: context.structured.then(|| render(Format::Json)),
+                    outcome,
+                    warnings,
+                })
+            }
             Err(error) => {
                 let (mut rendered, to_stdout) = failure_text::render(&error, verb_name, context);
                 if let Some(text) = self

@@ -35,6 +35,12 @@ pub struct Context {
     /// How long taken messages stay in a live mailbox before cleanup
     /// archives them (`--retention`, `BRIDGE_RETENTION`), unparsed.
     pub retention: Option<String>,
+    /// The agent client behind this invocation, when it names itself (an
+    /// MCP client); `start` records it in the manifest.
+    pub client: Option<String>,
+    /// Render the result a second time, as JSON, into
+    /// [`Report::structured`] (the MCP server's tool results).
+    pub structured: bool,
 }
 
 impl Context {
@@ -52,6 +58,8 @@ impl Context {
             agent_process: None,
             withheld: Vec::new(),
             retention: None,
+            client: None,
+            structured: false,
         }
     }
 }
@@ -339,6 +347,8 @@ pub struct Report {
     pub outcome: Outcome,
     pub rendered: String,
     pub warnings: Vec<String>,
+    /// The result rendered as JSON as well, when [`Context::structured`].
+    pub structured: Option<String>,
 }
 
 /// A verb that failed, with the warnings met on the way.

@@ -770,18 +770,19 @@ pub(crate) fn receipt_text(receipt: &Receipt) -> String {
     }
     let next = match receipt.stage {
         Stage::Answered => Some(format!(
-            "Answered by {}; bridge-host run thread {} shows the conversation",
+            "Answered by {}; {} shows the conversation",
             receipt.reply.as_deref().unwrap_or("a reply"),
-            m.id
+            crate::commands::on_message("thread", &m.id)
         )),
         Stage::Queued | Stage::Taken | Stage::Seen if m.kind == Kind::Query => Some(format!(
-            "Not answered yet; to wait for the reply: bridge-host run receive {}",
-            m.id
+            "Not answered yet; to wait for the reply: {}",
+            crate::commands::on_message("receive", &m.id)
         )),
         Stage::Queued | Stage::Taken | Stage::Seen => None,
         Stage::SetAside | Stage::RecipientGone => Some(format!(
-            "{} will not take it; bridge-host run peers shows who is there now",
-            m.to
+            "{} will not take it; {} shows who is there now",
+            m.to,
+            crate::commands::plain("peers")
         )),
     };
     if let Some(next) = next {

@@ -35,6 +35,42 @@ pub fn validate_agent_session(text: &str) -> Result<()> {
     }
 }
 
+/// The longest client name a manifest keeps, in bytes.
+pub const MAX_CLIENT_NAME_BYTES: usize = 100;
+
+/// A client's name as a manifest keeps it: control characters become
+/// spaces, runs of spaces one, and it is cut at
+/// [`MAX_CLIENT_NAME_BYTES`]; None when nothing is left. The name comes
+/// from whatever client connected, so it is only ever shown, never trusted.
+pub fn client_name(given: Option<&str>) -> Option<String> {
+    let mut name = String::new();
+    for word in given?
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+    {
+        let extra = usize::from(!name.is_empty()) + word.len();
+        if name.len() + extra > MAX_CLIENT_NAME_BYTES {
+            let room = MAX_CLIENT_NAME_BYTES.saturating_sub(name.len() + 1);
+            let cut = (0..=room.min(word.len()))
+                .rev()
+                .find(|&i| word.is_char_boundary(i))
+                .unwrap_or(0);
+            if cut > 0 {
+                if !name.is_empty() {
+                    name.push(' ');
+                }
+                name.push_str(&word[..cut]);
+            }
+            break;
+        }
+        if !name.is_empty() {
+            name.push(' ');
+        }
+        name.push_str(word);
+    }
+    (!name.is_empty()).then_some(name)
+}
+
 /// Checks a project directory before it goes into a manifest.
 pub fn validate_project_dir(text: &str) -> Result<()> {
     if !text.starts_with('/') {

@@ -111,19 +111,18 @@ fn delivered_text(delivery: &Delivery) -> String {
     let who = sender_label(m);
     let first = match (m.kind, m.in_reply_to.as_deref()) {
         (Kind::Query, None) => format!(
-            "Query from {who}. Answer with: bridge-host run reply {} \"<answer>\"",
-            m.id
+            "Query from {who}. Answer with: {}",
+            crate::commands::reply(&m.id)
         ),
         (Kind::Query, Some(earlier)) => format!(
-            "Query from {who}, following up on {}. Answer with: bridge-host run reply {} \"<answer>\"",
+            "Query from {who}, following up on {}. Answer with: {}",
             one_line(earlier),
-            m.id
+            crate::commands::reply(&m.id)
         ),
         (Kind::Response, earlier) => format!(
-            "Reply from {who} to your message {}. If it asks you something, answer with: \
-             bridge-host run ask {} \"<answer>\"",
+            "Reply from {who} to your message {}. If it asks you something, answer with: {}",
             one_line(earlier.unwrap_or("-")),
-            token(&m.from)
+            crate::commands::ask(&token(&m.from))
         ),
         (Kind::Ping, _) if delivery.answered_ping.is_some() => format!(
             "Ping from {who}: it connected to this session and was answered. Nothing to do."
@@ -154,11 +153,10 @@ fn notices_text(notices: &[Message]) -> String {
 /// A reply that `ask` or `receive` waited for.
 fn response_text(message: &Message) -> String {
     format!(
-        "Reply from {} to your query {}. If it asks you something, answer with: \
-         bridge-host run ask {} \"<answer>\"\n{}",
+        "Reply from {} to your query {}. If it asks you something, answer with: {}\n{}",
         sender_label(message),
         one_line(message.in_reply_to.as_deref().unwrap_or("-")),
-        token(&message.from),
+        crate::commands::ask(&token(&message.from)),
         fenced(message)
     )
 }
@@ -222,50 +220,63 @@ fn status_word(peer: &Peer) -> String {
 }
 
 fn peers_table(entries: &[PeerEntry]) -> String {
-    let mut rows = vec![[
-        "SESSION".to_string(),
-        "PROJECT".to_string(),
-        "STATUS".to_string(),
-        "PATH".to_string(),
-    ]];
+    // The AGENT column appears once a session names its client (an MCP
+    // client), so a bridge of the original's sessions reads as it did.
+    let agents = entries
+        .iter()
+        .any(|e| matches!(e, PeerEntry::Valid(p) if p.manifest.client.is_some()));
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = |session: String, project: String, status: String, agent, path| {
+        let mut cells = vec![session, project, status];
+        if agents {
+            cells.push(agent);
+        }
+        cells.push(path);
+        rows.push(cells);
+    };
+    row(
+        "SESSION".into(),
+        "PROJECT".into(),
+        "STATUS".into(),
+        "AGENT".into(),
+        "PATH".into(),
+    );
     for entry in entries {
-        rows.push(match entry {
-            PeerEntry::Valid(peer) => [
+        match entry {
+            PeerEntry::Valid(peer) => row(
                 peer.manifest.session_id.clone(),
                 one_line(&peer.manifest.project_name),
                 status_word(peer),
+                peer.manifest.client.as_deref().map_or("-".into(), one_line),
                 one_line(&peer.manifest.project_path),
-            ],
-            PeerEntry::Unreadable { session_id, reason } => [
+            ),
+            PeerEntry::Unreadable { session_id, reason } => row(
                 session_id.clone(),
-                "?".to_string(),
-                "unreadable".to_string(),
+                "?".into(),
+                "unreadable".into(),
+                "-".into(),
                 one_line(reason),
-            ],
-            PeerEntry::Unsafe { session_id, reason } => [
+            ),
+            PeerEntry::Unsafe { session_id, reason } => row(
                 session_id.clone(),
-                "?".to_string(),
-                "unsafe".to_string(),
+                "?".into(),
+                "unsafe".into(),
+                "-".into(),
                 one_line(reason),
-            ],
-        });
+            ),
+        }
     }
-    let width = |col: usize| {
-        rows.iter()
-            .map(|r| r[col].chars().count())
-            .max()
-            .unwrap_or(0)
-    };
-    let widths = [width(0), width(1), width(2)];
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..last)
+        .map(|col| rows.iter().map(|r| r[col].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in &rows {
         for (col, cell) in row.iter().enumerate() {
-            if col < 3 {
-                out.push_str(cell);
+            out.push_str(cell);
+            if col < last {
                 let pad = widths[col] - cell.chars().count() + 2;
                 out.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                out.push_str(cell);
             }
         }
         out.push('\n');

@@ -635,3 +635,77 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
         "a question long after starts a thread"
     );
 }
+
+#[test]
+fn an_mcp_client_is_named_in_its_manifest_and_told_to_answer_with_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let asker = start(root, "/p/asker");
+    let mcp = Context {
+        client: Some("codex-mcp-client\n0.169.0 \u{7}".into()),
+        caller: crate::Caller::Mcp,
+        agent_session: Some("mcp-1".into()),
+        structured: true,
+        ..Context::for_project("/p/answerer")
+    };
+    let report = bridge(root).run(&mcp, Verb::Start).unwrap();
+    let Outcome::Session(manifest) = &report.outcome else {
+        panic!("{:?}", report.outcome);
+    };
+    // Control characters from the client never reach the manifest.
+    assert_eq!(manifest.client.as_deref(), Some("codex-mcp-client 0.169.0"));
+    let on_disk = std::fs::read_to_string(
+        root.join("sessions")
+            .join(&manifest.session_id)
+            .join("manifest.json"),
+    )
+    .unwrap();
+    let on_disk: serde_json::Value = serde_json::from_str(&on_disk).unwrap();
+    assert_eq!(on_disk["client"], "codex-mcp-client 0.169.0", "{on_disk}");
+    // Structured output: the text and the JSON of the same result.
+    assert_eq!(report.rendered, format!("{}\n", manifest.session_id));
+    let json: serde_json::Value =
+        serde_json::from_str(report.structured.as_deref().unwrap()).unwrap();
+    assert_eq!(json["sessionId"], manifest.session_id.as_str(), "{json}");
+    let answerer = manifest.session_id.clone();
+    bridge(root)
+        .run(
+            &context(Some(&asker), "/p/asker"),
+            Verb::Send {
+                to: answerer.clone(),
+                kind: Kind::Query,
+                content: "which version?".into(),
+                in_reply_to: None,
+            },
+        )
+        .unwrap();
+    let mine = Context {
+        session: Some(answerer),
+        ..mcp.clone()
+    };
+    let delivered = bridge(root).run(&mine, Verb::CheckInbox).unwrap();
+    assert!(
+        delivered
+            .rendered
+            .contains("Answer with: the reply tool with message_id msg-"),
+        "{}",
+        delivered.rendered
+    );
+    assert!(!delivered.rendered.contains("bridge-host run"), "{}", delivered.rendered);
+    // A terminal reading the same kind of message still gets the command.
+    let terminal = bridge(root)
+        .run(&context(Some(&asker), "/p/asker"), Verb::Peers)
+        .unwrap();
+    assert!(terminal.structured.is_none());
+    assert!(terminal.rendered.contains("codex-mcp-client 0.169.0"), "{}", terminal.rendered);
+}
+
+#[test]
+fn a_client_name_is_cut_to_its_limit_on_a_character_boundary() {
+    let long = "é".repeat(200);
+    let name = crate::registry::client_name(Some(&long)).unwrap();
+    assert!(name.len() <= crate::registry::MAX_CLIENT_NAME_BYTES);
+    assert!(name.chars().all(|c| c == 'é'));
+    assert_eq!(crate::registry::client_name(Some(" \n\t ")), None);
+    assert_eq!(crate::registry::client_name(None), None);
+}

@@ -177,9 +177,9 @@ impl<P: Platform> Bridge<P> {
         if recipient == crate::Liveness::NotRunning {
             warnings.push(format!(
                 "queued for a session that is not running: {to} takes it when it runs again; \
-                 bridge-host run track {id} shows where it stands",
+                 {track} shows where it stands",
                 to = message.to,
-                id = message.id
+                track = crate::commands::on_message("track", &message.id)
             ));
         }
         recipient
@@ -269,6 +269,17 @@ impl<P: Platform> Bridge<P> {
                 Err(err) => return Err(err),
             },
             None => self.register_new(&context.project_dir, agent)?,
+        };
+        let manifest = match crate::registry::client_name(context.client.as_deref()) {
+            Some(client) if manifest.client.as_deref() != Some(client.as_str()) => {
+                let named = Manifest {
+                    client: Some(client),
+                    ..manifest
+                };
+                self.write_manifest(&named)?;
+                named
+            }
+            _ => manifest,
         };
         self.archive_register(&manifest, warnings);
         if let Ok(id) = SessionId::parse(&manifest.session_id)
@@ -395,10 +406,10 @@ impl<P: Platform> Bridge<P> {
             Err(BridgeError::NoIdentity) => {
                 let manifest = self.start(context, warnings)?;
                 warnings.push(format!(
-                    "registered this session as {id} ({name}); peers reach it with: \
-                     bridge-host run connect {id}",
+                    "registered this session as {id} ({name}); peers reach it with: {connect}",
                     id = manifest.session_id,
-                    name = manifest.project_name
+                    name = manifest.project_name,
+                    connect = crate::commands::connect(&manifest.session_id)
                 ));
                 (SessionId::parse(&manifest.session_id)?, manifest)
             }

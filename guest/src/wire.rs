@@ -258,6 +258,10 @@ pub struct Manifest {
     pub status: String,
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The agent client that registered the session, when it named itself
+    /// (an MCP client's name and version). The original never writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// What a registered session offers.
@@ -278,6 +282,7 @@ impl Manifest {
             last_heartbeat: now,
             status: "active".to_string(),
             capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            client: None,
         }
     }
 

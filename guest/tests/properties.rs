@@ -119,6 +119,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     last_heartbeat,
                     status,
                     capabilities: caps,
+                    client: None,
                 }
             },
         )

@@ -68,7 +68,7 @@ impl Instance {
                 if matches!(verb, new::Verb::CheckInbox)
                     && matches!(failure.error, old::BridgeError::TimedOut(_))
                 {
-                    let text = matches!(context.format, new::OutputFormat::Text);
+                    let text = !matches!(context.format, new::OutputFormat::Json);
                     return Ok(Ok(new::Report {
                         outcome: new::Outcome::NothingPending,
                         rendered: if text {
@@ -77,6 +77,7 @@ impl Instance {
                             "{\"message\":null,\"nothingPending\":true}\n".into()
                         },
                         warnings: failure.warnings,
+                        structured: None,
                     }));
                 }
                 return Ok(Err(new_failure(failure, name, context)));
@@ -103,6 +104,7 @@ impl Instance {
                         },
                     }),
                     warnings: report.warnings,
+                    structured: None,
                 }));
             }
             (_, outcome) => outcome,
@@ -111,6 +113,9 @@ impl Instance {
             outcome,
             rendered: report.rendered,
             warnings: report.warnings,
+            // 0.1.0 renders one format only: an MCP result from it carries
+            // its text alone.
+            structured: None,
         }))
     }
 
@@ -139,7 +144,7 @@ fn old_context(c: &new::InvocationContext) -> old::InvocationContext {
         project_dir: c.project_dir.clone(),
         working_dir: c.working_dir.clone(),
         format: match c.format {
-            new::OutputFormat::Text => old::OutputFormat::Text,
+            new::OutputFormat::Text | new::OutputFormat::TextAndJson => old::OutputFormat::Text,
             new::OutputFormat::Json => old::OutputFormat::Json,
         },
         settings: c.settings.clone(),
@@ -283,6 +288,7 @@ fn new_manifest(m: old::Manifest) -> new::Manifest {
         last_heartbeat: m.last_heartbeat,
         status: m.status,
         capabilities: m.capabilities,
+        client: None,
     }
 }
 

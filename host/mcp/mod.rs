@@ -1,0 +1,513 @@
+//! `bridge-host mcp`: the bridge as an MCP server over standard input and
+//! output, so that any MCP client (Codex, Gemini CLI, Cursor, VS Code,
+//! Claude Code) joins the same bridge as `bridge-host run`.
+//!
+//! The server is a broker like the rest of the host: each tool runs one
+//! guest verb, in the same sandbox with the same one preopened directory,
+//! and returns the guest's own text (and its JSON, as `structuredContent`).
+//! What the server adds is the connection's lifetime:
+//!
+//! - One connection is one bridge session. It registers once the client
+//!   has initialized (or at its first tool call), named after the client's
+//!   `clientInfo`, for the project the client's first root names, else for
+//!   the working directory; it heartbeats while connected, and stops, as
+//!   `bridge-host run stop` does, when the connection closes.
+//! - Waiting tools (`ask`, `listen`, `receive`) send progress notifications
+//!   while they wait and end at once when the client cancels. A cancelled
+//!   wait has claimed nothing; the query it waited on stays trackable.
+//! - A delivered message is committed only once the response carrying it
+//!   has been written ([`handover`]), as the CLI commits only after
+//!   printing.
+
+mod handover;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use rmcp::model::{
+    CallToolResult, ContentBlock, ErrorCode, ErrorData, ProgressNotificationParam, RequestId,
+};
+use rmcp::service::{Peer, RoleServer};
+use rmcp::ServiceExt;
+use wasmtime::component::Component;
+
+use bridge_host::process::ProcessId;
+use bridge_host::sandbox::{Interrupt, wit};
+
+use crate::{GuestSource, Global, Invocation, Place};
+
+/// How often a connected session refreshes its heartbeat. A session counts
+/// as stale after 300 s without one.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+/// How long registration waits for the client's `roots/list` answer.
+const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle instances kept for the next tool calls (one serves them in turn;
+/// more only while calls overlap, such as an `ask` that waits).
+const POOL_SIZE: usize = 4;
+
+/// Runs the server until the client closes the connection or a signal
+/// (SIGTERM, SIGINT) ends it; either way the session is stopped.
+pub fn run(global: &Global) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the MCP server's runtime")?;
+    runtime.block_on(serve(global.clone()))
+}
+
+async fn serve(global: Global) -> Result<ExitCode> {
+    let bridge = Arc::new(Bridge::open(global)?);
+    let server = tools::BridgeServer::new(bridge.clone());
+    let transport = handover::Handover::new(handover::stdio(), bridge.clone());
+    let service = match server.serve(transport).await {
+        Ok(service) => service,
+        Err(err) => {
+            // No session was registered: the client left (or spoke no
+            // MCP) before initializing.
+            eprintln!("bridge-host mcp: the connection ended before it was initialized: {err}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let heartbeat = tokio::spawn(heartbeats(bridge.clone()));
+    let cancel = service.cancellation_token();
+    let ended = tokio::select! {
+        done = service.waiting() => done.map(|_| ()).map_err(|e| anyhow!("{e}")),
+        signal = termination() => {
+            cancel.cancel();
+            eprintln!("bridge-host mcp: {signal}; stopping the session");
+            Ok(())
+        }
+    };
+    heartbeat.abort();
+    bridge.closing.store(true, Ordering::Release);
+    let stopped = bridge.stop().await;
+    if let Err(err) = ended {
+        eprintln!("bridge-host mcp: the connection failed: {err}");
+    }
+    stopped.map(|()| ExitCode::SUCCESS)
+}
+
+/// Resolves when the process is asked to end.
+async fn termination() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+async fn heartbeats(bridge: Arc<Bridge>) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(session) = bridge.session.get().cloned() else {
+            continue;
+        };
+        let beat = bridge.clone();
+        let done =
+            tokio::task::spawn_blocking(move || beat.run_verb(&session, &wit::Verb::Heartbeat, None))
+                .await;
+        match done {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(failure))) => eprintln!(
+                "bridge-host mcp: heartbeat: {}",
+                Invocation::failure_text(&failure)
+            ),
+            Ok(Err(err)) => eprintln!("bridge-host mcp: heartbeat: {err:#}"),
+            Err(err) => eprintln!("bridge-host mcp: heartbeat: {err}"),
+        }
+    }
+}
+
+/// The session a connection speaks for, once registered.
+#[derive(Clone)]
+struct Session {
+    id: String,
+    project_dir: PathBuf,
+    agent_session: String,
+    agent_process: Option<String>,
+    client: Option<String>,
+}
+
+/// What the server keeps for its one connection.
+pub(crate) struct Bridge {
+    global: Global,
+    component: Component,
+    bridge_dir: PathBuf,
+    working_dir: PathBuf,
+    session: tokio::sync::OnceCell<Session>,
+    /// Idle guest instances for `session`, reused by the next calls.
+    pool: Mutex<Vec<Invocation>>,
+    /// Set once the connection has closed: every wait ends.
+    closing: Arc<AtomicBool>,
+    /// Deliveries waiting for their response to be written.
+    handovers: Mutex<Vec<(RequestId, wit::ClaimTicket)>>,
+}
+
+impl Bridge {
+    fn open(global: Global) -> Result<Self> {
+        let bridge_dir = crate::bridge_dir(&global)?;
+        let (component, _) = GuestSource::from_global(&global)?.load(&global)?;
+        let working_dir = std::env::current_dir().context("cannot read the working directory")?;
+        Ok(Bridge {
+            global,
+            component,
+            bridge_dir,
+            working_dir,
+            session: tokio::sync::OnceCell::new(),
+            pool: Mutex::new(Vec::new()),
+            closing: Arc::new(AtomicBool::new(false)),
+            handovers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// This connection's session, registering it on first use.
+    async fn session(self: &Arc<Self>, peer: &Peer<RoleServer>) -> Result<Session, String> {
+        self.session
+            .get_or_try_init(|| self.register(peer))
+            .await
+            .cloned()
+    }
+
+    /// Registers the connection's session with the guest's `start`.
+    async fn register(self: &Arc<Self>, peer: &Peer<RoleServer>) -> Result<Session, String> {
+        let info = peer.peer_info();
+        let client = info.as_ref().map(|i| {
+            format!("{} {}", i.client_info.name, i.client_info.version)
+                .trim()
+                .to_string()
+        });
+        let offers_roots = info
+            .as_ref()
+            .is_some_and(|i| i.capabilities.roots.is_some());
+        let project_dir = match &self.global.project_dir {
+            Some(dir) => crate::absolute(dir).map_err(|e| format!("{e:#}"))?,
+            None if offers_roots => self
+                .root_dir(peer)
+                .await
+                .unwrap_or_else(|| self.working_dir.clone()),
+            None => self.working_dir.clone(),
+        };
+        // Inside Claude Code, the session Claude Code registered through the
+        // plugin's hooks; any other client is a new agent of its own.
+        let in_claude_code = self.global.agent_session.is_some();
+        let agent_session = match &self.global.agent_session {
+            Some(agent) => agent.clone(),
+            None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
+        };
+        let agent_process = if in_claude_code {
+            ProcessId::claude()
+        } else {
+            ProcessId::of(std::process::id())
+        }
+        .map(|p| p.to_text());
+        let session = Session {
+            id: String::new(),
+            project_dir,
+            agent_session,
+            agent_process,
+            client,
+        };
+        let start = session.clone();
+        let bridge = self.clone();
+        let registered = tokio::task::spawn_blocking(move || {
+            let mut invocation = bridge.instance(&start, None)?;
+            let result = invocation.run(&wit::Verb::Start);
+            Ok::<_, anyhow::Error>((invocation, result?))
+        })
+        .await
+        .map_err(|e| format!("registration failed: {e}"))?
+        .map_err(|e| format!("{e:#}"))?;
+        let (invocation, result) = registered;
+        match result {
+            Ok(report) => {
+                crate::print_warnings(&report.warnings);
+                let wit::Outcome::Session(manifest) = report.outcome else {
+                    return Err("the guest answered start with something other than a session".into());
+                };
+                let session = Session {
+                    id: manifest.session_id,
+                    ..session
+                };
+                self.checkin(invocation);
+                Ok(session)
+            }
+            Err(failure) => Err(format!(
+                "this connection could not register a bridge session: {}",
+                Invocation::failure_text(&failure)
+            )),
+        }
+    }
+
+    /// The project directory the client's roots name: the first `file:`
+    /// root that is an absolute directory. (SEP-2577 deprecates roots in
+    /// the newest protocol revision; the clients in use still send them.)
+    #[allow(deprecated)]
+    async fn root_dir(&self, peer: &Peer<RoleServer>) -> Option<PathBuf> {
+        let roots = match tokio::time::timeout(ROOTS_TIMEOUT, peer.list_roots()).await {
+            Ok(Ok(result)) => result.roots,
+            Ok(Err(err)) => {
+                eprintln!("bridge-host mcp: the client's roots/list failed ({err}); using the working directory");
+                return None;
+            }
+            Err(_) => {
+                eprintln!(
+                    "bridge-host mcp: the client did not answer roots/list within {}s; using the working directory",
+                    ROOTS_TIMEOUT.as_secs()
+                );
+                return None;
+            }
+        };
+        roots.iter().find_map(|root| file_uri_dir(&root.uri))
+    }
+}
+
+/// A guest instance ready for `session`: an idle one from the pool, or a
+/// new one.
+impl Bridge {
+    fn instance(&self, session: &Session, interrupt: Option<Interrupt>) -> Result<Invocation> {
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let mut invocation = match idle {
+            Some(invocation) => invocation,
+            None => {
+                let place = Place {
+                    working_dir: session.project_dir.clone(),
+                    project_dir: session.project_dir.clone(),
+                    agent_session: Some(session.agent_session.clone()),
+                    caller: wit::Caller::Mcp,
+                    agent_process: session.agent_process.clone(),
+                    client: session.client.clone(),
+                };
+                let mut invocation =
+                    Invocation::with_component(&self.global, place, &self.component, &self.bridge_dir)?;
+                invocation.context.format = wit::OutputFormat::TextAndJson;
+                invocation
+            }
+        };
+        invocation.context.session = (!session.id.is_empty()).then(|| session.id.clone());
+        invocation.withhold_loose()?;
+        invocation.guest.interrupt(interrupt);
+        Ok(invocation)
+    }
+
+    /// Returns an instance whose call ended normally to the pool.
+    fn checkin(&self, mut invocation: Invocation) {
+        invocation.guest.interrupt(None);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_SIZE {
+            pool.push(invocation);
+        }
+    }
+
+    /// Runs one verb for `session` on a pooled instance. An instance whose
+    /// call trapped (a cancelled wait among them) is dropped.
+    fn run_verb(
+        &self,
+        session: &Session,
+        verb: &wit::Verb,
+        interrupt: Option<Interrupt>,
+    ) -> Result<Result<wit::Report, wit::Failure>> {
+        let mut invocation = self.instance(session, interrupt)?;
+        let result = invocation.run(verb)?;
+        self.checkin(invocation);
+        Ok(result)
+    }
+
+    /// Commits a delivery whose response has been written.
+    fn commit(&self, ticket: &wit::ClaimTicket) {
+        let Some(session) = self.session.get() else {
+            return;
+        };
+        let committed = self.instance(session, None).and_then(|mut invocation| {
+            let done = invocation
+                .guest
+                .commit_delivery(&invocation.context, ticket)?;
+            self.checkin(invocation);
+            Ok(done)
+        });
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!(
+                "bridge-host mcp: warning: {} was handed over, but not filed as taken: {}",
+                ticket.message_id,
+                crate::describe(&err)
+            ),
+            Err(err) => eprintln!(
+                "bridge-host mcp: warning: {} was handed over, but not filed as taken: {err:#}",
+                ticket.message_id
+            ),
+        }
+    }
+
+    /// Stops the session, as `bridge-host run stop` does, once the
+    /// connection has closed.
+    async fn stop(self: &Arc<Self>) -> Result<()> {
+        let Some(session) = self.session.get().cloned() else {
+            return Ok(());
+        };
+        let bridge = self.clone();
+        let stopped =
+            tokio::task::spawn_blocking(move || bridge.run_verb(&session, &wit::Verb::Stop, None))
+                .await
+                .map_err(|e| anyhow!("{e}"))??;
+        match stopped {
+            Ok(report) => {
+                crate::print_warnings(&report.warnings);
+                Ok(())
+            }
+            // Claude Code's SessionEnd hook may have stopped it first.
+            Err(failure)
+                if matches!(
+                    failure.error,
+                    wit::BridgeError::NoSuchSession(_) | wit::BridgeError::NoIdentity
+                ) =>
+            {
+                Ok(())
+            }
+            Err(failure) => Err(anyhow!(
+                "the session was not stopped: {}",
+                Invocation::failure_text(&failure)
+            )),
+        }
+    }
+
+}
+
+/// A directory from a `file:` URI (`file:///home/me/app`), with its
+/// percent-escapes decoded; None for anything else.
+fn file_uri_dir(uri: &str) -> Option<PathBuf> {
+    let rest = uri.strip_prefix("file://")?;
+    // `file://localhost/path` names the same file as `file:///path`.
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    let mut bytes = Vec::with_capacity(path.len());
+    let mut raw = path.bytes();
+    while let Some(b) = raw.next() {
+        if b == b'%' {
+            let hex = [raw.next()?, raw.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    let text = String::from_utf8(bytes).ok()?;
+    // Windows clients send `file:///C:/work/app`.
+    let text = match text.strip_prefix('/') {
+        Some(drive) if cfg!(windows) && drive.get(1..2) == Some(":") => drive.to_string(),
+        _ => text,
+    };
+    let dir = PathBuf::from(text);
+    (dir.is_absolute() && dir.is_dir()).then_some(dir)
+}
+
+/// A suffix that tells this connection's agent session apart from an
+/// earlier process's with the same PID.
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_uri_names_its_directory_and_anything_else_names_none() {
+        let dir = tempfile_dir();
+        let uri = format!("file://{}", dir.display()).replace(' ', "%20");
+        assert_eq!(file_uri_dir(&uri), Some(dir.clone()));
+        assert_eq!(file_uri_dir("https://example.com/x"), None);
+        assert_eq!(file_uri_dir("file:///no/such/dir/anywhere"), None);
+        assert_eq!(file_uri_dir("file:///bad%zz"), None);
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bridge mcp {}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
+
+/// Text content for a tool result.
+fn text(text: impl Into<String>) -> ContentBlock {
+    ContentBlock::text(text.into())
+}
+
+/// The JSON-RPC error a cancelled call ends with, for clients that still
+/// read one.
+fn cancelled_error() -> ErrorData {
+    ErrorData::new(
+        ErrorCode(-32800),
+        "the call was cancelled; nothing was taken from the inbox",
+        None,
+    )
+}
+
+/// Progress for a waiting call, when the client asked for it.
+fn progress(token: rmcp::model::ProgressToken, waited: u32, total: Option<u32>) -> ProgressNotificationParam {
+    let progress = ProgressNotificationParam::new(token, f64::from(waited));
+    match total {
+        Some(total) => progress.with_total(f64::from(total)),
+        None => progress,
+    }
+}
+
+/// Turns a verb's result into a tool result: the guest's text, its
+/// warnings, and its JSON as `structuredContent`; a failure is a tool
+/// error in the guest's words.
+fn tool_result(result: Result<Result<wit::Report, wit::Failure>>) -> CallToolResult {
+    let warnings = |list: &[String]| -> Option<ContentBlock> {
+        (!list.is_empty()).then(|| {
+            text(
+                list.iter()
+                    .map(|w| format!("warning: {w}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })
+    };
+    match result {
+        Ok(Ok(report)) => {
+            let mut content = vec![text(report.rendered)];
+            content.extend(warnings(&report.warnings));
+            let mut result = CallToolResult::success(content);
+            result.structured_content = report
+                .structured
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok());
+            result
+        }
+        Ok(Err(failure)) => {
+            let mut content = vec![text(Invocation::failure_text(&failure))];
+            content.extend(warnings(&failure.warnings));
+            CallToolResult::error(content)
+        }
+        Err(err) => CallToolResult::error(vec![text(format!("bridge-host: {err:#}"))]),
+    }
+}
