@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use bridge_host::compile_cache;
 use bridge_host::sandbox::{Guest, wit};
 
+#[path = "bridge/mcp.rs"]
+mod mcp;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
 
 /// The `bridge-host` the whole-process figures run: `BENCH_BRIDGE_HOST`
@@ -128,6 +131,16 @@ fn main() {
             Box::new(|| ask_round_trip(sizes, cache)),
             "≤ 15 ms",
         ),
+        (
+            "MCP check_inbox round trip, warm server, nothing pending".into(),
+            Box::new(|| mcp::check_inbox_round_trip(sizes, cache)),
+            "< 5 ms",
+        ),
+        (
+            "MCP ask round trip, automatic responder".into(),
+            Box::new(|| mcp::ask_round_trip(sizes, cache)),
+            "≤ 2 × the CLI's ask",
+        ),
     ];
     let scaling = sizes.scaling.iter().map(|&read| {
         (
@@ -177,6 +190,7 @@ fn main() {
             "",
         ),
     ];
+    let mut medians: Vec<(String, Duration)> = Vec::new();
     for (name, measure, target) in timed
         .into_iter()
         .chain(scaling)
@@ -185,8 +199,27 @@ fn main() {
         .chain(cold)
     {
         if want(&name) {
-            row(&name, &measure(), target);
+            let samples = measure();
+            row(&name, &samples, target);
+            medians.push((name, median(&samples)));
         }
+    }
+    let median_of = |prefix: &str| {
+        medians
+            .iter()
+            .find(|(name, _)| name.starts_with(prefix))
+            .map(|(_, m)| m.as_secs_f64())
+    };
+    if let (Some(mcp), Some(cli)) = (
+        median_of("MCP ask round trip"),
+        median_of("ask round trip"),
+    ) {
+        println!(
+            "\nMCP ask over CLI ask, medians: {:.2} ms / {:.2} ms = {:.2}× (target ≤ 2×)",
+            mcp * 1000.0,
+            cli * 1000.0,
+            mcp / cli
+        );
     }
 
     println!("\n| figure | value | target |\n|---|---|---|");
@@ -208,6 +241,16 @@ fn main() {
     let name = format!("CPU of an idle listen over {} s", sizes.idle_secs);
     if want(&name) {
         let cpu = idle_listen_cpu(sizes, cache);
+        println!("| {name} | {cpu:.2} % | 0 % |");
+    }
+    let name = "RSS of a connected, idle MCP server (median of 5)";
+    if want(name) {
+        let rss = mcp::idle_rss(cache);
+        println!("| {name} | {:.1} MB | < 30 MB |", rss as f64 / 1024.0);
+    }
+    let name = format!("CPU of a connected, idle MCP server over {} s", sizes.idle_secs);
+    if want(&name) {
+        let cpu = mcp::idle_cpu(sizes, cache);
         println!("| {name} | {cpu:.2} % | 0 % |");
     }
 }
@@ -721,6 +764,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 overall, 12 and 13 here.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
 }
 
 fn row(name: &str, samples: &[Duration], target: &str) {

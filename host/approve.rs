@@ -18,6 +18,11 @@
 //!   (`… - <<'EOF'`, the body, `EOF`), whose body the shell passes as it
 //!   is; nothing may follow the closing line.
 //!
+//! The bridge's own MCP tools (the plugin's `bridge` server, named
+//! `mcp__plugin_session-bridge_bridge__<tool>` by Claude Code) are approved
+//! as they are: their arguments are structured, so there is no command
+//! line to smuggle anything into, and each tool runs one verb.
+//!
 //! Anything else gets no answer from this hook, and Claude Code asks the
 //! user as usual.
 
@@ -60,27 +65,37 @@ pub fn run() -> Result<ExitCode> {
     let Ok(input) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(ExitCode::SUCCESS);
     };
-    let command = match (
-        input.get("tool_name").and_then(Value::as_str),
-        input.pointer("/tool_input/command").and_then(Value::as_str),
-    ) {
-        (Some("Bash"), Some(command)) => command,
-        _ => return Ok(ExitCode::SUCCESS),
+    let tool = input.get("tool_name").and_then(Value::as_str);
+    let reason = match (tool, input.pointer("/tool_input/command").and_then(Value::as_str)) {
+        (Some("Bash"), Some(command)) => approved(command).map(|verb| {
+            format!("session-bridge: one `bridge-host run {verb}` call with literal arguments")
+        }),
+        (Some(tool), _) => approved_tool(tool)
+            .map(|name| format!("session-bridge: the bridge's own MCP tool `{name}`")),
+        _ => None,
     };
-    if let Some(verb) = approved(command) {
+    if let Some(reason) = reason {
         let decision = json!({
             "hookSpecificOutput": {
                 "hookEventName": "PreToolUse",
                 "permissionDecision": "allow",
-                "permissionDecisionReason": format!(
-                    "session-bridge: one `bridge-host run {verb}` call with literal arguments"
-                ),
+                "permissionDecisionReason": reason,
             }
         });
         let mut out = io::stdout().lock();
         writeln!(out, "{decision}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How Claude Code names the tools of the plugin's MCP server `bridge`
+/// (`.mcp.json`): `mcp__plugin_<plugin>_<server>__<tool>`.
+pub const MCP_TOOL_PREFIX: &str = "mcp__plugin_session-bridge_bridge__";
+
+/// The bridge tool `tool_name` calls, when it is one of the plugin's own.
+pub fn approved_tool(tool_name: &str) -> Option<&'static str> {
+    let tool = tool_name.strip_prefix(MCP_TOOL_PREFIX)?;
+    crate::mcp::TOOLS.iter().copied().find(|t| *t == tool)
 }
 
 /// The verb of `command` when the hook approves it, else None.
@@ -199,7 +214,7 @@ fn literal_only(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::approved;
+    use super::{MCP_TOOL_PREFIX, approved, approved_tool};
 
     #[test]
     fn literal_bridge_commands_are_approved() {
@@ -241,6 +256,27 @@ mod tests {
             ),
         ] {
             assert_eq!(approved(command), Some(verb), "{command}");
+        }
+    }
+
+    #[test]
+    fn exactly_the_bridges_own_mcp_tools_are_approved() {
+        for tool in crate::mcp::TOOLS {
+            let name = format!("{MCP_TOOL_PREFIX}{tool}");
+            assert_eq!(approved_tool(&name), Some(tool), "{name}");
+        }
+        for other in [
+            "mcp__plugin_session-bridge_bridge__",
+            "mcp__plugin_session-bridge_bridge__run",
+            "mcp__plugin_session-bridge_bridge__reply2",
+            "mcp__plugin_other_bridge__reply",
+            "mcp__bridge__reply",
+            "mcp__plugin_session-bridge_bridgex__reply",
+            "reply",
+            "Bash",
+            "Write",
+        ] {
+            assert_eq!(approved_tool(other), None, "{other}");
         }
     }
 

@@ -22,6 +22,22 @@
 mod handover;
 mod tools;
 
+/// The server's tools, by name; the plugin's approval hook approves these.
+pub const TOOLS: [&str; 12] = [
+    "peers",
+    "connect",
+    "send",
+    "ask",
+    "reply",
+    "check_inbox",
+    "listen",
+    "receive",
+    "status",
+    "track",
+    "thread",
+    "history",
+];
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,7 +225,7 @@ impl Bridge {
         };
         // Inside Claude Code, the session Claude Code registered through the
         // plugin's hooks; any other client is a new agent of its own.
-        let in_claude_code = self.global.agent_session.is_some();
+        let in_claude_code = self.in_claude_code();
         let agent_session = match &self.global.agent_session {
             Some(agent) => agent.clone(),
             None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
@@ -256,6 +272,14 @@ impl Bridge {
                 Invocation::failure_text(&failure)
             )),
         }
+    }
+
+    /// True when Claude Code started this server: it passes its own
+    /// session ID (`CLAUDE_CODE_SESSION_ID`, the one its hooks get), so the
+    /// MCP tools speak for the same bridge session as the plugin's hooks
+    /// and its Bash commands.
+    fn in_claude_code(&self) -> bool {
+        self.global.agent_session.is_some()
     }
 
     /// The project directory the client's roots name: the first `file:`
@@ -494,13 +518,26 @@ fn tool_result(result: Result<Result<wit::Report, wit::Failure>>) -> CallToolRes
     };
     match result {
         Ok(Ok(report)) => {
+            let structured = report
+                .structured
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+                .map(|mut json| {
+                    // Claude Code and Codex show a model only the structured
+                    // content when there is some, so it carries the text as
+                    // well: the fenced peer words and what to do next.
+                    if let Some(object) = json.as_object_mut() {
+                        object.insert("text".into(), report.rendered.clone().into());
+                        if !report.warnings.is_empty() {
+                            object.insert("warnings".into(), report.warnings.clone().into());
+                        }
+                    }
+                    json
+                });
             let mut content = vec![text(report.rendered)];
             content.extend(warnings(&report.warnings));
             let mut result = CallToolResult::success(content);
-            result.structured_content = report
-                .structured
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok());
+            result.structured_content = structured;
             result
         }
         Ok(Err(failure)) => {

@@ -437,8 +437,14 @@ impl ServerHandler for BridgeServer {
     }
 
     /// Registers the session as soon as the client is ready, so that peers
-    /// see it before its first tool call.
+    /// see it before its first tool call. Inside Claude Code the plugin's
+    /// SessionStart hook registers the session, and runs at the same time
+    /// as this server starts; the server joins that session at its first
+    /// tool call instead, so that the two never race to create it.
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        if self.bridge.in_claude_code() {
+            return;
+        }
         let bridge = self.bridge.clone();
         let peer = ctx.peer.clone();
         tokio::spawn(async move {
@@ -446,5 +452,21 @@ impl ServerHandler for BridgeServer {
                 eprintln!("bridge-host mcp: {why}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_approved_tool_names_are_the_tools_the_server_lists() {
+        let mut listed: Vec<String> = super::BridgeServer::tool_router()
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        listed.sort();
+        let mut named: Vec<String> = super::super::TOOLS.iter().map(|t| t.to_string()).collect();
+        named.sort();
+        assert_eq!(listed, named);
     }
 }
