@@ -256,7 +256,13 @@ impl HostState {
             if left.is_zero() {
                 return Ok(false);
             }
-            if watcher.wait(left.min(INTERRUPT_SLICE)) {
+            let changed = watcher.wait(left.min(INTERRUPT_SLICE));
+            // A change seen after the cancel must not wake the guest to
+            // claim what nobody will receive.
+            if (interrupt.cancelled)() {
+                return Err(wasmtime::Error::msg(CANCELLED));
+            }
+            if changed {
                 return Ok(true);
             }
             (interrupt.waiting)();

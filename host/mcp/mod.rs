@@ -73,7 +73,11 @@ pub fn run(global: &Global) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the MCP server's runtime")?;
-    runtime.block_on(serve(global.clone()))
+    let ended = runtime.block_on(serve(global.clone()));
+    // A read of standard input blocks a thread that shutdown would wait
+    // for; after a signal the client may keep the pipe open, so leave it.
+    runtime.shutdown_background();
+    ended
 }
 
 async fn serve(global: Global) -> Result<ExitCode> {

@@ -8,6 +8,7 @@ mod guest_library;
 mod hostile;
 mod identity;
 mod interop;
+mod mcp;
 mod plugin;
 mod policies;
 mod readme;
