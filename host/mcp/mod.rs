@@ -175,6 +175,9 @@ pub(crate) struct Bridge {
     bridge_dir: PathBuf,
     working_dir: PathBuf,
     session: tokio::sync::OnceCell<Session>,
+    /// Held while the session registers, so that stopping waits for a
+    /// registration under way instead of leaving its session behind.
+    registering: tokio::sync::Mutex<()>,
     /// Idle guest instances for `session`, reused by the next calls.
     pool: Mutex<Vec<Invocation>>,
     /// Set once the connection has closed: every wait ends.
@@ -194,6 +197,7 @@ impl Bridge {
             bridge_dir,
             working_dir,
             session: tokio::sync::OnceCell::new(),
+            registering: tokio::sync::Mutex::new(()),
             pool: Mutex::new(Vec::new()),
             closing: Arc::new(AtomicBool::new(false)),
             handovers: Mutex::new(Vec::new()),
@@ -210,6 +214,10 @@ impl Bridge {
 
     /// Registers the connection's session with the guest's `start`.
     async fn register(self: &Arc<Self>, peer: &Peer<RoleServer>) -> Result<Session, String> {
+        let _registering = self.registering.lock().await;
+        if self.closing.load(Ordering::Acquire) {
+            return Err("the connection is closing; no session was registered".into());
+        }
         let info = peer.peer_info();
         let client = info.as_ref().map(|i| {
             format!("{} {}", i.client_info.name, i.client_info.version)
@@ -393,6 +401,9 @@ impl Bridge {
     /// Stops the session, as `bridge-host run stop` does, once the
     /// connection has closed.
     async fn stop(self: &Arc<Self>) -> Result<()> {
+        // `closing` is set: a registration under way finishes, and none
+        // starts after this.
+        let _registered = self.registering.lock().await;
         let Some(session) = self.session.get().cloned() else {
             return Ok(());
         };

@@ -598,6 +598,33 @@ async def case_disconnect(w):
         raw.close()
 
 
+async def case_early_sigterm(w):
+    """SIGTERM the moment `initialize` is answered, while the session is
+    still registering (what `gemini mcp list` does): no session is left
+    behind, every time."""
+    pt = w.project("early-peer")
+    mine = w.start(pt)
+    left = []
+    # The signal lands at different points of the registration: before it
+    # starts, while the guest's `start` runs, and after.
+    for i, delay in enumerate([0, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12]):
+        raw = Raw(w, w.project(f"early-{i}"))
+        try:
+            await raw.initialize()
+            await asyncio.sleep(delay)
+            raw.proc.send_signal(signal.SIGTERM)
+            code = await raw.exited(6)
+            if code is None:
+                left.append(f"run {i}: still running 6s after SIGTERM")
+        finally:
+            raw.close()
+        others = [sid for sid in w.peers(pt) if sid != mine]
+        if others:
+            left.append(f"run {i}: session(s) {others} left registered")
+    check("early sigterm: a server stopped while registering leaves no session behind",
+          not left, "; ".join(left))
+
+
 async def case_raw_bad_input(w):
     raw = Raw(w, w.project("raw-bad"))
     try:
@@ -804,6 +831,7 @@ CASES = [
     ("progress", case_progress, 30),
     ("cancel", case_cancel, 60),
     ("disconnect", case_disconnect, 40),
+    ("early-sigterm", case_early_sigterm, 60),
     ("raw", case_raw_bad_input, 40),
     ("bad-input", case_bad_input, 120),
     ("commit", case_commit, 40),
