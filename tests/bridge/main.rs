@@ -14,5 +14,6 @@ mod policies;
 mod readme;
 mod real_client;
 mod sandbox;
+mod second_agent;
 mod util;
 mod versions;

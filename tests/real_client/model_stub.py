@@ -59,6 +59,9 @@ class Persona:
     name: str
     # The answer it gives back when a peer's reply asks it something (rule a).
     clarification: str = "The v2 API."
+    # Answers a woken query with the plugin's MCP `reply` tool, when the
+    # request offers it, instead of the Bash command the wake-up names.
+    answer_with_mcp: bool = False
 
     def answer(self, question: str) -> str:
         """The answer to a peer's query (rule b)."""
@@ -74,7 +77,13 @@ PERSONAS = {
     "app": Persona("app", clarification="The v2 API."),
     # Answers questions about its code.
     "library": Persona("library", clarification="The v2 API."),
+    # The library, answering through the plugin's MCP server.
+    "library-mcp": Persona("library-mcp", clarification="The v2 API.", answer_with_mcp=True),
 }
+
+# How Claude Code names the plugin's MCP reply tool.
+MCP_REPLY_TOOL = "mcp__plugin_session-bridge_bridge__reply"
+
 
 # --------------------------------------------------------------------------
 # Reading a request.
@@ -248,6 +257,15 @@ def rule_b_answer_query(persona: Persona, request: dict) -> dict | None:
     after = words[found.end():]
     fenced = peer_texts(after) or peer_texts(words)
     question = fenced[0] if fenced else ""
+    offered = {t.get("name") for t in request.get("tools") or [] if isinstance(t, dict)}
+    message = re.search(r"\breply (msg-[a-z0-9]{12})\b", found.group(1))
+    if persona.answer_with_mcp and MCP_REPLY_TOOL in offered and message:
+        return {
+            "type": "tool_use",
+            "tool": MCP_REPLY_TOOL,
+            "input": {"message_id": message.group(1), "answer": persona.answer(question)},
+            "description": "Answer the peer's query with the bridge's reply tool",
+        }
     return bash(
         fill_answer(found.group(1).strip(), persona.answer(question)),
         "Answer the peer's query",
@@ -392,6 +410,11 @@ def new_tool_id() -> str:
 
 
 def content_blocks(action: dict) -> tuple[list[dict], str]:
+    if action["type"] == "tool_use" and "tool" in action:
+        return (
+            [{"type": "tool_use", "id": new_tool_id(), "name": action["tool"], "input": action["input"]}],
+            "tool_use",
+        )
     if action["type"] == "tool_use":
         tool_input = {"command": action["command"], "description": action.get("description", "")}
         if action.get("timeout"):
