@@ -210,10 +210,7 @@ fn main() {
             .find(|(name, _)| name.starts_with(prefix))
             .map(|(_, m)| m.as_secs_f64())
     };
-    if let (Some(mcp), Some(cli)) = (
-        median_of("MCP ask round trip"),
-        median_of("ask round trip"),
-    ) {
+    if let (Some(mcp), Some(cli)) = (median_of("MCP ask round trip"), median_of("ask round trip")) {
         println!(
             "\nMCP ask over CLI ask, medians: {:.2} ms / {:.2} ms = {:.2}× (target ≤ 2×)",
             mcp * 1000.0,
@@ -248,7 +245,10 @@ fn main() {
         let rss = mcp::idle_rss(cache);
         println!("| {name} | {:.1} MB | < 30 MB |", rss as f64 / 1024.0);
     }
-    let name = format!("CPU of a connected, idle MCP server over {} s", sizes.idle_secs);
+    let name = format!(
+        "CPU of a connected, idle MCP server over {} s",
+        sizes.idle_secs
+    );
     if want(&name) {
         let cpu = mcp::idle_cpu(sizes, cache);
         println!("| {name} | {cpu:.2} % | 0 % |");
@@ -287,17 +287,7 @@ fn delivery_latency(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
 fn ask_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
     let w = Arc::new(World::new(cache));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let responder = {
-        let (w, done) = (w.clone(), done.clone());
-        thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = w.output(&w.b, &["listen", "--timeout", "1"]);
-                if let Some(id) = delivered_id(&out) {
-                    w.run(&w.b, &["reply", id, "automatic answer"]);
-                }
-            }
-        })
-    };
+    let responder = automatic_responder(&w, &done);
     let samples = (0..sizes.ask)
         .map(|i| {
             let started = Instant::now();
@@ -309,6 +299,23 @@ fn ask_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     responder.join().expect("responder");
     samples
+}
+
+/// Answers every query that reaches `w.b` with `bridge-host run listen`
+/// and `reply`, until `done` is set.
+fn automatic_responder(
+    w: &Arc<World>,
+    done: &Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let (w, done) = (w.clone(), done.clone());
+    thread::spawn(move || {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = w.output(&w.b, &["listen", "--timeout", "1"]);
+            if let Some(id) = delivered_id(&out) {
+                w.run(&w.b, &["reply", id, "automatic answer"]);
+            }
+        }
+    })
 }
 
 fn listen_among_read(sizes: &Sizes, cache: &Path, read: usize) -> Vec<Duration> {

@@ -66,7 +66,10 @@ pub fn run() -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let tool = input.get("tool_name").and_then(Value::as_str);
-    let reason = match (tool, input.pointer("/tool_input/command").and_then(Value::as_str)) {
+    let reason = match (
+        tool,
+        input.pointer("/tool_input/command").and_then(Value::as_str),
+    ) {
         (Some("Bash"), Some(command)) => approved(command).map(|verb| {
             format!("session-bridge: one `bridge-host run {verb}` call with literal arguments")
         }),

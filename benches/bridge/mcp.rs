@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Sizes, World, bridge_host, cpu_ticks, delivered_id, proc_status_kb};
+use super::{Sizes, World, automatic_responder, bridge_host, cpu_ticks, proc_status_kb};
 
 /// One connected MCP server.
 pub struct Server {
@@ -109,7 +109,10 @@ pub fn check_inbox_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
             let started = Instant::now();
             let result = server.call("check_inbox", json!({}));
             let took = started.elapsed();
-            assert_eq!(result["content"][0]["text"], "No new messages.\n", "{result}");
+            assert_eq!(
+                result["content"][0]["text"], "No new messages.\n",
+                "{result}"
+            );
             took
         })
         .collect()
@@ -121,17 +124,7 @@ pub fn ask_round_trip(sizes: &Sizes, cache: &Path) -> Vec<Duration> {
     let w = std::sync::Arc::new(World::new(cache));
     let mut server = Server::connect(&w, &w.a);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let responder = {
-        let (w, done) = (w.clone(), done.clone());
-        thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = w.output(&w.b, &["listen", "--timeout", "1"]);
-                if let Some(id) = delivered_id(&out) {
-                    w.run(&w.b, &["reply", id, "automatic answer"]);
-                }
-            }
-        })
-    };
+    let responder = automatic_responder(&w, &done);
     let samples = (0..sizes.ask)
         .map(|i| {
             let started = Instant::now();

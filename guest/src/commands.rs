@@ -80,11 +80,17 @@ mod tests {
     fn a_terminal_gets_command_lines_and_an_mcp_client_gets_tool_calls() {
         address(Caller::Terminal);
         assert_eq!(reply("msg-a"), "bridge-host run reply msg-a \"<answer>\"");
-        assert_eq!(on_message("receive", "msg-a"), "bridge-host run receive msg-a");
+        assert_eq!(
+            on_message("receive", "msg-a"),
+            "bridge-host run receive msg-a"
+        );
         assert_eq!(plain("peers"), "bridge-host run peers");
         address(Caller::Mcp);
         assert_eq!(reply("msg-a"), "the reply tool with message_id msg-a");
-        assert_eq!(on_message("receive", "msg-a"), "the receive tool with message_id msg-a");
+        assert_eq!(
+            on_message("receive", "msg-a"),
+            "the receive tool with message_id msg-a"
+        );
         assert_eq!(plain("check-inbox"), "the check_inbox tool");
         assert_eq!(ask("a1b2c3"), "the ask tool with peer a1b2c3");
         address(Caller::Terminal);

@@ -177,11 +177,15 @@ impl<P: Platform> Bridge<P> {
         id: &SessionId,
         project_dir: &str,
         agent: Option<&str>,
+        client: Option<String>,
     ) -> Result<Manifest> {
         for dir in self.layout.session_dirs(id) {
             files::ensure_dir(&dir)?;
         }
-        let manifest = Manifest::new(id, project_dir);
+        let manifest = Manifest {
+            client,
+            ..Manifest::new(id, project_dir)
+        };
         self.write_manifest(&manifest)?;
         self.record_agent(id, agent)?;
         self.new_incarnation(id)?;
@@ -190,12 +194,17 @@ impl<P: Platform> Bridge<P> {
 
     /// Creates a session with a fresh random ID; the directory is created
     /// exclusively, so two registrations never share an ID.
-    pub(crate) fn register_new(&self, project_dir: &str, agent: Option<&str>) -> Result<Manifest> {
+    pub(crate) fn register_new(
+        &self,
+        project_dir: &str,
+        agent: Option<&str>,
+        client: Option<String>,
+    ) -> Result<Manifest> {
         files::ensure_dir(&self.layout.sessions())?;
         loop {
             let id = SessionId::random();
             match fs::create_dir(self.layout.session(&id)) {
-                Ok(()) => return self.register(&id, project_dir, agent),
+                Ok(()) => return self.register(&id, project_dir, agent, client),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(err) => {
                     return Err(BridgeError::io(

@@ -268,7 +268,12 @@ fn peers_table(entries: &[PeerEntry]) -> String {
     }
     let last = rows[0].len() - 1;
     let widths: Vec<usize> = (0..last)
-        .map(|col| rows.iter().map(|r| r[col].chars().count()).max().unwrap_or(0))
+        .map(|col| {
+            rows.iter()
+                .map(|r| r[col].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in &rows {

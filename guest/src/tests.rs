@@ -691,13 +691,21 @@ fn an_mcp_client_is_named_in_its_manifest_and_told_to_answer_with_tools() {
         "{}",
         delivered.rendered
     );
-    assert!(!delivered.rendered.contains("bridge-host run"), "{}", delivered.rendered);
+    assert!(
+        !delivered.rendered.contains("bridge-host run"),
+        "{}",
+        delivered.rendered
+    );
     // A terminal reading the same kind of message still gets the command.
     let terminal = bridge(root)
         .run(&context(Some(&asker), "/p/asker"), Verb::Peers)
         .unwrap();
     assert!(terminal.structured.is_none());
-    assert!(terminal.rendered.contains("codex-mcp-client 0.169.0"), "{}", terminal.rendered);
+    assert!(
+        terminal.rendered.contains("codex-mcp-client 0.169.0"),
+        "{}",
+        terminal.rendered
+    );
 }
 
 #[test]

@@ -250,6 +250,9 @@ impl<P: Platform> Bridge<P> {
                 None => self.pointed_session(context)?,
             },
         };
+        // The client is in the manifest's first write, so that nobody
+        // reading it meanwhile sees the session without it.
+        let client = crate::registry::client_name(context.client.as_deref());
         let manifest = match reuse {
             Some(id) => match self.manifest(&id) {
                 Ok(mut manifest) => {
@@ -260,26 +263,18 @@ impl<P: Platform> Bridge<P> {
                     self.new_incarnation(&id)?;
                     manifest.project_path = context.project_dir.clone();
                     manifest.project_name = crate::wire::project_name(&context.project_dir);
+                    if client.is_some() {
+                        manifest.client = client;
+                    }
                     self.touch(&manifest)?
                 }
                 Err(BridgeError::NoSuchSession(_) | BridgeError::Corrupt { .. }) => {
                     files::ensure_dir(&self.layout.session(&id))?;
-                    self.register(&id, &context.project_dir, agent)?
+                    self.register(&id, &context.project_dir, agent, client)?
                 }
                 Err(err) => return Err(err),
             },
-            None => self.register_new(&context.project_dir, agent)?,
-        };
-        let manifest = match crate::registry::client_name(context.client.as_deref()) {
-            Some(client) if manifest.client.as_deref() != Some(client.as_str()) => {
-                let named = Manifest {
-                    client: Some(client),
-                    ..manifest
-                };
-                self.write_manifest(&named)?;
-                named
-            }
-            _ => manifest,
+            None => self.register_new(&context.project_dir, agent, client)?,
         };
         self.archive_register(&manifest, warnings);
         if let Ok(id) = SessionId::parse(&manifest.session_id)

@@ -29,7 +29,9 @@ impl Bridge {
     /// The delivery the response to `id` carries, if any.
     fn handed_over(&self, id: &RequestId) -> Option<wit::ClaimTicket> {
         let mut waiting = self.handovers.lock().unwrap_or_else(|e| e.into_inner());
-        let at = waiting.iter().position(|(waiting_id, _)| waiting_id == id)?;
+        let at = waiting
+            .iter()
+            .position(|(waiting_id, _)| waiting_id == id)?;
         Some(waiting.swap_remove(at).1)
     }
 }

@@ -45,17 +45,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
+use rmcp::ServiceExt;
 use rmcp::model::{
     CallToolResult, ContentBlock, ErrorCode, ErrorData, ProgressNotificationParam, RequestId,
 };
 use rmcp::service::{Peer, RoleServer};
-use rmcp::ServiceExt;
 use wasmtime::component::Component;
 
 use bridge_host::process::ProcessId;
 use bridge_host::sandbox::{Interrupt, wit};
 
-use crate::{GuestSource, Global, Invocation, Place};
+use crate::{Global, GuestSource, Invocation, Place};
 
 /// How often a connected session refreshes its heartbeat. A session counts
 /// as stale after 300 s without one.
@@ -117,7 +117,10 @@ async fn termination() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
@@ -143,9 +146,10 @@ async fn heartbeats(bridge: Arc<Bridge>) {
             continue;
         };
         let beat = bridge.clone();
-        let done =
-            tokio::task::spawn_blocking(move || beat.run_verb(&session, &wit::Verb::Heartbeat, None))
-                .await;
+        let done = tokio::task::spawn_blocking(move || {
+            beat.run_verb(&session, &wit::Verb::Heartbeat, None)
+        })
+        .await;
         match done {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(failure))) => eprintln!(
@@ -270,7 +274,9 @@ impl Bridge {
             Ok(report) => {
                 crate::print_warnings(&report.warnings);
                 let wit::Outcome::Session(manifest) = report.outcome else {
-                    return Err("the guest answered start with something other than a session".into());
+                    return Err(
+                        "the guest answered start with something other than a session".into(),
+                    );
                 };
                 let session = Session {
                     id: manifest.session_id,
@@ -302,7 +308,9 @@ impl Bridge {
         let roots = match tokio::time::timeout(ROOTS_TIMEOUT, peer.list_roots()).await {
             Ok(Ok(result)) => result.roots,
             Ok(Err(err)) => {
-                eprintln!("bridge-host mcp: the client's roots/list failed ({err}); using the working directory");
+                eprintln!(
+                    "bridge-host mcp: the client's roots/list failed ({err}); using the working directory"
+                );
                 return None;
             }
             Err(_) => {
@@ -321,11 +329,7 @@ impl Bridge {
 /// new one.
 impl Bridge {
     fn instance(&self, session: &Session, interrupt: Option<Interrupt>) -> Result<Invocation> {
-        let idle = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let idle = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut invocation = match idle {
             Some(invocation) => invocation,
             None => {
@@ -337,8 +341,12 @@ impl Bridge {
                     agent_process: session.agent_process.clone(),
                     client: session.client.clone(),
                 };
-                let mut invocation =
-                    Invocation::with_component(&self.global, place, &self.component, &self.bridge_dir)?;
+                let mut invocation = Invocation::with_component(
+                    &self.global,
+                    place,
+                    &self.component,
+                    &self.bridge_dir,
+                )?;
                 invocation.context.format = wit::OutputFormat::TextAndJson;
                 invocation
             }
@@ -432,7 +440,6 @@ impl Bridge {
             )),
         }
     }
-
 }
 
 /// A directory from a `file:` URI (`file:///home/me/app`), with its
@@ -509,7 +516,11 @@ fn cancelled_error() -> ErrorData {
 }
 
 /// Progress for a waiting call, when the client asked for it.
-fn progress(token: rmcp::model::ProgressToken, waited: u32, total: Option<u32>) -> ProgressNotificationParam {
+fn progress(
+    token: rmcp::model::ProgressToken,
+    waited: u32,
+    total: Option<u32>,
+) -> ProgressNotificationParam {
     let progress = ProgressNotificationParam::new(token, f64::from(waited));
     match total {
         Some(total) => progress.with_total(f64::from(total)),

@@ -8,9 +8,7 @@ use std::time::Instant;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{
-    CallToolResult, Implementation, ServerCapabilities, ServerConfig,
-};
+use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
@@ -311,7 +309,8 @@ impl BridgeServer {
         Parameters(args): Parameters<MessageArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.call(wit::Verb::Track(args.message_id), ctx, None).await
+        self.call(wit::Verb::Track(args.message_id), ctx, None)
+            .await
     }
 
     #[tool(
@@ -324,7 +323,8 @@ impl BridgeServer {
         Parameters(args): Parameters<MessageArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.call(wit::Verb::Thread(args.message_id), ctx, None).await
+        self.call(wit::Verb::Thread(args.message_id), ctx, None)
+            .await
     }
 
     #[tool(
@@ -385,7 +385,9 @@ impl BridgeServer {
                         let waited = u32::try_from(started.elapsed().as_secs()).unwrap_or(u32::MAX);
                         if waited > said {
                             said = waited;
-                            let _ = peer.notify_progress(progress(token.clone(), waited, total)).await;
+                            let _ = peer
+                                .notify_progress(progress(token.clone(), waited, total))
+                                .await;
                         }
                     }
                 }));

@@ -11,63 +11,26 @@
 //! installs it). Without them it fails under `CI=true` and is skipped
 //! elsewhere, saying so.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::util::BIN;
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use crate::util::python_scenario;
 
 /// What is missing to run the client, if anything.
-fn missing() -> Option<&'static str> {
-    let python = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !python {
-        return Some("python3");
+fn missing() -> Option<String> {
+    let runs = |args: &[&str]| {
+        Command::new("python3")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !runs(&["--version"]) {
+        return Some("python3".into());
     }
-    let sdk = Command::new("python3")
-        .args(["-c", "import mcp.client.stdio"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    (!sdk).then_some("the Python MCP SDK (pip install mcp==2.3.0)")
+    (!runs(&["-c", "import mcp.client.stdio"]))
+        .then(|| "the Python MCP SDK (pip install -r tests/mcp/requirements.txt)".into())
 }
 
 #[test]
 fn an_independent_mcp_client_sees_what_the_server_promises() {
-    if let Some(absent) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the MCP client test cannot run under CI: missing {absent}"
-        );
-        eprintln!("skipped: the MCP client test needs {absent}");
-        return;
-    }
-    let out = Command::new("python3")
-        .arg(Path::new(REPO).join("tests/mcp/client.py"))
-        .current_dir(REPO)
-        .env("BRIDGE_HOST_BIN", BIN)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("BRIDGE_DIR")
-        .env_remove("BRIDGE_SESSION_ID")
-        .env_remove("BRIDGE_CACHE_DIR")
-        .env_remove("BRIDGE_GUEST")
-        .env_remove("BRIDGE_GUEST_SETTINGS")
-        .env_remove("PROJECT_DIR")
-        .env_remove("CLAUDE_CODE_SESSION_ID")
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}{stderr}");
-    assert!(
-        out.status.success(),
-        "the MCP client found failures:\n{stdout}{stderr}"
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("mcp client: ") && last.ends_with(" passed, 0 failed"),
-        "{last}"
-    );
+    python_scenario("tests/mcp/client.py", "mcp client", missing());
 }

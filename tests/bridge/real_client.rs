@@ -14,68 +14,30 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::BIN;
+use crate::util::{absent, on_path, python_scenario};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-fn on_path(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// What is missing to run the real client, if anything.
-fn missing() -> Option<String> {
-    let pinned = Path::new(REPO).join(".ci/claude-code/node_modules/.bin/claude");
-    let claude = std::env::var_os("CLAUDE_CODE_BIN").is_some()
+/// Whether the pinned Claude Code CLI, or another one named, is there.
+pub fn claude_code_present() -> bool {
+    std::env::var_os("CLAUDE_CODE_BIN").is_some()
         || std::env::var_os("CLAUDE_CODE_VERSION").is_some()
-        || pinned.exists();
-    let absent: Vec<&str> = [
-        (
-            "the Claude Code CLI (npm ci --prefix .ci/claude-code)",
-            claude,
-        ),
-        ("tmux", on_path("tmux")),
-        ("python3", on_path("python3")),
-    ]
-    .into_iter()
-    .filter(|(_, present)| !present)
-    .map(|(name, _)| name)
-    .collect();
-    (!absent.is_empty()).then(|| absent.join(", "))
+        || Path::new(REPO)
+            .join(".ci/claude-code/node_modules/.bin/claude")
+            .exists()
 }
 
 #[test]
 fn the_plugin_works_in_the_real_claude_code() {
-    if let Some(absent) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the real-client test cannot run under CI: missing {absent}"
-        );
-        eprintln!("skipped: the real-client test needs {absent}");
-        return;
-    }
-    let out = Command::new("python3")
-        .arg(Path::new(REPO).join("tests/real_client/scenario.py"))
-        .env("BRIDGE_HOST_BIN", BIN)
-        .env_remove("BRIDGE_DIR")
-        .env_remove("BRIDGE_SESSION_ID")
-        .env_remove("CLAUDE_CODE_SESSION_ID")
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}{stderr}");
-    assert!(
-        out.status.success(),
-        "the real-client scenario failed:\n{stdout}{stderr}"
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("real client: ") && last.ends_with(" passed, 0 failed"),
-        "{last}"
-    );
+    let missing = absent(&[
+        (
+            "the Claude Code CLI (npm ci --prefix .ci/claude-code)",
+            claude_code_present(),
+        ),
+        ("tmux", on_path("tmux")),
+        ("python3", on_path("python3")),
+    ]);
+    python_scenario("tests/real_client/scenario.py", "real client", missing);
 }
 
 #[test]

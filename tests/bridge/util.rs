@@ -322,3 +322,63 @@ pub fn probe_guest() -> &'static Path {
         target_dir.join("wasm32-wasip2/release/probe_guest.wasm")
     })
 }
+
+/// True when `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The names of the `needs` that are not there, joined; None when all are.
+pub fn absent(needs: &[(&str, bool)]) -> Option<String> {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(_, present)| !present)
+        .map(|(name, _)| *name)
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// Runs the Python scenario `script` (relative to the repository) against
+/// this build's bridge-host, and asserts that it exited 0 with a last line
+/// `<label>: N passed, 0 failed`. When something it needs is `missing`, it
+/// fails under `CI=true` and is skipped elsewhere, saying so.
+pub fn python_scenario(script: &str, label: &str, missing: Option<String>) {
+    if let Some(absent) = missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the {label} test cannot run under CI: missing {absent}"
+        );
+        eprintln!("skipped: the {label} test needs {absent}");
+        return;
+    }
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(Path::new(repo).join(script))
+        .current_dir(repo)
+        .env("BRIDGE_HOST_BIN", BIN)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("BRIDGE_DIR")
+        .env_remove("BRIDGE_SESSION_ID")
+        .env_remove("BRIDGE_CACHE_DIR")
+        .env_remove("BRIDGE_GUEST")
+        .env_remove("BRIDGE_GUEST_SETTINGS")
+        .env_remove("PROJECT_DIR")
+        .env_remove("CLAUDE_CODE_SESSION_ID")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "the {label} scenario failed:\n{stdout}{stderr}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("{label}: ")) && last.ends_with(" passed, 0 failed"),
+        "{last}"
+    );
+}

@@ -113,7 +113,15 @@ def choose(body, n):
         idx = STATE["step"]
         if idx < len(steps):
             STATE["step"] += 1
-    if idx < len(steps):
+    # A call Codex could not route (its MCP tools were not ready yet when the
+    # turn began) is made again, up to "retries" times, rather than taken
+    # for the tool's answer.
+    unrouted = newest_is_output and "unsupported call" in ctx["last_output"]
+    if unrouted and script.get("default_call") and STATE.get("retries", 0) < script.get("retries", 3):
+        with LOCK:
+            STATE["retries"] = STATE.get("retries", 0) + 1
+        step = {"call": script["default_call"]}
+    elif idx < len(steps):
         step = steps[idx]
         if step.get("delay"):
             time.sleep(float(step["delay"]))

@@ -89,12 +89,14 @@ def main() -> int:
             codex_home = root / "codex-home"
             codex_home.mkdir()
             (root / "codex-requests").mkdir()
-            script = {"steps": [
-                {"call": {"namespace": "mcp__bridge", "name": "ask",
-                          "arguments": {"peer": lib_id, "question": QUESTION,
-                                        "timeout_seconds": 150}}},
-                {"text": "The library session answered: {last_output}"},
-            ]}
+            # No fixed steps: ask first, and end the turn with the tool's
+            # output once it comes, however many requests Codex makes.
+            script = {
+                "default_call": {"namespace": "mcp__bridge", "name": "ask",
+                                 "arguments": {"peer": lib_id, "question": QUESTION,
+                                               "timeout_seconds": 150}},
+                "default_text": "The library session answered: {last_output}",
+            }
             (root / "codex-script.json").write_text(json.dumps(script))
             model = subprocess.Popen(
                 [sys.executable, str(HERE / "responses_stub.py"), "--script",
