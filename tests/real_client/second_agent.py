@@ -23,7 +23,8 @@ Prints `ok <check>` or `FAIL <check>: why` per check and a last line
 `second agent: N passed, M failed`; exits 1 when any check failed.
 
 Usage: python3 second_agent.py [--keep]
-Codex: CODEX_BIN, else .ci/codex/node_modules/.bin/codex.
+Codex: CODEX_BIN (with CODEX_VERSION, the version it names itself with), else
+.ci/codex/node_modules/.bin/codex, the version pinned there.
 """
 
 from __future__ import annotations
@@ -190,8 +191,10 @@ enabled = false
 
             codex_sessions = sorted({c.split()[0] for c in clients})
             names = sorted({c.split(" ", 1)[1] for c in clients})
-            check("Codex's session was listed with its client name while it ran",
-                  len(codex_sessions) == 1 and names and names[0].startswith("codex-mcp-client "),
+            pinned = json.loads((REPO / ".ci/codex/package.json").read_text())["dependencies"]["@openai/codex"]
+            want = f"codex-mcp-client {os.environ.get('CODEX_VERSION', pinned)}"
+            check(f"Codex's session was listed as {want!r} while it ran",
+                  len(codex_sessions) == 1 and names == [want],
                   f"seen: {sorted(set(clients))}")
             peers = bridge("run", "peers", "--json", bridge_dir=bridge_dir, cache_dir=cache_dir).stdout
             listed = {p["sessionId"] for p in json.loads(peers)["peers"]}
