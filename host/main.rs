@@ -109,13 +109,34 @@ enum GuestAction {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+/// A message's type, as `run send` and the MCP `send` tool take it.
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 enum KindArg {
+    /// A question that expects a reply.
     Query,
+    /// An answer, or a question back to the asker.
     Response,
+    /// A liveness check (`connect` sends one).
     Ping,
+    /// Tells the peer this session ended.
     SessionEnded,
 }
+
+impl From<KindArg> for wit::MessageKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Query => wit::MessageKind::Query,
+            KindArg::Response => wit::MessageKind::Response,
+            KindArg::Ping => wit::MessageKind::Ping,
+            KindArg::SessionEnded => wit::MessageKind::SessionEnded,
+        }
+    }
+}
+
+/// How long `ask` and `receive` wait for the reply unless told, from a
+/// terminal and through MCP alike.
+const DEFAULT_REPLY_WAIT_SECONDS: u32 = 90;
 
 #[derive(Subcommand)]
 enum VerbArgs {
@@ -198,7 +219,7 @@ enum VerbArgs {
         #[arg(allow_hyphen_values = true)]
         question: String,
         /// Give up after this many seconds (exit 1).
-        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REPLY_WAIT_SECONDS)]
         timeout: u32,
         /// A message of the conversation this question follows up.
         #[arg(long, value_name = "MESSAGE_ID")]
@@ -209,7 +230,7 @@ enum VerbArgs {
         /// The sent message's ID.
         message_id: String,
         /// Give up after this many seconds (exit 1).
-        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REPLY_WAIT_SECONDS)]
         timeout: u32,
     },
     /// List sessions.
@@ -434,12 +455,6 @@ fn content(arg: String, limit: u64) -> Result<String> {
 }
 
 fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
-    let kind = |k: KindArg| match k {
-        KindArg::Query => wit::MessageKind::Query,
-        KindArg::Response => wit::MessageKind::Response,
-        KindArg::Ping => wit::MessageKind::Ping,
-        KindArg::SessionEnded => wit::MessageKind::SessionEnded,
-    };
     Ok(match verb {
         VerbArgs::Start => wit::Verb::Start,
         VerbArgs::Id => wit::Verb::Id,
@@ -451,7 +466,7 @@ fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
             in_reply_to,
         } => wit::Verb::Send(wit::SendRequest {
             to: peer,
-            kind: kind(k),
+            kind: k.into(),
             content: content(c, limit)?,
             in_reply_to,
         }),

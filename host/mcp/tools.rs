@@ -18,8 +18,7 @@ use bridge_host::sandbox::{Interrupt, wit};
 
 use super::{Bridge, cancelled_error, progress, text, tool_result};
 
-/// How long `ask` and `receive` wait when the call does not say.
-const DEFAULT_REPLY_WAIT_SECONDS: u32 = 90;
+use crate::DEFAULT_REPLY_WAIT_SECONDS;
 
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "session-bridge connects this agent session with other agent \
@@ -36,20 +35,6 @@ pub(crate) struct BridgeServer {
     tool_router: ToolRouter<Self>,
 }
 
-/// A message's kind, as `send` takes it.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Kind {
-    /// A question that expects a reply.
-    Query,
-    /// An answer, or a question back to the asker.
-    Response,
-    /// A liveness check (`connect` sends one).
-    Ping,
-    /// Tells the peer this session ended.
-    SessionEnded,
-}
-
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConnectArgs {
@@ -64,7 +49,7 @@ pub(crate) struct SendArgs {
     pub peer: String,
     /// The message type: `query` expects a reply; `response` answers one.
     #[serde(rename = "type")]
-    pub kind: Kind,
+    pub kind: crate::KindArg,
     /// The text of the message (at most 1 MiB).
     pub content: String,
     /// The ID of the message this one answers or follows up (msg- and 12
@@ -139,15 +124,6 @@ pub(crate) struct HistoryArgs {
     pub limit: Option<u32>,
 }
 
-fn kind(kind: Kind) -> wit::MessageKind {
-    match kind {
-        Kind::Query => wit::MessageKind::Query,
-        Kind::Response => wit::MessageKind::Response,
-        Kind::Ping => wit::MessageKind::Ping,
-        Kind::SessionEnded => wit::MessageKind::SessionEnded,
-    }
-}
-
 /// How long a waiting verb waits, for progress: None for no limit.
 pub(crate) type Wait = Option<u32>;
 
@@ -195,7 +171,7 @@ impl BridgeServer {
     ) -> Result<CallToolResult, ErrorData> {
         let verb = wit::Verb::Send(wit::SendRequest {
             to: args.peer,
-            kind: kind(args.kind),
+            kind: args.kind.into(),
             content: args.content,
             in_reply_to: args.in_reply_to,
         });
