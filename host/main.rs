@@ -16,6 +16,7 @@ use bridge_host::{compile_cache, dirs, guests};
 mod approve;
 mod hooks;
 mod mcp;
+mod relay;
 
 /// The most a guest may print for one verb.
 const MAX_OUTPUT_BYTES: usize = 16 << 20;
@@ -89,6 +90,10 @@ enum Command {
     /// one bridge session, registered at `initialize` and stopped when the
     /// connection closes.
     Mcp,
+    /// Connect this machine's bridge directory to a NATS JetStream server,
+    /// so that sessions on other machines can be asked and answer as if
+    /// they were local. Runs in the foreground; SIGTERM stops it.
+    Relay(relay::RelayArgs),
     /// Handle a Claude Code hook event, reading the hook's JSON on standard
     /// input (the plugin's hooks call this).
     Hook {
@@ -299,6 +304,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Guest { action } => guest_command(&cli.global, action),
         Command::Hook { event } => hooks::run(&cli.global, event),
         Command::Mcp => mcp::run(&cli.global),
+        Command::Relay(args) => relay::run(&cli.global, args),
     }
 }
 

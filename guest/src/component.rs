@@ -163,6 +163,7 @@ impl From<wit::InvocationContext> for crate::Context {
                 wit::Caller::WakeHook => crate::Caller::WakeHook,
                 wit::Caller::SessionHook => crate::Caller::SessionHook,
                 wit::Caller::Mcp => crate::Caller::Mcp,
+                wit::Caller::Relay => crate::Caller::Relay,
             },
             agent_process: c.agent_process,
             withheld: c
@@ -243,6 +244,30 @@ impl From<wit::Verb> for crate::Verb {
             wit::Verb::Seen(r) => V::Seen {
                 transcript: r.transcript,
             },
+            wit::Verb::RelayOutbound(r) => V::RelayOutbound { machine: r.machine },
+            wit::Verb::RelayInbound(r) => V::RelayInbound {
+                machine: r.machine,
+                messages: r
+                    .messages
+                    .into_iter()
+                    .map(|m| (m.from_machine, m.payload))
+                    .collect(),
+            },
+            wit::Verb::RelayPresence(r) => V::RelayPresence { machine: r.machine },
+            wit::Verb::RelayMaterialize(r) => V::RelayMaterialize(crate::MaterializeRequest {
+                machine: r.machine,
+                remote: r
+                    .remote
+                    .into_iter()
+                    .map(|e| crate::RemoteEntry {
+                        machine: e.machine,
+                        session_id: e.session_id,
+                        payload: e.payload,
+                    })
+                    .collect(),
+                complete: r.complete,
+                gone: r.gone,
+            }),
         }
     }
 }
@@ -301,6 +326,7 @@ impl From<wire::Manifest> for wit::Manifest {
             status: m.status,
             capabilities: m.capabilities,
             client: m.client,
+            machine: m.machine,
         }
     }
 }
@@ -341,6 +367,7 @@ impl From<crate::Stage> for wit::Stage {
     fn from(s: crate::Stage) -> Self {
         match s {
             crate::Stage::Queued => wit::Stage::Queued,
+            crate::Stage::Relayed => wit::Stage::Relayed,
             crate::Stage::Taken => wit::Stage::Taken,
             crate::Stage::Seen => wit::Stage::Seen,
             crate::Stage::Answered => wit::Stage::Answered,
@@ -447,6 +474,46 @@ impl From<crate::Outcome> for wit::Outcome {
                 cleanup: r.cleanup.into(),
             }),
             O::Seen(ids) => wit::Outcome::Seen(ids),
+            O::RelayOutgoing(r) => wit::Outcome::RelayOutgoing(wit::RelayOutgoing {
+                items: r
+                    .items
+                    .into_iter()
+                    .map(|i| wit::RelayItem {
+                        to_machine: i.to_machine,
+                        message_id: i.message_id,
+                        payload: i.payload,
+                        ticket: i.ticket.into(),
+                    })
+                    .collect(),
+                watch: r.watch,
+                sessions: r.sessions,
+            }),
+            O::RelayReceived(vs) => wit::Outcome::RelayReceived(
+                vs.into_iter()
+                    .map(|v| match v {
+                        crate::InboundVerdict::Delivered(id) => wit::InboundVerdict::Delivered(id),
+                        crate::InboundVerdict::Duplicate(id) => wit::InboundVerdict::Duplicate(id),
+                        crate::InboundVerdict::UnknownSender(id) => {
+                            wit::InboundVerdict::UnknownSender(id)
+                        }
+                        crate::InboundVerdict::Refused(why) => wit::InboundVerdict::Refused(why),
+                    })
+                    .collect(),
+            ),
+            O::RelayPresence(es) => wit::Outcome::RelayPresence(
+                es.into_iter()
+                    .map(|e| wit::PresenceEntry {
+                        session_id: e.session_id,
+                        payload: e.payload,
+                    })
+                    .collect(),
+            ),
+            O::RelayMaterialized(r) => wit::Outcome::RelayMaterialized(wit::MaterializeReport {
+                added: r.added,
+                updated: r.updated,
+                removed: r.removed,
+                refused: r.refused,
+            }),
         }
     }
 }

@@ -158,7 +158,16 @@ fn not_answered(seconds: u32, receipt: &Receipt) -> String {
     let to = &receipt.message.to;
     let step = |stage: Stage| receipt.events.iter().rev().find(|e| e.stage == stage);
     let got = match receipt.stage {
-        Stage::Queued => format!("it is queued in {to}'s inbox, not taken yet"),
+        Stage::Queued => match receipt.events.first().and_then(|e| e.detail.as_deref()) {
+            Some(machine) => format!("it is queued {machine}, not carried yet"),
+            None => format!("it is queued in {to}'s inbox, not taken yet"),
+        },
+        Stage::Relayed => format!(
+            "it is {}, not taken yet",
+            step(Stage::Relayed)
+                .and_then(|e| e.detail.as_deref())
+                .unwrap_or("held by the relay server")
+        ),
         Stage::Taken | Stage::Seen => {
             let taken = step(Stage::Taken);
             let at = taken.map_or("", |e| clock_time(&e.at));

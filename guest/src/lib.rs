@@ -32,6 +32,7 @@ mod model;
 mod notices;
 mod receipts;
 mod registry;
+pub mod relay;
 mod render;
 mod verbs;
 

@@ -556,6 +556,15 @@ impl<P: Platform> Bridge<P> {
             },
         };
         let message = Message::parse(&bytes, id.as_str(), Some(owner)).ok();
+        // A message for a session of another machine was carried there by
+        // the relay: its receipt says so, and nothing is kept as read here.
+        if let Some(machine) = self.remote_machine(owner) {
+            files::remove_if_present(&taken)?;
+            if let Some(message) = &message {
+                self.receipt_relayed(message, &machine);
+            }
+            return Ok(());
+        }
         let read_copy = crate::wire::marked_read(&bytes)
             .or_else(|| {
                 let mut message = message.clone()?;

@@ -71,6 +71,7 @@ pub enum Caller {
     WakeHook,
     SessionHook,
     Mcp,
+    Relay,
 }
 
 impl Caller {
@@ -81,6 +82,7 @@ impl Caller {
             Caller::WakeHook => "wake-hook",
             Caller::SessionHook => "session-hook",
             Caller::Mcp => "mcp",
+            Caller::Relay => "relay",
         }
     }
 }
@@ -129,6 +131,77 @@ pub enum Verb {
     Seen {
         transcript: String,
     },
+    RelayOutbound {
+        machine: String,
+    },
+    RelayInbound {
+        machine: String,
+        /// (publishing machine, payload) per message.
+        messages: Vec<(String, Vec<u8>)>,
+    },
+    RelayPresence {
+        machine: String,
+    },
+    RelayMaterialize(MaterializeRequest),
+}
+
+/// A session of another machine, as the presence bucket holds it.
+#[derive(Debug, Clone)]
+pub struct RemoteEntry {
+    pub machine: String,
+    pub session_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// Arguments of `relay-materialize`, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct MaterializeRequest {
+    pub machine: String,
+    pub remote: Vec<RemoteEntry>,
+    pub complete: bool,
+    pub gone: Vec<(String, String)>,
+}
+
+/// A message claimed for another machine.
+#[derive(Debug, Clone)]
+pub struct RelayItem {
+    pub to_machine: String,
+    pub message_id: String,
+    pub payload: Vec<u8>,
+    pub ticket: ClaimTicket,
+}
+
+/// What `relay-outbound` found.
+#[derive(Debug, Clone, Default)]
+pub struct RelayOutgoing {
+    pub items: Vec<RelayItem>,
+    pub watch: Vec<String>,
+    pub sessions: String,
+}
+
+/// A session of this machine as the relay publishes it.
+#[derive(Debug, Clone)]
+pub struct PresenceEntry {
+    pub session_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// What `relay-materialize` did.
+#[derive(Debug, Clone, Default)]
+pub struct MaterializeReport {
+    pub added: Vec<String>,
+    pub updated: u32,
+    pub removed: Vec<String>,
+    pub refused: Vec<String>,
+}
+
+/// What became of a message received from another machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundVerdict {
+    Delivered(String),
+    Duplicate(String),
+    UnknownSender(String),
+    Refused(String),
 }
 
 impl Verb {
@@ -154,6 +227,10 @@ impl Verb {
             Verb::Cleanup { .. } => "cleanup",
             Verb::SessionStart => "session-start",
             Verb::Seen { .. } => "seen",
+            Verb::RelayOutbound { .. } => "relay-outbound",
+            Verb::RelayInbound { .. } => "relay-inbound",
+            Verb::RelayPresence { .. } => "relay-presence",
+            Verb::RelayMaterialize(_) => "relay-materialize",
         }
     }
 }
@@ -185,6 +262,7 @@ pub struct SentReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     Queued,
+    Relayed,
     Taken,
     Seen,
     Answered,
@@ -196,6 +274,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Queued => "queued",
+            Stage::Relayed => "relayed",
             Stage::Taken => "taken",
             Stage::Seen => "seen",
             Stage::Answered => "answered",
@@ -339,6 +418,10 @@ pub enum Outcome {
     Cleaned(CleanupReport),
     SessionStarted(SessionStartReport),
     Seen(Vec<String>),
+    RelayOutgoing(RelayOutgoing),
+    RelayReceived(Vec<InboundVerdict>),
+    RelayPresence(Vec<PresenceEntry>),
+    RelayMaterialized(MaterializeReport),
 }
 
 /// A verb's result as the host prints it.

@@ -60,7 +60,8 @@ pub(crate) const UNSEEN_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const RECOVERED_TAKER: &str = "recovered";
 
 /// The steps read from files, in the order they are looked for.
-const RECORDED: [Stage; 5] = [
+const RECORDED: [Stage; 6] = [
+    Stage::Relayed,
     Stage::Taken,
     Stage::Seen,
     Stage::Answered,
@@ -167,10 +168,23 @@ impl<P: Platform> Bridge<P> {
             return;
         };
         let taker = caller.map_or(RECOVERED_TAKER, Caller::as_str);
-        let written = self.write_step(&sender, &id, Stage::Taken, owner, taker, None);
+        let written = self.write_step(&sender, &id, Stage::Taken, Some(owner), taker, None);
         if caller == Some(Caller::WakeHook) && matches!(written, Ok(true)) {
             self.mark_unseen(owner, &id, &sender);
         }
+    }
+
+    /// Called once the relay has handed `message` to the relay server for
+    /// `machine`: records a `relayed` step in the sender's receipts.
+    pub(crate) fn receipt_relayed(&self, message: &Message, machine: &str) {
+        if !receipted(message.kind) {
+            return;
+        }
+        let (Some(sender), Ok(id)) = (message.sender(), MessageId::parse(&message.id)) else {
+            return;
+        };
+        let detail = format!("held by the relay server for machine {machine}");
+        let _ = self.write_step(&sender, &id, Stage::Relayed, None, "relay", Some(&detail));
     }
 
     /// Called just before the file `path` in `owner`'s inbox (or its
@@ -206,7 +220,14 @@ impl<P: Platform> Bridge<P> {
                 .is_some_and(|sent| sent.to == owner.as_str() && receipted(sent.kind));
             if genuine {
                 let caller = self.caller.get().as_str();
-                let _ = self.write_step(&sender, &id, Stage::SetAside, owner, caller, Some(reason));
+                let _ = self.write_step(
+                    &sender,
+                    &id,
+                    Stage::SetAside,
+                    Some(owner),
+                    caller,
+                    Some(reason),
+                );
                 return;
             }
         }
@@ -247,7 +268,7 @@ impl<P: Platform> Bridge<P> {
             &asker,
             &original,
             Stage::Answered,
-            &replier,
+            Some(&replier),
             caller,
             Some(&reply.id),
         );
@@ -292,7 +313,14 @@ impl<P: Platform> Bridge<P> {
             if &sender == owner || !self.sent_by(&sender, &id) {
                 continue;
             }
-            let _ = self.write_step(&sender, &id, Stage::RecipientGone, owner, caller, None);
+            let _ = self.write_step(
+                &sender,
+                &id,
+                Stage::RecipientGone,
+                Some(owner),
+                caller,
+                None,
+            );
         }
     }
 
@@ -407,7 +435,8 @@ impl<P: Platform> Bridge<P> {
                 .any(|e| matches!(e.stage, Stage::Taken | Stage::Seen | Stage::Answered))
         };
         // What no step says of the take, the recipient's mailbox may.
-        if !later.iter().any(|e| e.stage == Stage::Taken) {
+        let relayed = later.iter().any(|e| e.stage == Stage::Relayed);
+        if !relayed && !later.iter().any(|e| e.stage == Stage::Taken) {
             match self.trace(&to, id) {
                 Trace::TakenUnrecorded(at, how) => later.push(ReceiptEvent {
                     stage: Stage::Taken,
@@ -440,16 +469,23 @@ impl<P: Platform> Bridge<P> {
             Stage::SetAside
         } else if later.iter().any(|e| e.stage == Stage::RecipientGone) {
             Stage::RecipientGone
+        } else if relayed {
+            Stage::Relayed
         } else {
             Stage::Queued
         };
         later.sort_by(|a, b| (&a.at, a.stage).cmp(&(&b.at, b.stage)));
+        // A message for a session of another machine waits here for this
+        // machine's relay.
+        let queued_for = self
+            .remote_machine(&to)
+            .map(|machine| format!("for machine {machine}, carried there by this machine's relay"));
         let mut events = vec![ReceiptEvent {
             stage: Stage::Queued,
             at: message.timestamp.clone(),
             by: None,
             taker: None,
-            detail: None,
+            detail: queued_for,
         }];
         events.extend(later);
         Ok(Receipt {
@@ -511,7 +547,7 @@ impl<P: Platform> Bridge<P> {
                 continue;
             };
             if transcript.contains(id.as_str()) {
-                match self.write_step(&sender, &id, Stage::Seen, &me, caller, None) {
+                match self.write_step(&sender, &id, Stage::Seen, Some(&me), caller, None) {
                     Ok(recorded) => {
                         if recorded {
                             confirmed.push(id.to_string());
@@ -540,13 +576,13 @@ impl<P: Platform> Bridge<P> {
         sender: &SessionId,
         message: &MessageId,
         stage: Stage,
-        by: &SessionId,
+        by: Option<&SessionId>,
         taker: &str,
         detail: Option<&str>,
     ) -> Result<bool> {
         let step = Step {
             at: clock::now_stamp(),
-            by: Some(by.to_string()),
+            by: by.map(SessionId::to_string),
             taker: Some(taker.to_string()),
             detail: detail.map(bounded_detail),
         };
@@ -774,11 +810,13 @@ pub(crate) fn receipt_text(receipt: &Receipt) -> String {
             receipt.reply.as_deref().unwrap_or("a reply"),
             crate::commands::on_message("thread", &m.id)
         )),
-        Stage::Queued | Stage::Taken | Stage::Seen if m.kind == Kind::Query => Some(format!(
-            "Not answered yet; to wait for the reply: {}",
-            crate::commands::on_message("receive", &m.id)
-        )),
-        Stage::Queued | Stage::Taken | Stage::Seen => None,
+        Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen if m.kind == Kind::Query => {
+            Some(format!(
+                "Not answered yet; to wait for the reply: {}",
+                crate::commands::on_message("receive", &m.id)
+            ))
+        }
+        Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen => None,
         Stage::SetAside | Stage::RecipientGone => Some(format!(
             "{} will not take it; {} shows who is there now",
             m.to,

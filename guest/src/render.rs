@@ -58,6 +58,25 @@ fn text(outcome: &Outcome) -> String {
         Outcome::Cleaned(report) => crate::archive::cleanup_text(report),
         Outcome::SessionStarted(report) => session_note(report),
         Outcome::Seen(_) => String::new(),
+        Outcome::RelayOutgoing(out) => format!("{} to carry\n", out.items.len()),
+        Outcome::RelayReceived(verdicts) => verdicts
+            .iter()
+            .map(|v| format!("{}\n", inbound_text(v)))
+            .collect(),
+        Outcome::RelayPresence(entries) => format!("{} sessions\n", entries.len()),
+        Outcome::RelayMaterialized(report) => {
+            let mut out = String::new();
+            for id in &report.added {
+                out.push_str(&format!("added {id}\n"));
+            }
+            for id in &report.removed {
+                out.push_str(&format!("removed {id}\n"));
+            }
+            for why in &report.refused {
+                out.push_str(&format!("refused {}\n", one_line(why)));
+            }
+            out
+        }
     }
 }
 
@@ -219,15 +238,38 @@ fn status_word(peer: &Peer) -> String {
     }
 }
 
+/// One line on a message received from another machine, without its
+/// content: the relay logs it.
+pub(crate) fn inbound_text(verdict: &crate::InboundVerdict) -> String {
+    match verdict {
+        crate::InboundVerdict::Delivered(id) => format!("delivered {id}"),
+        crate::InboundVerdict::Duplicate(id) => {
+            format!("duplicate {id}: received before, nothing written")
+        }
+        crate::InboundVerdict::UnknownSender(id) => {
+            format!("unknown sender {id}: not a session of the publishing machine yet")
+        }
+        crate::InboundVerdict::Refused(why) => format!("refused: {}", one_line(why)),
+    }
+}
+
 fn peers_table(entries: &[PeerEntry]) -> String {
     // The AGENT column appears once a session names its client (an MCP
     // client), so a bridge of the original's sessions reads as it did.
     let agents = entries
         .iter()
         .any(|e| matches!(e, PeerEntry::Valid(p) if p.manifest.client.is_some()));
+    // The MACHINE column appears once the relay shows sessions of other
+    // machines here.
+    let machines = entries
+        .iter()
+        .any(|e| matches!(e, PeerEntry::Valid(p) if p.manifest.machine.is_some()));
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut row = |session: String, project: String, status: String, agent, path| {
+    let mut row = |session: String, project: String, status: String, agent, machine, path| {
         let mut cells = vec![session, project, status];
+        if machines {
+            cells.push(machine);
+        }
         if agents {
             cells.push(agent);
         }
@@ -239,6 +281,7 @@ fn peers_table(entries: &[PeerEntry]) -> String {
         "PROJECT".into(),
         "STATUS".into(),
         "AGENT".into(),
+        "MACHINE".into(),
         "PATH".into(),
     );
     for entry in entries {
@@ -248,6 +291,10 @@ fn peers_table(entries: &[PeerEntry]) -> String {
                 one_line(&peer.manifest.project_name),
                 status_word(peer),
                 peer.manifest.client.as_deref().map_or("-".into(), one_line),
+                peer.manifest
+                    .machine
+                    .as_deref()
+                    .map_or("this machine".into(), one_line),
                 one_line(&peer.manifest.project_path),
             ),
             PeerEntry::Unreadable { session_id, reason } => row(
@@ -255,12 +302,14 @@ fn peers_table(entries: &[PeerEntry]) -> String {
                 "?".into(),
                 "unreadable".into(),
                 "-".into(),
+                "-".into(),
                 one_line(reason),
             ),
             PeerEntry::Unsafe { session_id, reason } => row(
                 session_id.clone(),
                 "?".into(),
                 "unsafe".into(),
+                "-".into(),
                 "-".into(),
                 one_line(reason),
             ),
@@ -393,6 +442,30 @@ fn to_json(outcome: &Outcome) -> Value {
             "cleanup": crate::archive::cleanup_json(&report.cleanup),
         }),
         Outcome::Seen(ids) => json!({ "seen": ids }),
+        Outcome::RelayOutgoing(out) => json!({
+            "items": out.items.iter().map(|i| json!({
+                "toMachine": i.to_machine,
+                "messageId": i.message_id,
+            })).collect::<Vec<_>>(),
+            "watch": out.watch,
+        }),
+        Outcome::RelayReceived(verdicts) => json!({
+            "verdicts": verdicts.iter().map(|v| match v {
+                crate::InboundVerdict::Delivered(id) => json!({ "delivered": id }),
+                crate::InboundVerdict::Duplicate(id) => json!({ "duplicate": id }),
+                crate::InboundVerdict::UnknownSender(id) => json!({ "unknownSender": id }),
+                crate::InboundVerdict::Refused(why) => json!({ "refused": why }),
+            }).collect::<Vec<_>>(),
+        }),
+        Outcome::RelayPresence(entries) => json!({
+            "sessions": entries.iter().map(|e| e.session_id.clone()).collect::<Vec<_>>(),
+        }),
+        Outcome::RelayMaterialized(report) => json!({
+            "added": report.added,
+            "updated": report.updated,
+            "removed": report.removed,
+            "refused": report.refused,
+        }),
         Outcome::Delivered(delivery) | Outcome::Answered(delivery) => json!({
             "message": message_json(&delivery.message),
             "silent": delivery.silent,

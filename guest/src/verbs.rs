@@ -32,6 +32,20 @@ const PING_CONTENT: &str = "connected";
 const SESSION_ENDED_CONTENT: &str = "Session ended";
 
 /// Refuses content over [`MAX_CONTENT_BYTES`].
+/// A session of another machine is only ever acted as on its own machine.
+///
+/// # Errors
+/// `InvalidArgument` naming the machine.
+fn refuse_remote(manifest: &Manifest) -> Result<()> {
+    match &manifest.machine {
+        Some(machine) => Err(BridgeError::InvalidArgument(format!(
+            "session {} runs on machine {machine}; it is shown here by the relay and can be              sent to, but only that machine can act as it",
+            manifest.session_id
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn check_content(content: &str) -> Result<()> {
     if content.len() > MAX_CONTENT_BYTES {
         return Err(BridgeError::ContentTooLarge {
@@ -159,6 +173,18 @@ impl<P: Platform> Bridge<P> {
             Verb::Seen { transcript } => {
                 self.seen(context, &transcript, warnings).map(Outcome::Seen)
             }
+            Verb::RelayOutbound { machine } => self
+                .relay_outbound(&machine, warnings)
+                .map(Outcome::RelayOutgoing),
+            Verb::RelayInbound { machine, messages } => self
+                .relay_inbound(&machine, &messages, warnings)
+                .map(Outcome::RelayReceived),
+            Verb::RelayPresence { machine } => {
+                self.relay_presence(&machine).map(Outcome::RelayPresence)
+            }
+            Verb::RelayMaterialize(request) => self
+                .relay_materialize(&request, warnings)
+                .map(Outcome::RelayMaterialized),
         }
     }
 
@@ -230,6 +256,7 @@ impl<P: Platform> Bridge<P> {
             Some(manifest) => manifest,
             None => self.manifest(&id)?,
         };
+        refuse_remote(&manifest)?;
         let manifest = self.touch_if_due(manifest)?;
         Ok((id, manifest))
     }
@@ -256,6 +283,7 @@ impl<P: Platform> Bridge<P> {
         let manifest = match reuse {
             Some(id) => match self.manifest(&id) {
                 Ok(mut manifest) => {
+                    refuse_remote(&manifest)?;
                     for dir in self.layout.session_dirs(&id) {
                         files::ensure_dir(&dir)?;
                     }

@@ -262,6 +262,11 @@ pub struct Manifest {
     /// (an MCP client's name and version). The original never writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The machine a session of another machine runs on, written by the
+    /// relay that materialized it here; absent for a session of this
+    /// machine. The original ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 /// What a registered session offers.
@@ -283,6 +288,7 @@ impl Manifest {
             status: "active".to_string(),
             capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             client: None,
+            machine: None,
         }
     }
 

@@ -120,6 +120,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     status,
                     capabilities: caps,
                     client: None,
+                    machine: None,
                 }
             },
         )

@@ -241,6 +241,10 @@ fn old_verb(verb: &new::Verb) -> Result<(old::Verb, &'static str), String> {
         new::Verb::History(_) => return Err(missing("history")),
         new::Verb::Cleanup(_) => return Err(missing("cleanup")),
         new::Verb::Seen(_) => return Err(missing("seen")),
+        new::Verb::RelayOutbound(_)
+        | new::Verb::RelayInbound(_)
+        | new::Verb::RelayPresence(_)
+        | new::Verb::RelayMaterialize(_) => return Err(missing("relay")),
     })
 }
 
@@ -289,6 +293,7 @@ fn new_manifest(m: old::Manifest) -> new::Manifest {
         status: m.status,
         capabilities: m.capabilities,
         client: None,
+        machine: None,
     }
 }
 

@@ -113,7 +113,7 @@ async fn serve(global: Global) -> Result<ExitCode> {
 }
 
 /// Resolves when the process is asked to end.
-async fn termination() -> &'static str {
+pub(crate) async fn termination() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

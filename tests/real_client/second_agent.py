@@ -146,19 +146,24 @@ enabled = false
                 }
                 (root / "codex-user").mkdir()
                 clients: list[str] = []
+                polls: list[str] = []
                 done = threading.Event()
 
                 def watch_peers() -> None:
+                    # Back to back: Codex's session lives only as long as its
+                    # one ask, a few seconds on a loaded machine.
                     while not done.is_set():
                         res = bridge("run", "peers", "--json", bridge_dir=bridge_dir,
                                      cache_dir=cache_dir, check=False)
                         try:
-                            for row in json.loads(res.stdout)["peers"]:
-                                if row.get("client") and row.get("projectPath") == str(app_dir):
+                            rows = json.loads(res.stdout)["peers"]
+                            polls.append(",".join(sorted(r["sessionId"] for r in rows)))
+                            for row in rows:
+                                if str(row.get("client", "")).startswith("codex-mcp-client"):
                                     clients.append(f"{row['sessionId']} {row['client']}")
                         except (ValueError, KeyError, TypeError):
-                            pass
-                        time.sleep(0.3)
+                            polls.append(f"unreadable: {res.stdout[:200]!r} {res.stderr[:200]!r}")
+                        time.sleep(0.05)
 
                 watcher = threading.Thread(target=watch_peers, daemon=True)
                 watcher.start()
@@ -195,7 +200,7 @@ enabled = false
             want = f"codex-mcp-client {os.environ.get('CODEX_VERSION', pinned)}"
             check(f"Codex's session was listed as {want!r} while it ran",
                   len(codex_sessions) == 1 and names == [want],
-                  f"seen: {sorted(set(clients))}")
+                  f"seen: {sorted(set(clients))}; {len(polls)} polls saw: {sorted(set(polls))[:8]}")
             peers = bridge("run", "peers", "--json", bridge_dir=bridge_dir, cache_dir=cache_dir).stdout
             listed = {p["sessionId"] for p in json.loads(peers)["peers"]}
             check("Codex's session is stopped once Codex exits",

@@ -1,0 +1,423 @@
+//! The relay's verbs: what `bridge-host relay` asks of the protocol when it
+//! carries messages between machines. The host holds the network
+//! connection and moves bytes; every rule about what may cross, and where
+//! it lands, is here.
+//!
+//! A session of another machine is *materialized* here in the original's
+//! layout: `sessions/<id>/manifest.json` (with a `machine` field naming
+//! where it runs) and `sessions/<id>/inbox/`. Anything that sends to it,
+//! the original's scripts included, writes into that inbox as for a local
+//! session; `relay-outbound` claims what waits there, and the host publishes
+//! it and commits the claim only once the relay server acknowledged it.
+//! Messages from other machines pass `relay-inbound`, which checks them as
+//! a local send is checked and writes each into its recipient's inbox once.
+
+use crate::error::{BridgeError, Result};
+use crate::files;
+use crate::ids::{MessageId, SessionId};
+use crate::mailbox::Loaded;
+use crate::wire::{MAX_MANIFEST_FILE_BYTES, MAX_MESSAGE_FILE_BYTES, Manifest, Message, Status};
+use crate::{
+    Bridge, InboundVerdict, MaterializeReport, MaterializeRequest, Platform, PresenceEntry,
+    RelayItem, RelayOutgoing, clock,
+};
+
+/// The longest machine name.
+pub const MAX_MACHINE_LEN: usize = 32;
+
+/// The most messages one `relay-outbound` claims: the host publishes them
+/// together, and asks again at once when the batch was full.
+pub const OUTBOUND_BATCH: usize = 256;
+
+/// The most sessions one machine may show here.
+pub const MAX_REMOTE_SESSIONS: usize = 1024;
+
+/// Checks a machine name: 1 to 32 characters of `[a-z0-9-]`, starting with
+/// a letter or digit. It is one token of a subject and part of a stream
+/// name on the relay server, so nothing else may appear in it.
+///
+/// # Errors
+/// `InvalidArgument` saying what is wrong and what would do.
+pub fn validate_machine(name: &str) -> Result<&str> {
+    let plain = !name.is_empty()
+        && name.len() <= MAX_MACHINE_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if plain {
+        Ok(name)
+    } else {
+        Err(BridgeError::InvalidArgument(format!(
+            "the machine name {:?} is not 1 to {MAX_MACHINE_LEN} characters of a-z, 0-9 and `-` \
+             (starting with a letter or digit); pass one with --machine, for example \
+             --machine laptop",
+            name.chars().take(64).collect::<String>()
+        )))
+    }
+}
+
+impl<P: Platform> Bridge<P> {
+    /// The machine session `id` runs on, when it is a session of another
+    /// machine materialized here.
+    pub(crate) fn remote_machine(&self, id: &SessionId) -> Option<String> {
+        let bytes = files::read_bounded(&self.layout.manifest(id), MAX_MANIFEST_FILE_BYTES).ok()?;
+        Manifest::parse(&bytes, id).ok()?.machine
+    }
+
+    /// `relay-outbound`: claims what waits in the inboxes of sessions of
+    /// other machines, and names the folders to watch for more.
+    pub(crate) fn relay_outbound(
+        &self,
+        machine: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<RelayOutgoing> {
+        let machine = validate_machine(machine)?;
+        let sessions = self.layout.sessions().display().to_string();
+        let mut out = RelayOutgoing {
+            items: Vec::new(),
+            watch: vec![sessions.clone()],
+            sessions,
+        };
+        for id in self.session_ids()? {
+            let Ok(manifest) = self.manifest(&id) else {
+                continue;
+            };
+            let Some(to_machine) = manifest.machine.filter(|m| m.as_str() != machine) else {
+                continue;
+            };
+            if validate_machine(&to_machine).is_err() {
+                continue;
+            }
+            let inbox = self.layout.inbox(&id);
+            if files::ensure_child_dir(&inbox).is_err() {
+                continue;
+            }
+            out.watch.push(inbox.display().to_string());
+            if out.items.len() >= OUTBOUND_BATCH {
+                continue;
+            }
+            let look = self.pending_names(&id)?;
+            for name in look.names {
+                if out.items.len() >= OUTBOUND_BATCH {
+                    break;
+                }
+                let Loaded::Pending(pending) = self.load_pending(&id, &name, warnings)? else {
+                    continue;
+                };
+                let Some((mut message, ticket)) = self.claim(&id, &pending, warnings)? else {
+                    continue;
+                };
+                message.status = Status::Pending;
+                out.items.push(RelayItem {
+                    to_machine: to_machine.clone(),
+                    message_id: message.id.clone(),
+                    payload: message.to_bytes(),
+                    ticket,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `relay-inbound`: a message published by `from_machine` for this
+    /// machine. It must parse as a message, fit the size limits, be
+    /// addressed to a session of this machine and come from a session of
+    /// the machine that published it; then it is written into the inbox
+    /// once, durably, as a local send writes it.
+    ///
+    /// # Errors
+    /// Only when a file operation fails: the host does not acknowledge the
+    /// message, and the server delivers it again.
+    pub(crate) fn relay_inbound(
+        &self,
+        machine: &str,
+        messages: &[(String, Vec<u8>)],
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<InboundVerdict>> {
+        let machine = validate_machine(machine)?;
+        let mut verdicts = Vec::with_capacity(messages.len());
+        for (from_machine, payload) in messages {
+            verdicts.push(self.inbound_one(machine, from_machine, payload, warnings)?);
+        }
+        // Flushed together: the first flush commits what the others wrote
+        // too, so a batch costs little more than one message.
+        for (verdict, (_, payload)) in verdicts.iter().zip(messages) {
+            if let InboundVerdict::Delivered(id) = verdict {
+                let to = serde_json::from_slice::<serde_json::Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("to")?.as_str().map(str::to_string))
+                    .and_then(|to| SessionId::parse(&to).ok());
+                if let (Some(to), Ok(id)) = (to, MessageId::parse(id)) {
+                    files::sync_file(&self.layout.inbox(&to).join(id.file_name()))?;
+                }
+            }
+        }
+        Ok(verdicts)
+    }
+
+    /// One message of [`Self::relay_inbound`], written but not flushed.
+    fn inbound_one(
+        &self,
+        machine: &str,
+        from_machine: &str,
+        payload: &[u8],
+        warnings: &mut Vec<String>,
+    ) -> Result<InboundVerdict> {
+        let refused = |why: String| Ok(InboundVerdict::Refused(why));
+        let Ok(from_machine) = validate_machine(from_machine) else {
+            return refused("the publishing machine's name is not a machine name".into());
+        };
+        if from_machine == machine {
+            return refused(format!(
+                "it was published under this machine's own name {machine:?}"
+            ));
+        }
+        if payload.len() as u64 > MAX_MESSAGE_FILE_BYTES {
+            return refused(format!(
+                "it is {} bytes, over the {MAX_MESSAGE_FILE_BYTES}-byte limit of a message file",
+                payload.len()
+            ));
+        }
+        let id = match serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v.get("id")?.as_str().map(str::to_string))
+        {
+            Some(id) if MessageId::parse(&id).is_ok() => id,
+            _ => return refused("it is not a message with a valid message ID".into()),
+        };
+        let mut message = match Message::parse(payload, &id, None) {
+            Ok(message) => message,
+            Err(reason) => return refused(format!("{id} is malformed: {reason}")),
+        };
+        if message.status != Status::Pending {
+            return refused(format!("{id} is not pending"));
+        }
+        if let Err(err) = crate::verbs::check_content(&message.content) {
+            return refused(format!("{id}: {err}"));
+        }
+        let to = SessionId::parse(&message.to)?;
+        let from = SessionId::parse(&message.from)?;
+        match self.manifest(&to) {
+            Ok(manifest) if manifest.machine.is_none() => {}
+            Ok(manifest) => {
+                return refused(format!(
+                    "{id} is addressed to {to}, a session of machine {:?}, not of this one",
+                    manifest.machine.unwrap_or_default()
+                ));
+            }
+            Err(_) => {
+                return refused(format!(
+                    "{id} is addressed to {to}, which is not a session of this machine"
+                ));
+            }
+        }
+        match self.manifest(&from) {
+            Ok(manifest) if manifest.machine.as_deref() == Some(from_machine) => {}
+            Ok(manifest) => {
+                let owner = manifest
+                    .machine
+                    .map_or("this machine".to_string(), |m| format!("machine {m:?}"));
+                return refused(format!(
+                    "{id} names {from} as its sender, a session of {owner}, but machine \
+                     {from_machine:?} published it"
+                ));
+            }
+            Err(_) => return Ok(InboundVerdict::UnknownSender(from.to_string())),
+        }
+        let message_id = MessageId::parse(&id)?;
+        if self.received(&to, &message_id)?.is_some() {
+            return Ok(InboundVerdict::Duplicate(id));
+        }
+        match self.deliver(&mut message, warnings) {
+            Ok(()) => {}
+            Err(BridgeError::Io { reason, .. }) if reason.starts_with("a message with this ID") => {
+                return Ok(InboundVerdict::Duplicate(id));
+            }
+            Err(err @ BridgeError::Io { .. }) => return Err(err),
+            Err(err) => return refused(format!("{id}: {err}")),
+        }
+        Ok(InboundVerdict::Delivered(id))
+    }
+
+    /// `relay-presence`: the sessions of this machine, each manifest marked
+    /// with this machine's name. A session whose agent process is known to
+    /// run is published with a heartbeat of now: the process is the better
+    /// word, and other machines cannot ask for it.
+    pub(crate) fn relay_presence(&self, machine: &str) -> Result<Vec<PresenceEntry>> {
+        let machine = validate_machine(machine)?;
+        let mut entries = Vec::new();
+        for id in self.session_ids()? {
+            let Ok(mut manifest) = self.manifest(&id) else {
+                continue;
+            };
+            if manifest.machine.is_some() {
+                continue;
+            }
+            if self.agent_process_running(&id) == Some(true) {
+                manifest.last_heartbeat = clock::now_stamp();
+            }
+            manifest.machine = Some(machine.to_string());
+            entries.push(PresenceEntry {
+                session_id: id.to_string(),
+                payload: manifest.to_bytes(),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// `relay-materialize`: shows sessions of other machines here, and
+    /// removes those that are gone.
+    pub(crate) fn relay_materialize(
+        &self,
+        request: &MaterializeRequest,
+        warnings: &mut Vec<String>,
+    ) -> Result<MaterializeReport> {
+        let machine = validate_machine(&request.machine)?;
+        let mut report = MaterializeReport::default();
+        let mut shown: Vec<(String, SessionId)> = Vec::new();
+        let mut per_machine: std::collections::HashMap<&str, usize> = Default::default();
+        for entry in &request.remote {
+            let refuse = |why: String| {
+                format!(
+                    "presence {}.{}: {why}",
+                    entry.machine.chars().take(40).collect::<String>(),
+                    entry.session_id.chars().take(40).collect::<String>()
+                )
+            };
+            let Ok(remote) = validate_machine(&entry.machine) else {
+                report
+                    .refused
+                    .push(refuse("the key does not name a machine".into()));
+                continue;
+            };
+            if remote == machine {
+                continue;
+            }
+            let Ok(id) = SessionId::parse(&entry.session_id) else {
+                report
+                    .refused
+                    .push(refuse("the key does not name a session ID".into()));
+                continue;
+            };
+            let count = per_machine.entry(remote).or_default();
+            *count += 1;
+            if *count > MAX_REMOTE_SESSIONS {
+                report.refused.push(refuse(format!(
+                    "machine {remote} shows more than {MAX_REMOTE_SESSIONS} sessions"
+                )));
+                continue;
+            }
+            match self.materialize_one(remote, &id, &entry.payload) {
+                Ok(Some(true)) => report.added.push(id.to_string()),
+                Ok(Some(false)) => report.updated += 1,
+                Ok(None) => {}
+                Err(why) => {
+                    report.refused.push(refuse(why));
+                    continue;
+                }
+            }
+            shown.push((remote.to_string(), id));
+        }
+        for (remote, id) in &request.gone {
+            if let Ok(id) = SessionId::parse(id)
+                && self.remove_remote(&id, |m| m == remote, warnings)?
+            {
+                report.removed.push(id.to_string());
+            }
+        }
+        if request.complete {
+            for id in self.session_ids()? {
+                if shown.iter().any(|(_, shown)| shown == &id) {
+                    continue;
+                }
+                if self.remove_remote(&id, |m| m != machine, warnings)? {
+                    report.removed.push(id.to_string());
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes one materialized session. Some(true) when it is new here,
+    /// Some(false) when its manifest changed, None when nothing changed.
+    fn materialize_one(
+        &self,
+        remote: &str,
+        id: &SessionId,
+        payload: &[u8],
+    ) -> std::result::Result<Option<bool>, String> {
+        if payload.len() as u64 > MAX_MANIFEST_FILE_BYTES {
+            return Err(format!(
+                "its manifest is {} bytes, over the {MAX_MANIFEST_FILE_BYTES}-byte limit",
+                payload.len()
+            ));
+        }
+        let mut manifest = Manifest::parse(payload, id)?;
+        if clock::parse_stamp(&manifest.last_heartbeat).is_none()
+            || clock::parse_stamp(&manifest.started_at).is_none()
+        {
+            return Err("its times are not UTC stamps".into());
+        }
+        if manifest.machine.as_deref() != Some(remote) {
+            return Err(format!(
+                "its manifest names machine {:?}, not the machine of its key",
+                manifest.machine.as_deref().unwrap_or("")
+            ));
+        }
+        crate::registry::validate_project_dir(&manifest.project_path)
+            .map_err(|err| err.to_string())?;
+        if manifest.project_path.len() > 4096 || manifest.project_path.chars().any(char::is_control)
+        {
+            return Err("its projectPath is over 4096 bytes or holds control characters".into());
+        }
+        manifest.project_name = crate::wire::project_name(&manifest.project_path);
+        manifest.client = crate::registry::client_name(manifest.client.as_deref());
+        manifest.capabilities.truncate(16);
+        manifest.capabilities.retain(|c| {
+            c.len() <= 32
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+        let existing = match self.manifest(id) {
+            Ok(existing) => Some(existing),
+            Err(BridgeError::NoSuchSession(_)) => None,
+            // A directory without a readable manifest: only a remote
+            // session's directory is ever rewritten.
+            Err(_) => return Err(format!("session {id} here is unreadable; it is left alone")),
+        };
+        let new = match &existing {
+            None => true,
+            Some(existing) if existing.machine.as_deref() == Some(remote) => false,
+            Some(existing) => {
+                return Err(match &existing.machine {
+                    None => format!("session {id} is a session of this machine"),
+                    Some(other) => format!("session {id} is already shown for machine {other}"),
+                });
+            }
+        };
+        if new {
+            files::ensure_dir(&self.layout.sessions()).map_err(|e| e.to_string())?;
+            for dir in [self.layout.session(id), self.layout.inbox(id)] {
+                files::ensure_dir(&dir).map_err(|e| e.to_string())?;
+            }
+        } else if existing.as_ref() == Some(&manifest) {
+            return Ok(None);
+        }
+        self.write_manifest(&manifest).map_err(|e| e.to_string())?;
+        Ok(Some(new))
+    }
+
+    /// Removes `id` when it is a session of another machine for which
+    /// `which` holds. Its pending messages' senders are told (receipts) and
+    /// its messages archived, as for any session removed.
+    fn remove_remote(
+        &self,
+        id: &SessionId,
+        which: impl Fn(&str) -> bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<bool> {
+        let gone = |m: &Manifest| m.machine.as_deref().is_some_and(&which);
+        Ok(self.remove_session_if(id, gone, warnings)?.is_some())
+    }
+}

@@ -1,0 +1,1026 @@
+//! `bridge-host relay`: connects this machine's bridge directory to a NATS
+//! JetStream server, so that sessions on other machines look local.
+//!
+//! The relay is a capability of the host, never of the protocol guest: it
+//! holds the network connection, moves bytes and waits. What may cross and
+//! where it lands is decided by the guest's relay verbs (guest/src/relay.rs).
+//!
+//! On the server (subject prefix `P`, machine `M`):
+//! - `P.mail.<to>.<from>`: mail, stored in the stream `P-mail-<to>`, which
+//!   the relay of `<to>` creates and reads through its durable consumer
+//!   `relay`. A publish carries the message ID as `Nats-Msg-Id`, so the
+//!   stream keeps one copy however often it is published.
+//! - the key-value bucket `P-presence`: key `<machine>.<session>`, value the
+//!   session's manifest, kept alive by refreshes and expiring after the TTL.
+//!
+//! Only `<from>` may publish on `P.mail.*.<from>` and put `<from>.*`, and
+//! only `<to>` may read `P-mail-<to>`: docs/relay.md gives the server
+//! configuration that makes it so.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use async_nats::jetstream::{self, consumer::pull, kv, stream};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::{Global, Invocation, Place, wit};
+
+/// The most messages taken from the server in one batch.
+const INBOUND_BATCH: usize = 128;
+/// How long a publish may wait for the server's acknowledgement. It is
+/// below the claim lease (10 s), so a claim is committed before it lapses.
+const PUBLISH_ACK_WAIT: Duration = Duration::from_secs(5);
+/// How long the server waits for an acknowledgement before it delivers a
+/// message again.
+const SERVER_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long the server remembers a message ID to drop a second publish.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+/// The largest message the stream stores: a message file's limit (7 MiB)
+/// plus room. The server's own `max_payload` must allow it (docs/relay.md).
+const MAX_MESSAGE_BYTES: i32 = 8 << 20;
+/// How long a relay waits before it tries again after a failure.
+const RETRY: Duration = Duration::from_secs(2);
+
+#[derive(clap::Args, Clone)]
+pub struct RelayArgs {
+    /// The NATS server, for example nats://relay.example:4222 or
+    /// tls://relay.example:4222 (several separated by commas).
+    #[arg(long, env = "BRIDGE_RELAY_SERVER", value_name = "URL")]
+    server: String,
+    /// This machine's name on the relay: 1 to 32 characters of a-z, 0-9
+    /// and `-` [default: the host name, lowercased].
+    #[arg(long, env = "BRIDGE_RELAY_MACHINE", value_name = "NAME")]
+    machine: Option<String>,
+    /// The machine's credentials: a `.creds` file (a user JWT and its seed)
+    /// or a file holding an nkey seed (`SU...`).
+    #[arg(long, env = "BRIDGE_RELAY_CREDS", value_name = "FILE")]
+    creds: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for the server's certificate, and
+    /// require TLS.
+    #[arg(long, env = "BRIDGE_RELAY_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The team's subject prefix: the machines of one team share it.
+    #[arg(
+        long,
+        env = "BRIDGE_RELAY_PREFIX",
+        default_value = "bridge",
+        value_name = "PREFIX"
+    )]
+    prefix: String,
+    /// Seconds a machine's sessions stay listed elsewhere after its relay
+    /// last refreshed them. Over 300, so that they show as stale first.
+    #[arg(
+        long,
+        env = "BRIDGE_RELAY_PRESENCE_TTL",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
+    presence_ttl: u64,
+    /// Hours the server holds messages for a machine whose relay is not
+    /// connected; older ones are dropped by the server.
+    #[arg(
+        long,
+        env = "BRIDGE_RELAY_HOLD_HOURS",
+        default_value_t = 168,
+        value_name = "HOURS"
+    )]
+    hold_hours: u64,
+}
+
+/// Runs the relay until SIGTERM or SIGINT.
+pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the relay's runtime")?;
+    let ended = runtime.block_on(serve(global.clone(), args));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    ended
+}
+
+/// Prints one line of the relay's log on standard error.
+fn log(line: impl AsRef<str>) {
+    eprintln!("bridge-host relay: {}", line.as_ref());
+}
+
+/// The default machine name: the host name, lowercased, with anything but
+/// a-z, 0-9 and `-` turned into `-` (the guest checks the result).
+fn host_name() -> String {
+    #[cfg(unix)]
+    let name = {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at
+        // most that many bytes.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if ok {
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            String::new()
+        }
+    };
+    #[cfg(not(unix))]
+    let name = std::env::var("COMPUTERNAME").unwrap_or_default();
+    let name: String = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    name.trim_matches('-').to_string()
+}
+
+/// A subject prefix: one or more tokens of a-z, 0-9 and `-`.
+fn check_prefix(prefix: &str) -> Result<()> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        bail!(
+            "the prefix {prefix:?} is not 1 to 64 characters of a-z, 0-9 and `-`; pass one with \
+             --prefix, for example --prefix team-a"
+        );
+    }
+    Ok(())
+}
+
+/// The two guest instances: one carries mail out and keeps presence, the
+/// other writes mail in, so neither waits for the other.
+struct Relay {
+    machine: String,
+    prefix: String,
+    out: Mutex<Invocation>,
+    inbound: Mutex<Invocation>,
+    stopping: AtomicBool,
+    stop: Notify,
+}
+
+impl Relay {
+    fn mail_stream(&self) -> String {
+        format!("{}-mail-{}", self.prefix, self.machine)
+    }
+
+    fn bucket(&self) -> String {
+        format!("{}-presence", self.prefix)
+    }
+
+    /// Runs `verb` on one instance, off the async threads.
+    async fn call(self: &Arc<Self>, inbound: bool, verb: wit::Verb) -> Result<wit::Report> {
+        let relay = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let lock = if inbound { &relay.inbound } else { &relay.out };
+            let mut invocation = lock.lock().unwrap_or_else(|e| e.into_inner());
+            invocation.withhold_loose()?;
+            match invocation.run(&verb)? {
+                Ok(report) => {
+                    for warning in &report.warnings {
+                        log(format!("warning: {warning}"));
+                    }
+                    Ok(report)
+                }
+                Err(failure) => Err(anyhow!("{}", Invocation::failure_text(&failure))),
+            }
+        })
+        .await
+        .map_err(|e| anyhow!("the guest call failed: {e}"))?
+    }
+
+    /// Commits the claims on messages the server acknowledged.
+    async fn commit(self: &Arc<Self>, tickets: Vec<wit::ClaimTicket>) {
+        let relay = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut invocation = relay.out.lock().unwrap_or_else(|e| e.into_inner());
+            let invocation = &mut *invocation;
+            for ticket in tickets {
+                match invocation
+                    .guest
+                    .commit_delivery(&invocation.context, &ticket)
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => log(format!(
+                        "{} was relayed, but its claim here could not be committed: {}",
+                        ticket.message_id,
+                        crate::describe(&err)
+                    )),
+                    Err(err) => log(format!(
+                        "{} was relayed, but its claim here could not be committed: {err:#}",
+                        ticket.message_id
+                    )),
+                }
+            }
+        })
+        .await;
+        if let Err(err) = done {
+            log(format!("committing relayed messages failed: {err}"));
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `wait`, or less when the relay is stopping.
+    async fn pause(&self, wait: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.stop.notified() => {}
+        }
+    }
+}
+
+/// Holds the one relay of a bridge directory: a lock on `relay.lock`,
+/// released when the process ends however it ends.
+fn lock_bridge(bridge_dir: &std::path::Path, machine: &str) -> Result<std::fs::File> {
+    use std::io::Write;
+    let path = bridge_dir.join("relay.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another relay already serves {} ({}); one relay per bridge directory",
+                bridge_dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    write!(file, "pid {} machine {machine}", std::process::id())?;
+    Ok(file)
+}
+
+async fn connect(args: &RelayArgs, machine: &str) -> Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("bridge-host relay {machine}"))
+        // Replies to this machine's requests come on its own inbox
+        // subjects, which the server can keep other machines from reading.
+        .custom_inbox_prefix(format!("_INBOX_{machine}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis((250 * attempt.min(8) as u64).max(100))
+        })
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => log("connected to the relay server"),
+                async_nats::Event::Disconnected => log(
+                    "disconnected from the relay server; messages wait here and are sent \
+                     when it is back",
+                ),
+                async_nats::Event::ServerError(err) => log(format!("the server says: {err}")),
+                async_nats::Event::ClientError(err) => log(format!("client error: {err}")),
+                other => log(format!("{other}")),
+            }
+        });
+    if let Some(creds) = &args.creds {
+        let text = std::fs::read_to_string(creds)
+            .with_context(|| format!("cannot read the credentials {}", creds.display()))?;
+        options = if text.contains("-----BEGIN NATS USER JWT-----") {
+            options
+                .credentials(&text)
+                .with_context(|| format!("{} is not a valid .creds file", creds.display()))?
+        } else {
+            let seed = text.trim();
+            if !seed.starts_with("SU") {
+                bail!(
+                    "{} holds neither a .creds file nor an nkey user seed (SU...)",
+                    creds.display()
+                );
+            }
+            options.nkey(seed.to_string())
+        };
+    }
+    if let Some(ca) = &args.tls_ca {
+        if !ca.is_file() {
+            bail!("the CA certificate {} does not exist", ca.display());
+        }
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let servers: Vec<async_nats::ServerAddr> = args
+        .server
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| anyhow!("--server {:?}: {e}", args.server))?;
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| anyhow!("cannot connect to {}: {e}", args.server))
+}
+
+async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
+    check_prefix(&args.prefix)?;
+    if args.presence_ttl < 10 {
+        bail!("--presence-ttl must be at least 10 seconds");
+    }
+    let machine = args.machine.clone().unwrap_or_else(host_name);
+    let bridge_dir = crate::bridge_dir(&global)?;
+    let (component, _) = crate::GuestSource::from_global(&global)?.load(&global)?;
+    let open = || -> Result<Invocation> {
+        let mut place = Place::of_process(&global)?;
+        place.caller = wit::Caller::Relay;
+        Invocation::with_component(&global, place, &component, &bridge_dir)
+    };
+    let relay = Arc::new(Relay {
+        machine: machine.clone(),
+        prefix: args.prefix.clone(),
+        out: Mutex::new(open()?),
+        inbound: Mutex::new(open()?),
+        stopping: AtomicBool::new(false),
+        stop: Notify::new(),
+    });
+    // The guest checks the machine name before anything is connected.
+    relay
+        .call(
+            false,
+            wit::Verb::RelayPresence(wit::RelayRequest {
+                machine: machine.clone(),
+            }),
+        )
+        .await?;
+    let _lock = lock_bridge(&bridge_dir, &machine)?;
+    let client = connect(&args, &machine).await?;
+    log(format!(
+        "machine {machine}, bridge directory {}, server {}",
+        bridge_dir.display(),
+        args.server
+    ));
+    let js = jetstream::new(client.clone());
+    let wake = Arc::new(Notify::new());
+    let setup = tokio::select! {
+        setup = prepare(&relay, &js, &args) => Some(setup),
+        signal = crate::mcp::termination() => {
+            log(format!("{signal}; stopping"));
+            None
+        }
+    };
+    let Some((consumer, bucket)) = setup else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let sessions_changed = Arc::new(Notify::new());
+    let watch = Watching::new(&bridge_dir, wake.clone(), sessions_changed.clone())?;
+    let tasks = vec![
+        tokio::spawn(outbound(
+            relay.clone(),
+            js.clone(),
+            client.clone(),
+            wake.clone(),
+            watch,
+        )),
+        tokio::spawn(inbound(relay.clone(), consumer, bucket.clone())),
+        tokio::spawn(presence(
+            relay.clone(),
+            bucket,
+            sessions_changed.clone(),
+            args.presence_ttl,
+        )),
+    ];
+    let signal = crate::mcp::termination().await;
+    log(format!("{signal}; stopping"));
+    relay.stopping.store(true, Ordering::Release);
+    relay.stop.notify_waiters();
+    wake.notify_waiters();
+    sessions_changed.notify_waiters();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(8), task).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates this machine's mail stream and its consumer, and the presence
+/// bucket, retrying until the server answers.
+async fn prepare(
+    relay: &Arc<Relay>,
+    js: &jetstream::Context,
+    args: &RelayArgs,
+) -> (jetstream::consumer::Consumer<pull::Config>, kv::Store) {
+    loop {
+        match try_prepare(relay, js, args).await {
+            Ok(done) => return done,
+            Err(err) => {
+                log(format!(
+                    "cannot set up on the server yet: {err:#}; trying again"
+                ));
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn try_prepare(
+    relay: &Arc<Relay>,
+    js: &jetstream::Context,
+    args: &RelayArgs,
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, kv::Store)> {
+    let name = relay.mail_stream();
+    let hold = Duration::from_secs(args.hold_hours.max(1) * 3600);
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{}.mail.{}.*", relay.prefix, relay.machine)],
+        storage: stream::StorageType::File,
+        max_age: hold,
+        duplicate_window: DUPLICATE_WINDOW.min(hold),
+        max_message_size: MAX_MESSAGE_BYTES,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let mail = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(_) => js
+            .create_stream(config)
+            .await
+            .with_context(|| format!("cannot create the stream {name}"))?,
+    };
+    let consumer = mail
+        .get_or_create_consumer(
+            "relay",
+            pull::Config {
+                durable_name: Some("relay".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: SERVER_ACK_WAIT,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the consumer relay on {name}"))?;
+    let bucket_name = relay.bucket();
+    let bucket = match js.get_key_value(&bucket_name).await {
+        Ok(bucket) => bucket,
+        Err(_) => {
+            // The bucket's stream, laid out as a key-value bucket is. It is
+            // created as a stream because the client's own bucket creation
+            // first reads the account's limits, in a shape nats-server 2.9
+            // does not answer with.
+            js.create_stream(stream::Config {
+                name: format!("KV_{bucket_name}"),
+                subjects: vec![format!("$KV.{bucket_name}.>")],
+                max_messages_per_subject: 1,
+                max_age: Duration::from_secs(args.presence_ttl),
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120)
+                    .min(Duration::from_secs(args.presence_ttl)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the bucket {bucket_name}"))?;
+            js.get_key_value(&bucket_name)
+                .await
+                .with_context(|| format!("cannot open the bucket {bucket_name}"))?
+        }
+    };
+    Ok((consumer, bucket))
+}
+
+/// Threads that wait on the folders the guest names and wake the outbound
+/// loop when one changes.
+struct Watching {
+    root: Arc<cap_std::fs::Dir>,
+    wake: Arc<Notify>,
+    /// Woken as well by a change in the sessions folder.
+    sessions_changed: Arc<Notify>,
+    threads: HashMap<String, Arc<AtomicBool>>,
+}
+
+impl Watching {
+    fn new(
+        bridge_dir: &std::path::Path,
+        wake: Arc<Notify>,
+        sessions_changed: Arc<Notify>,
+    ) -> Result<Self> {
+        let root = cap_std::fs::Dir::open_ambient_dir(bridge_dir, cap_std::ambient_authority())
+            .with_context(|| format!("cannot open {}", bridge_dir.display()))?;
+        Ok(Watching {
+            root: Arc::new(root),
+            wake,
+            sessions_changed,
+            threads: HashMap::new(),
+        })
+    }
+
+    /// Watches exactly `dirs` from now on; `sessions` among them wakes the
+    /// presence loop too.
+    fn set(&mut self, dirs: &[String], sessions: &str) {
+        let wanted: HashSet<&String> = dirs.iter().collect();
+        self.threads.retain(|dir, stop| {
+            let keep = wanted.contains(dir);
+            if !keep {
+                stop.store(true, Ordering::Release);
+            }
+            keep
+        });
+        for dir in dirs {
+            if self.threads.contains_key(dir) {
+                continue;
+            }
+            let Ok(mut watcher) =
+                bridge_host::watch::DirWatcher::new(&self.root, std::path::Path::new(dir))
+            else {
+                continue;
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (stopped, wake) = (stop.clone(), self.wake.clone());
+            let also = (dir == sessions).then(|| self.sessions_changed.clone());
+            let spawned = std::thread::Builder::new()
+                .name("relay-watch".into())
+                .spawn(move || {
+                    while !stopped.load(Ordering::Acquire) {
+                        if watcher.wait(Duration::from_millis(500)) {
+                            wake.notify_one();
+                            if let Some(also) = &also {
+                                also.notify_one();
+                            }
+                        }
+                    }
+                });
+            if spawned.is_ok() {
+                self.threads.insert(dir.clone(), stop);
+            }
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        for stop in self.threads.values() {
+            stop.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Carries what waits for other machines: claims it through the guest,
+/// publishes it with its message ID for deduplication, and commits each
+/// claim once the server acknowledged it.
+async fn outbound(
+    relay: Arc<Relay>,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    wake: Arc<Notify>,
+    mut watch: Watching,
+) {
+    let mut refused_machines: HashMap<String, Instant> = HashMap::new();
+    while !relay.stopping() {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = relay.pause(Duration::from_millis(250)) => {}
+            }
+            continue;
+        }
+        let verb = wit::Verb::RelayOutbound(wit::RelayRequest {
+            machine: relay.machine.clone(),
+        });
+        let outgoing = match relay.call(false, verb).await {
+            Ok(report) => match report.outcome {
+                wit::Outcome::RelayOutgoing(outgoing) => outgoing,
+                _ => {
+                    log("the guest answered relay-outbound with another outcome");
+                    relay.pause(RETRY).await;
+                    continue;
+                }
+            },
+            Err(err) => {
+                log(format!("cannot look for messages to carry: {err:#}"));
+                relay.pause(RETRY).await;
+                continue;
+            }
+        };
+        watch.set(&outgoing.watch, &outgoing.sessions);
+        if outgoing.items.is_empty() {
+            // Lapsed claims (a publish that failed) return to an inbox
+            // without a change to wake on: look again now and then.
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = relay.pause(Duration::from_secs(3)) => {}
+            }
+            continue;
+        }
+        let full = outgoing.items.len() >= 256;
+        let mut pending = Vec::new();
+        for item in outgoing.items {
+            let subject = format!(
+                "{}.mail.{}.{}",
+                relay.prefix, item.to_machine, relay.machine
+            );
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", item.message_id.as_str());
+            match js
+                .publish_with_headers(subject, headers, item.payload.clone().into())
+                .await
+            {
+                Ok(ack) => pending.push((item, ack)),
+                Err(err) => log(format!("cannot publish {}: {err}", item.message_id)),
+            }
+        }
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        for (item, ack) in pending {
+            match tokio::time::timeout(PUBLISH_ACK_WAIT, ack).await {
+                Ok(Ok(_)) => acked.push(item.ticket),
+                Ok(Err(err)) => {
+                    failed += 1;
+                    let last = refused_machines.get(&item.to_machine);
+                    if last.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                        refused_machines.insert(item.to_machine.clone(), Instant::now());
+                        log(format!(
+                            "the server did not take {} for machine {}: {err}; it waits here \
+                             (machine {} may never have connected its relay)",
+                            item.message_id, item.to_machine, item.to_machine
+                        ));
+                    }
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        relay.commit(acked).await;
+        if failed > 0 {
+            relay.pause(Duration::from_millis(500)).await;
+        } else if !full {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = relay.pause(Duration::from_secs(3)) => {}
+            }
+        }
+    }
+}
+
+/// Takes this machine's mail from the server in batches, has the guest
+/// check and write it, and acknowledges each message only once the guest
+/// has written it to disk (or refused it, or found it written before).
+async fn inbound(
+    relay: Arc<Relay>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    bucket: kv::Store,
+) {
+    while !relay.stopping() {
+        let batch = tokio::select! {
+            batch = consumer.batch().max_messages(INBOUND_BATCH).expires(Duration::from_secs(5)).messages() => batch,
+            _ = relay.stop.notified() => break,
+        };
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                log(format!("cannot fetch mail: {err}"));
+                relay.pause(RETRY).await;
+                continue;
+            }
+        };
+        let mut messages = Vec::new();
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = relay.stop.notified() => None,
+            };
+            match next {
+                Some(Ok(message)) => messages.push(message),
+                Some(Err(err)) => {
+                    log(format!("fetching mail: {err}"));
+                    break;
+                }
+                None => break,
+            }
+            // Take what is there now; the rest comes with the next batch.
+            if messages.len() >= INBOUND_BATCH {
+                break;
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        deliver(&relay, &bucket, messages).await;
+    }
+}
+
+/// The publishing machine, from a mail subject `P.mail.<to>.<from>`.
+fn publisher(subject: &str) -> String {
+    subject.rsplit('.').next().unwrap_or("").to_string()
+}
+
+async fn deliver(relay: &Arc<Relay>, bucket: &kv::Store, messages: Vec<jetstream::Message>) {
+    let request = |messages: &[&jetstream::Message]| {
+        wit::Verb::RelayInbound(wit::RelayInboundRequest {
+            machine: relay.machine.clone(),
+            messages: messages
+                .iter()
+                .map(|m| wit::InboundMessage {
+                    from_machine: publisher(m.subject.as_str()),
+                    payload: m.payload.to_vec(),
+                })
+                .collect(),
+        })
+    };
+    let all: Vec<&jetstream::Message> = messages.iter().collect();
+    let verdicts = match relay.call(true, request(&all)).await {
+        Ok(wit::Report {
+            outcome: wit::Outcome::RelayReceived(verdicts),
+            ..
+        }) => verdicts,
+        Ok(_) => {
+            log("the guest answered relay-inbound with another outcome");
+            return;
+        }
+        Err(err) => {
+            // Not acknowledged: the server delivers them again.
+            log(format!(
+                "cannot write {} received messages yet: {err:#}",
+                messages.len()
+            ));
+            for message in &messages {
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
+            }
+            return;
+        }
+    };
+    let mut retry = Vec::new();
+    for (message, verdict) in messages.iter().zip(verdicts) {
+        match verdict {
+            wit::InboundVerdict::UnknownSender(sender) => retry.push((message, sender)),
+            other => settle(message, &other).await,
+        }
+    }
+    if retry.is_empty() {
+        return;
+    }
+    // A sender this machine has not seen yet: its presence may not have
+    // arrived. Read it from the bucket, show it, and try once more.
+    let mut remote = Vec::new();
+    for (message, sender) in &retry {
+        let machine = publisher(message.subject.as_str());
+        if let Ok(Some(entry)) = bucket.entry(format!("{machine}.{sender}")).await
+            && entry.operation == kv::Operation::Put
+        {
+            remote.push(wit::RemoteEntry {
+                machine,
+                session_id: sender.clone(),
+                payload: entry.value.to_vec(),
+            });
+        }
+    }
+    if !remote.is_empty() {
+        materialize(relay, true, remote, false, Vec::new()).await;
+    }
+    let again: Vec<&jetstream::Message> = retry.iter().map(|(m, _)| *m).collect();
+    match relay.call(true, request(&again)).await {
+        Ok(wit::Report {
+            outcome: wit::Outcome::RelayReceived(verdicts),
+            ..
+        }) => {
+            for (message, verdict) in again.iter().zip(verdicts) {
+                let verdict = match verdict {
+                    wit::InboundVerdict::UnknownSender(sender) => {
+                        wit::InboundVerdict::Refused(format!(
+                            "its sender {sender} is not a session of machine {}",
+                            publisher(message.subject.as_str())
+                        ))
+                    }
+                    other => other,
+                };
+                settle(message, &verdict).await;
+            }
+        }
+        _ => {
+            for message in again {
+                let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
+            }
+        }
+    }
+}
+
+/// Acknowledges a message the guest dealt with, logging what is not a
+/// plain delivery (never the content).
+async fn settle(message: &jetstream::Message, verdict: &wit::InboundVerdict) {
+    let from = publisher(message.subject.as_str());
+    match verdict {
+        wit::InboundVerdict::Delivered(_) => {}
+        wit::InboundVerdict::Duplicate(id) => log(format!(
+            "{id} from machine {from} was received before; dropped"
+        )),
+        wit::InboundVerdict::Refused(why) => log(format!(
+            "refused a message from machine {from} ({} bytes): {}",
+            message.payload.len(),
+            why.escape_debug()
+        )),
+        wit::InboundVerdict::UnknownSender(sender) => log(format!(
+            "refused a message from machine {from}: unknown sender {sender}"
+        )),
+    }
+    if let Err(err) = message.ack().await {
+        log(format!("cannot acknowledge a message from {from}: {err}"));
+    }
+}
+
+async fn materialize(
+    relay: &Arc<Relay>,
+    inbound: bool,
+    remote: Vec<wit::RemoteEntry>,
+    complete: bool,
+    gone: Vec<(String, String)>,
+) {
+    let verb = wit::Verb::RelayMaterialize(wit::RelayMaterializeRequest {
+        machine: relay.machine.clone(),
+        remote,
+        complete,
+        gone,
+    });
+    match relay.call(inbound, verb).await {
+        Ok(report) => {
+            for line in report.rendered.lines() {
+                log(line);
+            }
+        }
+        Err(err) => log(format!(
+            "cannot show the sessions of other machines: {err:#}"
+        )),
+    }
+}
+
+/// Publishes this machine's sessions to the presence bucket when they
+/// change and at a third of the TTL, and shows other machines' sessions
+/// here: each change as it comes, and a full pass at the same pace, which
+/// is also what removes the sessions of a machine whose entries expired.
+async fn presence(relay: Arc<Relay>, bucket: kv::Store, wake: Arc<Notify>, ttl: u64) {
+    let refresh = Duration::from_secs((ttl / 3).clamp(3, 60));
+    let mut published: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut last_full = Instant::now() - refresh * 2;
+    let mut watcher = None;
+    while !relay.stopping() {
+        let full = last_full.elapsed() >= refresh;
+        publish_own(&relay, &bucket, &mut published, full).await;
+        if full {
+            resync(&relay, &bucket).await;
+            last_full = Instant::now();
+        }
+        if watcher.is_none() {
+            watcher = bucket.watch_all().await.ok();
+        }
+        let change = async {
+            match watcher.as_mut() {
+                Some(w) => w.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            entry = change => match entry {
+                Some(Ok(entry)) => apply(&relay, entry).await,
+                Some(Err(_)) | None => watcher = None,
+            },
+            // A session started or stopped here (the outbound loop's
+            // watch on `sessions/`), or a periodic pass.
+            _ = wake.notified() => {
+                // A new session's manifest is written just after its folder.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = relay.pause(refresh.min(Duration::from_secs(5))) => {}
+        }
+    }
+}
+
+async fn publish_own(
+    relay: &Arc<Relay>,
+    bucket: &kv::Store,
+    published: &mut HashMap<String, Vec<u8>>,
+    refresh: bool,
+) {
+    let verb = wit::Verb::RelayPresence(wit::RelayRequest {
+        machine: relay.machine.clone(),
+    });
+    let entries = match relay.call(false, verb).await {
+        Ok(wit::Report {
+            outcome: wit::Outcome::RelayPresence(entries),
+            ..
+        }) => entries,
+        Ok(_) => return,
+        Err(err) => {
+            log(format!("cannot read this machine's sessions: {err:#}"));
+            return;
+        }
+    };
+    let mut now: HashSet<String> = HashSet::new();
+    for entry in entries {
+        now.insert(entry.session_id.clone());
+        let same = published.get(&entry.session_id) == Some(&entry.payload);
+        if same && !refresh {
+            continue;
+        }
+        let key = format!("{}.{}", relay.machine, entry.session_id);
+        match bucket.put(&key, entry.payload.clone().into()).await {
+            Ok(_) => {
+                published.insert(entry.session_id, entry.payload);
+            }
+            Err(err) => log(format!("cannot publish the presence of {key}: {err}")),
+        }
+    }
+    let ended: Vec<String> = published
+        .keys()
+        .filter(|id| !now.contains(*id))
+        .cloned()
+        .collect();
+    for id in ended {
+        let key = format!("{}.{id}", relay.machine);
+        match bucket.delete(&key).await {
+            Ok(()) => {
+                published.remove(&id);
+            }
+            Err(err) => log(format!("cannot withdraw the presence of {key}: {err}")),
+        }
+    }
+}
+
+/// Splits a presence key `<machine>.<session>`.
+fn split_key(key: &str) -> Option<(String, String)> {
+    let (machine, session) = key.split_once('.')?;
+    Some((machine.to_string(), session.to_string()))
+}
+
+async fn apply(relay: &Arc<Relay>, entry: kv::Entry) {
+    let Some((machine, session)) = split_key(&entry.key) else {
+        return;
+    };
+    if machine == relay.machine {
+        return;
+    }
+    match entry.operation {
+        kv::Operation::Put => {
+            let remote = vec![wit::RemoteEntry {
+                machine,
+                session_id: session,
+                payload: entry.value.to_vec(),
+            }];
+            materialize(relay, false, remote, false, Vec::new()).await;
+        }
+        kv::Operation::Delete | kv::Operation::Purge => {
+            materialize(relay, false, Vec::new(), false, vec![(machine, session)]).await;
+        }
+    }
+}
+
+/// Reads the whole bucket and shows exactly what it holds.
+async fn resync(relay: &Arc<Relay>, bucket: &kv::Store) {
+    let keys = match bucket.keys().await {
+        Ok(keys) => keys,
+        Err(err) => {
+            log(format!("cannot list the presence bucket: {err}"));
+            return;
+        }
+    };
+    let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+    let mut remote = Vec::new();
+    for key in keys {
+        let Some((machine, session)) = split_key(&key) else {
+            continue;
+        };
+        if machine == relay.machine {
+            continue;
+        }
+        match bucket.entry(key.as_str()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                remote.push(wit::RemoteEntry {
+                    machine,
+                    session_id: session,
+                    payload: entry.value.to_vec(),
+                })
+            }
+            Ok(_) => {}
+            // Unreadable now: a full pass must not remove what it could
+            // not read, so this one stops here.
+            Err(err) => {
+                log(format!("cannot read the presence of {key}: {err}"));
+                return;
+            }
+        }
+    }
+    materialize(relay, false, remote, true, Vec::new()).await;
+}

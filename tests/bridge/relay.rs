@@ -1,0 +1,567 @@
+//! `bridge-host relay` between "machines" (each its own bridge directory
+//! and relay) through a real nats-server with JetStream.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::nats::{Machine, Server, server_bin, wait_until};
+use crate::util::{parse_listen, parse_reply};
+
+/// Two machines `a` and `b`, each with a relay connected to `server`.
+fn two_machines(server: &Server, args: &[&str]) -> (Machine, Machine) {
+    let mut a = Machine::new("a");
+    let mut b = Machine::new("b");
+    a.start_relay(&server.url(), args);
+    b.start_relay(&server.url(), args);
+    a.wait_connected();
+    b.wait_connected();
+    (a, b)
+}
+
+/// `bridge-host run listen` on `machine` in `project`, parsed.
+fn listen(
+    machine: &Machine,
+    project: &Path,
+) -> (std::collections::BTreeMap<String, String>, String) {
+    let text = machine
+        .world
+        .cmd(project)
+        .args(["run", "listen", "--timeout", "30"])
+        .ok();
+    parse_listen(&text)
+}
+
+fn raw_client<F, T>(url: &str, options: async_nats::ConnectOptions, body: F) -> T
+where
+    F: AsyncFnOnce(async_nats::Client) -> T,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = options.connect(url).await.expect("raw client connects");
+        body(client).await
+    })
+}
+
+#[test]
+fn sessions_on_two_machines_list_each_other_and_ask_and_answer() {
+    let Some(bin) = server_bin("ask across machines") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, b) = two_machines(&server, &[]);
+    let (app, app_id) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    b.wait_for_peer(&lib, &app_id, "a");
+
+    // The table says where each session runs.
+    let table = a.world.cmd(&app).args(["run", "peers"]).ok();
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("MACHINE"), "{table}");
+    let row = table.lines().find(|l| l.starts_with(&lib_id)).unwrap();
+    assert!(row.contains(" b ") && row.contains("library"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&app_id) && l.contains("this machine")),
+        "{table}"
+    );
+
+    // Materialized in the original's layout.
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(a.world.session_dir(&lib_id).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["machine"], "b");
+    assert_eq!(manifest["projectName"], "library");
+    assert!(a.world.session_dir(&lib_id).join("inbox").is_dir());
+
+    let asker = a
+        .world
+        .cmd(&app)
+        .args([
+            "run",
+            "ask",
+            &lib_id,
+            "What changed in v2?",
+            "--timeout",
+            "60",
+        ])
+        .spawn();
+    let (fields, content) = listen(&b, &lib);
+    assert_eq!(fields["FROM_ID"], app_id);
+    assert_eq!(fields["TYPE"], "query");
+    assert_eq!(content, "What changed in v2?");
+    b.world
+        .cmd(&lib)
+        .args([
+            "run",
+            "reply",
+            &fields["MESSAGE_ID"],
+            "init() is now setup()",
+        ])
+        .ok();
+    let out = asker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (from, answer) = parse_reply(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(from, "library");
+    assert_eq!(answer, "init() is now setup()");
+
+    // The asker's receipt: relayed, then answered by the remote session.
+    let receipt = a
+        .world
+        .cmd(&app)
+        .args(["run", "track", &fields["MESSAGE_ID"], "--json"])
+        .ok();
+    let receipt: Value = serde_json::from_str(&receipt).unwrap();
+    assert_eq!(receipt["stage"], "answered", "{receipt}");
+    let stages: Vec<&str> = receipt["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert!(stages.contains(&"relayed"), "{receipt}");
+}
+
+#[test]
+fn a_message_for_an_offline_machine_waits_and_track_says_where() {
+    let Some(bin) = server_bin("offline machine") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (mut a, mut b) = two_machines(&server, &[]);
+    let (app, _) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+
+    // b's relay is down: the server holds the message for b.
+    b.stop_relay();
+    let id = a
+        .world
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "are you there?"])
+        .ok()
+        .trim()
+        .to_string();
+    let relayed = wait_until(Duration::from_secs(20), || {
+        a.world
+            .cmd(&app)
+            .args(["run", "track", &id])
+            .ok()
+            .contains("relayed")
+    });
+    let text = a.world.cmd(&app).args(["run", "track", &id]).ok();
+    assert!(relayed, "{text}");
+    assert!(
+        text.contains("held by the relay server for machine b"),
+        "{text}"
+    );
+
+    // a's relay is down too: the send still succeeds, queued for b.
+    a.stop_relay();
+    let second = a
+        .world
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "and now?"])
+        .ok()
+        .trim()
+        .to_string();
+    let text = a.world.cmd(&app).args(["run", "track", &second]).ok();
+    assert!(text.contains(": queued"), "{text}");
+    assert!(text.contains("for machine b"), "{text}");
+
+    // Both relays back: both arrive, once each, in order.
+    a.start_relay(&server.url(), &[]);
+    b.start_relay(&server.url(), &[]);
+    let (first, content) = listen(&b, &lib);
+    assert_eq!(
+        (first["MESSAGE_ID"].as_str(), content.as_str()),
+        (id.as_str(), "are you there?")
+    );
+    let (next, content) = listen(&b, &lib);
+    assert_eq!(
+        (next["MESSAGE_ID"].as_str(), content.as_str()),
+        (second.as_str(), "and now?")
+    );
+    let empty = b.world.cmd(&lib).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+}
+
+#[test]
+fn stop_tells_remote_peers_and_the_session_leaves_their_listing() {
+    let Some(bin) = server_bin("stop across machines") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, b) = two_machines(&server, &[]);
+    let (app, app_id) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    b.wait_for_peer(&lib, &app_id, "a");
+    // They exchanged messages, so stop notifies.
+    a.world
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "hello"])
+        .ok();
+    listen(&b, &lib);
+    b.world.cmd(&lib).args(["run", "stop"]).ok();
+    let told = wait_until(Duration::from_secs(20), || {
+        let status = a.world.cmd(&app).args(["run", "status", "--json"]).ok();
+        let status: Value = serde_json::from_str(&status).unwrap();
+        status["ended"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|m| m["from"] == lib_id))
+    });
+    assert!(
+        told,
+        "a was not told that {lib_id} ended:\n{}",
+        a.relay_log()
+    );
+    let gone = wait_until(Duration::from_secs(20), || {
+        !a.peers(&app).iter().any(|p| p["sessionId"] == lib_id)
+    });
+    assert!(gone, "{lib_id} is still listed on a: {:?}", a.peers(&app));
+    assert!(!a.world.session_dir(&lib_id).exists());
+}
+
+#[test]
+fn an_original_session_asks_across_machines_with_its_own_file_writes() {
+    let Some(bin) = server_bin("original scripts across machines") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, b) = two_machines(&server, &[]);
+    let (lib, lib_id) = b.session("library");
+    // A session laid out and driven as the original's scripts do it.
+    let original = "a1b2c3";
+    let dir = a.world.session_dir(original);
+    std::fs::create_dir_all(dir.join("inbox")).unwrap();
+    std::fs::create_dir_all(dir.join("outbox")).unwrap();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    std::fs::write(
+        dir.join("manifest.json"),
+        format!(
+            r#"{{"sessionId":"{original}","projectName":"old-app","projectPath":"/home/me/old-app","startedAt":"{now}","lastHeartbeat":"{now}","status":"active","capabilities":["query","context-dump","conversation"]}}"#
+        ),
+    )
+    .unwrap();
+    b.wait_for_peer(&lib, original, "a");
+    let app = a.world.project("old-app");
+    a.wait_for_peer(&app, &lib_id, "b");
+    // send-message.sh: a temporary file, renamed into the peer's inbox.
+    let query = format!(
+        r#"{{"id":"msg-0dzhx0wgcik9","from":"{original}","to":"{lib_id}","type":"query","timestamp":"{now}","status":"pending","content":"Which API broke?","inReplyTo":null,"metadata":{{"urgency":"normal","fromProject":"old-app"}}}}"#
+    );
+    let inbox = a.world.session_dir(&lib_id).join("inbox");
+    std::fs::write(inbox.join("msg-0dzhx0wgcik9.json.tmp"), &query).unwrap();
+    std::fs::rename(
+        inbox.join("msg-0dzhx0wgcik9.json.tmp"),
+        inbox.join("msg-0dzhx0wgcik9.json"),
+    )
+    .unwrap();
+    let (fields, content) = listen(&b, &lib);
+    assert_eq!(fields["FROM_ID"], original);
+    assert_eq!(fields["FROM_PROJECT"], "old-app");
+    assert_eq!(content, "Which API broke?");
+    b.world
+        .cmd(&lib)
+        .args(["run", "reply", "msg-0dzhx0wgcik9", "The config loader."])
+        .ok();
+    // Where the original's asker looks: a pending file in its own inbox
+    // that answers its query.
+    let mut found = None;
+    let arrived = wait_until(Duration::from_secs(20), || {
+        for entry in std::fs::read_dir(dir.join("inbox")).unwrap().flatten() {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            if value["inReplyTo"] == "msg-0dzhx0wgcik9" && value["status"] == "pending" {
+                found = Some(value);
+                return true;
+            }
+        }
+        false
+    });
+    assert!(
+        arrived,
+        "the reply never reached the original's inbox:\n{}",
+        a.relay_log()
+    );
+    let reply = found.unwrap();
+    assert_eq!(reply["content"], "The config loader.");
+    assert_eq!(reply["from"], lib_id.as_str());
+}
+
+#[test]
+fn a_clarification_loop_runs_across_machines_and_is_one_thread() {
+    let Some(bin) = server_bin("clarification across machines") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, b) = two_machines(&server, &[]);
+    let (app, _) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+
+    let asker = a
+        .world
+        .cmd(&app)
+        .args([
+            "run",
+            "ask",
+            &lib_id,
+            "Is the v2 API stable?",
+            "--timeout",
+            "60",
+        ])
+        .spawn();
+    let (query, _) = listen(&b, &lib);
+    // The listener asks back, as a response to the query.
+    b.world
+        .cmd(&lib)
+        .args([
+            "run",
+            "reply",
+            &query["MESSAGE_ID"],
+            "Which module do you mean?",
+        ])
+        .ok();
+    let out = asker.wait_with_output().unwrap();
+    let (_, question) = parse_reply(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(question, "Which module do you mean?");
+    // The asker answers with a new query, which follows up on the reply.
+    let asker = a
+        .world
+        .cmd(&app)
+        .args(["run", "ask", &lib_id, "The parser.", "--timeout", "60"])
+        .spawn();
+    let (follow_up, content) = listen(&b, &lib);
+    assert_eq!(content, "The parser.");
+    assert!(!follow_up["IN_REPLY_TO"].is_empty(), "{follow_up:?}");
+    b.world
+        .cmd(&lib)
+        .args([
+            "run",
+            "reply",
+            &follow_up["MESSAGE_ID"],
+            "Yes, stable since 2.1.",
+        ])
+        .ok();
+    let out = asker.wait_with_output().unwrap();
+    let (_, answer) = parse_reply(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(answer, "Yes, stable since 2.1.");
+    let thread = a
+        .world
+        .cmd(&app)
+        .args(["run", "thread", &query["MESSAGE_ID"], "--json"])
+        .ok();
+    let thread: Value = serde_json::from_str(&thread).unwrap();
+    let contents: Vec<&str> = thread["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "Is the v2 API stable?",
+            "Which module do you mean?",
+            "The parser.",
+            "Yes, stable since 2.1."
+        ],
+        "{thread}"
+    );
+}
+
+#[test]
+fn hostile_messages_from_the_network_are_refused_logged_without_content_and_survived() {
+    let Some(bin) = server_bin("hostile network input") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let mut c = Machine::new("c");
+    c.start_relay(&server.url(), &[]);
+    let (a, b) = two_machines(&server, &[]);
+    c.wait_connected();
+    let (app, app_id) = a.session("app");
+    let (_, lib_id) = b.session("library");
+    let (_, other_id) = c.session("other");
+    a.wait_for_peer(&app, &lib_id, "b");
+    a.wait_for_peer(&app, &other_id, "c");
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let message = |id: &str, from: &str, to: &str, content: &str| {
+        serde_json::json!({
+            "id": id, "from": from, "to": to, "type": "query", "timestamp": now,
+            "status": "pending", "content": content, "inReplyTo": null,
+            "metadata": {"urgency": "normal", "fromProject": "x"},
+        })
+        .to_string()
+    };
+    const SECRET: &str = "SECRET-CONTENT-7f3a";
+    let big = "x".repeat(7 * 1024 * 1024 + 10);
+    let hostile: Vec<(&str, String)> = vec![
+        ("malformed", format!("{{ not json {SECRET}")),
+        (
+            "wrong shape",
+            format!(r#"{{"id":"msg-aaaaaaaaaaaa","content":"{SECRET}"}}"#),
+        ),
+        (
+            "oversized",
+            message("msg-bbbbbbbbbbbb", &lib_id, &app_id, &big),
+        ),
+        // b publishes as a session of machine c.
+        (
+            "forged from",
+            message("msg-cccccccccccc", &other_id, &app_id, SECRET),
+        ),
+        // b publishes as a session of this very machine.
+        (
+            "forged local from",
+            message("msg-dddddddddddd", &app_id, &app_id, SECRET),
+        ),
+        // For a session that lives on machine c, not on a.
+        (
+            "another machine's session",
+            message("msg-eeeeeeeeeeee", &lib_id, &other_id, SECRET),
+        ),
+        (
+            "unknown recipient",
+            message("msg-ffffffffffff", &lib_id, "zzzzzz", SECRET),
+        ),
+    ];
+    let good = message("msg-gggggggggggg", &lib_id, &app_id, "a fair question");
+    raw_client(
+        &server.url(),
+        async_nats::ConnectOptions::new(),
+        async |client| {
+            let js = async_nats::jetstream::new(client);
+            for (what, payload) in &hostile {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("hostile-{what}").as_str());
+                js.publish_with_headers("bridge.mail.a.b", headers, payload.clone().into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+            // A legitimate message, then its replay under another publish ID.
+            for attempt in ["first", "replay"] {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", attempt);
+                js.publish_with_headers("bridge.mail.a.b", headers, good.clone().into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        },
+    );
+    // The legitimate one arrives, once; the relay still runs.
+    let (fields, content) = listen(&a, &app);
+    assert_eq!(fields["MESSAGE_ID"], "msg-gggggggggggg");
+    assert_eq!(content, "a fair question");
+    let logged = wait_until(Duration::from_secs(20), || {
+        let log = a.relay_log();
+        log.matches("refused a message from machine b").count() >= hostile.len()
+            && log.contains("msg-gggggggggggg from machine b was received before")
+    });
+    let log = a.relay_log();
+    assert!(logged, "{log}");
+    assert!(!log.contains(SECRET), "content was logged:\n{log}");
+    for why in [
+        "not a message with a valid message ID",
+        "over the 7340032-byte limit",
+        &format!("names {other_id} as its sender, a session of machine \"c\""),
+        &format!("names {app_id} as its sender, a session of this machine"),
+        &format!("addressed to {other_id}, a session of machine \"c\""),
+        "addressed to zzzzzz, which is not a session of this machine",
+    ] {
+        assert!(log.contains(why), "no refusal saying {why:?}:\n{log}");
+    }
+    let empty = a.world.cmd(&app).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+    let mut a = a;
+    assert!(a.relay_running(), "{log}");
+    // No message landed anywhere else either.
+    for (name, machine) in [("b", &b), ("c", &c)] {
+        assert!(
+            !crate::util::listing(&machine.world.bridge).contains("msg-cccccccccccc"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_machine_that_disappears_is_gone_from_the_others_with_no_ghosts() {
+    let Some(bin) = server_bin("presence expiry") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, mut b) = two_machines(&server, &["--presence-ttl", "12"]);
+    let (app, _) = a.session("app");
+    let (_, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    // A crash: nothing is withdrawn, the entries expire.
+    b.kill_relay();
+    let gone = wait_until(Duration::from_secs(60), || {
+        !a.peers(&app).iter().any(|p| p["sessionId"] == lib_id)
+    });
+    assert!(
+        gone,
+        "{lib_id} is still listed: {:?}\n{}",
+        a.peers(&app),
+        a.relay_log()
+    );
+    assert!(!a.world.session_dir(&lib_id).exists());
+}
+
+#[test]
+fn one_relay_per_bridge_directory_and_sigterm_stops_it_cleanly() {
+    let Some(bin) = server_bin("one relay per directory") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let mut a = Machine::new("a");
+    a.start_relay(&server.url(), &[]);
+    a.wait_connected();
+    let second = a
+        .world
+        .cmd(a.world.root.path())
+        .args(["relay", "--server", &server.url(), "--machine", "a"])
+        .output()
+        .0;
+    assert_eq!(second.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another relay already serves"), "{said}");
+    let status = a.stop_relay().unwrap();
+    assert!(status.success(), "{status:?}\n{}", a.relay_log());
+    assert!(
+        a.relay_log().contains("SIGTERM; stopping"),
+        "{}",
+        a.relay_log()
+    );
+    // A bad machine name is refused before anything connects.
+    let bad = a
+        .world
+        .cmd(a.world.root.path())
+        .args(["relay", "--server", &server.url(), "--machine", "Bad.Name"])
+        .output()
+        .0;
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("is not 1 to 32 characters"), "{said}");
+}
