@@ -178,6 +178,31 @@ impl<P: Platform> Bridge<P> {
         Ok(())
     }
 
+    /// Writes a message received from another machine into its
+    /// recipient's inbox, through the same policy as a local send. The
+    /// sender's outbox is on its own machine, so no copy is kept here.
+    /// False when a message of this ID is in the inbox already.
+    pub(crate) fn deliver_received(
+        &self,
+        message: &mut Message,
+        warnings: &mut Vec<String>,
+    ) -> Result<bool> {
+        for note in self.policy.outgoing(message)? {
+            warnings.push(format!("policy: {} from {}: {note}", message.id, message.from));
+        }
+        let id = MessageId::parse(&message.id)?;
+        let to = SessionId::parse(&message.to)?;
+        let inbox = self.layout.inbox(&to);
+        files::ensure_child_dir(&inbox)?;
+        if !files::create(&inbox, &id.file_name(), &message.to_bytes())? {
+            return Ok(false);
+        }
+        if message.in_reply_to.is_some() && matches!(message.kind, Kind::Query | Kind::Response) {
+            self.receipt_answered(message);
+        }
+        Ok(true)
+    }
+
     /// The names of the pending message files in `owner`'s inbox, after
     /// returning lapsed claims to it, at most [`PENDING_WINDOW`] of them.
     /// Also says when the next live claim lapses, so a waiter can wake for

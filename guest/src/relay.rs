@@ -16,7 +16,9 @@ use crate::error::{BridgeError, Result};
 use crate::files;
 use crate::ids::{MessageId, SessionId};
 use crate::mailbox::Loaded;
-use crate::wire::{MAX_MANIFEST_FILE_BYTES, MAX_MESSAGE_FILE_BYTES, Manifest, Message, Status};
+use crate::wire::{
+    Kind, MAX_MANIFEST_FILE_BYTES, MAX_MESSAGE_FILE_BYTES, Manifest, Message, Status,
+};
 use crate::{
     Bridge, InboundVerdict, MaterializeReport, MaterializeRequest, Platform, PresenceEntry,
     RelayItem, RelayOutgoing, clock,
@@ -28,6 +30,9 @@ pub const MAX_MACHINE_LEN: usize = 32;
 /// The most messages one `relay-outbound` claims: the host publishes them
 /// together, and asks again at once when the batch was full.
 pub const OUTBOUND_BATCH: usize = 256;
+
+/// The longest refusal reason: it quotes what came from the network.
+const MAX_REFUSAL_CHARS: usize = 300;
 
 /// The most sessions one machine may show here.
 pub const MAX_REMOTE_SESSIONS: usize = 1024;
@@ -138,7 +143,15 @@ impl<P: Platform> Bridge<P> {
         let machine = validate_machine(machine)?;
         let mut verdicts = Vec::with_capacity(messages.len());
         for (from_machine, payload) in messages {
-            verdicts.push(self.inbound_one(machine, from_machine, payload, warnings)?);
+            let verdict = match self.inbound_one(machine, from_machine, payload, warnings)? {
+                // Bounded: what a refusal quotes came from the network.
+                InboundVerdict::Refused(why) if why.chars().count() > MAX_REFUSAL_CHARS => {
+                    let cut: String = why.chars().take(MAX_REFUSAL_CHARS).collect();
+                    InboundVerdict::Refused(format!("{cut}..."))
+                }
+                verdict => verdict,
+            };
+            verdicts.push(verdict);
         }
         // Flushed together: the first flush commits what the others wrote
         // too, so a batch costs little more than one message.
@@ -223,17 +236,19 @@ impl<P: Platform> Bridge<P> {
                      {from_machine:?} published it"
                 ));
             }
+            // A session that ended: its presence may be withdrawn before
+            // its last notices arrive. Saying that a session nobody here
+            // knows has ended misleads no one.
+            Err(_) if message.kind == Kind::SessionEnded => {}
             Err(_) => return Ok(InboundVerdict::UnknownSender(from.to_string())),
         }
         let message_id = MessageId::parse(&id)?;
         if self.received(&to, &message_id)?.is_some() {
             return Ok(InboundVerdict::Duplicate(id));
         }
-        match self.deliver(&mut message, warnings) {
-            Ok(()) => {}
-            Err(BridgeError::Io { reason, .. }) if reason.starts_with("a message with this ID") => {
-                return Ok(InboundVerdict::Duplicate(id));
-            }
+        match self.deliver_received(&mut message, warnings) {
+            Ok(true) => {}
+            Ok(false) => return Ok(InboundVerdict::Duplicate(id)),
             Err(err @ BridgeError::Io { .. }) => return Err(err),
             Err(err) => return refused(format!("{id}: {err}")),
         }

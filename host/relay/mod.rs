@@ -831,7 +831,16 @@ async fn settle(message: &jetstream::Message, verdict: &wit::InboundVerdict) {
         wit::InboundVerdict::Refused(why) => log(format!(
             "refused a message from machine {from} ({} bytes): {}",
             message.payload.len(),
-            why.escape_debug()
+            why.chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect::<String>()
         )),
         wit::InboundVerdict::UnknownSender(sender) => log(format!(
             "refused a message from machine {from}: unknown sender {sender}"
