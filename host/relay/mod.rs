@@ -278,6 +278,13 @@ fn lock_bridge(bridge_dir: &std::path::Path, machine: &str) -> Result<std::fs::F
 }
 
 async fn connect(args: &RelayArgs, machine: &str) -> Result<async_nats::Client> {
+    // The client reports a refused certificate as a bare I/O error.
+    let hint = if args.tls_ca.is_some() {
+        " (with --tls-ca: check that the server's certificate is signed by that CA and \
+         names the host given in --server)"
+    } else {
+        ""
+    };
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("bridge-host relay {machine}"))
         // Replies to this machine's requests come on its own inbox
@@ -289,7 +296,7 @@ async fn connect(args: &RelayArgs, machine: &str) -> Result<async_nats::Client> 
         .reconnect_delay_callback(|attempt| {
             Duration::from_millis((250 * attempt.min(8) as u64).max(100))
         })
-        .event_callback(|event| async move {
+        .event_callback(move |event| async move {
             match event {
                 async_nats::Event::Connected => log("connected to the relay server"),
                 async_nats::Event::Disconnected => log(
@@ -297,7 +304,7 @@ async fn connect(args: &RelayArgs, machine: &str) -> Result<async_nats::Client> 
                      when it is back",
                 ),
                 async_nats::Event::ServerError(err) => log(format!("the server says: {err}")),
-                async_nats::Event::ClientError(err) => log(format!("client error: {err}")),
+                async_nats::Event::ClientError(err) => log(format!("client error: {err}{hint}")),
                 other => log(format!("{other}")),
             }
         });

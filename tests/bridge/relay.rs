@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::nats::{Machine, Server, server_bin, wait_until};
@@ -564,4 +565,298 @@ fn one_relay_per_bridge_directory_and_sigterm_stops_it_cleanly() {
     assert_eq!(bad.status.code(), Some(1));
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("is not 1 to 32 characters"), "{said}");
+}
+
+/// The server configuration a team copies (docs/relay.md): one nkey user
+/// per machine, each allowed to publish only as itself and to read only
+/// its own mail.
+pub fn team_authorization(prefix: &str, machines: &[(&str, &str)]) -> String {
+    let users: Vec<String> = machines
+        .iter()
+        .map(|(machine, public_key)| {
+            let mail = format!("{prefix}-mail-{machine}");
+            let kv = format!("KV_{prefix}-presence");
+            format!(
+                r#"    {{
+      nkey: "{public_key}"
+      permissions: {{
+        publish: {{ allow: [
+          "{prefix}.mail.*.{machine}",
+          "$KV.{prefix}-presence.{machine}.>",
+          "$JS.API.STREAM.INFO.{mail}", "$JS.API.STREAM.CREATE.{mail}",
+          "$JS.API.CONSUMER.INFO.{mail}.relay", "$JS.API.CONSUMER.CREATE.{mail}.relay",
+          "$JS.API.CONSUMER.MSG.NEXT.{mail}.relay", "$JS.ACK.{mail}.relay.>",
+          "$JS.API.STREAM.INFO.{kv}", "$JS.API.STREAM.CREATE.{kv}",
+          "$JS.API.DIRECT.GET.{kv}.>", "$JS.API.CONSUMER.CREATE.{kv}",
+          "$JS.API.CONSUMER.CREATE.{kv}.>", "$JS.API.CONSUMER.DELETE.{kv}.>",
+          "$JS.FC.{kv}.>"
+        ] }}
+        subscribe: {{ allow: ["_INBOX_{machine}.>"] }}
+      }}
+    }}"#
+            )
+        })
+        .collect();
+    format!(
+        "authorization {{\n  users: [\n{}\n  ]\n}}\n",
+        users.join("\n")
+    )
+}
+
+#[test]
+fn each_machine_may_publish_only_as_itself_and_read_only_its_own_mail() {
+    let Some(bin) = server_bin("machine permissions") else {
+        return;
+    };
+    let key_a = nkeys::KeyPair::new_user();
+    let key_b = nkeys::KeyPair::new_user();
+    let config = team_authorization(
+        "bridge",
+        &[("a", &key_a.public_key()), ("b", &key_b.public_key())],
+    );
+    let server = Server::start(&bin, &config);
+    let mut a = Machine::new("a");
+    let mut b = Machine::new("b");
+    let seed_a = a.world.root.path().join("a.nk");
+    let seed_b = b.world.root.path().join("b.nk");
+    std::fs::write(&seed_a, key_a.seed().unwrap()).unwrap();
+    std::fs::write(&seed_b, key_b.seed().unwrap()).unwrap();
+    a.start_relay(&server.url(), &["--creds", seed_a.to_str().unwrap()]);
+    b.start_relay(&server.url(), &["--creds", seed_b.to_str().unwrap()]);
+    a.wait_connected();
+    b.wait_connected();
+    let (app, app_id) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    b.wait_for_peer(&lib, &app_id, "a");
+    // Mail flows both ways under these permissions.
+    let asker = a
+        .world
+        .cmd(&app)
+        .args(["run", "ask", &lib_id, "allowed?", "--timeout", "60"])
+        .spawn();
+    let (fields, _) = listen(&b, &lib);
+    b.world
+        .cmd(&lib)
+        .args(["run", "reply", &fields["MESSAGE_ID"], "yes"])
+        .ok();
+    let out = asker.wait_with_output().unwrap();
+    assert_eq!(parse_reply(&String::from_utf8_lossy(&out.stdout)).1, "yes");
+    for machine in [&a, &b] {
+        assert!(
+            !machine.relay_log().contains("Violation"),
+            "{}",
+            machine.relay_log()
+        );
+    }
+
+    // Machine a, with its own credentials, tries to read and forge b's mail.
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let forged = serde_json::json!({
+        "id": "msg-forgedforged", "from": app_id, "to": lib_id, "type": "query",
+        "timestamp": now, "status": "pending", "content": "forged", "inReplyTo": null,
+        "metadata": {"urgency": "normal", "fromProject": "x"},
+    })
+    .to_string();
+    let seed = key_a.seed().unwrap();
+    let (read, consume, forge, presence, violations) = raw_client(
+        &server.url(),
+        async_nats::ConnectOptions::with_nkey(seed)
+            .custom_inbox_prefix("_INBOX_a")
+            .request_timeout(Some(Duration::from_secs(2))),
+        async |client| {
+            let mut errors = client.subscribe("bridge.mail.b.>").await.unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            let read = js.get_stream("bridge-mail-b").await.is_ok();
+            let consume = js
+                .create_consumer_on_stream(
+                    async_nats::jetstream::consumer::pull::Config {
+                        durable_name: Some("snoop".into()),
+                        ..Default::default()
+                    },
+                    "bridge-mail-b",
+                )
+                .await
+                .is_ok();
+            // As machine c (a publishes on c's subject), and as b.
+            let mut forge = false;
+            for subject in ["bridge.mail.b.c", "bridge.mail.a.b"] {
+                if let Ok(ack) = js.publish(subject, forged.clone().into()).await {
+                    forge |= ack.await.is_ok();
+                }
+            }
+            let presence = match js.get_key_value("bridge-presence").await {
+                Ok(kv) => kv.put(format!("b.{lib_id}"), "{}".into()).await.is_ok(),
+                Err(_) => false,
+            };
+            // Whatever the subscription got: nothing, it was refused.
+            let got = tokio::time::timeout(Duration::from_millis(500), errors.next())
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            (read, consume, forge || got, presence, ())
+        },
+    );
+    let _ = violations;
+    assert!(!read, "a read the info of b's mail stream");
+    assert!(!consume, "a created a consumer on b's mail");
+    assert!(!forge, "a published as another machine, or saw b's mail");
+    assert!(!presence, "a wrote b's presence");
+    // The server refused each attempt, and says so.
+    let log = server.log();
+    for refused in [
+        "Subscription Violation - Nkey \"".to_string()
+            + &key_a.public_key()
+            + "\", Subject \"bridge.mail.b.>\"",
+        "Subject \"$JS.API.STREAM.INFO.bridge-mail-b\"".into(),
+        "Subject \"$JS.API.CONSUMER.CREATE.bridge-mail-b.snoop\"".into(),
+        "Publish Violation - Nkey \"".to_string()
+            + &key_a.public_key()
+            + "\", Subject \"bridge.mail.b.c\"",
+        "Subject \"bridge.mail.a.b\"".into(),
+        format!("Subject \"$KV.bridge-presence.b.{lib_id}\""),
+    ] {
+        assert!(
+            log.contains(&refused),
+            "the server did not refuse {refused}:\n{log}"
+        );
+    }
+    // Nothing forged arrived.
+    let empty = b.world.cmd(&lib).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+    let empty = a.world.cmd(&app).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+}
+
+#[test]
+fn the_relay_speaks_tls_with_a_private_ca_and_refuses_an_unknown_one() {
+    let Some(bin) = server_bin("TLS") else {
+        return;
+    };
+    if !crate::util::on_path("openssl") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "openssl is missing"
+        );
+        eprintln!("skipped: the TLS test needs openssl");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=team CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=relay",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+    ]);
+    let config = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display()
+    );
+    let server = Server::start(&bin, &config);
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let ca = dir.join("ca.pem");
+    let mut a = Machine::new("a");
+    let mut b = Machine::new("b");
+    a.start_relay(&url, &["--tls-ca", ca.to_str().unwrap()]);
+    b.start_relay(&url, &["--tls-ca", ca.to_str().unwrap()]);
+    a.wait_connected();
+    b.wait_connected();
+    let (app, _) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    let id = a
+        .world
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "over TLS"])
+        .ok();
+    let (fields, content) = listen(&b, &lib);
+    assert_eq!(
+        (fields["MESSAGE_ID"].as_str(), content.as_str()),
+        (id.trim(), "over TLS")
+    );
+
+    // A relay that trusts another CA never connects, and says why.
+    let mut c = Machine::new("c");
+    let other = dir.join("other.pem");
+    c.start_relay(&url, &["--tls-ca", other.to_str().unwrap()]);
+    let refused = wait_until(Duration::from_secs(20), || {
+        c.relay_log()
+            .contains("check that the server's certificate is signed by that CA")
+    });
+    let log = c.relay_log();
+    assert!(refused, "{log}");
+    assert!(!log.contains("connected to the relay server"), "{log}");
+    let _ = c.stop_relay();
 }
