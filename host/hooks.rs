@@ -152,6 +152,9 @@ fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     export_session_for_old_claude(input);
+    if let Err(err) = crate::relay::start_if_configured(global) {
+        eprintln!("session-bridge: the relay was not started: {err:#}");
+    }
     let registered = register(global, input);
     if registered.is_ok() {
         // Without the record, only the restart-race protection is lost.

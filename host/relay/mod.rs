@@ -93,6 +93,59 @@ pub struct RelayArgs {
     hold_hours: u64,
 }
 
+/// For the SessionStart hook: when `BRIDGE_RELAY_SERVER` is set, starts
+/// `bridge-host relay` in the background for this bridge directory, unless
+/// one already holds it. The relay takes its settings from the same
+/// `BRIDGE_RELAY_*` variables, outlives the session, and logs to
+/// `relay.log` in the bridge directory. Two hooks starting at once start
+/// two processes, of which the lock keeps one.
+pub fn start_if_configured(global: &Global) -> Result<()> {
+    match std::env::var("BRIDGE_RELAY_SERVER") {
+        Ok(server) if !server.trim().is_empty() => {}
+        _ => return Ok(()),
+    }
+    let bridge_dir = crate::bridge_dir(global)?;
+    std::fs::create_dir_all(&bridge_dir)
+        .with_context(|| format!("cannot create {}", bridge_dir.display()))?;
+    if let Ok(file) = std::fs::File::open(bridge_dir.join("relay.lock"))
+        && matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
+    {
+        return Ok(());
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bridge_dir.join("relay.log"))
+        .context("cannot open relay.log")?;
+    let exe = std::env::current_exe().context("cannot find bridge-host itself")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("--bridge-dir")
+        .arg(&bridge_dir)
+        .arg("relay")
+        .current_dir(&bridge_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session: the hook's process group ends with the hook.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches nothing else.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    command.spawn().context("cannot start bridge-host relay")?;
+    Ok(())
+}
+
 /// Runs the relay until SIGTERM or SIGINT.
 pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -860,3 +860,74 @@ fn the_relay_speaks_tls_with_a_private_ca_and_refuses_an_unknown_one() {
     assert!(!log.contains("connected to the relay server"), "{log}");
     let _ = c.stop_relay();
 }
+
+#[test]
+fn session_start_starts_the_configured_relay_once_per_bridge_directory() {
+    let Some(bin) = server_bin("relay started by SessionStart") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let a = Machine::new("a");
+    let project = a.world.project("app");
+    let hook = |session: &str| {
+        a.world
+            .cmd(&project)
+            .args(["hook", "session-start"])
+            .env("BRIDGE_RELAY_SERVER", server.url())
+            .env("BRIDGE_RELAY_MACHINE", "a")
+            .env("CLAUDE_CODE_SESSION_ID", session)
+            .stdin(
+                serde_json::json!({
+                    "session_id": session, "cwd": project, "hook_event_name": "SessionStart"
+                })
+                .to_string(),
+            )
+            .ok()
+    };
+    let note = hook("11111111-1111-1111-1111-111111111111");
+    assert!(note.contains("bridge session"), "{note}");
+    let log = a.world.bridge.join("relay.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || read()
+            .contains("connected to the relay server")),
+        "{}",
+        read()
+    );
+    // A second session of the same bridge directory: no second relay.
+    hook("22222222-2222-2222-2222-222222222222");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        read().matches("bridge-host relay: machine a,").count(),
+        1,
+        "{}",
+        read()
+    );
+    let holder = std::fs::read_to_string(a.world.bridge.join("relay.lock")).unwrap();
+    let pid: i32 = holder.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: signalling the relay the hook started, found by its lock.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(
+        wait_until(Duration::from_secs(15), || read()
+            .contains("SIGTERM; stopping")),
+        "{}",
+        read()
+    );
+    // Without the setting, SessionStart starts nothing.
+    let b = Machine::new("b");
+    let other = b.world.project("lib");
+    b.world
+        .cmd(&other)
+        .args(["hook", "session-start"])
+        .env(
+            "CLAUDE_CODE_SESSION_ID",
+            "33333333-3333-3333-3333-333333333333",
+        )
+        .stdin(
+            serde_json::json!({"session_id": "33333333-3333-3333-3333-333333333333",
+                "cwd": other, "hook_event_name": "SessionStart"})
+            .to_string(),
+        )
+        .ok();
+    assert!(!b.world.bridge.join("relay.log").exists());
+}
