@@ -20,6 +20,8 @@ use bridge_host::sandbox::{Guest, wit};
 
 #[path = "bridge/mcp.rs"]
 mod mcp;
+#[path = "bridge/relay.rs"]
+mod relay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge-host");
 
@@ -142,6 +144,18 @@ fn main() {
             "≤ 2 × the CLI's ask",
         ),
     ];
+    let nats = relay::server_bin();
+    let relay_latency = "relay: send on machine a returned → listen on machine b printed";
+    if want(relay_latency) {
+        match &nats {
+            Some(bin) => row(
+                relay_latency,
+                &relay::latency(sizes, bin, cache),
+                "p50 ≤ 10 ms, p99 ≤ 50 ms",
+            ),
+            None => println!("| {relay_latency} | skipped: no nats-server |"),
+        }
+    }
     let scaling = sizes.scaling.iter().map(|&read| {
         (
             format!("listen, one new among {read} read"),
@@ -224,6 +238,26 @@ fn main() {
     if want(name) {
         let rounds = throughput_rounds(sizes, || in_process_throughput(sizes, cache));
         println!("| {name} | {rounds} | ≥ 2,000 msg/s |");
+    }
+    let name = "relay throughput, 4 senders on machine a + 4 listeners on machine b";
+    if want(name) {
+        match &nats {
+            Some(bin) => {
+                let rounds = throughput_rounds(sizes, || relay::throughput(sizes, bin, cache));
+                println!("| {name} | {rounds} | ≥ 1,000 msg/s |");
+            }
+            None => println!("| {name} | skipped: no nats-server | |"),
+        }
+    }
+    let name = "RSS of a connected, idle relay (median of 3)";
+    if want(name) {
+        match &nats {
+            Some(bin) => {
+                let rss = relay::idle_rss(bin, cache);
+                println!("| {name} | {:.1} MB | ≤ 30 MB |", rss as f64 / 1024.0);
+            }
+            None => println!("| {name} | skipped: no nats-server | |"),
+        }
     }
     let name = "throughput, 4 sender + 4 listener bridge-host processes";
     if want(name) {

@@ -216,7 +216,9 @@ fn run(bin: &std::path::Path, profile: &Profile, ns_a: &Netns, ns_b: &Netns) -> 
         };
         threads.push(thread::spawn(move || {
             for n in 0..per_sender {
-                let (out, _) = world_cmd(n).output();
+                // `spawn`, not `output`: that one lists the bridge
+                // directory for its failure message, every time.
+                let out = world_cmd(n).spawn().wait_with_output().unwrap();
                 assert!(
                     out.status.success(),
                     "a send failed: {}",
@@ -245,7 +247,7 @@ fn run(bin: &std::path::Path, profile: &Profile, ns_a: &Netns, ns_b: &Netns) -> 
                         .cmd(&project)
                         .args(["run", "listen", "--timeout", "2"])
                 };
-                let (out, _) = cmd.output();
+                let out = cmd.spawn().wait_with_output().unwrap();
                 if out.status.success() {
                     let (fields, _) = parse_listen(&String::from_utf8_lossy(&out.stdout));
                     *taken

@@ -1,0 +1,229 @@
+//! Figures of `bridge-host relay`: two "machines" (each its own bridge
+//! directory and relay) joined by a nats-server on 127.0.0.1, found on
+//! PATH or through `NATS_SERVER_BIN`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bridge_host::bindings::current::wit;
+use bridge_host::compile_cache;
+use bridge_host::sandbox::Guest;
+
+use super::{
+    Sizes, Tally, World, bridge_host, context, delivered_id, first_output_instant, proc_status_kb,
+};
+
+/// The nats-server binary, if there is one.
+pub fn server_bin() -> Option<PathBuf> {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("nats-server"))
+                .find(|p| p.is_file())
+        })
+}
+
+/// A server, two machines and their relays, ended on drop.
+pub struct Pair {
+    server: Child,
+    relays: Vec<Child>,
+    _dir: tempfile::TempDir,
+    /// Machine `a`: its session `a_id` in `a` sends.
+    pub a: Arc<World>,
+    /// Machine `b`: its session `b_id` in `b` listens.
+    pub b: Arc<World>,
+}
+
+impl Pair {
+    pub fn start(bin: &Path, cache: &Path) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("server.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n",
+                dir.path().join("store").display()
+            ),
+        )
+        .unwrap();
+        let server = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nats-server did not start"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        thread::sleep(Duration::from_millis(300));
+        let a = Arc::new(World::new(cache));
+        let b = Arc::new(World::new(cache));
+        let url = format!("nats://127.0.0.1:{port}");
+        let relays = [("a", &a), ("b", &b)]
+            .into_iter()
+            .map(|(name, w)| {
+                Command::new(bridge_host())
+                    .env_clear()
+                    .env("BRIDGE_DIR", &w.bridge)
+                    .env("BRIDGE_CACHE_DIR", &w.cache)
+                    .args(["relay", "--server", &url, "--machine", name])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("bridge-host relay starts")
+            })
+            .collect();
+        let pair = Pair {
+            server,
+            relays,
+            _dir: dir,
+            a,
+            b,
+        };
+        // Until a lists b's session as a session of machine b.
+        let manifest = pair
+            .a
+            .bridge
+            .join("sessions")
+            .join(&pair.b.b_id)
+            .join("manifest.json");
+        let started = Instant::now();
+        while !std::fs::read_to_string(&manifest).is_ok_and(|m| m.contains("\"machine\": \"b\"")) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the relays did not meet"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        pair
+    }
+
+    /// The relay of machine `a`.
+    pub fn relay_pid(&self) -> u32 {
+        self.relays[0].id()
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for relay in &mut self.relays {
+            let _ = relay.kill();
+            let _ = relay.wait();
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// send on machine a returned → listen on machine b printed.
+pub fn latency(sizes: &Sizes, bin: &Path, cache: &Path) -> Vec<Duration> {
+    let pair = Pair::start(bin, cache);
+    let (a, b) = (&pair.a, &pair.b);
+    (0..sizes.latency)
+        .map(|i| {
+            let listener = b.spawn(&b.b, &["listen", "--timeout", "30"]);
+            let printed = first_output_instant(listener);
+            thread::sleep(Duration::from_millis(40));
+            a.run(&a.a, &["send", &b.b_id, "query", &format!("ping {i}")]);
+            let sent = Instant::now();
+            printed
+                .join()
+                .expect("listener")
+                .saturating_duration_since(sent)
+        })
+        .collect()
+}
+
+/// Four senders on machine a, four listeners on machine b, each a reused
+/// guest instance in this process, so that the relays are what is timed.
+pub fn throughput(sizes: &Sizes, bin: &Path, cache: &Path) -> (f64, String) {
+    let pair = Pair::start(bin, cache);
+    let (component, _) =
+        compile_cache::load(&compile_cache::Wasm::embedded(), Some(cache)).unwrap();
+    let per_sender = sizes.in_process_messages / 8;
+    let tally = Arc::new(Tally::new());
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        let component = component.clone();
+        let (bridge, project, session, to) = (
+            pair.a.bridge.clone(),
+            pair.a.a.clone(),
+            pair.a.a_id.clone(),
+            pair.b.b_id.clone(),
+        );
+        threads.push(thread::spawn(move || {
+            let mut guest = Guest::instantiate(&component, &bridge, &project).unwrap();
+            let context = context(&project, &session);
+            for i in 0..per_sender {
+                let verb = wit::Verb::Send(wit::SendRequest {
+                    to: to.clone(),
+                    kind: wit::MessageKind::Query,
+                    content: format!("message {i}"),
+                    in_reply_to: None,
+                });
+                guest
+                    .run(&context, &verb)
+                    .unwrap()
+                    .map_err(|f| format!("{:?}", f.error))
+                    .unwrap();
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let (component, tally) = (component.clone(), tally.clone());
+        let (bridge, project, session) =
+            (pair.b.bridge.clone(), pair.b.b.clone(), pair.b.b_id.clone());
+        threads.push(thread::spawn(move || {
+            let mut guest = Guest::instantiate(&component, &bridge, &project).unwrap();
+            let context = context(&project, &session);
+            let listen = wit::Verb::Listen(wit::ListenRequest {
+                timeout_seconds: Some(5),
+            });
+            while let Ok(report) = guest.run(&context, &listen).unwrap() {
+                let wit::Outcome::Delivered(delivery) = report.outcome else {
+                    panic!("listen returned something else");
+                };
+                guest
+                    .commit_delivery(&context, &delivery.ticket)
+                    .unwrap()
+                    .unwrap();
+                tally.record(delivery.message.id);
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let _ = delivered_id;
+    tally.finish(per_sender * 4)
+}
+
+/// RSS of a connected relay with nothing to carry, after 3 s.
+pub fn idle_rss(bin: &Path, cache: &Path) -> u64 {
+    let mut samples: Vec<u64> = (0..3)
+        .map(|_| {
+            let pair = Pair::start(bin, cache);
+            thread::sleep(Duration::from_secs(3));
+            proc_status_kb(pair.relay_pid(), "VmRSS:")
+        })
+        .collect();
+    samples.sort_unstable();
+    samples[1]
+}
