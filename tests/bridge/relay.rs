@@ -567,39 +567,35 @@ fn one_relay_per_bridge_directory_and_sigterm_stops_it_cleanly() {
     assert!(said.contains("is not 1 to 32 characters"), "{said}");
 }
 
-/// The server configuration a team copies (docs/relay.md): one nkey user
-/// per machine, each allowed to publish only as itself and to read only
-/// its own mail.
-pub fn team_authorization(prefix: &str, machines: &[(&str, &str)]) -> String {
+/// The team's server configuration as README gives it: its `accounts`
+/// block, with the user block repeated for each of `machines` (name, nkey
+/// public key) in place of the example machine `laptop`.
+fn readme_accounts(machines: &[(&str, String)]) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("\naccounts {")
+        .expect("README has the team's accounts block")
+        + 1;
+    let block = &readme[start..];
+    let block = &block[..block.find("\n```").unwrap()];
+    let user_start = block.find("      { nkey: ").expect("a user block");
+    let close = "        } }";
+    let user_end = block.find(close).expect("the user block's end") + close.len();
+    let user = &block[user_start..user_end];
+    let example = user["      { nkey: ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap();
     let users: Vec<String> = machines
         .iter()
-        .map(|(machine, public_key)| {
-            let mail = format!("{prefix}-mail-{machine}");
-            let kv = format!("KV_{prefix}-presence");
-            format!(
-                r#"    {{
-      nkey: "{public_key}"
-      permissions: {{
-        publish: {{ allow: [
-          "{prefix}.mail.*.{machine}",
-          "$KV.{prefix}-presence.{machine}.>",
-          "$JS.API.STREAM.INFO.{mail}", "$JS.API.STREAM.CREATE.{mail}",
-          "$JS.API.CONSUMER.INFO.{mail}.relay", "$JS.API.CONSUMER.CREATE.{mail}.relay",
-          "$JS.API.CONSUMER.MSG.NEXT.{mail}.relay", "$JS.ACK.{mail}.relay.>",
-          "$JS.API.STREAM.INFO.{kv}", "$JS.API.STREAM.CREATE.{kv}",
-          "$JS.API.DIRECT.GET.{kv}.>", "$JS.API.CONSUMER.CREATE.{kv}",
-          "$JS.API.CONSUMER.CREATE.{kv}.>", "$JS.API.CONSUMER.DELETE.{kv}.>",
-          "$JS.FC.{kv}.>"
-        ] }}
-        subscribe: {{ allow: ["_INBOX_{machine}.>"] }}
-      }}
-    }}"#
-            )
-        })
+        .map(|(machine, key)| user.replace(example, key).replace("laptop", machine))
         .collect();
     format!(
-        "authorization {{\n  users: [\n{}\n  ]\n}}\n",
-        users.join("\n")
+        "{}{}{}\n",
+        &block[..user_start],
+        users.join("\n"),
+        &block[user_end..]
     )
 }
 
@@ -610,10 +606,7 @@ fn each_machine_may_publish_only_as_itself_and_read_only_its_own_mail() {
     };
     let key_a = nkeys::KeyPair::new_user();
     let key_b = nkeys::KeyPair::new_user();
-    let config = team_authorization(
-        "bridge",
-        &[("a", &key_a.public_key()), ("b", &key_b.public_key())],
-    );
+    let config = readme_accounts(&[("a", key_a.public_key()), ("b", key_b.public_key())]);
     let server = Server::start(&bin, &config);
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
