@@ -188,7 +188,10 @@ impl<P: Platform> Bridge<P> {
         warnings: &mut Vec<String>,
     ) -> Result<bool> {
         for note in self.policy.outgoing(message)? {
-            warnings.push(format!("policy: {} from {}: {note}", message.id, message.from));
+            warnings.push(format!(
+                "policy: {} from {}: {note}",
+                message.id, message.from
+            ));
         }
         let id = MessageId::parse(&message.id)?;
         let to = SessionId::parse(&message.to)?;
@@ -503,6 +506,16 @@ impl<P: Platform> Bridge<P> {
     pub(crate) fn commit(&self, ticket: &ClaimTicket) -> Result<()> {
         let owner = SessionId::parse(&ticket.session_id)?;
         let id = MessageId::parse(&ticket.message_id)?;
+        // A receipt step the relay carried to its session's machine.
+        let carried = ticket
+            .claim_name
+            .strip_prefix(id.as_str())
+            .is_some_and(|stage| {
+                matches!(stage, ".taken" | ".seen" | ".set-aside" | ".recipient-gone")
+            });
+        if carried && self.remote_machine(&owner).is_some() {
+            return self.carried_step(&owner, &ticket.claim_name);
+        }
         let valid =
             ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id && !c.taken);
         if !valid {

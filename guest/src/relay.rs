@@ -99,8 +99,39 @@ impl<P: Platform> Bridge<P> {
                 continue;
             }
             out.watch.push(inbox.display().to_string());
+            let receipts = self.layout.receipts(&id);
+            if files::ensure_child_dir(&receipts).is_ok() {
+                out.watch.push(receipts.display().to_string());
+            }
             if out.items.len() >= OUTBOUND_BATCH {
                 continue;
+            }
+            // Steps sessions of this machine made on messages from `id`
+            // (taken, seen, set aside, recipient gone) go back to its
+            // machine, where its receipts are.
+            for (name, message, stage, step) in self.steps_to_carry(&id) {
+                if out.items.len() >= OUTBOUND_BATCH {
+                    break;
+                }
+                let step: serde_json::Value = serde_json::from_slice(&step).unwrap_or_default();
+                let payload = serde_json::json!({
+                    "receipt": {
+                        "session": id.as_str(),
+                        "message": message.as_str(),
+                        "stage": stage.as_str(),
+                        "step": step,
+                    }
+                });
+                out.items.push(RelayItem {
+                    to_machine: to_machine.clone(),
+                    message_id: name.clone(),
+                    payload: serde_json::to_vec(&payload).expect("JSON values serialize"),
+                    ticket: crate::ClaimTicket {
+                        session_id: id.to_string(),
+                        message_id: message.to_string(),
+                        claim_name: name,
+                    },
+                });
             }
             let look = self.pending_names(&id)?;
             for name in look.names {
@@ -192,10 +223,11 @@ impl<P: Platform> Bridge<P> {
                 payload.len()
             ));
         }
-        let id = match serde_json::from_slice::<serde_json::Value>(payload)
-            .ok()
-            .and_then(|v| v.get("id")?.as_str().map(str::to_string))
-        {
+        let value = serde_json::from_slice::<serde_json::Value>(payload).ok();
+        if let Some(receipt) = value.as_ref().and_then(|v| v.get("receipt")) {
+            return self.inbound_step(from_machine, receipt);
+        }
+        let id = match value.and_then(|v| v.get("id")?.as_str().map(str::to_string)) {
             Some(id) if MessageId::parse(&id).is_ok() => id,
             _ => return refused("it is not a message with a valid message ID".into()),
         };
@@ -253,6 +285,46 @@ impl<P: Platform> Bridge<P> {
             Err(err) => return refused(format!("{id}: {err}")),
         }
         Ok(InboundVerdict::Delivered(id))
+    }
+
+    /// A receipt step made on `from_machine` for a message a session of
+    /// this machine sent there.
+    fn inbound_step(
+        &self,
+        from_machine: &str,
+        receipt: &serde_json::Value,
+    ) -> Result<InboundVerdict> {
+        let text = |key: &str| receipt.get(key).and_then(serde_json::Value::as_str);
+        let (Some(session), Some(message), Some(stage)) =
+            (text("session"), text("message"), text("stage"))
+        else {
+            return Ok(InboundVerdict::Refused(
+                "a receipt without its session, message and stage".into(),
+            ));
+        };
+        let (Ok(sender), Ok(id)) = (SessionId::parse(session), MessageId::parse(message)) else {
+            return Ok(InboundVerdict::Refused(
+                "a receipt naming no valid session or message".into(),
+            ));
+        };
+        match self.manifest(&sender) {
+            Ok(manifest) if manifest.machine.is_none() => {}
+            _ => {
+                return Ok(InboundVerdict::Refused(format!(
+                    "a receipt for {sender}, which is not a session of this machine"
+                )));
+            }
+        }
+        let step = serde_json::to_vec(receipt.get("step").unwrap_or(&serde_json::Value::Null))
+            .expect("JSON values serialize");
+        let name = format!("{id}.{stage}");
+        Ok(
+            match self.accept_carried_step(from_machine, &sender, &id, stage, &step) {
+                Ok(true) => InboundVerdict::Delivered(name),
+                Ok(false) => InboundVerdict::Duplicate(name),
+                Err(why) => InboundVerdict::Refused(why),
+            },
+        )
     }
 
     /// `relay-presence`: the sessions of this machine, each manifest marked

@@ -745,42 +745,47 @@ async fn inbound(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     bucket: kv::Store,
 ) {
+    use futures_util::FutureExt;
     while !relay.stopping() {
-        let batch = tokio::select! {
-            batch = consumer.batch().max_messages(INBOUND_BATCH).expires(Duration::from_secs(5)).messages() => batch,
-            _ = relay.stop.notified() => break,
-        };
-        let mut batch = match batch {
-            Ok(batch) => batch,
+        // A continuous pull: messages come as they are published.
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(INBOUND_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await;
+        let mut stream = match stream {
+            Ok(stream) => stream,
             Err(err) => {
                 log(format!("cannot fetch mail: {err}"));
                 relay.pause(RETRY).await;
                 continue;
             }
         };
-        let mut messages = Vec::new();
-        loop {
-            let next = tokio::select! {
-                next = batch.next() => next,
+        while !relay.stopping() {
+            let first = tokio::select! {
+                next = stream.next() => next,
                 _ = relay.stop.notified() => None,
             };
-            match next {
-                Some(Ok(message)) => messages.push(message),
+            let first = match first {
+                Some(Ok(message)) => message,
+                // Missed heartbeats and the like: the stream goes on.
                 Some(Err(err)) => {
                     log(format!("fetching mail: {err}"));
-                    break;
+                    continue;
                 }
                 None => break,
+            };
+            // With it, whatever else has already arrived, as one batch.
+            let mut messages = vec![first];
+            while messages.len() < INBOUND_BATCH {
+                match stream.next().now_or_never() {
+                    Some(Some(Ok(message))) => messages.push(message),
+                    _ => break,
+                }
             }
-            // Take what is there now; the rest comes with the next batch.
-            if messages.len() >= INBOUND_BATCH {
-                break;
-            }
+            deliver(&relay, &bucket, messages).await;
         }
-        if messages.is_empty() {
-            continue;
-        }
-        deliver(&relay, &bucket, messages).await;
     }
 }
 

@@ -117,13 +117,27 @@ fn sessions_on_two_machines_list_each_other_and_ask_and_answer() {
     assert_eq!(from, "library");
     assert_eq!(answer, "init() is now setup()");
 
-    // The asker's receipt: relayed, then answered by the remote session.
-    let receipt = a
-        .world
-        .cmd(&app)
-        .args(["run", "track", &fields["MESSAGE_ID"], "--json"])
-        .ok();
-    let receipt: Value = serde_json::from_str(&receipt).unwrap();
+    // The asker's receipt: relayed, taken on machine b by the library's
+    // listener (carried back), answered.
+    let track = || -> Value {
+        let text = a
+            .world
+            .cmd(&app)
+            .args(["run", "track", &fields["MESSAGE_ID"], "--json"])
+            .ok();
+        serde_json::from_str(&text).unwrap()
+    };
+    let taken_by = |receipt: &Value| {
+        receipt["events"].as_array().unwrap().iter().any(|e| {
+            e["stage"] == "taken" && e["by"] == lib_id.as_str() && e["taker"] == "terminal"
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || taken_by(&track())),
+        "{}",
+        track()
+    );
+    let receipt = track();
     assert_eq!(receipt["stage"], "answered", "{receipt}");
     let stages: Vec<&str> = receipt["events"]
         .as_array()
@@ -131,7 +145,22 @@ fn sessions_on_two_machines_list_each_other_and_ask_and_answer() {
         .iter()
         .map(|e| e["stage"].as_str().unwrap())
         .collect();
-    assert!(stages.contains(&"relayed"), "{receipt}");
+    assert_eq!(
+        stages,
+        ["queued", "relayed", "taken", "answered"],
+        "{receipt}"
+    );
+    // Carried, the step leaves b's copy of the asker's session.
+    let left = b.world.session_dir(&app_id).join("receipts");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_dir(&left)
+            .map(|d| d
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".taken")))
+            .unwrap_or(true)),
+        "{}",
+        crate::util::listing(&left)
+    );
 }
 
 #[test]
