@@ -569,6 +569,7 @@ async fn try_prepare(
 /// loop when one changes.
 struct Watching {
     root: Arc<cap_std::fs::Dir>,
+    bridge_dir: PathBuf,
     wake: Arc<Notify>,
     /// Woken as well by a change in the sessions folder.
     sessions_changed: Arc<Notify>,
@@ -585,6 +586,7 @@ impl Watching {
             .with_context(|| format!("cannot open {}", bridge_dir.display()))?;
         Ok(Watching {
             root: Arc::new(root),
+            bridge_dir: bridge_dir.to_path_buf(),
             wake,
             sessions_changed,
             threads: HashMap::new(),
@@ -606,8 +608,13 @@ impl Watching {
             if self.threads.contains_key(dir) {
                 continue;
             }
+            // The folder itself, opened through the bridge directory's
+            // handle, with its path for the platforms that watch by path.
+            let Ok(folder) = self.root.open_dir(dir) else {
+                continue;
+            };
             let Ok(mut watcher) =
-                bridge_host::watch::DirWatcher::new(&self.root, std::path::Path::new(dir))
+                bridge_host::watch::DirWatcher::new(&folder, &self.bridge_dir.join(dir))
             else {
                 continue;
             };
