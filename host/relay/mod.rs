@@ -695,7 +695,6 @@ async fn outbound(
             }
             continue;
         }
-        let full = outgoing.items.len() >= 256;
         let mut pending = Vec::new();
         for item in outgoing.items {
             let subject = format!(
@@ -733,13 +732,10 @@ async fn outbound(
             }
         }
         relay.commit(acked).await;
+        // More may be waiting past what one look lists: look again at once
+        // (an empty look waits for a change, above).
         if failed > 0 {
             relay.pause(Duration::from_millis(500)).await;
-        } else if !full {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = relay.pause(Duration::from_secs(3)) => {}
-            }
         }
     }
 }

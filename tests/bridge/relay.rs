@@ -543,8 +543,25 @@ fn a_machine_that_disappears_is_gone_from_the_others_with_no_ghosts() {
     let server = Server::start(&bin, "");
     let (a, mut b) = two_machines(&server, &["--presence-ttl", "12"]);
     let (app, _) = a.session("app");
-    let (_, lib_id) = b.session("library");
+    let (lib, lib_id) = b.session("library");
     a.wait_for_peer(&app, &lib_id, "b");
+    // A session whose heartbeat is old on its machine is stale on others.
+    let (_, old_id) = b.session("old");
+    let manifest = b.world.session_dir(&old_id).join("manifest.json");
+    let mut value: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    value["lastHeartbeat"] = "2026-01-01T00:00:00Z".into();
+    std::fs::write(&manifest, value.to_string()).unwrap();
+    // Its relay publishes it at its next pass.
+    let stale = wait_until(Duration::from_secs(30), || {
+        a.peers(&app)
+            .iter()
+            .any(|p| p["sessionId"] == old_id && p["stale"] == true && p["machine"] == "b")
+    });
+    assert!(stale, "{:?}", a.peers(&app));
+    let table = a.world.cmd(&app).args(["run", "peers"]).ok();
+    let row = table.lines().find(|l| l.starts_with(&old_id)).unwrap();
+    assert!(row.contains("stale"), "{table}");
+    let _ = lib;
     // A crash: nothing is withdrawn, the entries expire.
     b.kill_relay();
     let gone = wait_until(Duration::from_secs(60), || {
@@ -952,4 +969,59 @@ fn session_start_starts_the_configured_relay_once_per_bridge_directory() {
         )
         .ok();
     assert!(!b.world.bridge.join("relay.log").exists());
+}
+
+#[test]
+fn the_wake_hook_wakes_an_idle_session_for_a_question_from_another_machine() {
+    let Some(bin) = server_bin("wake hook across machines") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, b) = two_machines(&server, &[]);
+    let (app, _) = a.session("app");
+    let lib = b.world.project("library");
+    let agent = "44444444-5555-4666-8777-888888888888";
+    let input = |event: &str| {
+        serde_json::json!({"session_id": agent, "cwd": lib, "hook_event_name": event,
+            "transcript_path": b.world.root.path().join("t.jsonl")})
+        .to_string()
+    };
+    let hook = |args: &[&str], event: &str| {
+        b.world
+            .cmd(&lib)
+            .args(args)
+            .env("CLAUDE_CODE_SESSION_ID", agent)
+            .stdin(input(event))
+    };
+    let note = hook(&["hook", "session-start"], "SessionStart").ok();
+    let lib_id = note
+        .split("this session is bridge session ")
+        .nth(1)
+        .and_then(|rest| rest.get(..6))
+        .unwrap_or_else(|| panic!("{note}"))
+        .to_string();
+    a.wait_for_peer(&app, &lib_id, "b");
+    // The idle session's wake hook, as the plugin runs it.
+    let waiting = hook(&["hook", "wake", "--registration-grace", "10"], "Stop").spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    a.world
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "What changed in v2?"])
+        .ok();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(waiting.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the wake hook never woke")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the hook did not wake Claude: {stderr}"
+    );
+    assert!(stderr.contains("What changed in v2?"), "{stderr}");
+    assert!(stderr.contains("Query from"), "{stderr}");
 }
