@@ -84,21 +84,23 @@ pub fn create(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool> {
     }
 }
 
-/// Flushes `path` and the folder that holds it to stable storage, so that
-/// what was written survives a crash of the machine: the relay
-/// acknowledges a message to the server only after this.
+/// Flushes the contents of `path` to stable storage, so that what was
+/// written survives a crash of the machine: the relay acknowledges a
+/// message to the server only after this and [`sync_dir`].
 ///
 /// # Errors
-/// `Io` when the file cannot be opened or flushed. A folder that cannot be
-/// flushed (some platforms refuse to open one for it) is not an error.
+/// `Io` when the file cannot be opened or flushed.
 pub fn sync_file(path: &Path) -> Result<()> {
     File::open(path)
-        .and_then(|file| file.sync_all())
-        .map_err(|err| BridgeError::io("cannot flush to disk", path, &err))?;
-    if let Some(dir) = path.parent() {
-        let _ = File::open(dir).and_then(|dir| dir.sync_all());
-    }
-    Ok(())
+        .and_then(|file| file.sync_data())
+        .map_err(|err| BridgeError::io("cannot flush to disk", path, &err))
+}
+
+/// Flushes a folder's entries to stable storage (the names of files just
+/// created in it). A folder that cannot be flushed (some platforms refuse
+/// to open one for it) is not an error.
+pub fn sync_dir(dir: &Path) {
+    let _ = File::open(dir).and_then(|dir| dir.sync_all());
 }
 
 /// Why a file could not be read.

@@ -184,8 +184,8 @@ impl<P: Platform> Bridge<P> {
             };
             verdicts.push(verdict);
         }
-        // Flushed together: the first flush commits what the others wrote
-        // too, so a batch costs little more than one message.
+        // Flushed together: each file's contents, then each inbox once.
+        let mut inboxes = std::collections::BTreeSet::new();
         for (verdict, (_, payload)) in verdicts.iter().zip(messages) {
             if let InboundVerdict::Delivered(id) = verdict {
                 let to = serde_json::from_slice::<serde_json::Value>(payload)
@@ -193,9 +193,14 @@ impl<P: Platform> Bridge<P> {
                     .and_then(|v| v.get("to")?.as_str().map(str::to_string))
                     .and_then(|to| SessionId::parse(&to).ok());
                 if let (Some(to), Ok(id)) = (to, MessageId::parse(id)) {
-                    files::sync_file(&self.layout.inbox(&to).join(id.file_name()))?;
+                    let inbox = self.layout.inbox(&to);
+                    files::sync_file(&inbox.join(id.file_name()))?;
+                    inboxes.insert(inbox);
                 }
             }
+        }
+        for inbox in inboxes {
+            files::sync_dir(&inbox);
         }
         Ok(verdicts)
     }

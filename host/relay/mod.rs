@@ -954,14 +954,17 @@ async fn presence(relay: Arc<Relay>, bucket: kv::Store, wake: Arc<Notify>, ttl: 
     let mut last_full = Instant::now() - refresh * 2;
     let mut watcher = None;
     while !relay.stopping() {
+        // The watch starts before the full pass reads the bucket, so that
+        // nothing put in between is missed until the next pass.
+        if watcher.is_none() {
+            watcher = bucket.watch_all().await.ok();
+            last_full = Instant::now() - refresh * 2;
+        }
         let full = last_full.elapsed() >= refresh;
         publish_own(&relay, &bucket, &mut published, full).await;
         if full {
             resync(&relay, &bucket).await;
             last_full = Instant::now();
-        }
-        if watcher.is_none() {
-            watcher = bucket.watch_all().await.ok();
         }
         let change = async {
             match watcher.as_mut() {
