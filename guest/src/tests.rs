@@ -717,3 +717,137 @@ fn a_client_name_is_cut_to_its_limit_on_a_character_boundary() {
     assert_eq!(crate::registry::client_name(Some(" \n\t ")), None);
     assert_eq!(crate::registry::client_name(None), None);
 }
+
+/// Runs a relay verb on `root` and returns its outcome.
+fn relay_run(root: &Path, verb: Verb) -> Outcome {
+    bridge(root)
+        .run(&context(None, "/p/relay"), verb)
+        .unwrap()
+        .outcome
+}
+
+/// Shows session `id` of machine `machine` here, as the relay does.
+fn materialize(root: &Path, machine: &str, id: &str, project: &str) -> crate::MaterializeReport {
+    let mut manifest = crate::wire::Manifest::new(&SessionId::parse(id).unwrap(), project);
+    manifest.machine = Some(machine.into());
+    let verb = Verb::RelayMaterialize(crate::MaterializeRequest {
+        machine: "here".into(),
+        remote: vec![crate::RemoteEntry {
+            machine: machine.into(),
+            session_id: id.into(),
+            payload: manifest.to_bytes(),
+        }],
+        complete: false,
+        gone: Vec::new(),
+    });
+    match relay_run(root, verb) {
+        Outcome::RelayMaterialized(report) => report,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn machine_names_are_plain_subject_tokens() {
+    for good in ["a", "laptop", "dev-box-2", &"x".repeat(32)] {
+        assert!(crate::relay::validate_machine(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        "-a",
+        "A",
+        "a.b",
+        "a b",
+        "a*",
+        "a>",
+        &"x".repeat(33),
+        "ä",
+    ] {
+        assert!(crate::relay::validate_machine(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_remote_session_never_replaces_a_local_one_and_cannot_be_acted_as() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let local = start(root, "/p/local");
+    let report = materialize(root, "other", &local, "/p/forged");
+    assert!(report.added.is_empty(), "{report:?}");
+    assert!(
+        report.refused[0].contains("is a session of this machine"),
+        "{report:?}"
+    );
+    let report = materialize(root, "other", "abc123", "/p/lib");
+    assert_eq!(report.added, ["abc123"]);
+    // A second machine claiming the same ID is refused.
+    let report = materialize(root, "third", "abc123", "/p/lib");
+    assert!(
+        report.refused[0].contains("already shown for machine other"),
+        "{report:?}"
+    );
+    let acted = bridge(root).run(&context(Some("abc123"), "/p/x"), Verb::Status);
+    let failure = acted.unwrap_err();
+    assert!(
+        failure.rendered.contains("runs on machine other"),
+        "{}",
+        failure.rendered
+    );
+}
+
+#[test]
+fn mail_from_the_network_must_come_from_the_publishing_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let me = start(root, "/p/app");
+    materialize(root, "b", "bbbbbb", "/p/lib");
+    materialize(root, "c", "cccccc", "/p/other");
+    let message = |id: &str, from: &str| {
+        let mut m = crate::wire::Message::new(
+            &SessionId::parse(from).unwrap(),
+            &SessionId::parse(&me).unwrap(),
+            Kind::Query,
+            "hello".into(),
+            None,
+            "lib",
+        );
+        m.id = id.into();
+        m.status = crate::wire::Status::Pending;
+        m.to_bytes()
+    };
+    let verb = Verb::RelayInbound {
+        machine: "here".into(),
+        messages: vec![
+            ("b".into(), message("msg-aaaaaaaaaaaa", "bbbbbb")),
+            ("b".into(), message("msg-bbbbbbbbbbbb", "cccccc")),
+            ("b".into(), message("msg-aaaaaaaaaaaa", "bbbbbb")),
+            ("b".into(), message("msg-cccccccccccc", "dddddd")),
+        ],
+    };
+    let Outcome::RelayReceived(verdicts) = relay_run(root, verb) else {
+        panic!()
+    };
+    assert_eq!(
+        verdicts[0],
+        crate::InboundVerdict::Delivered("msg-aaaaaaaaaaaa".into())
+    );
+    assert!(
+        matches!(&verdicts[1], crate::InboundVerdict::Refused(why) if why.contains("a session of machine \"c\"")),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        verdicts[2],
+        crate::InboundVerdict::Duplicate("msg-aaaaaaaaaaaa".into())
+    );
+    assert_eq!(
+        verdicts[3],
+        crate::InboundVerdict::UnknownSender("dddddd".into())
+    );
+    let inbox = Layout::new(root).inbox(&SessionId::parse(&me).unwrap());
+    let names: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(names, ["msg-aaaaaaaaaaaa.json"]);
+}
