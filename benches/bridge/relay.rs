@@ -9,13 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bridge_host::bindings::current::wit;
-use bridge_host::compile_cache;
-use bridge_host::sandbox::Guest;
-
-use super::{
-    Sizes, Tally, World, bridge_host, context, delivered_id, first_output_instant, proc_status_kb,
-};
+use super::{Side, Sizes, World, bridge_host, first_output_instant, four_by_four, proc_status_kb};
 
 /// The nats-server binary, if there is one.
 pub fn server_bin() -> Option<PathBuf> {
@@ -155,64 +149,17 @@ pub fn latency(sizes: &Sizes, bin: &Path, cache: &Path) -> Vec<Duration> {
 /// guest instance in this process, so that the relays are what is timed.
 pub fn throughput(sizes: &Sizes, bin: &Path, cache: &Path) -> (f64, String) {
     let pair = Pair::start(bin, cache);
-    let (component, _) =
-        compile_cache::load(&compile_cache::Wasm::embedded(), Some(cache)).unwrap();
-    let per_sender = sizes.in_process_messages / 8;
-    let tally = Arc::new(Tally::new());
-    let mut threads = Vec::new();
-    for _ in 0..4 {
-        let component = component.clone();
-        let (bridge, project, session, to) = (
-            pair.a.bridge.clone(),
-            pair.a.a.clone(),
-            pair.a.a_id.clone(),
-            pair.b.b_id.clone(),
-        );
-        threads.push(thread::spawn(move || {
-            let mut guest = Guest::instantiate(&component, &bridge, &project).unwrap();
-            let context = context(&project, &session);
-            for i in 0..per_sender {
-                let verb = wit::Verb::Send(wit::SendRequest {
-                    to: to.clone(),
-                    kind: wit::MessageKind::Query,
-                    content: format!("message {i}"),
-                    in_reply_to: None,
-                });
-                guest
-                    .run(&context, &verb)
-                    .unwrap()
-                    .map_err(|f| format!("{:?}", f.error))
-                    .unwrap();
-            }
-        }));
-    }
-    for _ in 0..4 {
-        let (component, tally) = (component.clone(), tally.clone());
-        let (bridge, project, session) =
-            (pair.b.bridge.clone(), pair.b.b.clone(), pair.b.b_id.clone());
-        threads.push(thread::spawn(move || {
-            let mut guest = Guest::instantiate(&component, &bridge, &project).unwrap();
-            let context = context(&project, &session);
-            let listen = wit::Verb::Listen(wit::ListenRequest {
-                timeout_seconds: Some(5),
-            });
-            while let Ok(report) = guest.run(&context, &listen).unwrap() {
-                let wit::Outcome::Delivered(delivery) = report.outcome else {
-                    panic!("listen returned something else");
-                };
-                guest
-                    .commit_delivery(&context, &delivery.ticket)
-                    .unwrap()
-                    .unwrap();
-                tally.record(delivery.message.id);
-            }
-        }));
-    }
-    for t in threads {
-        t.join().unwrap();
-    }
-    let _ = delivered_id;
-    tally.finish(per_sender * 4)
+    let sender = Side {
+        bridge: pair.a.bridge.clone(),
+        project: pair.a.a.clone(),
+        session: pair.a.a_id.clone(),
+    };
+    let listener = Side {
+        bridge: pair.b.bridge.clone(),
+        project: pair.b.b.clone(),
+        session: pair.b.b_id.clone(),
+    };
+    four_by_four(cache, &sender, &listener, sizes.in_process_messages / 8, 5)
 }
 
 /// RSS of a connected relay with nothing to carry, after 3 s.
