@@ -34,6 +34,26 @@ fn listen(
     parse_listen(&text)
 }
 
+/// `bridge-host run reply ID TEXT` on `machine` in `project`.
+fn reply(machine: &Machine, project: &Path, id: &str, text: &str) {
+    machine
+        .world
+        .cmd(project)
+        .args(["run", "reply", id, text])
+        .ok();
+}
+
+/// What a spawned `bridge-host run ask` printed as the reply: (from, text).
+fn answer_to(asker: std::process::Child) -> (String, String) {
+    let out = asker.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
 fn raw_client<F, T>(url: &str, options: async_nats::ConnectOptions, body: F) -> T
 where
     F: AsyncFnOnce(async_nats::Client) -> T,
@@ -98,22 +118,8 @@ fn sessions_on_two_machines_list_each_other_and_ask_and_answer() {
     assert_eq!(fields["FROM_ID"], app_id);
     assert_eq!(fields["TYPE"], "query");
     assert_eq!(content, "What changed in v2?");
-    b.world
-        .cmd(&lib)
-        .args([
-            "run",
-            "reply",
-            &fields["MESSAGE_ID"],
-            "init() is now setup()",
-        ])
-        .ok();
-    let out = asker.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (from, answer) = parse_reply(&String::from_utf8_lossy(&out.stdout));
+    reply(&b, &lib, &fields["MESSAGE_ID"], "init() is now setup()");
+    let (from, answer) = answer_to(asker);
     assert_eq!(from, "library");
     assert_eq!(answer, "init() is now setup()");
 
@@ -303,10 +309,7 @@ fn an_original_session_asks_across_machines_with_its_own_file_writes() {
     assert_eq!(fields["FROM_ID"], original);
     assert_eq!(fields["FROM_PROJECT"], "old-app");
     assert_eq!(content, "Which API broke?");
-    b.world
-        .cmd(&lib)
-        .args(["run", "reply", "msg-0dzhx0wgcik9", "The config loader."])
-        .ok();
+    reply(&b, &lib, "msg-0dzhx0wgcik9", "The config loader.");
     // Where the original's asker looks: a pending file in its own inbox
     // that answers its query.
     let mut found = None;
@@ -360,17 +363,8 @@ fn a_clarification_loop_runs_across_machines_and_is_one_thread() {
         .spawn();
     let (query, _) = listen(&b, &lib);
     // The listener asks back, as a response to the query.
-    b.world
-        .cmd(&lib)
-        .args([
-            "run",
-            "reply",
-            &query["MESSAGE_ID"],
-            "Which module do you mean?",
-        ])
-        .ok();
-    let out = asker.wait_with_output().unwrap();
-    let (_, question) = parse_reply(&String::from_utf8_lossy(&out.stdout));
+    reply(&b, &lib, &query["MESSAGE_ID"], "Which module do you mean?");
+    let (_, question) = answer_to(asker);
     assert_eq!(question, "Which module do you mean?");
     // The asker answers with a new query, which follows up on the reply.
     let asker = a
@@ -381,17 +375,8 @@ fn a_clarification_loop_runs_across_machines_and_is_one_thread() {
     let (follow_up, content) = listen(&b, &lib);
     assert_eq!(content, "The parser.");
     assert!(!follow_up["IN_REPLY_TO"].is_empty(), "{follow_up:?}");
-    b.world
-        .cmd(&lib)
-        .args([
-            "run",
-            "reply",
-            &follow_up["MESSAGE_ID"],
-            "Yes, stable since 2.1.",
-        ])
-        .ok();
-    let out = asker.wait_with_output().unwrap();
-    let (_, answer) = parse_reply(&String::from_utf8_lossy(&out.stdout));
+    reply(&b, &lib, &follow_up["MESSAGE_ID"], "Yes, stable since 2.1.");
+    let (_, answer) = answer_to(asker);
     assert_eq!(answer, "Yes, stable since 2.1.");
     let thread = a
         .world
@@ -675,12 +660,8 @@ fn each_machine_may_publish_only_as_itself_and_read_only_its_own_mail() {
         .args(["run", "ask", &lib_id, "allowed?", "--timeout", "60"])
         .spawn();
     let (fields, _) = listen(&b, &lib);
-    b.world
-        .cmd(&lib)
-        .args(["run", "reply", &fields["MESSAGE_ID"], "yes"])
-        .ok();
-    let out = asker.wait_with_output().unwrap();
-    assert_eq!(parse_reply(&String::from_utf8_lossy(&out.stdout)).1, "yes");
+    reply(&b, &lib, &fields["MESSAGE_ID"], "yes");
+    assert_eq!(answer_to(asker).1, "yes");
     for machine in [&a, &b] {
         assert!(
             !machine.relay_log().contains("Violation"),
