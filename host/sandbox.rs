@@ -287,6 +287,33 @@ impl HostState {
             .is_none()
             .then(|| process.is_running())
     }
+
+    /// Flushes the file system that holds the bridge directory to stable
+    /// storage in one call (`syncfs` on Linux). Elsewhere, and on Linux
+    /// with the `portable` feature, there is no such call: the guest is
+    /// told so and flushes file by file.
+    pub(crate) fn flush_bridge_fs(&self) -> Result<(), String> {
+        #[cfg(native_linux)]
+        {
+            use std::os::fd::AsRawFd;
+            let failed =
+                |err: std::io::Error| format!("cannot flush the bridge directory to disk: {err}");
+            // The directory handle is a path handle, which syncfs refuses:
+            // it takes a descriptor open for reading.
+            let dir = self.bridge.open(".").map_err(failed)?;
+            // SAFETY: `dir` is an open descriptor for the whole call; syncfs
+            // only reads it.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                Err(failed(std::io::Error::last_os_error()))
+            }
+        }
+        #[cfg(not(native_linux))]
+        {
+            Err("this platform flushes one file at a time".into())
+        }
+    }
 }
 
 /// One instantiated guest, ready to run verbs.

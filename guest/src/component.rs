@@ -58,6 +58,10 @@ impl Platform for HostPlatform {
     fn process_running(&self, process: &str) -> Option<bool> {
         imports::process_running(process)
     }
+
+    fn flush_all(&self) -> Result<(), String> {
+        imports::flush_bridge_dir()
+    }
 }
 
 /// The guest exports, for the policy `T`.

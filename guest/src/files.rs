@@ -18,22 +18,56 @@ fn temp_path(dir: &Path) -> PathBuf {
 
 /// Creates `path`, which must not exist, holding `bytes`.
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_new_open(path, bytes).map(drop)
+}
+
+/// A file just written and still open, to be flushed to disk later
+/// through its handle: whatever its name has become by then (a listener
+/// may have claimed it, renaming it away), its contents are flushed.
+pub struct Written(Handle);
+
+enum Handle {
+    Std(File),
+    #[cfg(target_os = "wasi")]
+    Wasi(wasip2::filesystem::types::Descriptor),
+}
+
+impl Written {
+    /// Flushes the file's contents to stable storage.
+    ///
+    /// # Errors
+    /// `Io` naming `path` (the name it was written under) when the flush
+    /// fails.
+    pub fn flush(&self, path: &Path) -> Result<()> {
+        let flushed = match &self.0 {
+            Handle::Std(file) => file.sync_data(),
+            #[cfg(target_os = "wasi")]
+            Handle::Wasi(descriptor) => descriptor.sync_data().map_err(wasi::to_io),
+        };
+        flushed.map_err(|err| BridgeError::io("cannot flush to disk", path, &err))
+    }
+}
+
+/// As [`write_new`], keeping the file open for a later [`Written::flush`].
+fn write_new_open(path: &Path, bytes: &[u8]) -> io::Result<Written> {
     #[cfg(target_os = "wasi")]
     if let Some(written) = wasi::write_new(path, bytes) {
-        return written;
+        return written.map(|descriptor| Written(Handle::Wasi(descriptor)));
     }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .and_then(|mut file| file.write_all(bytes))
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    Ok(Written(Handle::Std(file)))
 }
 
 fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    write_temp_open(dir, bytes).map(|(temp, _)| temp)
+}
+
+fn write_temp_open(dir: &Path, bytes: &[u8]) -> Result<(PathBuf, Written)> {
     let temp = temp_path(dir);
-    let written = write_new(&temp, bytes);
+    let written = write_new_open(&temp, bytes);
     match written {
-        Ok(()) => Ok(temp),
+        Ok(file) => Ok((temp, file)),
         Err(err) => {
             let _ = fs::remove_file(&temp);
             // Inside WASI a failed stream write arrives as a bare I/O error;
@@ -73,27 +107,21 @@ pub fn replace_via(temp_dir: &Path, dir: &Path, name: &str, bytes: &[u8]) -> Res
 /// Writes `bytes` to `dir/name` atomically unless a file of that name
 /// exists. Returns false, and leaves the existing file alone, when it does.
 pub fn create(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool> {
-    let temp = write_temp(dir, bytes)?;
+    create_open(dir, name, bytes).map(|created| created.is_some())
+}
+
+/// As [`create`], returning the new file still open, for a later
+/// [`Written::flush`]; None when a file of that name exists.
+pub fn create_open(dir: &Path, name: &str, bytes: &[u8]) -> Result<Option<Written>> {
+    let (temp, file) = write_temp_open(dir, bytes)?;
     let target = dir.join(name);
     let linked = fs::hard_link(&temp, &target);
     let _ = fs::remove_file(&temp);
     match linked {
-        Ok(()) => Ok(true),
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Ok(()) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(None),
         Err(err) => Err(BridgeError::io("cannot create", &target, &err)),
     }
-}
-
-/// Flushes the contents of `path` to stable storage, so that what was
-/// written survives a crash of the machine: the relay acknowledges a
-/// message to the server only after this and [`sync_dir`].
-///
-/// # Errors
-/// `Io` when the file cannot be opened or flushed.
-pub fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|file| file.sync_data())
-        .map_err(|err| BridgeError::io("cannot flush to disk", path, &err))
 }
 
 /// Flushes a folder's entries to stable storage (the names of files just
@@ -228,7 +256,7 @@ pub(crate) mod wasi {
 
     /// Creates the file with positioned writes. The standard library writes
     /// through a stream, which wasmtime serves on a separate thread.
-    pub fn write_new(path: &Path, bytes: &[u8]) -> Option<io::Result<()>> {
+    pub fn write_new(path: &Path, bytes: &[u8]) -> Option<io::Result<Descriptor>> {
         at(path, |dir, relative| {
             let file = dir
                 .open_at(
@@ -246,7 +274,7 @@ pub(crate) mod wasi {
                 }
                 done += n;
             }
-            Ok(())
+            Ok(file)
         })
     }
 
@@ -308,7 +336,7 @@ pub(crate) mod wasi {
         })
     }
 
-    fn to_io(code: ErrorCode) -> io::Error {
+    pub(crate) fn to_io(code: ErrorCode) -> io::Error {
         let kind = match code {
             ErrorCode::NoEntry => io::ErrorKind::NotFound,
             ErrorCode::Access | ErrorCode::NotPermitted => io::ErrorKind::PermissionDenied,

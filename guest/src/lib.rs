@@ -74,6 +74,12 @@ pub trait Platform {
         let _ = process;
         None
     }
+    /// Flushes everything written in the bridge directory to stable
+    /// storage at once; an error when the platform cannot, and the caller
+    /// then flushes file by file.
+    fn flush_all(&self) -> std::result::Result<(), String> {
+        Err("no flush of the whole bridge directory here".into())
+    }
 }
 
 /// A platform for running the protocol natively (tests, fuzzing, tools):

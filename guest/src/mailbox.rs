@@ -62,12 +62,16 @@ thread_local! {
     /// `pending_names`).
     static BACKLOG: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<String>>> =
         std::cell::RefCell::new(HashMap::new());
-    /// The bytes of the last claim this instance handed out, by claim name,
-    /// so that its commit keeps exactly what was shown without reading the
-    /// file again.
-    static CLAIMED_BYTES: std::cell::RefCell<Option<(String, Vec<u8>)>> =
-        const { std::cell::RefCell::new(None) };
+    /// The bytes of the claims this instance handed out and has not
+    /// committed yet, by claim name (a relay claims a whole batch before it
+    /// commits any), so that a commit keeps exactly what was shown without
+    /// reading the file again. Bounded by [`CLAIMED_BYTES_LIMIT`].
+    static CLAIMED_BYTES: std::cell::RefCell<HashMap<String, Vec<u8>>> =
+        std::cell::RefCell::new(HashMap::new());
 }
+
+/// The most bytes of claimed messages an instance keeps for their commits.
+const CLAIMED_BYTES_LIMIT: usize = 8 << 20;
 
 /// The pending names one look found (see [`Bridge::pending_names`]).
 pub(crate) struct Look {
@@ -181,12 +185,13 @@ impl<P: Platform> Bridge<P> {
     /// Writes a message received from another machine into its
     /// recipient's inbox, through the same policy as a local send. The
     /// sender's outbox is on its own machine, so no copy is kept here.
-    /// False when a message of this ID is in the inbox already.
+    /// Returns the new file, still open and not yet flushed to disk, or
+    /// None when a message of this ID is in the inbox already.
     pub(crate) fn deliver_received(
         &self,
         message: &mut Message,
         warnings: &mut Vec<String>,
-    ) -> Result<bool> {
+    ) -> Result<Option<files::Written>> {
         for note in self.policy.outgoing(message)? {
             warnings.push(format!(
                 "policy: {} from {}: {note}",
@@ -197,13 +202,14 @@ impl<P: Platform> Bridge<P> {
         let to = SessionId::parse(&message.to)?;
         let inbox = self.layout.inbox(&to);
         files::ensure_child_dir(&inbox)?;
-        if !files::create(&inbox, &id.file_name(), &message.to_bytes())? {
-            return Ok(false);
-        }
+        let Some(written) = files::create_open(&inbox, &id.file_name(), &message.to_bytes())?
+        else {
+            return Ok(None);
+        };
         if message.in_reply_to.is_some() && matches!(message.kind, Kind::Query | Kind::Response) {
             self.receipt_answered(message);
         }
-        Ok(true)
+        Ok(Some(written))
     }
 
     /// The names of the pending message files in `owner`'s inbox, after
@@ -484,7 +490,18 @@ impl<P: Platform> Bridge<P> {
                 return Ok(None);
             }
         };
-        CLAIMED_BYTES.with(|c| *c.borrow_mut() = Some((claim_name.clone(), bytes)));
+        CLAIMED_BYTES.with(|c| {
+            let mut kept = c.borrow_mut();
+            let held: usize = kept.values().map(Vec::len).sum();
+            // Claims never committed (their lease lapsed) are forgotten
+            // with the rest once the bound is reached.
+            if held + bytes.len() > CLAIMED_BYTES_LIMIT {
+                kept.clear();
+            }
+            if bytes.len() <= CLAIMED_BYTES_LIMIT {
+                kept.insert(claim_name.clone(), bytes);
+            }
+        });
         message.status = Status::Read;
         let ticket = ClaimTicket {
             session_id: owner.to_string(),
@@ -533,6 +550,9 @@ impl<P: Platform> Bridge<P> {
                 CLAIM_LEASE.as_secs()
             ),
         };
+        if let Some(machine) = self.remote_machine(&owner) {
+            return self.commit_relayed(&owner, &id, &ticket.claim_name, &machine, lapsed);
+        }
         // Nothing is created for a claim that does not exist (a forged
         // ticket, or a session stopped since).
         if files::stat(&claimed).is_err() {
@@ -549,17 +569,37 @@ impl<P: Platform> Bridge<P> {
             io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
         })?;
-        let shown = CLAIMED_BYTES.with(|c| {
-            let mut kept = c.borrow_mut();
-            match kept.take() {
-                Some((name, bytes)) if name == ticket.claim_name => Some(bytes),
-                other => {
-                    *kept = other;
-                    None
-                }
-            }
-        });
+        let shown = CLAIMED_BYTES.with(|c| c.borrow_mut().remove(&ticket.claim_name));
         self.keep_as_read(&owner, &id, &taken_name, shown, Some(self.caller.get()))
+    }
+
+    /// Commits a claim on a message for `owner`, a session of `machine`,
+    /// that the relay server has acknowledged. Removing the claim is the one
+    /// step that decides: a recovery after the lease renames the same name
+    /// back into the inbox, and exactly one of the two wins. Nothing is kept
+    /// as read here; the sender's receipt says the message was relayed.
+    /// `lapsed` is the error for a claim that is no longer this one's.
+    fn commit_relayed(
+        &self,
+        owner: &SessionId,
+        id: &MessageId,
+        claim_name: &str,
+        machine: &str,
+        lapsed: impl Fn() -> BridgeError,
+    ) -> Result<()> {
+        let claimed = &self.layout.claimed(owner).join(claim_name);
+        let shown = match CLAIMED_BYTES.with(|c| c.borrow_mut().remove(claim_name)) {
+            Some(bytes) => bytes,
+            None => files::read_bounded(claimed, MAX_MESSAGE_FILE_BYTES).map_err(|_| lapsed())?,
+        };
+        fs::remove_file(claimed).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => lapsed(),
+            _ => BridgeError::io("cannot commit", claimed, &err),
+        })?;
+        if let Ok(message) = Message::parse(&shown, id.as_str(), Some(owner)) {
+            self.receipt_relayed(&message, machine);
+        }
+        Ok(())
     }
 
     /// Finishes a commit whose `.taken` file is `taken_name` in `owner`'s

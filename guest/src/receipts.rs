@@ -189,11 +189,14 @@ impl<P: Platform> Bridge<P> {
 
     /// The steps written into `remote`, a session of another machine, by
     /// sessions of this one: each a (file name, message, stage, bytes) to
-    /// carry back to `remote`'s machine. `answered` stays: the reply itself
-    /// travels, and its arrival records the step there.
+    /// carry back to `remote`'s machine, at most `limit` of them (the rest
+    /// wait for the next batch, so a pile of steps is read once, not on
+    /// every pass). `answered` stays: the reply itself travels, and its
+    /// arrival records the step there.
     pub(crate) fn steps_to_carry(
         &self,
         remote: &SessionId,
+        limit: usize,
     ) -> Vec<(String, MessageId, Stage, Vec<u8>)> {
         let dir = self.layout.receipts(remote);
         let Ok(names) = files::list(&dir) else {
@@ -201,6 +204,9 @@ impl<P: Platform> Bridge<P> {
         };
         let mut steps = Vec::new();
         for name in names {
+            if steps.len() >= limit {
+                break;
+            }
             let Some((id, stage)) = name.rsplit_once('.') else {
                 continue;
             };
@@ -283,6 +289,14 @@ impl<P: Platform> Bridge<P> {
         let dir = self.layout.receipts(sender);
         files::ensure_child_dir(&dir).map_err(|e| e.to_string())?;
         let name = Layout::receipt_name(id, stage.as_str());
+        // A take in place, as one made here is (see `write_step`).
+        if stage == Stage::Taken {
+            return match files::write_new(&dir.join(&name), step) {
+                Ok(()) => Ok(true),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(err) => Err(err.to_string()),
+            };
+        }
         if files::stat(&dir.join(&name)).is_ok() {
             return Ok(false);
         }
@@ -692,12 +706,13 @@ impl<P: Platform> Bridge<P> {
         let bytes = serde_json::to_vec(&step).expect("steps serialize");
         let dir = self.layout.receipts(sender);
         let name = Layout::receipt_name(message, stage.as_str());
-        // A take is on the hot path and has one first taker: its step is
-        // created in place, exclusively, in one write (a reader that meets
-        // it half written waits for it, see `read_step`). The other steps
-        // are rare and replace what was there, through a temporary file.
+        // A take and a hand-over to the relay server are on the hot path
+        // and each has one first time: the step is created in place,
+        // exclusively, in one write (a reader that meets it half written
+        // waits for it, see `read_step`). The other steps are rare and
+        // replace what was there, through a temporary file.
         let write = |dir: &Path| -> std::io::Result<bool> {
-            if stage == Stage::Taken {
+            if matches!(stage, Stage::Taken | Stage::Relayed) {
                 match files::write_new(&dir.join(&name), &bytes) {
                     Ok(()) => Ok(true),
                     Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -747,10 +762,10 @@ impl<P: Platform> Bridge<P> {
         let problem = match files::read_bounded_with_stat(&path, MAX_STEP_FILE_BYTES) {
             Ok((bytes, stat)) => match Step::parse(&bytes) {
                 Ok(step) => return Some(step),
-                // A take's step is written in place: one still being
-                // written is left for the next look.
+                // A take's and a hand-over's steps are written in place:
+                // one still being written is left for the next look.
                 Err(_)
-                    if stage == Stage::Taken
+                    if matches!(stage, Stage::Taken | Stage::Relayed)
                         && stat.modified.is_some()
                         && !clock::older_than(stat.modified, STEP_WRITE_GRACE) =>
                 {

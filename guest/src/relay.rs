@@ -24,6 +24,16 @@ use crate::{
     RelayItem, RelayOutgoing, clock,
 };
 
+thread_local! {
+    /// Sessions of other machines, with their machine (see
+    /// [`Bridge::remote_machine`]).
+    static REMOTE: std::cell::RefCell<crate::memo::Memo<SessionId, String>> =
+        std::cell::RefCell::new(crate::memo::Memo::new(MAX_REMOTE_SESSIONS));
+}
+
+/// How long [`Bridge::remote_machine`] trusts what it read.
+const REMOTE_FRESH_MS: u64 = 1_000;
+
 /// The longest machine name.
 pub const MAX_MACHINE_LEN: usize = 32;
 
@@ -62,12 +72,37 @@ pub fn validate_machine(name: &str) -> Result<&str> {
     }
 }
 
+/// The sessions one batch of received messages named: each one's machine
+/// (None for this one), or Err when it is no session here.
+type Known = std::collections::HashMap<SessionId, std::result::Result<Option<String>, ()>>;
+
+/// What became of one message from the network.
+enum Inbound {
+    /// Written into the inbox of `to`, not yet flushed to disk.
+    Written {
+        id: MessageId,
+        to: SessionId,
+        file: files::Written,
+    },
+    /// Anything else: refused, received before, or from a sender not known
+    /// yet.
+    Verdict(InboundVerdict),
+}
+
 impl<P: Platform> Bridge<P> {
     /// The machine session `id` runs on, when it is a session of another
-    /// machine materialized here.
+    /// machine materialized here. Remembered for a second: a relay asks it
+    /// for every message of a batch, and a session shown for one machine
+    /// is never shown for another (`materialize_one`). What is not a remote
+    /// session is read each time, so that one shown just now counts.
     pub(crate) fn remote_machine(&self, id: &SessionId) -> Option<String> {
+        if let Some(machine) = REMOTE.with(|m| m.borrow().get(id, Some(REMOTE_FRESH_MS))) {
+            return Some(machine);
+        }
         let bytes = files::read_bounded(&self.layout.manifest(id), MAX_MANIFEST_FILE_BYTES).ok()?;
-        Manifest::parse(&bytes, id).ok()?.machine
+        let machine = Manifest::parse(&bytes, id).ok()?.machine?;
+        REMOTE.with(|m| m.borrow_mut().put(id.clone(), machine.clone()));
+        Some(machine)
     }
 
     /// `relay-outbound`: claims what waits in the inboxes of sessions of
@@ -109,10 +144,8 @@ impl<P: Platform> Bridge<P> {
             // Steps sessions of this machine made on messages from `id`
             // (taken, seen, set aside, recipient gone) go back to its
             // machine, where its receipts are.
-            for (name, message, stage, step) in self.steps_to_carry(&id) {
-                if out.items.len() >= OUTBOUND_BATCH {
-                    break;
-                }
+            let room = OUTBOUND_BATCH - out.items.len();
+            for (name, message, stage, step) in self.steps_to_carry(&id, room) {
                 let step: serde_json::Value = serde_json::from_slice(&step).unwrap_or_default();
                 let payload = serde_json::json!({
                     "receipt": {
@@ -173,9 +206,20 @@ impl<P: Platform> Bridge<P> {
     ) -> Result<Vec<InboundVerdict>> {
         let machine = validate_machine(machine)?;
         let mut verdicts = Vec::with_capacity(messages.len());
+        let mut written = Vec::new();
+        let mut known = Known::new();
         for (from_machine, payload) in messages {
-            let verdict = match self.inbound_one(machine, from_machine, payload, warnings)? {
-                // Bounded: what a refusal quotes came from the network.
+            let verdict =
+                match self.inbound_one(machine, from_machine, payload, &mut known, warnings)? {
+                    Inbound::Verdict(verdict) => verdict,
+                    Inbound::Written { id, to, file } => {
+                        let delivered = InboundVerdict::Delivered(id.to_string());
+                        written.push((to, id, file));
+                        delivered
+                    }
+                };
+            // Bounded: what a refusal quotes came from the network.
+            let verdict = match verdict {
                 InboundVerdict::Refused(why) if why.chars().count() > MAX_REFUSAL_CHARS => {
                     let cut: String = why.chars().take(MAX_REFUSAL_CHARS).collect();
                     InboundVerdict::Refused(format!("{cut}..."))
@@ -184,23 +228,26 @@ impl<P: Platform> Bridge<P> {
             };
             verdicts.push(verdict);
         }
-        // Flushed together: each file's contents, then each inbox once.
-        let mut inboxes = std::collections::BTreeSet::new();
-        for (verdict, (_, payload)) in verdicts.iter().zip(messages) {
-            if let InboundVerdict::Delivered(id) = verdict {
-                let to = serde_json::from_slice::<serde_json::Value>(payload)
-                    .ok()
-                    .and_then(|v| v.get("to")?.as_str().map(str::to_string))
-                    .and_then(|to| SessionId::parse(&to).ok());
-                if let (Some(to), Ok(id)) = (to, MessageId::parse(id)) {
-                    let inbox = self.layout.inbox(&to);
-                    files::sync_file(&inbox.join(id.file_name()))?;
-                    inboxes.insert(inbox);
-                }
-            }
+        if written.is_empty() {
+            return Ok(verdicts);
         }
-        for inbox in inboxes {
-            files::sync_dir(&inbox);
+        // Flushed together, before the host acknowledges anything: the
+        // whole bridge directory in one operation where the platform has
+        // one, else each file's contents through the handle it was written
+        // with (a listener may have claimed it meanwhile, moving it out of
+        // the inbox), then the folders it can be in, each once.
+        if self.platform.flush_all().is_ok() {
+            return Ok(verdicts);
+        }
+        let mut folders = std::collections::BTreeSet::new();
+        for (to, id, file) in &written {
+            let inbox = self.layout.inbox(to);
+            file.flush(&inbox.join(id.file_name()))?;
+            folders.insert(inbox);
+            folders.insert(self.layout.claimed(to));
+        }
+        for folder in folders {
+            files::sync_dir(&folder);
         }
         Ok(verdicts)
     }
@@ -211,9 +258,10 @@ impl<P: Platform> Bridge<P> {
         machine: &str,
         from_machine: &str,
         payload: &[u8],
+        known: &mut Known,
         warnings: &mut Vec<String>,
-    ) -> Result<InboundVerdict> {
-        let refused = |why: String| Ok(InboundVerdict::Refused(why));
+    ) -> Result<Inbound> {
+        let refused = |why: String| Ok(Inbound::Verdict(InboundVerdict::Refused(why)));
         let Ok(from_machine) = validate_machine(from_machine) else {
             return refused("the publishing machine's name is not a machine name".into());
         };
@@ -230,7 +278,9 @@ impl<P: Platform> Bridge<P> {
         }
         let value = serde_json::from_slice::<serde_json::Value>(payload).ok();
         if let Some(receipt) = value.as_ref().and_then(|v| v.get("receipt")) {
-            return self.inbound_step(from_machine, receipt);
+            return self
+                .inbound_step(from_machine, receipt)
+                .map(Inbound::Verdict);
         }
         let id = match value.and_then(|v| v.get("id")?.as_str().map(str::to_string)) {
             Some(id) if MessageId::parse(&id).is_ok() => id,
@@ -248,12 +298,11 @@ impl<P: Platform> Bridge<P> {
         }
         let to = SessionId::parse(&message.to)?;
         let from = SessionId::parse(&message.from)?;
-        match self.manifest(&to) {
-            Ok(manifest) if manifest.machine.is_none() => {}
-            Ok(manifest) => {
+        match self.machine_of(&to, known) {
+            Ok(None) => {}
+            Ok(Some(other)) => {
                 return refused(format!(
-                    "{id} is addressed to {to}, a session of machine {:?}, not of this one",
-                    manifest.machine.unwrap_or_default()
+                    "{id} is addressed to {to}, a session of machine {other:?}, not of this one"
                 ));
             }
             Err(_) => {
@@ -262,12 +311,11 @@ impl<P: Platform> Bridge<P> {
                 ));
             }
         }
-        match self.manifest(&from) {
-            Ok(manifest) if manifest.machine.as_deref() == Some(from_machine) => {}
-            Ok(manifest) => {
-                let owner = manifest
-                    .machine
-                    .map_or("this machine".to_string(), |m| format!("machine {m:?}"));
+        match self.machine_of(&from, known) {
+            Ok(Some(machine)) if machine == from_machine => {}
+            Ok(machine) => {
+                let owner =
+                    machine.map_or("this machine".to_string(), |m| format!("machine {m:?}"));
                 return refused(format!(
                     "{id} names {from} as its sender, a session of {owner}, but machine \
                      {from_machine:?} published it"
@@ -277,19 +325,39 @@ impl<P: Platform> Bridge<P> {
             // its last notices arrive. Saying that a session nobody here
             // knows has ended misleads no one.
             Err(_) if message.kind == Kind::SessionEnded => {}
-            Err(_) => return Ok(InboundVerdict::UnknownSender(from.to_string())),
+            Err(_) => {
+                return Ok(Inbound::Verdict(InboundVerdict::UnknownSender(
+                    from.to_string(),
+                )));
+            }
         }
         let message_id = MessageId::parse(&id)?;
         if self.received(&to, &message_id)?.is_some() {
-            return Ok(InboundVerdict::Duplicate(id));
+            return Ok(Inbound::Verdict(InboundVerdict::Duplicate(id)));
         }
         match self.deliver_received(&mut message, warnings) {
-            Ok(true) => {}
-            Ok(false) => return Ok(InboundVerdict::Duplicate(id)),
-            Err(err @ BridgeError::Io { .. }) => return Err(err),
-            Err(err) => return refused(format!("{id}: {err}")),
+            Ok(Some(file)) => Ok(Inbound::Written {
+                id: message_id,
+                to,
+                file,
+            }),
+            Ok(None) => Ok(Inbound::Verdict(InboundVerdict::Duplicate(id))),
+            Err(err @ BridgeError::Io { .. }) => Err(err),
+            Err(err) => refused(format!("{id}: {err}")),
         }
-        Ok(InboundVerdict::Delivered(id))
+    }
+
+    /// The machine of session `id` (None for this one), or Err when it is
+    /// no session here; remembered in `known` for the rest of one batch.
+    fn machine_of(
+        &self,
+        id: &SessionId,
+        known: &mut Known,
+    ) -> std::result::Result<Option<String>, ()> {
+        known
+            .entry(id.clone())
+            .or_insert_with(|| self.manifest(id).map(|m| m.machine).map_err(drop))
+            .clone()
     }
 
     /// A receipt step made on `from_machine` for a message a session of
@@ -510,6 +578,10 @@ impl<P: Platform> Bridge<P> {
         warnings: &mut Vec<String>,
     ) -> Result<bool> {
         let gone = |m: &Manifest| m.machine.as_deref().is_some_and(&which);
-        Ok(self.remove_session_if(id, gone, warnings)?.is_some())
+        let removed = self.remove_session_if(id, gone, warnings)?.is_some();
+        if removed {
+            REMOTE.with(|m| m.borrow_mut().forget(id));
+        }
+        Ok(removed)
     }
 }

@@ -23,6 +23,10 @@ host_interface!(session_bridge::protocol::host {
     fn process_running(&mut self, process: String) -> wasmtime::Result<Option<bool>> {
         Ok(self.agent_process_running(&process))
     }
+
+    fn flush_bridge_dir(&mut self) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.flush_bridge_fs())
+    }
 });
 
 /// An instantiated 0.2.0 guest.

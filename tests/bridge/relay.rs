@@ -1006,3 +1006,80 @@ fn the_wake_hook_wakes_an_idle_session_for_a_question_from_another_machine() {
     assert!(stderr.contains("What changed in v2?"), "{stderr}");
     assert!(stderr.contains("Query from"), "{stderr}");
 }
+
+/// A batch of mail that listeners take while the relay is still writing
+/// it. The relay used to flush each file by its inbox name, so a file a
+/// listener had already claimed failed the whole batch: the server
+/// delivered it again two seconds later, and the relay logged each message
+/// as received before.
+#[test]
+fn mail_taken_while_its_batch_is_written_is_acknowledged_once() {
+    let Some(bin) = server_bin("batch taken while written") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (a, mut b) = two_machines(&server, &[]);
+    let (app, _) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+
+    // The server holds a backlog for b, which b's relay takes in one go.
+    b.stop_relay();
+    let sent: std::collections::BTreeSet<String> = (0..60)
+        .map(|i| {
+            a.world
+                .cmd(&app)
+                .args(["run", "send", &lib_id, "query", &format!("change {i}")])
+                .ok()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let relayed = wait_until(Duration::from_secs(30), || {
+        let inbox = a.world.bridge.join("sessions").join(&lib_id).join("inbox");
+        std::fs::read_dir(&inbox).is_ok_and(|d| {
+            d.flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+        })
+    });
+    let left = std::fs::read_dir(a.world.bridge.join("sessions").join(&lib_id).join("inbox"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+    assert!(
+        relayed,
+        "a's relay did not carry the backlog: {left:?}\n{}",
+        a.relay_log()
+    );
+
+    // Two listeners wait on b before its relay comes back, each taking
+    // messages until eight seconds pass without one.
+    let script = format!(
+        "while {:?} run listen --timeout 8; do :; done",
+        crate::util::BIN
+    );
+    let listeners: Vec<_> = (0..2).map(|_| b.world.sh(&lib, &script).spawn()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    b.start_relay(&server.url(), &[]);
+    let mut taken: Vec<String> = Vec::new();
+    for listener in listeners {
+        let out = listener.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Each delivery's opening tag names its message.
+        taken.extend(
+            text.lines()
+                .filter(|line| line.starts_with("<peer-message "))
+                .filter_map(|line| line.split(' ').find_map(|w| w.strip_prefix("id=")))
+                .map(str::to_string),
+        );
+    }
+    taken.sort();
+    let log = b.relay_log();
+    assert_eq!(
+        taken,
+        sent.iter().cloned().collect::<Vec<_>>(),
+        "each message taken once\nrelay log:\n{log}"
+    );
+    assert!(
+        !log.contains("received before") && !log.contains("cannot write"),
+        "the batch was written once and acknowledged at once\nrelay log:\n{log}"
+    );
+}
