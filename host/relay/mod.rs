@@ -44,6 +44,11 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
 /// The largest message the stream stores: a message file's limit (7 MiB)
 /// plus room. The server's own `max_payload` must allow it (docs/relay.md).
 const MAX_MESSAGE_BYTES: i32 = 8 << 20;
+/// A pass that carried fewer items than this waits [`GATHER`] before the
+/// next look.
+const GATHER_BELOW: usize = 64;
+/// How long a small batch lets more gather behind it.
+const GATHER: Duration = Duration::from_millis(5);
 /// How long a relay waits before it tries again after a failure.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -215,13 +220,18 @@ fn check_prefix(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// The two guest instances: one carries mail out and keeps presence, the
-/// other writes mail in, so neither waits for the other.
+/// How many batches of received mail are written at once, each by its own
+/// guest instance. While one batch waits for its flush to disk, the next is
+/// written, and the two flushes are one for the disk.
+const INBOUND_WRITERS: usize = 2;
+
+/// The guest instances: one carries mail out and keeps presence, the
+/// others write mail in, so none waits for another.
 struct Relay {
     machine: String,
     prefix: String,
     out: Mutex<Invocation>,
-    inbound: Mutex<Invocation>,
+    inbound: Vec<Mutex<Invocation>>,
     stopping: AtomicBool,
     stop: Notify,
 }
@@ -239,8 +249,20 @@ impl Relay {
     async fn call(self: &Arc<Self>, inbound: bool, verb: wit::Verb) -> Result<wit::Report> {
         let relay = self.clone();
         tokio::task::spawn_blocking(move || {
-            let lock = if inbound { &relay.inbound } else { &relay.out };
-            let mut invocation = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut invocation = if inbound {
+                // A free writer, else the first.
+                relay
+                    .inbound
+                    .iter()
+                    .find_map(|lock| match lock.try_lock() {
+                        Ok(guard) => Some(guard),
+                        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                        Err(std::sync::TryLockError::WouldBlock) => None,
+                    })
+                    .unwrap_or_else(|| relay.inbound[0].lock().unwrap_or_else(|e| e.into_inner()))
+            } else {
+                relay.out.lock().unwrap_or_else(|e| e.into_inner())
+            };
             invocation.withhold_loose()?;
             match invocation.run(&verb)? {
                 Ok(report) => {
@@ -414,7 +436,9 @@ async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
         machine: machine.clone(),
         prefix: args.prefix.clone(),
         out: Mutex::new(open()?),
-        inbound: Mutex::new(open()?),
+        inbound: (0..INBOUND_WRITERS)
+            .map(|_| open().map(Mutex::new))
+            .collect::<Result<_>>()?,
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
     });
@@ -695,6 +719,7 @@ async fn outbound(
             }
             continue;
         }
+        let n = outgoing.items.len();
         let mut pending = Vec::new();
         for item in outgoing.items {
             let subject = format!(
@@ -736,6 +761,12 @@ async fn outbound(
         // (an empty look waits for a change, above).
         if failed > 0 {
             relay.pause(Duration::from_millis(500)).await;
+        } else if n < GATHER_BELOW {
+            // A small batch under steady traffic: let a little more gather
+            // first, since each pass costs the same however little it
+            // carries. A message after a quiet spell goes at once (the
+            // empty look above waits for it).
+            relay.pause(GATHER).await;
         }
     }
 }
@@ -749,6 +780,7 @@ async fn inbound(
     bucket: kv::Store,
 ) {
     use futures_util::FutureExt;
+    let mut writing = tokio::task::JoinSet::new();
     while !relay.stopping() {
         // A continuous pull: messages come as they are published.
         let stream = consumer
@@ -787,9 +819,17 @@ async fn inbound(
                     _ => break,
                 }
             }
-            deliver(&relay, &bucket, messages).await;
+            // At most INBOUND_WRITERS batches at once: one must end before
+            // another starts.
+            while writing.len() >= INBOUND_WRITERS {
+                writing.join_next().await;
+            }
+            let (relay, bucket) = (relay.clone(), bucket.clone());
+            writing.spawn(async move { deliver(&relay, &bucket, messages).await });
         }
     }
+    // What is being written is acknowledged before the relay stops.
+    while writing.join_next().await.is_some() {}
 }
 
 /// The publishing machine, from a mail subject `P.mail.<to>.<from>`.
