@@ -21,6 +21,16 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_new_open(path, bytes).map(drop)
 }
 
+/// As [`write_new`], for a file written once: false, and nothing written,
+/// when `path` exists already.
+pub fn write_new_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    match write_new(path, bytes) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// A file just written and still open, to be flushed to disk later
 /// through its handle: whatever its name has become by then (a listener
 /// may have claimed it, renaming it away), its contents are flushed.

@@ -291,11 +291,7 @@ impl<P: Platform> Bridge<P> {
         let name = Layout::receipt_name(id, stage.as_str());
         // A take in place, as one made here is (see `write_step`).
         if stage == Stage::Taken {
-            return match files::write_new(&dir.join(&name), step) {
-                Ok(()) => Ok(true),
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(err) => Err(err.to_string()),
-            };
+            return files::write_new_once(&dir.join(&name), step).map_err(|e| e.to_string());
         }
         if files::stat(&dir.join(&name)).is_ok() {
             return Ok(false);
@@ -713,11 +709,7 @@ impl<P: Platform> Bridge<P> {
         // replace what was there, through a temporary file.
         let write = |dir: &Path| -> std::io::Result<bool> {
             if matches!(stage, Stage::Taken | Stage::Relayed) {
-                match files::write_new(&dir.join(&name), &bytes) {
-                    Ok(()) => Ok(true),
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                    Err(err) => Err(err),
-                }
+                files::write_new_once(&dir.join(&name), &bytes)
             } else {
                 files::replace(dir, &name, &bytes)
                     .map(|()| true)
