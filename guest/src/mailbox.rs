@@ -530,7 +530,9 @@ impl<P: Platform> Bridge<P> {
             .is_some_and(|stage| {
                 matches!(stage, ".taken" | ".seen" | ".set-aside" | ".recipient-gone")
             });
-        if carried && self.remote_machine(&owner).is_some() {
+        // Read once: every path below depends on it.
+        let remote = self.remote_machine(&owner);
+        if carried && remote.is_some() {
             return self.carried_step(&owner, &ticket.claim_name);
         }
         let valid =
@@ -550,8 +552,8 @@ impl<P: Platform> Bridge<P> {
                 CLAIM_LEASE.as_secs()
             ),
         };
-        if let Some(machine) = self.remote_machine(&owner) {
-            return self.commit_relayed(&owner, &id, &ticket.claim_name, &machine, lapsed);
+        if let Some(machine) = &remote {
+            return self.commit_relayed(&owner, &id, &ticket.claim_name, machine, lapsed);
         }
         // Nothing is created for a claim that does not exist (a forged
         // ticket, or a session stopped since).
@@ -570,7 +572,14 @@ impl<P: Platform> Bridge<P> {
             _ => BridgeError::io("cannot commit", &claimed, &err),
         })?;
         let shown = CLAIMED_BYTES.with(|c| c.borrow_mut().remove(&ticket.claim_name));
-        self.keep_as_read(&owner, &id, &taken_name, shown, Some(self.caller.get()))
+        self.keep_as_read(
+            &owner,
+            None,
+            &id,
+            &taken_name,
+            shown,
+            Some(self.caller.get()),
+        )
     }
 
     /// Commits a claim on a message for `owner`, a session of `machine`,
@@ -608,10 +617,12 @@ impl<P: Platform> Bridge<P> {
     /// original's instructions make, is right), then removes the `.taken`
     /// file. Safe to repeat: a second run writes the same copy. A reply
     /// taken this way is remembered as the thread with its sender (see
-    /// [`Self::follow_up_to`]).
+    /// [`Self::follow_up_to`]). `remote` is the machine `owner` runs on,
+    /// when it is a session of another machine.
     fn keep_as_read(
         &self,
         owner: &SessionId,
+        remote: Option<&str>,
         id: &MessageId,
         taken_name: &str,
         shown: Option<Vec<u8>>,
@@ -636,10 +647,10 @@ impl<P: Platform> Bridge<P> {
         let message = Message::parse(&bytes, id.as_str(), Some(owner)).ok();
         // A message for a session of another machine was carried there by
         // the relay: its receipt says so, and nothing is kept as read here.
-        if let Some(machine) = self.remote_machine(owner) {
+        if let Some(machine) = remote {
             files::remove_if_present(&taken)?;
             if let Some(message) = &message {
-                self.receipt_relayed(message, &machine);
+                self.receipt_relayed(message, machine);
             }
             return Ok(());
         }
@@ -720,7 +731,8 @@ impl<P: Platform> Bridge<P> {
                 if age >= lease {
                     let id = claim.message_id.clone();
                     // A failure is retried by the next look.
-                    let _ = self.keep_as_read(owner, &id, &name, None, None);
+                    let remote = self.remote_machine(owner);
+                    let _ = self.keep_as_read(owner, remote.as_deref(), &id, &name, None, None);
                 }
                 continue;
             }
