@@ -91,6 +91,42 @@ fn write_temp_open(dir: &Path, bytes: &[u8]) -> Result<(PathBuf, Written)> {
     }
 }
 
+/// Overwrites `expect`, found at `offset` of the existing file `path`, with
+/// `with`, which is as long, in one positioned write of a few bytes (within
+/// one disk sector, so a crash leaves the old bytes or the new). False, and
+/// nothing written, when the bytes there are not `expect`, when `path` is
+/// not a regular file, or when it has other names (a hard link), whose
+/// contents must not change with it.
+pub fn patch_in_place(path: &Path, offset: u64, expect: &[u8], with: &[u8]) -> io::Result<bool> {
+    debug_assert_eq!(expect.len(), with.len());
+    #[cfg(target_os = "wasi")]
+    if let Some(patched) = wasi::patch_in_place(path, offset, expect, with) {
+        return patched;
+    }
+    // Natively (the guest's own tests) the checks come before the open.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let meta = fs::symlink_metadata(path)?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Ok(false);
+        }
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut found = vec![0; expect.len()];
+        file.read_exact_at(&mut found, offset)?;
+        if found != expect {
+            return Ok(false);
+        }
+        file.write_all_at(with, offset)?;
+        Ok(true)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, offset, with);
+        Ok(false)
+    }
+}
+
 /// Writes `bytes` to `dir/name`, replacing any file there, atomically.
 pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let temp = write_temp(dir, bytes)?;
@@ -285,6 +321,39 @@ pub(crate) mod wasi {
                 done += n;
             }
             Ok(file)
+        })
+    }
+
+    /// As [`super::patch_in_place`]; None for a path outside the preopened
+    /// directory.
+    pub fn patch_in_place(
+        path: &Path,
+        offset: u64,
+        expect: &[u8],
+        with: &[u8],
+    ) -> Option<io::Result<bool>> {
+        at(path, |dir, relative| {
+            let file = dir
+                .open_at(
+                    PathFlags::empty(),
+                    relative,
+                    OpenFlags::empty(),
+                    DescriptorFlags::READ | DescriptorFlags::WRITE,
+                )
+                .map_err(to_io)?;
+            let stat = file.stat().map_err(to_io)?;
+            if stat.type_ != DescriptorType::RegularFile || stat.link_count != 1 {
+                return Ok(false);
+            }
+            let (found, _) = file.read(expect.len() as u64, offset).map_err(to_io)?;
+            if found != expect {
+                return Ok(false);
+            }
+            let n = file.write(with, offset).map_err(to_io)? as usize;
+            if n != with.len() {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote part"));
+            }
+            Ok(true)
         })
     }
 

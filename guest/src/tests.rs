@@ -851,3 +851,60 @@ fn mail_from_the_network_must_come_from_the_publishing_machine() {
         .collect();
     assert_eq!(names, ["msg-aaaaaaaaaaaa.json"]);
 }
+
+#[test]
+fn a_taken_message_is_marked_read_in_place_and_moved_but_a_linked_one_is_copied() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let app = start(root, "/p/app");
+    let lib = start(root, "/p/lib");
+    let layout = Layout::new(root);
+    let inbox = layout.inbox(&SessionId::parse(&lib).unwrap());
+    let read = layout.read(&SessionId::parse(&lib).unwrap());
+    let only_file = |dir: &Path| {
+        let names: Vec<_> = crate::files::list(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        dir.join(&names[0])
+    };
+
+    // The file that arrived is the file kept: the same inode, its status
+    // overwritten in place, every other byte as it arrived.
+    send_as(root, &app, &lib, Kind::Query, "first", None);
+    let arrived = only_file(&inbox);
+    let (before, inode) = (
+        std::fs::read_to_string(&arrived).unwrap(),
+        std::fs::metadata(&arrived).unwrap().ino(),
+    );
+    let delivery = taken(listen_once(root, &lib).unwrap());
+    bridge(root).commit_delivery(&delivery.ticket).unwrap();
+    let kept = read.join(arrived.file_name().unwrap());
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), inode);
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        before.replace("\"status\": \"pending\"", "\"status\": \"read\"   ")
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
+    assert_eq!(parsed["status"], "read");
+    let claimed = crate::files::list(&layout.claimed(&SessionId::parse(&lib).unwrap())).unwrap();
+    assert!(claimed.is_empty(), "{claimed:?}");
+
+    // A file with a second name elsewhere is not changed under that name: a
+    // marked copy is written instead.
+    send_as(root, &app, &lib, Kind::Query, "second", None);
+    let arrived = only_file(&inbox);
+    let elsewhere = root.join("linked.json");
+    std::fs::hard_link(&arrived, &elsewhere).unwrap();
+    let before = std::fs::read_to_string(&arrived).unwrap();
+    let delivery = taken(listen_once(root, &lib).unwrap());
+    bridge(root).commit_delivery(&delivery.ticket).unwrap();
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(read.join(arrived.file_name().unwrap())).unwrap(),
+        before.replace("\"status\": \"pending\"", "\"status\": \"read\"")
+    );
+}

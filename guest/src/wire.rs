@@ -184,6 +184,32 @@ impl Message {
 /// dropped for display, stay on disk. None when no top-level `status`
 /// string is found as plain bytes (a key spelled with escapes, say).
 pub fn marked_read(bytes: &[u8]) -> Option<Vec<u8>> {
+    let (start, end) = status_value(bytes)?;
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..start]);
+    out.extend_from_slice(b"\"read\"");
+    out.extend_from_slice(&bytes[end..]);
+    Some(out)
+}
+
+/// The top-level `status` value `"pending"` as plain bytes, to be
+/// overwritten in place by [`READ_IN_PLACE`], which is as long.
+pub const PENDING_VALUE: &[u8] = b"\"pending\"";
+
+/// `"read"` followed by spaces, which JSON allows after a value: marking a
+/// message read in place, without a new file (see [`pending_status_at`]).
+pub const READ_IN_PLACE: &[u8] = b"\"read\"   ";
+
+/// Where the top-level `status` value of a message file is
+/// [`PENDING_VALUE`], spelled as plain bytes: writing [`READ_IN_PLACE`]
+/// there gives the bytes [`marked_read`] gives, but for three spaces.
+pub fn pending_status_at(bytes: &[u8]) -> Option<usize> {
+    let (start, end) = status_value(bytes)?;
+    (&bytes[start..end] == PENDING_VALUE).then_some(start)
+}
+
+/// The byte range of the top-level `status` string value, quotes included.
+fn status_value(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut depth = 0usize;
     // True where a string at depth 1 is a key: after `{` or a `,` there.
     let mut at_key = false;
@@ -202,11 +228,7 @@ pub fn marked_read(bytes: &[u8]) -> Option<Vec<u8>> {
                         return None;
                     }
                     let value_end = string_end(bytes, j)?;
-                    let mut out = Vec::with_capacity(bytes.len());
-                    out.extend_from_slice(&bytes[..j]);
-                    out.extend_from_slice(b"\"read\"");
-                    out.extend_from_slice(&bytes[value_end + 1..]);
-                    return Some(out);
+                    return Some((j, value_end + 1));
                 }
                 at_key = false;
                 i = end + 1;
@@ -433,6 +455,25 @@ mod tests {
         );
         assert_eq!(marked_read(br#"{"content":"no status here"}"#), None);
         assert_eq!(marked_read(br#"{"status":"#), None);
+    }
+
+    #[test]
+    fn a_pending_status_is_found_where_it_can_be_marked_read_in_place() {
+        let original = ORIGINAL_MESSAGE.as_bytes();
+        let at = pending_status_at(original).unwrap();
+        let mut patched = original.to_vec();
+        patched[at..at + READ_IN_PLACE.len()].copy_from_slice(READ_IN_PLACE);
+        assert_eq!(
+            String::from_utf8(patched).unwrap(),
+            ORIGINAL_MESSAGE.replace("\"status\": \"pending\"", "\"status\": \"read\"   ")
+        );
+        assert_eq!(READ_IN_PLACE.len(), PENDING_VALUE.len());
+        // Only a plain top-level "pending" is patched.
+        let nested = br#"{"metadata":{"status":"pending"},"status":"read"}"#;
+        assert_eq!(pending_status_at(nested), None);
+        let escaped = br#"{"status":"p\u0065nding"}"#;
+        assert_eq!(pending_status_at(escaped), None);
+        assert_eq!(pending_status_at(br#"{"status":"pending"}"#), Some(10));
     }
 
     #[test]

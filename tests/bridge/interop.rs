@@ -400,10 +400,13 @@ fn a_taken_message_is_kept_marked_read_and_otherwise_as_it_arrived() {
 
     w.cmd(&lib).args(["run", "listen", "--timeout", "5"]).ok();
     let kept = std::fs::read_to_string(inbox.join("read/msg-0dzhx0wgcik9.json")).unwrap();
+    // Marked in place: `"read"` and three spaces where `"pending"` was.
     assert_eq!(
         kept,
-        arrived.replace("\"status\": \"pending\"", "\"status\": \"read\"")
+        arrived.replace("\"status\": \"pending\"", "\"status\": \"read\"   ")
     );
+    let parsed: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    assert_eq!(parsed["status"], "read");
     assert_eq!(pending_counted_recursively(&inbox), 0);
     assert_eq!(std::fs::read_dir(inbox.join("claimed")).unwrap().count(), 0);
 }
