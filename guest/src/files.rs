@@ -92,13 +92,17 @@ fn write_temp_open(dir: &Path, bytes: &[u8]) -> Result<(PathBuf, Written)> {
 }
 
 /// Overwrites `expect`, found at `offset` of the existing file `path`, with
-/// `with`, which is as long, in one positioned write of a few bytes (within
-/// one disk sector, so a crash leaves the old bytes or the new). False, and
-/// nothing written, when the bytes there are not `expect`, when `path` is
-/// not a regular file, or when it has other names (a hard link), whose
-/// contents must not change with it.
+/// `with`, which is as long, in one positioned write within one 512-byte
+/// disk sector, so that a crash leaves the old bytes or the new. False, and
+/// nothing written, when the bytes would cross a sector boundary, when the
+/// bytes there are not `expect`, when `path` is not a regular file, or when
+/// it has other names (a hard link), whose contents must not change with it.
 pub fn patch_in_place(path: &Path, offset: u64, expect: &[u8], with: &[u8]) -> io::Result<bool> {
     debug_assert_eq!(expect.len(), with.len());
+    const SECTOR: u64 = 512;
+    if with.is_empty() || offset / SECTOR != (offset + with.len() as u64 - 1) / SECTOR {
+        return Ok(false);
+    }
     #[cfg(target_os = "wasi")]
     if let Some(patched) = wasi::patch_in_place(path, offset, expect, with) {
         return patched;

@@ -658,7 +658,6 @@ impl<P: Platform> Bridge<P> {
             }
             return Ok(());
         }
-        let read = self.layout.read(owner).join(id.file_name());
         // Most files say `"status": "pending"` in plain bytes: marked read
         // where they are and moved into `read/`, no new file is written.
         let in_place = crate::wire::pending_status_at(&bytes).is_some_and(|at| {
@@ -671,7 +670,7 @@ impl<P: Platform> Bridge<P> {
             .unwrap_or(false)
         });
         if in_place {
-            match fs::rename(&taken, &read) {
+            match fs::rename(&taken, self.layout.read(owner).join(id.file_name())) {
                 Ok(()) => {}
                 // Finished meanwhile by another look.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),

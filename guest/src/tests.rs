@@ -908,3 +908,29 @@ fn a_taken_message_is_marked_read_in_place_and_moved_but_a_linked_one_is_copied(
         before.replace("\"status\": \"pending\"", "\"status\": \"read\"")
     );
 }
+
+#[test]
+fn a_patch_in_place_stays_within_one_disk_sector() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.json");
+    let (pending, read) = (crate::wire::PENDING_VALUE, crate::wire::READ_IN_PLACE);
+    for (at, patched) in [
+        (100, true),
+        (503, true),
+        (504, false),
+        (508, false),
+        (512, true),
+    ] {
+        let mut bytes = vec![b' '; 600];
+        bytes[at..at + pending.len()].copy_from_slice(pending);
+        std::fs::write(&file, &bytes).unwrap();
+        let done = crate::files::patch_in_place(&file, at as u64, pending, read).unwrap();
+        assert_eq!(done, patched, "at {at}");
+        let expected = if patched { read } else { pending };
+        assert_eq!(
+            &std::fs::read(&file).unwrap()[at..at + 9],
+            expected,
+            "at {at}"
+        );
+    }
+}
