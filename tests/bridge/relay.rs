@@ -598,17 +598,21 @@ fn one_relay_per_bridge_directory_and_sigterm_stops_it_cleanly() {
     assert!(said.contains("is not 1 to 32 characters"), "{said}");
 }
 
-/// The team's server configuration as README gives it: its `accounts`
+/// The team's server configuration as docs/relay.md gives it: its `accounts`
 /// block, with the user block repeated for each of `machines` (name, nkey
 /// public key) in place of the example machine `laptop`.
-fn readme_accounts(machines: &[(&str, String)]) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
+fn documented_accounts(machines: &[(&str, String)]) -> String {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join("relay.md"),
+    )
+    .unwrap();
+    let start = page
         .find("\naccounts {")
-        .expect("README has the team's accounts block")
+        .expect("docs/relay.md has the team's accounts block")
         + 1;
-    let block = &readme[start..];
+    let block = &page[start..];
     let block = &block[..block.find("\n```").unwrap()];
     let user_start = block.find("      { nkey: ").expect("a user block");
     let close = "        } }";
@@ -637,7 +641,7 @@ fn each_machine_may_publish_only_as_itself_and_read_only_its_own_mail() {
     };
     let key_a = nkeys::KeyPair::new_user();
     let key_b = nkeys::KeyPair::new_user();
-    let config = readme_accounts(&[("a", key_a.public_key()), ("b", key_b.public_key())]);
+    let config = documented_accounts(&[("a", key_a.public_key()), ("b", key_b.public_key())]);
     let server = Server::start(&bin, &config);
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
