@@ -155,7 +155,12 @@ pub struct HostState {
     stderr: MemoryOutputPipe,
     confinement: Confinement,
     interrupt: Option<Interrupt>,
+    before_flush: Option<BeforeFlush>,
 }
+
+/// Called once, the first time a verb asks for its writes to be flushed
+/// (see [`Guest::before_flush`]).
+pub type BeforeFlush = Box<dyn FnOnce() + Send>;
 
 /// How often a waiting guest is interrupted to check for cancellation
 /// and to report that it still waits, when an [`Interrupt`] is set.
@@ -292,7 +297,10 @@ impl HostState {
     /// storage in one call (`syncfs` on Linux). Elsewhere, and on Linux
     /// with the `portable` feature, there is no such call: the guest is
     /// told so and flushes file by file.
-    pub(crate) fn flush_bridge_fs(&self) -> Result<(), String> {
+    pub(crate) fn flush_bridge_fs(&mut self) -> Result<(), String> {
+        if let Some(hook) = self.before_flush.take() {
+            hook();
+        }
         #[cfg(native_linux)]
         {
             use std::os::fd::AsRawFd;
@@ -361,6 +369,7 @@ impl Guest {
             stderr,
             confinement: Confinement::default(),
             interrupt: None,
+            before_flush: None,
         };
         let engine = component.engine();
         let mut store = Store::new(engine, state);
@@ -384,6 +393,15 @@ impl Guest {
     /// `bridge_dir` (see `confine`).
     pub fn withhold(&mut self, bridge_dir: &Path, loose: Vec<LooseSession>) {
         self.store.data_mut().confinement = Confinement::new(bridge_dir, loose);
+    }
+
+    /// Sets or clears what is called when the guest next asks for the
+    /// bridge directory to be flushed: by then the verb has made all its
+    /// writes, and only waits for the disk. The relay lets the next batch
+    /// of received mail be written from then on, so that batches land in
+    /// the order received while their flushes overlap.
+    pub fn before_flush(&mut self, hook: Option<BeforeFlush>) {
+        self.store.data_mut().before_flush = hook;
     }
 
     /// Sets or clears the [`Interrupt`] for the verbs that follow.

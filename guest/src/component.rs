@@ -256,6 +256,7 @@ impl From<wit::Verb> for crate::Verb {
                     .into_iter()
                     .map(|m| (m.from_machine, m.payload))
                     .collect(),
+                last_offer: r.last_offer,
             },
             wit::Verb::RelayPresence(r) => V::RelayPresence { machine: r.machine },
             wit::Verb::RelayMaterialize(r) => V::RelayMaterialize(crate::MaterializeRequest {
@@ -500,6 +501,7 @@ impl From<crate::Outcome> for wit::Outcome {
                         crate::InboundVerdict::UnknownSender(id) => {
                             wit::InboundVerdict::UnknownSender(id)
                         }
+                        crate::InboundVerdict::Held(id) => wit::InboundVerdict::Held(id),
                         crate::InboundVerdict::Refused(why) => wit::InboundVerdict::Refused(why),
                     })
                     .collect(),

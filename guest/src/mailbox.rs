@@ -98,6 +98,18 @@ pub(crate) enum Loaded {
     Gone,
 }
 
+/// Sorts pending messages oldest first: by their timestamp, then by when
+/// their file was written, then by ID.
+pub(crate) fn sort_oldest_first(all: &mut [Pending]) {
+    all.sort_by(|a, b| {
+        (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
+            &b.message.timestamp,
+            b.modified,
+            &b.message.id,
+        ))
+    });
+}
+
 /// A claim file name: `<message-id>.<token>.<epoch-ms>.claim`, or `.taken`
 /// once its commit has begun.
 struct ClaimName {

@@ -138,6 +138,8 @@ pub enum Verb {
         machine: String,
         /// (publishing machine, payload) per message.
         messages: Vec<(String, Vec<u8>)>,
+        /// Whether an unknown sender is refused rather than reported.
+        last_offer: bool,
     },
     RelayPresence {
         machine: String,
@@ -201,6 +203,7 @@ pub enum InboundVerdict {
     Delivered(String),
     Duplicate(String),
     UnknownSender(String),
+    Held(String),
     Refused(String),
 }
 

@@ -41,6 +41,12 @@ pub const MAX_MACHINE_LEN: usize = 32;
 /// together, and asks again at once when the batch was full.
 pub const OUTBOUND_BATCH: usize = 256;
 
+/// The most payload bytes one `relay-outbound` returns, past the first
+/// message: a batch of the largest messages (up to 7 MiB each) must fit
+/// the guest's memory, and the server's acknowledgements must come within
+/// the claim lease.
+pub const OUTBOUND_BYTES: usize = 16 << 20;
+
 /// The longest refusal reason: it quotes what came from the network.
 const MAX_REFUSAL_CHARS: usize = 300;
 
@@ -76,16 +82,15 @@ pub fn validate_machine(name: &str) -> Result<&str> {
 /// (None for this one), or Err when it is no session here.
 type Known = std::collections::HashMap<SessionId, std::result::Result<Option<String>, ()>>;
 
-/// What became of one message from the network.
+/// One message from the network, checked.
 enum Inbound {
-    /// Written into the inbox of `to`, not yet flushed to disk.
-    Written {
+    /// Fit to be written into the inbox of `to`.
+    Ready {
         id: MessageId,
         to: SessionId,
-        file: files::Written,
+        message: Message,
     },
-    /// Anything else: refused, received before, or from a sender not known
-    /// yet.
+    /// Anything else: refused, or from a sender not known yet.
     Verdict(InboundVerdict),
 }
 
@@ -119,6 +124,10 @@ impl<P: Platform> Bridge<P> {
             watch: vec![sessions.clone()],
             sessions,
         };
+        let mut bytes = 0;
+        let full = |items: &[RelayItem], bytes: usize| {
+            items.len() >= OUTBOUND_BATCH || bytes >= OUTBOUND_BYTES
+        };
         for id in self.session_ids()? {
             let Ok(manifest) = self.manifest(&id) else {
                 continue;
@@ -138,7 +147,7 @@ impl<P: Platform> Bridge<P> {
             if files::ensure_child_dir(&receipts).is_ok() {
                 out.watch.push(receipts.display().to_string());
             }
-            if out.items.len() >= OUTBOUND_BATCH {
+            if full(&out.items, bytes) {
                 continue;
             }
             // Steps sessions of this machine made on messages from `id`
@@ -155,10 +164,12 @@ impl<P: Platform> Bridge<P> {
                         "step": step,
                     }
                 });
+                let payload = serde_json::to_vec(&payload).expect("JSON values serialize");
+                bytes += payload.len();
                 out.items.push(RelayItem {
                     to_machine: to_machine.clone(),
                     message_id: name.clone(),
-                    payload: serde_json::to_vec(&payload).expect("JSON values serialize"),
+                    payload,
                     ticket: crate::ClaimTicket {
                         session_id: id.to_string(),
                         message_id: message.to_string(),
@@ -166,34 +177,79 @@ impl<P: Platform> Bridge<P> {
                     },
                 });
             }
+            // In the order a listener here would take them, so that they
+            // reach the other machine in that order: oldest first while
+            // few are pending (each file read once per instance), else as
+            // listed.
             let look = self.pending_names(&id)?;
-            for name in look.names {
-                if out.items.len() >= OUTBOUND_BATCH {
-                    break;
+            if look.names.len() <= crate::verbs::OLDEST_FIRST_LIMIT {
+                let mut pending = Vec::with_capacity(look.names.len());
+                self.forget_unlisted(&id, &look.names);
+                for name in &look.names {
+                    if let Loaded::Pending(mut one) =
+                        self.load_pending_cached(&id, name, warnings)?
+                    {
+                        one.message.content = String::new();
+                        pending.push(one);
+                    }
                 }
-                let Loaded::Pending(pending) = self.load_pending(&id, &name, warnings)? else {
-                    continue;
-                };
-                let Some((mut message, ticket)) = self.claim(&id, &pending, warnings)? else {
-                    continue;
-                };
-                message.status = Status::Pending;
-                out.items.push(RelayItem {
-                    to_machine: to_machine.clone(),
-                    message_id: message.id.clone(),
-                    payload: message.to_bytes(),
-                    ticket,
-                });
+                crate::mailbox::sort_oldest_first(&mut pending);
+                for one in pending {
+                    if full(&out.items, bytes) {
+                        break;
+                    }
+                    bytes += self.carry_pending(&id, &to_machine, &one, &mut out, warnings)?;
+                }
+            } else {
+                for name in look.names {
+                    if full(&out.items, bytes) {
+                        break;
+                    }
+                    if let Loaded::Pending(one) = self.load_pending(&id, &name, warnings)? {
+                        bytes += self.carry_pending(&id, &to_machine, &one, &mut out, warnings)?;
+                    }
+                }
             }
         }
         Ok(out)
     }
 
+    /// Claims one pending message of `id` to carry it to `to_machine`;
+    /// returns the size of what it added to `out`.
+    fn carry_pending(
+        &self,
+        id: &SessionId,
+        to_machine: &str,
+        pending: &crate::mailbox::Pending,
+        out: &mut RelayOutgoing,
+        warnings: &mut Vec<String>,
+    ) -> Result<usize> {
+        let Some((mut message, ticket)) = self.claim(id, pending, warnings)? else {
+            return Ok(0);
+        };
+        message.status = Status::Pending;
+        let payload = message.to_bytes();
+        let size = payload.len();
+        out.items.push(RelayItem {
+            to_machine: to_machine.to_string(),
+            message_id: message.id.clone(),
+            payload,
+            ticket,
+        });
+        Ok(size)
+    }
+
     /// `relay-inbound`: a message published by `from_machine` for this
-    /// machine. It must parse as a message, fit the size limits, be
-    /// addressed to a session of this machine and come from a session of
-    /// the machine that published it; then it is written into the inbox
-    /// once, durably, as a local send writes it.
+    /// machine is checked as a local send is checked, and its sender must
+    /// be a session of the machine that published it; then it is written
+    /// into the inbox once, durably, as a local send writes it.
+    ///
+    /// The batch is checked whole before anything is written, and written
+    /// in its order. When a sender is not known here yet and this is not
+    /// the `last_offer`, nothing is written: its messages are
+    /// `UnknownSender`, the others `Held`, and the host offers the batch
+    /// again once it has refreshed that sender's presence. So no later
+    /// message of the same sender can land before an earlier one.
     ///
     /// # Errors
     /// Only when a file operation fails: the host does not acknowledge the
@@ -202,22 +258,51 @@ impl<P: Platform> Bridge<P> {
         &self,
         machine: &str,
         messages: &[(String, Vec<u8>)],
+        last_offer: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<InboundVerdict>> {
         let machine = validate_machine(machine)?;
-        let mut verdicts = Vec::with_capacity(messages.len());
-        let mut written = Vec::new();
         let mut known = Known::new();
+        let mut checked = Vec::with_capacity(messages.len());
         for (from_machine, payload) in messages {
-            let verdict =
-                match self.inbound_one(machine, from_machine, payload, &mut known, warnings)? {
-                    Inbound::Verdict(verdict) => verdict,
-                    Inbound::Written { id, to, file } => {
-                        let delivered = InboundVerdict::Delivered(id.to_string());
-                        written.push((to, id, file));
-                        delivered
+            checked.push(self.check_inbound(
+                machine,
+                from_machine,
+                payload,
+                last_offer,
+                &mut known,
+            )?);
+        }
+        let hold = checked
+            .iter()
+            .any(|c| matches!(c, Inbound::Verdict(InboundVerdict::UnknownSender(_))));
+        let mut verdicts = Vec::with_capacity(checked.len());
+        let mut written = Vec::new();
+        for checked in checked {
+            let verdict = match checked {
+                Inbound::Verdict(verdict) => verdict,
+                Inbound::Ready { id, .. } if hold => InboundVerdict::Held(id.to_string()),
+                Inbound::Ready {
+                    id,
+                    to,
+                    mut message,
+                } => {
+                    if self.received(&to, &id)?.is_some() {
+                        InboundVerdict::Duplicate(id.to_string())
+                    } else {
+                        match self.deliver_received(&mut message, warnings) {
+                            Ok(Some(file)) => {
+                                let delivered = InboundVerdict::Delivered(id.to_string());
+                                written.push((to, id, file));
+                                delivered
+                            }
+                            Ok(None) => InboundVerdict::Duplicate(id.to_string()),
+                            Err(err @ BridgeError::Io { .. }) => return Err(err),
+                            Err(err) => InboundVerdict::Refused(format!("{id}: {err}")),
+                        }
                     }
-                };
+                }
+            };
             // Bounded: what a refusal quotes came from the network.
             let verdict = match verdict {
                 InboundVerdict::Refused(why) if why.chars().count() > MAX_REFUSAL_CHARS => {
@@ -252,14 +337,15 @@ impl<P: Platform> Bridge<P> {
         Ok(verdicts)
     }
 
-    /// One message of [`Self::relay_inbound`], written but not flushed.
-    fn inbound_one(
+    /// One message of [`Self::relay_inbound`], checked but not written. A
+    /// receipt step is applied at once: it lands in a receipt, not an inbox.
+    fn check_inbound(
         &self,
         machine: &str,
         from_machine: &str,
         payload: &[u8],
+        last_offer: bool,
         known: &mut Known,
-        warnings: &mut Vec<String>,
     ) -> Result<Inbound> {
         let refused = |why: String| Ok(Inbound::Verdict(InboundVerdict::Refused(why)));
         let Ok(from_machine) = validate_machine(from_machine) else {
@@ -286,7 +372,7 @@ impl<P: Platform> Bridge<P> {
             Some(id) if MessageId::parse(&id).is_ok() => id,
             _ => return refused("it is not a message with a valid message ID".into()),
         };
-        let mut message = match Message::parse(payload, &id, None) {
+        let message = match Message::parse(payload, &id, None) {
             Ok(message) => message,
             Err(reason) => return refused(format!("{id} is malformed: {reason}")),
         };
@@ -325,26 +411,23 @@ impl<P: Platform> Bridge<P> {
             // its last notices arrive. Saying that a session nobody here
             // knows has ended misleads no one.
             Err(_) if message.kind == Kind::SessionEnded => {}
+            Err(_) if last_offer => {
+                return refused(format!(
+                    "{id} names {from} as its sender, which is not a session of machine \
+                     {from_machine:?}"
+                ));
+            }
             Err(_) => {
                 return Ok(Inbound::Verdict(InboundVerdict::UnknownSender(
                     from.to_string(),
                 )));
             }
         }
-        let message_id = MessageId::parse(&id)?;
-        if self.received(&to, &message_id)?.is_some() {
-            return Ok(Inbound::Verdict(InboundVerdict::Duplicate(id)));
-        }
-        match self.deliver_received(&mut message, warnings) {
-            Ok(Some(file)) => Ok(Inbound::Written {
-                id: message_id,
-                to,
-                file,
-            }),
-            Ok(None) => Ok(Inbound::Verdict(InboundVerdict::Duplicate(id))),
-            Err(err @ BridgeError::Io { .. }) => Err(err),
-            Err(err) => refused(format!("{id}: {err}")),
-        }
+        Ok(Inbound::Ready {
+            id: MessageId::parse(&id)?,
+            to,
+            message,
+        })
     }
 
     /// The machine of session `id` (None for this one), or Err when it is

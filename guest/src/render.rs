@@ -249,6 +249,9 @@ pub(crate) fn inbound_text(verdict: &crate::InboundVerdict) -> String {
         crate::InboundVerdict::UnknownSender(id) => {
             format!("unknown sender {id}: not a session of the publishing machine yet")
         }
+        crate::InboundVerdict::Held(id) => {
+            format!("held {id}: waits for a sender of its batch to be known")
+        }
         crate::InboundVerdict::Refused(why) => format!("refused: {}", one_line(why)),
     }
 }
@@ -454,6 +457,7 @@ fn to_json(outcome: &Outcome) -> Value {
                 crate::InboundVerdict::Delivered(id) => json!({ "delivered": id }),
                 crate::InboundVerdict::Duplicate(id) => json!({ "duplicate": id }),
                 crate::InboundVerdict::UnknownSender(id) => json!({ "unknownSender": id }),
+                crate::InboundVerdict::Held(id) => json!({ "held": id }),
                 crate::InboundVerdict::Refused(why) => json!({ "refused": why }),
             }).collect::<Vec<_>>(),
         }),

@@ -788,7 +788,9 @@ fn a_remote_session_never_replaces_a_local_one_and_cannot_be_acted_as() {
     let acted = bridge(root).run(&context(Some("abc123"), "/p/x"), Verb::Status);
     let failure = acted.unwrap_err();
     assert!(
-        failure.rendered.contains("runs on machine other"),
+        failure.rendered.contains(
+            "runs on machine other; it is shown here by the relay and can be sent to, but only"
+        ),
         "{}",
         failure.rendered
     );
@@ -814,14 +816,50 @@ fn mail_from_the_network_must_come_from_the_publishing_machine() {
         m.status = crate::wire::Status::Pending;
         m.to_bytes()
     };
+    let batch = vec![
+        ("b".into(), message("msg-aaaaaaaaaaaa", "bbbbbb")),
+        ("b".into(), message("msg-bbbbbbbbbbbb", "cccccc")),
+        ("b".into(), message("msg-aaaaaaaaaaaa", "bbbbbb")),
+        ("b".into(), message("msg-cccccccccccc", "dddddd")),
+    ];
+    let inbox = Layout::new(root).inbox(&SessionId::parse(&me).unwrap());
+    let pending = || -> Vec<String> {
+        std::fs::read_dir(&inbox)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect()
+    };
+    // First offer: a sender not known yet holds the whole batch back, so
+    // that nothing after it can land before it.
     let verb = Verb::RelayInbound {
         machine: "here".into(),
-        messages: vec![
-            ("b".into(), message("msg-aaaaaaaaaaaa", "bbbbbb")),
-            ("b".into(), message("msg-bbbbbbbbbbbb", "cccccc")),
-            ("b".into(), message("msg-aaaaaaaaaaaa", "bbbbbb")),
-            ("b".into(), message("msg-cccccccccccc", "dddddd")),
-        ],
+        messages: batch.clone(),
+        last_offer: false,
+    };
+    let Outcome::RelayReceived(verdicts) = relay_run(root, verb) else {
+        panic!()
+    };
+    assert_eq!(
+        verdicts[0],
+        crate::InboundVerdict::Held("msg-aaaaaaaaaaaa".into())
+    );
+    assert!(
+        matches!(&verdicts[1], crate::InboundVerdict::Refused(why) if why.contains("a session of machine \"c\"")),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        verdicts[3],
+        crate::InboundVerdict::UnknownSender("dddddd".into())
+    );
+    assert!(pending().is_empty(), "{:?}", pending());
+    // Last offer: the sender is still unknown, so it is refused, and the
+    // rest is written once.
+    let verb = Verb::RelayInbound {
+        machine: "here".into(),
+        messages: batch,
+        last_offer: true,
     };
     let Outcome::RelayReceived(verdicts) = relay_run(root, verb) else {
         panic!()
@@ -831,7 +869,7 @@ fn mail_from_the_network_must_come_from_the_publishing_machine() {
         crate::InboundVerdict::Delivered("msg-aaaaaaaaaaaa".into())
     );
     assert!(
-        matches!(&verdicts[1], crate::InboundVerdict::Refused(why) if why.contains("a session of machine \"c\"")),
+        matches!(&verdicts[1], crate::InboundVerdict::Refused(_)),
         "{verdicts:?}"
     );
     assert_eq!(
@@ -840,16 +878,12 @@ fn mail_from_the_network_must_come_from_the_publishing_machine() {
     );
     assert_eq!(
         verdicts[3],
-        crate::InboundVerdict::UnknownSender("dddddd".into())
+        crate::InboundVerdict::Refused(
+            "msg-cccccccccccc names dddddd as its sender, which is not a session of machine \"b\""
+                .into()
+        )
     );
-    let inbox = Layout::new(root).inbox(&SessionId::parse(&me).unwrap());
-    let names: Vec<String> = std::fs::read_dir(&inbox)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    assert_eq!(names, ["msg-aaaaaaaaaaaa.json"]);
+    assert_eq!(pending(), ["msg-aaaaaaaaaaaa.json"]);
 }
 
 #[test]

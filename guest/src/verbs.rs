@@ -31,7 +31,6 @@ const PING_CONTENT: &str = "connected";
 /// What `stop` sends to peers.
 const SESSION_ENDED_CONTENT: &str = "Session ended";
 
-/// Refuses content over [`MAX_CONTENT_BYTES`].
 /// A session of another machine is only ever acted as on its own machine.
 ///
 /// # Errors
@@ -39,13 +38,15 @@ const SESSION_ENDED_CONTENT: &str = "Session ended";
 fn refuse_remote(manifest: &Manifest) -> Result<()> {
     match &manifest.machine {
         Some(machine) => Err(BridgeError::InvalidArgument(format!(
-            "session {} runs on machine {machine}; it is shown here by the relay and can be              sent to, but only that machine can act as it",
+            "session {} runs on machine {machine}; it is shown here by the relay and can be \
+             sent to, but only that machine can act as it",
             manifest.session_id
         ))),
         None => Ok(()),
     }
 }
 
+/// Refuses content over [`MAX_CONTENT_BYTES`].
 pub fn check_content(content: &str) -> Result<()> {
     if content.len() > MAX_CONTENT_BYTES {
         return Err(BridgeError::ContentTooLarge {
@@ -60,7 +61,7 @@ pub fn check_content(content: &str) -> Result<()> {
 /// first. Past it (a backlog), messages are tried in arbitrary order, each
 /// read only when reached, so that taking one costs little however many
 /// wait and concurrent listeners do not all contend for the same one.
-const OLDEST_FIRST_LIMIT: usize = 64;
+pub(crate) const OLDEST_FIRST_LIMIT: usize = 64;
 // A look must read past the limit to know that a backlog is there.
 const _: () = assert!(crate::mailbox::PENDING_WINDOW > OLDEST_FIRST_LIMIT);
 
@@ -176,8 +177,12 @@ impl<P: Platform> Bridge<P> {
             Verb::RelayOutbound { machine } => self
                 .relay_outbound(&machine, warnings)
                 .map(Outcome::RelayOutgoing),
-            Verb::RelayInbound { machine, messages } => self
-                .relay_inbound(&machine, &messages, warnings)
+            Verb::RelayInbound {
+                machine,
+                messages,
+                last_offer,
+            } => self
+                .relay_inbound(&machine, &messages, last_offer, warnings)
                 .map(Outcome::RelayReceived),
             Verb::RelayPresence { machine } => {
                 self.relay_presence(&machine).map(Outcome::RelayPresence)
@@ -590,13 +595,7 @@ impl<P: Platform> Bridge<P> {
                         all.push(pending);
                     }
                 }
-                all.sort_by(|a, b| {
-                    (&a.message.timestamp, a.modified, &a.message.id).cmp(&(
-                        &b.message.timestamp,
-                        b.modified,
-                        &b.message.id,
-                    ))
-                });
+                crate::mailbox::sort_oldest_first(&mut all);
                 for pending in all {
                     if let Some(delivery) = consider(pending, warnings)? {
                         return Ok(Some(delivery));

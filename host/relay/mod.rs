@@ -17,11 +17,11 @@
 //! only `<to>` may read `P-mail-<to>`: docs/relay.md gives the server
 //! configuration that makes it so.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -33,6 +33,13 @@ use crate::{Global, Invocation, Place, wit};
 
 /// The most messages taken from the server in one batch.
 const INBOUND_BATCH: usize = 128;
+/// The most payload bytes in one batch of received mail, past its first
+/// message, and in one pull from the server: a batch of the largest
+/// messages must fit the guest's memory, and a pull must be read before
+/// the server gives up on a slow client. It holds the largest message the
+/// stream stores, or a pull could never carry it.
+const INBOUND_BYTES: usize = 16 << 20;
+const _: () = assert!(INBOUND_BYTES >= MAX_MESSAGE_BYTES as usize);
 /// How long a publish may wait for the server's acknowledgement. It is
 /// below the claim lease (10 s), so a claim is committed before it lapses.
 const PUBLISH_ACK_WAIT: Duration = Duration::from_secs(5);
@@ -232,6 +239,7 @@ struct Relay {
     prefix: String,
     out: Mutex<Invocation>,
     inbound: Vec<Mutex<Invocation>>,
+    turns: Arc<Turns>,
     stopping: AtomicBool,
     stop: Notify,
 }
@@ -247,8 +255,23 @@ impl Relay {
 
     /// Runs `verb` on one instance, off the async threads.
     async fn call(self: &Arc<Self>, inbound: bool, verb: wit::Verb) -> Result<wit::Report> {
+        self.call_in_turn(inbound, verb, None).await
+    }
+
+    /// Runs `verb` on one instance, off the async threads; with a `turn`,
+    /// only once it is that turn, which the verb passes on when it asks
+    /// for its writes to be flushed.
+    async fn call_in_turn(
+        self: &Arc<Self>,
+        inbound: bool,
+        verb: wit::Verb,
+        turn: Option<Arc<Turn>>,
+    ) -> Result<wit::Report> {
         let relay = self.clone();
         tokio::task::spawn_blocking(move || {
+            if let Some(turn) = &turn {
+                turn.wait();
+            }
             let mut invocation = if inbound {
                 // A free writer, else the first.
                 relay
@@ -264,7 +287,13 @@ impl Relay {
                 relay.out.lock().unwrap_or_else(|e| e.into_inner())
             };
             invocation.withhold_loose()?;
-            match invocation.run(&verb)? {
+            invocation.guest.before_flush(turn.map(|turn| {
+                let hook: bridge_host::sandbox::BeforeFlush = Box::new(move || turn.pass());
+                hook
+            }));
+            let ran = invocation.run(&verb);
+            invocation.guest.before_flush(None);
+            match ran? {
                 Ok(report) => {
                     for warning in &report.warnings {
                         log(format!("warning: {warning}"));
@@ -318,6 +347,77 @@ impl Relay {
             _ = tokio::time::sleep(wait) => {}
             _ = self.stop.notified() => {}
         }
+    }
+}
+
+/// The order in which batches of received mail are written: each batch
+/// waits for its turn before its first write, and passes the turn on once
+/// all its messages are written (when it asks for the flush, or when it
+/// ends), so that the next is written while this one's flush goes on, and
+/// a listener never sees a later message before an earlier one.
+#[derive(Default)]
+struct Turns {
+    state: Mutex<TurnState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TurnState {
+    /// The turn that may write now.
+    next: u64,
+    /// Turns passed ahead of `next` (a batch dropped unwritten).
+    passed: BTreeSet<u64>,
+}
+
+impl Turns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pass(&self, turn: u64) {
+        let mut state = self.lock();
+        if turn < state.next {
+            return;
+        }
+        state.passed.insert(turn);
+        loop {
+            let next = state.next;
+            if !state.passed.remove(&next) {
+                break;
+            }
+            state.next += 1;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// One batch's turn; passed on at the latest when dropped.
+struct Turn {
+    turns: Arc<Turns>,
+    number: u64,
+}
+
+impl Turn {
+    /// Blocks until every earlier turn has passed.
+    fn wait(&self) {
+        let mut state = self.turns.lock();
+        while state.next < self.number {
+            state = self
+                .turns
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn pass(&self) {
+        self.turns.pass(self.number);
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.pass();
     }
 }
 
@@ -439,6 +539,7 @@ async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
         inbound: (0..INBOUND_WRITERS)
             .map(|_| open().map(Mutex::new))
             .collect::<Result<_>>()?,
+        turns: Arc::default(),
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
     });
@@ -746,10 +847,17 @@ async fn outbound(
                     let last = refused_machines.get(&item.to_machine);
                     if last.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
                         refused_machines.insert(item.to_machine.clone(), Instant::now());
+                        // Only a missing stream says the machine never came.
+                        let why = match err.kind() {
+                            jetstream::context::PublishErrorKind::StreamNotFound => format!(
+                                "it waits here (machine {} may never have connected its relay)",
+                                item.to_machine
+                            ),
+                            _ => "it waits here and is sent again".to_string(),
+                        };
                         log(format!(
-                            "the server did not take {} for machine {}: {err}; it waits here \
-                             (machine {} may never have connected its relay)",
-                            item.message_id, item.to_machine, item.to_machine
+                            "the server did not take {} for machine {}: {err}; {why}",
+                            item.message_id, item.to_machine
                         ));
                     }
                 }
@@ -774,6 +882,7 @@ async fn outbound(
 /// Takes this machine's mail from the server in batches, has the guest
 /// check and write it, and acknowledges each message only once the guest
 /// has written it to disk (or refused it, or found it written before).
+/// Batches are written in the order received (see [`Turns`]).
 async fn inbound(
     relay: Arc<Relay>,
     consumer: jetstream::consumer::Consumer<pull::Config>,
@@ -781,11 +890,15 @@ async fn inbound(
 ) {
     use futures_util::FutureExt;
     let mut writing = tokio::task::JoinSet::new();
+    let mut turns = 0;
+    // A message that did not fit the last batch: the next one starts with it.
+    let mut carried: Option<jetstream::Message> = None;
     while !relay.stopping() {
         // A continuous pull: messages come as they are published.
         let stream = consumer
             .stream()
             .max_messages_per_batch(INBOUND_BATCH)
+            .max_bytes_per_batch(INBOUND_BYTES)
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await;
@@ -798,24 +911,37 @@ async fn inbound(
             }
         };
         while !relay.stopping() {
-            let first = tokio::select! {
-                next = stream.next() => next,
-                _ = relay.stop.notified() => None,
-            };
-            let first = match first {
-                Some(Ok(message)) => message,
-                // Missed heartbeats and the like: the stream goes on.
-                Some(Err(err)) => {
-                    log(format!("fetching mail: {err}"));
-                    continue;
+            let first = match carried.take() {
+                Some(message) => message,
+                None => {
+                    let next = tokio::select! {
+                        next = stream.next() => next,
+                        _ = relay.stop.notified() => None,
+                    };
+                    match next {
+                        Some(Ok(message)) => message,
+                        // Missed heartbeats and the like: the stream goes on.
+                        Some(Err(err)) => {
+                            log(format!("fetching mail: {err}"));
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
-                None => break,
             };
             // With it, whatever else has already arrived, as one batch.
+            let mut bytes = first.payload.len();
             let mut messages = vec![first];
-            while messages.len() < INBOUND_BATCH {
+            while messages.len() < INBOUND_BATCH && bytes < INBOUND_BYTES {
                 match stream.next().now_or_never() {
-                    Some(Some(Ok(message))) => messages.push(message),
+                    Some(Some(Ok(message))) => {
+                        bytes += message.payload.len();
+                        if bytes > INBOUND_BYTES {
+                            carried = Some(message);
+                            break;
+                        }
+                        messages.push(message);
+                    }
                     _ => break,
                 }
             }
@@ -824,8 +950,13 @@ async fn inbound(
             while writing.len() >= INBOUND_WRITERS {
                 writing.join_next().await;
             }
+            let turn = Turn {
+                turns: relay.turns.clone(),
+                number: turns,
+            };
+            turns += 1;
             let (relay, bucket) = (relay.clone(), bucket.clone());
-            writing.spawn(async move { deliver(&relay, &bucket, messages).await });
+            writing.spawn(async move { deliver(&relay, &bucket, messages, turn).await });
         }
     }
     // What is being written is acknowledged before the relay stops.
@@ -837,9 +968,18 @@ fn publisher(subject: &str) -> String {
     subject.rsplit('.').next().unwrap_or("").to_string()
 }
 
-async fn deliver(relay: &Arc<Relay>, bucket: &kv::Store, messages: Vec<jetstream::Message>) {
-    let request = |messages: &[&jetstream::Message]| {
-        wit::Verb::RelayInbound(wit::RelayInboundRequest {
+/// Has the guest write one batch, in its turn, and settles each message.
+/// A batch with a sender not known here yet is written by its second
+/// offer, after that sender's presence is read from the bucket.
+async fn deliver(
+    relay: &Arc<Relay>,
+    bucket: &kv::Store,
+    messages: Vec<jetstream::Message>,
+    turn: Turn,
+) {
+    let turn = Arc::new(turn);
+    let offer = |messages: &[&jetstream::Message], last_offer: bool| {
+        let verb = wit::Verb::RelayInbound(wit::RelayInboundRequest {
             machine: relay.machine.clone(),
             messages: messages
                 .iter()
@@ -848,44 +988,34 @@ async fn deliver(relay: &Arc<Relay>, bucket: &kv::Store, messages: Vec<jetstream
                     payload: m.payload.to_vec(),
                 })
                 .collect(),
-        })
+            last_offer,
+        });
+        relay.call_in_turn(true, verb, Some(turn.clone()))
     };
     let all: Vec<&jetstream::Message> = messages.iter().collect();
-    let verdicts = match relay.call(true, request(&all)).await {
-        Ok(wit::Report {
-            outcome: wit::Outcome::RelayReceived(verdicts),
-            ..
-        }) => verdicts,
-        Ok(_) => {
-            log("the guest answered relay-inbound with another outcome");
-            return;
-        }
-        Err(err) => {
-            // Not acknowledged: the server delivers them again.
-            log(format!(
-                "cannot write {} received messages yet: {err:#}",
-                messages.len()
-            ));
-            for message in &messages {
-                let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
-            }
-            return;
-        }
+    let Some(verdicts) = received(offer(&all, false).await, &all).await else {
+        return;
     };
-    let mut retry = Vec::new();
-    for (message, verdict) in messages.iter().zip(verdicts) {
+    let mut again = Vec::new();
+    let mut unknown = Vec::new();
+    for (message, verdict) in all.iter().zip(verdicts) {
         match verdict {
-            wit::InboundVerdict::UnknownSender(sender) => retry.push((message, sender)),
+            wit::InboundVerdict::UnknownSender(sender) => {
+                unknown.push((*message, sender));
+                again.push(*message);
+            }
+            wit::InboundVerdict::Held(_) => again.push(*message),
             other => settle(message, &other).await,
         }
     }
-    if retry.is_empty() {
+    if again.is_empty() {
         return;
     }
     // A sender this machine has not seen yet: its presence may not have
-    // arrived. Read it from the bucket, show it, and try once more.
+    // arrived. Read it from the bucket, show it, and offer the rest of the
+    // batch once more.
     let mut remote = Vec::new();
-    for (message, sender) in &retry {
+    for (message, sender) in &unknown {
         let machine = publisher(message.subject.as_str());
         if let Ok(Some(entry)) = bucket.entry(format!("{machine}.{sender}")).await
             && entry.operation == kv::Operation::Put
@@ -900,31 +1030,36 @@ async fn deliver(relay: &Arc<Relay>, bucket: &kv::Store, messages: Vec<jetstream
     if !remote.is_empty() {
         materialize(relay, true, remote, false, Vec::new()).await;
     }
-    let again: Vec<&jetstream::Message> = retry.iter().map(|(m, _)| *m).collect();
-    match relay.call(true, request(&again)).await {
+    let Some(verdicts) = received(offer(&again, true).await, &again).await else {
+        return;
+    };
+    for (message, verdict) in again.iter().zip(verdicts) {
+        settle(message, &verdict).await;
+    }
+}
+
+/// The guest's verdicts on `messages`, one each; None when it could not
+/// write them yet, and then each will be delivered again.
+async fn received(
+    report: Result<wit::Report>,
+    messages: &[&jetstream::Message],
+) -> Option<Vec<wit::InboundVerdict>> {
+    let problem = match report {
         Ok(wit::Report {
             outcome: wit::Outcome::RelayReceived(verdicts),
             ..
-        }) => {
-            for (message, verdict) in again.iter().zip(verdicts) {
-                let verdict = match verdict {
-                    wit::InboundVerdict::UnknownSender(sender) => {
-                        wit::InboundVerdict::Refused(format!(
-                            "its sender {sender} is not a session of machine {}",
-                            publisher(message.subject.as_str())
-                        ))
-                    }
-                    other => other,
-                };
-                settle(message, &verdict).await;
-            }
-        }
-        _ => {
-            for message in again {
-                let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
-            }
-        }
+        }) if verdicts.len() == messages.len() => return Some(verdicts),
+        Ok(_) => "the guest did not answer with one verdict per message".to_string(),
+        Err(err) => format!("{err:#}"),
+    };
+    log(format!(
+        "cannot write {} received messages yet: {problem}",
+        messages.len()
+    ));
+    for message in messages {
+        let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
     }
+    None
 }
 
 /// Acknowledges a message the guest dealt with, logging what is not a
@@ -953,6 +1088,15 @@ async fn settle(message: &jetstream::Message, verdict: &wit::InboundVerdict) {
         wit::InboundVerdict::UnknownSender(sender) => log(format!(
             "refused a message from machine {from}: unknown sender {sender}"
         )),
+        // Held back on its last offer, which a guest should not do: it is
+        // not acknowledged, so the server delivers it again.
+        wit::InboundVerdict::Held(id) => {
+            log(format!(
+                "{id} from machine {from} was held back on its last offer; it comes again"
+            ));
+            let _ = message.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
+            return;
+        }
     }
     if let Err(err) = message.ack().await {
         log(format!("cannot acknowledge a message from {from}: {err}"));

@@ -1087,3 +1087,67 @@ fn mail_taken_while_its_batch_is_written_is_acknowledged_once() {
         "the batch was written once and acknowledged at once\nrelay log:\n{log}"
     );
 }
+
+#[test]
+fn a_backlog_of_the_largest_messages_crosses_whole_and_in_order() {
+    let Some(bin) = server_bin("largest messages") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let (mut a, mut b) = two_machines(&server, &[]);
+    let (app, _) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    // Both relays down: the messages wait on machine a, then all at once
+    // on the server for machine b.
+    b.stop_relay();
+    a.stop_relay();
+    // Content at the limit, each byte escaped to six in the message file:
+    // 240 MiB in all, which no single guest call could hold.
+    let count = 40;
+    let ids: Vec<String> = (0..count)
+        .map(|n| {
+            let content = format!("{n:03}{}", "\u{1}".repeat(1024 * 1024 - 3));
+            a.world
+                .cmd(&app)
+                .args(["run", "send", &lib_id, "query", "-"])
+                .stdin(content)
+                .ok()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    a.start_relay(&server.url(), &[]);
+    let relayed = wait_until(Duration::from_secs(120), || {
+        a.world
+            .cmd(&app)
+            .args(["run", "track", &ids[count - 1]])
+            .ok()
+            .contains("relayed")
+    });
+    assert!(relayed, "{}", a.relay_log());
+    b.start_relay(&server.url(), &[]);
+    for (n, id) in ids.iter().enumerate() {
+        let text = b
+            .world
+            .cmd(&lib)
+            .args(["run", "listen", "--timeout", "60"])
+            .ok();
+        let (fields, content) = parse_listen(&text);
+        assert_eq!(
+            (fields["MESSAGE_ID"].as_str(), content.get(..3)),
+            (id.as_str(), Some(format!("{n:03}").as_str())),
+            "machine a's relay:\n{}\nmachine b's relay:\n{}",
+            a.relay_log(),
+            b.relay_log()
+        );
+        assert_eq!(content.len(), 1024 * 1024, "message {n}");
+    }
+    let empty = b.world.cmd(&lib).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+    // Nothing was refused or sent twice on the way.
+    for log in [a.relay_log(), b.relay_log()] {
+        assert!(!log.contains("cannot write"), "{log}");
+        assert!(!log.contains("disconnected"), "{log}");
+    }
+}
