@@ -60,11 +60,18 @@ class Persona:
     # The answer it gives back when a peer's reply asks it something (rule a).
     clarification: str = "The v2 API."
     # Answers a woken query with the plugin's MCP `reply` tool, when the
-    # request offers it, instead of the Bash command the wake-up names.
+    # request offers it (or lists it as deferred), instead of the Bash
+    # command the wake-up names.
     answer_with_mcp: bool = False
+    # Answers "catalogue item N" with CATALOGUE[N], byte for byte.
+    catalogue: bool = False
 
     def answer(self, question: str) -> str:
         """The answer to a peer's query (rule b)."""
+        if self.catalogue:
+            item = CATALOGUE_QUESTION_RE.search(question)
+            if item and int(item.group(1)) in CATALOGUE:
+                return CATALOGUE[int(item.group(1))][1]
         q = question.lower()
         if "which" in q or re.search(r"\bclarify\b", q):
             return CLARIFYING_QUESTION
@@ -79,10 +86,65 @@ PERSONAS = {
     "library": Persona("library", clarification="The v2 API."),
     # The library, answering through the plugin's MCP server.
     "library-mcp": Persona("library-mcp", clarification="The v2 API.", answer_with_mcp=True),
+    # Answer "catalogue item N" with that item (catalogue.py), through the
+    # Bash command the text shows or through the MCP reply tool.
+    "catalogue-bash": Persona("catalogue-bash", catalogue=True),
+    "catalogue-mcp": Persona("catalogue-mcp", catalogue=True, answer_with_mcp=True),
 }
 
 # How Claude Code names the plugin's MCP reply tool.
 MCP_REPLY_TOOL = "mcp__plugin_session-bridge_bridge__reply"
+# The reply tool of a server named "bridge" (plugin-bundled or not), as
+# Claude Code names MCP tools: mcp__<server>__<tool>.
+BRIDGE_REPLY_TOOL_RE = re.compile(r"^mcp__(?:plugin_[A-Za-z0-9_-]+_)?bridge__reply$")
+
+
+# --------------------------------------------------------------------------
+# The answer catalogue (catalogue.py): answers that a shell would mangle if
+# they were put on a command line, each to arrive byte for byte.
+# --------------------------------------------------------------------------
+
+
+def _diff_100k() -> str:
+    """A unified diff of about 100 KB, the same every time."""
+    out = ["diff --git a/src/config.rs b/src/config.rs\n", "index 3f2a9c1..8b7d0e4 100644\n",
+           "--- a/src/config.rs\n", "+++ b/src/config.rs\n"]
+    i = 0
+    while sum(map(len, out)) < 100_000:
+        out.append(f"@@ -{i * 8 + 1},7 +{i * 8 + 1},8 @@ impl Config {{\n")
+        out.append(f"     /// Field {i}: read from `$CONFIG_{i}` (\"{i}\" by default).\n")
+        out.append(f"-    pub fn field_{i}(&self) -> &str {{ self.get('{i}').unwrap_or(\"\") }}\n")
+        out.append(f"+    pub fn field_{i}(&self) -> Result<&str, Error> {{\n")
+        out.append(f"+        self.get(\"field_{i}\").ok_or_else(|| Error::missing(r\"C:\\cfg\\{i}\"))\n")
+        out.append("+    }\n")
+        out.append(f"     // see `git log -S field_{i}` and $(date) for when it changed\n")
+        out.append(" \n")
+        i += 1
+    return "".join(out)
+
+
+# number -> (what it tests, the exact answer)
+CATALOGUE: dict[int, tuple[str, str]] = {
+    1: ("backticks and a fenced code block",
+        "Call `setup()` instead of `init()`, e.g.:\n\n```rust\nfn main() -> Result<(), Error> {\n"
+        "    let cfg = Config::default(); // was `Config::new(true)`\n    setup(&cfg)?;\n    Ok(())\n}\n```\n"
+        "Run ``cargo test`` after."),
+    2: ("$HOME, $(...) and !",
+        "Files go to $HOME/.cache, not $(id -un) or ${XDG_DATA_HOME:-x}; `whoami` is not run.\n"
+        "Say it loud! Then run !! and !-2 and !$ again!\n$1 $@ $$ $? stay as they are.\n"),
+    3: ("single and double quotes and backslashes",
+        "echo 'it'\\''s' \"x\" 'a \"b\" c'\nA literal \\n and \\t, not a newline; C:\\path\\to\\dir\\ and \\\\server\\share\n"
+        "Quotes: \"\", '', \"'\", '\"', \\\", \\' and a trailing backslash \\"),
+    4: ("lines reading EOF and ANSWER",
+        "before\nEOF\nANSWER\nANSWER_\nANSWER_abcd1234\n'EOF'\n<answer>\nafter\n"),
+    5: ("CRLF line endings",
+        "first line\r\nsecond line\r\n\r\nlast line\r\n"),
+    6: ("non-ASCII text",
+        "Café, naïve, é (U+00E9) and e\u0301 (combining); 日本語のテキスト; emoji 🎉👍🏽 and 👨\u200d👩\u200d👧; "
+        "RTL: שלום עולם, مرحبا بالعالم; Ω≈ç√∫ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢\n"),
+    7: ("a 100 KB unified diff", _diff_100k()),
+}
+CATALOGUE_QUESTION_RE = re.compile(r"\bcatalogue item (\d+)\b")
 
 
 # --------------------------------------------------------------------------
@@ -197,8 +259,29 @@ PEER_TEXT_RE = re.compile(
     r"<peer-message [^\n]*?fence=(\S+?)[ >][^\n]*\n(.*?)\n?</peer-message fence=\1>",
     re.S,
 )
-REPLY_LINE_RE = re.compile(r"^Reply from .*?If it asks you something, answer with: (.+)$", re.M)
-ANSWER_WITH_RE = re.compile(r"Answer with: (bridge-host run reply [^\n]+)")
+# The command block the bridge shows for an answer: the command (``verb``,
+# then its arguments), reading standard input from a here-document with a
+# quoted delimiter; a line "<answer>" to fill in; the delimiter.
+def _block(verb: str) -> str:
+    return (r"(?P<block>bridge-host run " + verb + r"[^\n]*? - <<'(?P<tag>[A-Za-z0-9_]+)'\n"
+            r"<answer>\n(?P=tag))(?![^\n])")
+
+
+# A query's first line (a wake-up, or listen/check-inbox output), as an agent
+# in Claude Code (the reply tool, or the command) or a terminal (the command)
+# is shown it, and the command block. Not anchored at a line start: Claude
+# Code joins the hook's rewakeMessage and its stderr on one line.
+QUERY_RE = re.compile(
+    r"Query from [^\n]*? Answer with (?:the reply tool of the bridge's MCP server "
+    r"\(message_id (?P<tool_id>msg-[a-z0-9]{12})\), or with )?this command, your answer in place of "
+    r"<answer>:\n" + _block(r"reply (?P<id>msg-[a-z0-9]{12})")
+)
+# A reply that `ask` prints: how to answer if it asks something back.
+REPLY_RE = re.compile(
+    r"Reply from [^\n]*? If it asks you something, answer with (?:the ask tool of the bridge's MCP server "
+    r"\(peer (?P<peer>[a-z0-9]{6}), in_reply_to (?P<reply_id>msg-[a-z0-9]{12})\), or with )?this command, "
+    r"your answer in place of <answer>:\n" + _block(r"ask [a-z0-9]{6}")
+)
 RUN_EXACTLY_RE = re.compile(r"Run exactly\b[^`\n]*`([^`\n]+)`")
 COMMAND_ARGS_RE = re.compile(r"<command-args>(.*?)</command-args>", re.S)
 # A real session ID (6 of [a-z0-9]), not a placeholder in the instructions.
@@ -209,13 +292,14 @@ def peer_texts(text: str) -> list[str]:
     return [m.group(2) for m in PEER_TEXT_RE.finditer(text)]
 
 
-def fill_answer(command: str, answer: str) -> str:
-    """``command`` with its ``"<answer>"`` placeholder replaced by ``answer``,
-    single-quoted for the shell."""
-    quoted = shlex.quote(answer)
-    if '"<answer>"' in command:
-        return command.replace('"<answer>"', quoted)
-    return command.replace("<answer>", quoted)
+def fill_answer(block: str, answer: str) -> str:
+    """The command ``block`` (command line, ``<answer>``, delimiter) with its
+    ``<answer>`` line replaced by ``answer`` verbatim, as the text asks: the
+    here-document gives it to the command byte for byte (the command drops
+    the one final newline the here-document adds)."""
+    head, placeholder, tail = block.split("\n")
+    assert placeholder == "<answer>", block
+    return f"{head}\n{answer}\n{tail}"
 
 
 def bash(command: str, description: str, timeout: int | None = None) -> dict:
@@ -225,51 +309,106 @@ def bash(command: str, description: str, timeout: int | None = None) -> dict:
     return action
 
 
+def tool_call(name: str, tool_input: dict, description: str) -> dict:
+    return {"type": "tool_use", "tool": name, "input": tool_input, "description": description}
+
+
 def text(words: str) -> dict:
     return {"type": "text", "text": words}
 
 
+def bridge_reply_tool(request: dict) -> str | None:
+    """The bridge's MCP reply tool, if the request offers it as a tool."""
+    return next((n for n in tool_names(request) if BRIDGE_REPLY_TOOL_RE.match(n)), None)
+
+
+# 2.1.332 names the tools it defers in a system-role message: this line,
+# then one name per line up to a blank line.
+DEFERRED_RE = re.compile(
+    r"The following deferred tools are now available via ToolSearch\.[^\n]*\n((?:[^\n]+\n?)*)"
+)
+
+
+def deferred_tools(request: dict) -> list[str]:
+    """Tools the request names as deferred: loaded only through ToolSearch
+    (2.1.332 does this with MCP tools)."""
+    out: list[str] = []
+    for message in request.get("messages") or []:
+        for found in DEFERRED_RE.finditer(message_text(message)):
+            out += [line.strip() for line in found.group(1).splitlines() if line.strip()]
+    return out
+
+
+def answer_query(persona: Persona, request: dict, words: str, search: bool = True) -> dict | None:
+    """The answer to the (last) query shown in ``words``: with the bridge's
+    MCP reply tool for a persona that answers through MCP (loading it with
+    ToolSearch first if the request lists it as deferred, unless ``search``
+    is false: the search was just made), else with the command block the
+    text shows, ``<answer>`` filled in."""
+    found = list(QUERY_RE.finditer(words))
+    if not found:
+        return None
+    query = found[-1]
+    fenced = peer_texts(words[query.end():])
+    question = fenced[0] if fenced else ""
+    answer = persona.answer(question)
+    if persona.answer_with_mcp and query.group("tool_id"):
+        tool = bridge_reply_tool(request)
+        if tool:
+            return tool_call(tool, {"message_id": query.group("tool_id"), "answer": answer},
+                             "Answer the peer's query with the bridge's reply tool")
+        deferred = [n for n in deferred_tools(request) if BRIDGE_REPLY_TOOL_RE.match(n)]
+        if deferred and search and "ToolSearch" in tool_names(request):
+            return tool_call("ToolSearch", {"query": f"select:{deferred[0]}", "max_results": 1},
+                             "Load the bridge's reply tool")
+    return bash(fill_answer(query.group("block"), answer), "Answer the peer's query")
+
+
+def own_tool_uses(request: dict) -> dict[str, dict]:
+    """This stub's tool_use blocks in the conversation, by id."""
+    out = {}
+    for m in request.get("messages") or []:
+        if m.get("role") == "assistant" and isinstance(m.get("content"), list):
+            for b in m["content"]:
+                if isinstance(b, dict) and b.get("type") == "tool_use" and str(b.get("id", "")).startswith(TOOL_ID_PREFIX):
+                    out[b["id"]] = b
+    return out
+
+
 def rule_a_tool_result(persona: Persona, request: dict) -> dict | None:
-    """A result of our own tool call: say it is done, unless the result is a
-    peer's reply that asks something back; then answer with the command the
-    reply's first line gives."""
+    """A result of our own tool call:
+    - of ToolSearch (the reply tool loaded): answer the query that led to it;
+    - a query (the output of listen or check-inbox): answer it;
+    - a peer's reply that asks something back: answer with the command its
+      first line gives;
+    - else say it is done."""
     results = own_tool_results(newest_user_message(request))
     if not results:
         return None
+    uses = own_tool_uses(request)
+    if any(uses.get(b.get("tool_use_id"), {}).get("name") == "ToolSearch" for b in results):
+        messages = request.get("messages") or []
+        newest = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+        earlier = "\n".join(message_text(m) for m in messages[:newest])
+        action = answer_query(persona, request, earlier, search=False)
+        if action is not None:
+            return action
     result = "\n".join(block_text(b) for b in results)
-    line = REPLY_LINE_RE.search(result)
-    fenced = peer_texts(result)
+    action = answer_query(persona, request, result)
+    if action is not None:
+        return action
+    line = REPLY_RE.search(result)
+    fenced = peer_texts(result[line.end():]) if line else []
     if line and fenced and fenced[0].rstrip().endswith("?"):
-        return bash(
-            fill_answer(line.group(1).strip(), persona.clarification),
-            "Answer the peer's clarifying question",
-        )
+        return bash(fill_answer(line.group("block"), persona.clarification),
+                    "Answer the peer's clarifying question")
     first = next((l for l in result.splitlines() if l.strip()), "(no output)")
     return text(f"Done. {first.strip()}")
 
 
 def rule_b_answer_query(persona: Persona, request: dict) -> dict | None:
-    """A peer's query (a wake-up): answer it with the command it gives."""
-    words = newest_user_text(request)
-    found = ANSWER_WITH_RE.search(words)
-    if not found:
-        return None
-    after = words[found.end():]
-    fenced = peer_texts(after) or peer_texts(words)
-    question = fenced[0] if fenced else ""
-    offered = {t.get("name") for t in request.get("tools") or [] if isinstance(t, dict)}
-    message = re.search(r"\breply (msg-[a-z0-9]{12})\b", found.group(1))
-    if persona.answer_with_mcp and MCP_REPLY_TOOL in offered and message:
-        return {
-            "type": "tool_use",
-            "tool": MCP_REPLY_TOOL,
-            "input": {"message_id": message.group(1), "answer": persona.answer(question)},
-            "description": "Answer the peer's query with the bridge's reply tool",
-        }
-    return bash(
-        fill_answer(found.group(1).strip(), persona.answer(question)),
-        "Answer the peer's query",
-    )
+    """A peer's query (a wake-up): answer it as the text says."""
+    return answer_query(persona, request, newest_user_text(request))
 
 
 def rule_c_run_exactly(persona: Persona, request: dict) -> dict | None:
