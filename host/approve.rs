@@ -16,7 +16,9 @@
 //!   (so no `--bridge-dir`, `--session`, `--guest` or `--cache-dir`);
 //! - it may end in one here-document with a quoted delimiter
 //!   (`… - <<'EOF'`, the body, `EOF`), whose body the shell passes as it
-//!   is; nothing may follow the closing line.
+//!   is; nothing may follow the closing line, and the operator stands
+//!   alone (`3<<'EOF'` would feed another file descriptor);
+//! - no option value starts with `-`, so none can pass for an option.
 //!
 //! The bridge's own MCP tools (the plugin's `bridge` server, named
 //! `mcp__plugin_session-bridge_bridge__<tool>` by Claude Code) are approved
@@ -128,7 +130,11 @@ pub fn approved(command: &str) -> Option<&'static str> {
                 }
             }
             "--in-reply-to" => {
-                args.next()?;
+                // A value clap could read as an option is refused here, not
+                // left to clap.
+                if args.next()?.starts_with('-') {
+                    return None;
+                }
             }
             // Any other option, or content that clap could read as one.
             other if other.starts_with('-') => return None,
@@ -156,6 +162,11 @@ fn split_heredoc(command: &str) -> Option<(&str, bool)> {
     let Some(op) = first.rfind("<<'") else {
         return Some((command, false));
     };
+    // `3<<'EOF'` feeds file descriptor 3, not standard input: what would
+    // run is not what was read. The operator must stand alone as a word.
+    if !first[..op].ends_with([' ', '\t']) {
+        return None;
+    }
     let delimiter = first[op + 3..].strip_suffix('\'')?;
     let plain = !delimiter.is_empty()
         && delimiter
@@ -257,6 +268,17 @@ mod tests {
                 "bridge-host run reply msg-0dzhx0wgcik9 - <<'EOF'\nbody\nEOF\n",
                 "reply",
             ),
+            // The commands the guest's text shows, filled in.
+            (
+                "bridge-host run reply msg-0dzhx0wgcik9 - <<'ANSWER_t4k8q0zd'\n`init()` is now \
+                 `setup()`; $HOME $(id) !! 'q' \"d\" \\\nEOF\nANSWER_t4k8q0zd",
+                "reply",
+            ),
+            (
+                "bridge-host run ask k3x9q2 --in-reply-to msg-0dzhx0wgcik9 - \
+                 <<'ANSWER_t4k8q0zd'\nThe v2 API.\r\nANSWER_t4k8q0zd",
+                "ask",
+            ),
         ] {
             assert_eq!(approved(command), Some(verb), "{command}");
         }
@@ -343,6 +365,13 @@ mod tests {
             "bridge-host run reply msg-0dzhx0wgcik9 '--guest=/tmp/evil.wasm'",
             "bridge-host run listen --timeout 5s",
             "bridge-host run send k3x9q2 query x --guest-setting a=b",
+            // A numbered here-document feeds another file descriptor.
+            "bridge-host run reply msg-0dzhx0wgcik9 - 3<<'EOF'\nx\nEOF",
+            "bridge-host run reply msg-0dzhx0wgcik9 - 0<<'EOF'\nx\nEOF",
+            "bridge-host run reply msg-0dzhx0wgcik9 -<<'EOF'\nx\nEOF",
+            // An option value that clap could take for an option.
+            "bridge-host run ask k3x9q2 --in-reply-to --guest x.wasm",
+            "bridge-host run ask k3x9q2 --in-reply-to -x 'q'",
         ];
         for command in hostile {
             assert_eq!(approved(command), None, "approved: {command}");

@@ -433,8 +433,9 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
-/// Content from an argument, or from standard input for `-`, refusing
-/// more than the guest accepts before reading it all.
+/// Content from an argument, or from standard input for `-` less one
+/// final line break, refusing more than the guest accepts before reading
+/// it all.
 fn content(arg: String, limit: u64) -> Result<String> {
     if arg != "-" {
         return Ok(arg);
@@ -442,9 +443,15 @@ fn content(arg: String, limit: u64) -> Result<String> {
     let mut bytes = Vec::new();
     io::stdin()
         .lock()
-        .take(limit + 1)
+        .take(limit + 2)
         .read_to_end(&mut bytes)
         .context("cannot read the content from standard input")?;
+    // A here-document, `echo` and most editors end the text with a line
+    // break that is not part of it: one final "\n" is dropped, so that an
+    // answer written in a here-document arrives byte for byte.
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
     if bytes.len() as u64 > limit {
         bail!(
             "the content on standard input is over the limit of {limit} bytes; send a summary \
@@ -540,11 +547,20 @@ impl Place {
             Some(dir) => absolute(dir)?,
             None => working_dir.clone(),
         };
+        let agent_session = global.agent_session.clone().filter(|s| !s.is_empty());
+        // Claude Code sets CLAUDE_CODE_SESSION_ID for its Bash tool: the
+        // command comes from an agent, which receipts record and which is
+        // told it may answer with the bridge's MCP tools too.
+        let caller = if agent_session.is_some() {
+            wit::Caller::AgentShell
+        } else {
+            wit::Caller::Terminal
+        };
         Ok(Place {
             working_dir,
             project_dir,
-            agent_session: global.agent_session.clone().filter(|s| !s.is_empty()),
-            caller: wit::Caller::Terminal,
+            agent_session,
+            caller,
             agent_process: None,
             client: None,
         })

@@ -965,6 +965,21 @@ impl<P: Platform> Bridge<P> {
         Ok(full)
     }
 
+    /// The project whose history `history` and `thread` read: the acting
+    /// session's when a session is given (`--session`, or the agent's own),
+    /// whatever the working directory; else the working directory's.
+    fn acting_project(&self, context: &Context) -> String {
+        if context.session.is_none() && context.agent_session.is_none() {
+            return context.project_dir.clone();
+        }
+        let acting = match self.identify(context) {
+            Ok(Some((_, Some(manifest)))) => Some(manifest),
+            Ok(Some((id, None))) => self.manifest(&id).ok(),
+            _ => None,
+        };
+        acting.map_or_else(|| context.project_dir.clone(), |m| m.project_path)
+    }
+
     /// `history`.
     pub(crate) fn history(
         &self,
@@ -972,7 +987,8 @@ impl<P: Platform> Bridge<P> {
         query: &HistoryQuery,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<HistoryEntry>> {
-        validate_project_dir(&context.project_dir)?;
+        let project = self.acting_project(context);
+        validate_project_dir(&project)?;
         let peer = query.peer.as_deref().map(SessionId::parse).transpose()?;
         let limit = match query.limit {
             None => DEFAULT_HISTORY_LIMIT,
@@ -991,7 +1007,7 @@ impl<P: Platform> Bridge<P> {
             }
             Some(n) => n,
         };
-        let Some(key) = self.archive_key_of(&context.project_dir) else {
+        let Some(key) = self.archive_key_of(&project) else {
             return Ok(Vec::new());
         };
         let filter = Filter::new(peer.as_ref().map(SessionId::as_str), query.grep.as_deref());
@@ -1071,10 +1087,11 @@ impl<P: Platform> Bridge<P> {
         warnings: &mut Vec<String>,
     ) -> Result<Vec<Message>> {
         let id = MessageId::parse(id)?;
-        validate_project_dir(&context.project_dir)?;
+        let project = self.acting_project(context);
+        validate_project_dir(&project)?;
         // Every message known here: id -> (message or where its line is, parent).
         let mut known: HashMap<String, Known> = HashMap::new();
-        let key = self.archive_key_of(&context.project_dir);
+        let key = self.archive_key_of(&project);
         if let Some(key) = &key {
             let log = self.layout.archive_log(key);
             let mut order = 0u64;

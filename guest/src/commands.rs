@@ -40,21 +40,56 @@ pub(crate) fn on_message(verb: &str, id: &str) -> String {
     }
 }
 
-/// How to answer a received message.
+/// The placeholder a shown command has for the words the reader writes.
+pub(crate) const ANSWER_PLACEHOLDER: &str = "<answer>";
+
+/// How to answer a received message: the reply tool for an MCP client; for
+/// an agent's shell or the wake hook, the bridge's MCP tool or a command;
+/// for a terminal, the command. The command takes the answer on standard
+/// input from a here-document whose quoted delimiter carries a fresh
+/// random tag, so the shell takes every byte of the answer literally
+/// (backticks, `$`, `!`, quotes, backslashes, a line that reads `EOF`) and
+/// the plugin's approval hook passes it unasked. The first line ends in a
+/// colon; the command follows on lines of its own.
 pub(crate) fn reply(id: &str) -> String {
     if mcp() {
-        format!("the reply tool with message_id {id}")
-    } else {
-        format!("bridge-host run reply {id} \"<answer>\"")
+        return format!("Answer with: the reply tool with message_id {id}");
     }
+    answer_with(
+        "Answer with",
+        &format!("the reply tool of the bridge's MCP server (message_id {id})"),
+        &format!("bridge-host run reply {id} -"),
+    )
 }
 
-/// How to answer a peer's reply that asks something back.
-pub(crate) fn ask(peer: &str) -> String {
+/// How to answer a peer's reply (`reply_id`) that asks something back: a
+/// new question to `peer` that follows up on that reply.
+pub(crate) fn ask(peer: &str, reply_id: &str) -> String {
     if mcp() {
-        format!("the ask tool with peer {peer}")
+        return format!(
+            "If it asks you something, answer with: the ask tool with peer {peer} and \
+             in_reply_to {reply_id}"
+        );
+    }
+    answer_with(
+        "If it asks you something, answer with",
+        &format!("the ask tool of the bridge's MCP server (peer {peer}, in_reply_to {reply_id})"),
+        &format!("bridge-host run ask {peer} --in-reply-to {reply_id} -"),
+    )
+}
+
+/// `lead` and either `tool` or `command` fed by a quoted here-document,
+/// which a person at a terminal is shown alone.
+fn answer_with(lead: &str, tool: &str, command: &str) -> String {
+    let delimiter = format!("ANSWER_{}", crate::ids::random_token(8));
+    let block = format!("{command} <<'{delimiter}'\n{ANSWER_PLACEHOLDER}\n{delimiter}");
+    if READER.with(Cell::get) == Caller::Terminal {
+        format!("{lead} this command, your answer in place of {ANSWER_PLACEHOLDER}:\n{block}")
     } else {
-        format!("bridge-host run ask {peer} \"<answer>\"")
+        format!(
+            "{lead} {tool}, or with this command, your answer in place of \
+             {ANSWER_PLACEHOLDER}:\n{block}"
+        )
     }
 }
 
@@ -79,20 +114,63 @@ mod tests {
     #[test]
     fn a_terminal_gets_command_lines_and_an_mcp_client_gets_tool_calls() {
         address(Caller::Terminal);
-        assert_eq!(reply("msg-a"), "bridge-host run reply msg-a \"<answer>\"");
+        let text = reply("msg-a");
+        let (first, block) = text.split_once('\n').unwrap();
+        assert_eq!(
+            first,
+            "Answer with this command, your answer in place of <answer>:"
+        );
+        let lines: Vec<&str> = block.lines().collect();
+        let delimiter = lines[0]
+            .strip_prefix("bridge-host run reply msg-a - <<'")
+            .and_then(|rest| rest.strip_suffix('\''))
+            .unwrap();
+        assert!(delimiter.starts_with("ANSWER_") && delimiter.len() == 15, "{delimiter}");
+        assert_eq!(lines[1..], ["<answer>", delimiter]);
         assert_eq!(
             on_message("receive", "msg-a"),
             "bridge-host run receive msg-a"
         );
         assert_eq!(plain("peers"), "bridge-host run peers");
+        address(Caller::AgentShell);
+        let text = ask("a1b2c3", "msg-b");
+        assert!(
+            text.starts_with(
+                "If it asks you something, answer with the ask tool of the bridge's MCP server \
+                 (peer a1b2c3, in_reply_to msg-b), or with this command, your answer in place \
+                 of <answer>:\nbridge-host run ask a1b2c3 --in-reply-to msg-b - <<'ANSWER_"
+            ),
+            "{text}"
+        );
         address(Caller::Mcp);
-        assert_eq!(reply("msg-a"), "the reply tool with message_id msg-a");
+        assert_eq!(
+            reply("msg-a"),
+            "Answer with: the reply tool with message_id msg-a"
+        );
         assert_eq!(
             on_message("receive", "msg-a"),
             "the receive tool with message_id msg-a"
         );
         assert_eq!(plain("check-inbox"), "the check_inbox tool");
-        assert_eq!(ask("a1b2c3"), "the ask tool with peer a1b2c3");
+        assert_eq!(
+            ask("a1b2c3", "msg-b"),
+            "If it asks you something, answer with: the ask tool with peer a1b2c3 and \
+             in_reply_to msg-b"
+        );
+        address(Caller::Terminal);
+    }
+
+    #[test]
+    fn no_shown_command_puts_the_answer_in_double_quotes() {
+        for caller in [Caller::Terminal, Caller::AgentShell, Caller::WakeHook] {
+            address(caller);
+            for text in [reply("msg-a"), ask("a1b2c3", "msg-b")] {
+                assert!(!text.contains("\"<answer>\""), "{text}");
+                assert!(!text.contains("'<answer>'"), "{text}");
+                // Two here-documents never share a delimiter.
+                assert_ne!(reply("msg-a"), reply("msg-a"));
+            }
+        }
         address(Caller::Terminal);
     }
 }

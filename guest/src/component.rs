@@ -164,6 +164,7 @@ impl From<wit::InvocationContext> for crate::Context {
             bridge_dir: c.bridge_dir,
             caller: match c.caller {
                 wit::Caller::Terminal => crate::Caller::Terminal,
+                wit::Caller::AgentShell => crate::Caller::AgentShell,
                 wit::Caller::WakeHook => crate::Caller::WakeHook,
                 wit::Caller::SessionHook => crate::Caller::SessionHook,
                 wit::Caller::Mcp => crate::Caller::Mcp,

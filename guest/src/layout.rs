@@ -10,7 +10,7 @@
 //! sessions/<id>/outbox/<msg>.json    copies of sent messages (reference)
 //! sessions/<id>/waiting/<msg>        replies an `ask` or `receive` waits for
 //! sessions/<id>/pings/<peer>         when this session last pinged or answered a ping of <peer>
-//! sessions/<id>/threads/<peer>       the last reply taken from that peer
+//! sessions/<id>/threads/<peer>       left by earlier versions (implicit follow-ups); removed with the session
 //! sessions/<id>/agent-session        the agent session that registered it
 //! sessions/<id>/agent-process        the agent process behind it, as the host names it
 //! sessions/<id>/receipts/<msg>.<stage>  a step a message this session sent reached

@@ -49,10 +49,6 @@ pub struct Pending {
     pub modified: Option<SystemTime>,
 }
 
-/// A query sent within this long of taking a reply from the same peer
-/// follows up on that reply (see `follow_up_to`).
-pub(crate) const FOLLOW_UP_WINDOW: Duration = Duration::from_secs(600);
-
 thread_local! {
     /// Pending files already read by this instance, by path, with their
     /// content dropped (see `load_pending_cached`).
@@ -631,9 +627,8 @@ impl<P: Platform> Bridge<P> {
     /// place and the file is moved into `read/`: no file is created or
     /// removed, which on a busy disk is most of a commit's cost. Otherwise
     /// a marked copy is written and the `.taken` file removed. Safe to
-    /// repeat: a second run finds the file marked, or gone. A reply
-    /// taken this way is remembered as the thread with its sender (see
-    /// [`Self::follow_up_to`]). `remote` is the machine `owner` runs on,
+    /// repeat: a second run finds the file marked, or gone. `remote` is
+    /// the machine `owner` runs on,
     /// when it is a session of another machine.
     fn keep_as_read(
         &self,
@@ -710,41 +705,7 @@ impl<P: Platform> Bridge<P> {
             self.receipt_taken(message, owner, caller);
             self.archive_received(message, owner);
         }
-        if let Some(message) = message
-            && message.kind == crate::wire::Kind::Response
-            && let Some(peer) = message.sender()
-        {
-            self.remember_thread(owner, &peer, id);
-        }
         Ok(())
-    }
-
-    /// Records that the last reply `owner` took from `peer` is `reply`,
-    /// and when (`<reply-id> <epoch-ms>`).
-    fn remember_thread(&self, owner: &SessionId, peer: &SessionId, reply: &MessageId) {
-        let dir = self.layout.threads(owner);
-        if files::ensure_child_dir(&dir).is_ok() {
-            let record = format!("{} {}", reply.as_str(), clock::epoch_millis());
-            let _ = files::replace(&dir, peer.as_str(), record.as_bytes());
-        }
-    }
-
-    /// The last reply `owner` took from `peer`, if it came within
-    /// [`FOLLOW_UP_WINDOW`]: a new query to `peer` follows up on it. When a
-    /// reply asks something back, the asker answers with a new query (the
-    /// reference's clarification loop), and this keeps that conversation
-    /// one thread for the peer; a question asked long after starts a new
-    /// one.
-    pub(crate) fn follow_up_to(&self, owner: &SessionId, peer: &SessionId) -> Option<MessageId> {
-        let path = self.layout.threads(owner).join(peer.as_str());
-        let bytes = files::read_bounded(&path, 64).ok()?;
-        let text = std::str::from_utf8(&bytes).ok()?;
-        let (id, at) = text.trim().split_once(' ')?;
-        let at: u64 = at.parse().ok()?;
-        if clock::epoch_millis().saturating_sub(at) > FOLLOW_UP_WINDOW.as_millis() as u64 {
-            return None;
-        }
-        MessageId::parse(id).ok()
     }
 
     /// Returns lapsed claims to the inbox. Each claim name is unique, so of

@@ -68,6 +68,7 @@ impl Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     Terminal,
+    AgentShell,
     WakeHook,
     SessionHook,
     Mcp,
@@ -79,6 +80,7 @@ impl Caller {
     pub fn as_str(self) -> &'static str {
         match self {
             Caller::Terminal => "terminal",
+            Caller::AgentShell => "agent-shell",
             Caller::WakeHook => "wake-hook",
             Caller::SessionHook => "session-hook",
             Caller::Mcp => "mcp",

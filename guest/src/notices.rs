@@ -20,6 +20,13 @@ pub(crate) const PING_EXCHANGE_WINDOW: Duration = Duration::from_secs(60);
 /// The most session-ended notices shown with one delivery.
 const MAX_NOTICES: usize = 16;
 
+/// Sorts notices oldest first, by their timestamp, then ID.
+pub(crate) fn oldest_first(waiting: &mut [Pending]) {
+    waiting.sort_by(|a, b| {
+        (&a.message.timestamp, &a.message.id).cmp(&(&b.message.timestamp, &b.message.id))
+    });
+}
+
 impl<P: Platform> Bridge<P> {
     /// Remembers that `me` pinged `peer`, or answered its ping, now.
     /// Failing to remember costs at most one extra answer, so it is a
@@ -87,9 +94,7 @@ impl<P: Platform> Bridge<P> {
         mut waiting: Vec<Pending>,
         warnings: &mut Vec<String>,
     ) -> Vec<Message> {
-        waiting.sort_by(|a, b| {
-            (&a.message.timestamp, &a.message.id).cmp(&(&b.message.timestamp, &b.message.id))
-        });
+        oldest_first(&mut waiting);
         let mut taken = Vec::new();
         for pending in waiting.into_iter().take(MAX_NOTICES) {
             match self.claim(me, &pending, warnings) {

@@ -130,18 +130,18 @@ fn delivered_text(delivery: &Delivery) -> String {
     let who = sender_label(m);
     let first = match (m.kind, m.in_reply_to.as_deref()) {
         (Kind::Query, None) => format!(
-            "Query from {who}. Answer with: {}",
+            "Query from {who}. {}",
             crate::commands::reply(&m.id)
         ),
         (Kind::Query, Some(earlier)) => format!(
-            "Query from {who}, following up on {}. Answer with: {}",
+            "Query from {who}, following up on {}. {}",
             one_line(earlier),
             crate::commands::reply(&m.id)
         ),
         (Kind::Response, earlier) => format!(
-            "Reply from {who} to your message {}. If it asks you something, answer with: {}",
+            "Reply from {who} to your message {}. {}",
             one_line(earlier.unwrap_or("-")),
-            crate::commands::ask(&token(&m.from))
+            crate::commands::ask(&token(&m.from), &token(&m.id))
         ),
         (Kind::Ping, _) if delivery.answered_ping.is_some() => format!(
             "Ping from {who}: it connected to this session and was answered. Nothing to do."
@@ -172,10 +172,10 @@ fn notices_text(notices: &[Message]) -> String {
 /// A reply that `ask` or `receive` waited for.
 fn response_text(message: &Message) -> String {
     format!(
-        "Reply from {} to your query {}. If it asks you something, answer with: {}\n{}",
+        "Reply from {} to your query {}. {}\n{}",
         sender_label(message),
         one_line(message.in_reply_to.as_deref().unwrap_or("-")),
-        crate::commands::ask(&token(&message.from)),
+        crate::commands::ask(&token(&message.from), &token(&message.id)),
         fenced(message)
     )
 }
@@ -206,8 +206,30 @@ fn token(value: &str) -> String {
     }
 }
 
+/// Text that may span lines, as a terminal should show it: line breaks
+/// and tabs kept, every other control character (C0, DEL, C1) written out
+/// as an escape (`\r`, `\u{1b}`), so a peer's bytes cannot move the
+/// cursor, clear the screen, ring the bell, set the clipboard (OSC 52) or
+/// hide a line behind a carriage return. `--json` keeps content exact.
+pub(crate) fn visible(value: &str) -> std::borrow::Cow<'_, str> {
+    let shown = |c: char| !c.is_control() || c == '\n' || c == '\t';
+    if value.chars().all(shown) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 16);
+    for c in value.chars() {
+        if shown(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The peer's content between an opening line that names the message and a
-/// closing line that repeats a tag the content does not contain.
+/// closing line that repeats a tag the content does not contain. Control
+/// characters are shown escaped (see [`visible`]).
 fn fenced(m: &Message) -> String {
     let fence = loop {
         let candidate = random_token(FENCE_LEN);
@@ -225,7 +247,7 @@ fn fenced(m: &Message) -> String {
         token(&m.to),
         m.kind.as_str(),
         m.in_reply_to.as_deref().map_or("-".to_string(), token),
-        m.content
+        visible(&m.content)
     )
 }
 
@@ -532,16 +554,21 @@ mod tests {
 
     #[test]
     fn first_line_names_sender_and_the_answering_command() {
+        crate::commands::address(crate::Caller::Terminal);
         let m = query("What changed in v2?", "my-app");
         let text = response_or_delivery(&m);
-        let first = text.lines().next().unwrap();
+        let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            first,
-            format!(
-                "Query from a1b2c3 \"my-app\". Answer with: bridge-host run reply {} \"<answer>\"",
-                m.id
-            )
+            lines[0],
+            "Query from a1b2c3 \"my-app\". Answer with this command, your answer in place of \
+             <answer>:"
         );
+        let delimiter = lines[1]
+            .strip_prefix(&format!("bridge-host run reply {} - <<'", m.id))
+            .and_then(|rest| rest.strip_suffix('\''))
+            .unwrap();
+        assert_eq!(lines[2..4], ["<answer>", delimiter]);
+        assert!(lines[4].starts_with("<peer-message "), "{text}");
         assert_eq!(peer_content(&text), Some("What changed in v2?"));
     }
 
@@ -566,7 +593,7 @@ mod tests {
         // Only the real closing line ends the block.
         let fence = text
             .lines()
-            .nth(1)
+            .find(|l| l.starts_with("<peer-message "))
             .unwrap()
             .split(' ')
             .find_map(|w| w.strip_prefix("fence="));
@@ -586,10 +613,19 @@ mod tests {
             Some(&earlier),
             "lib",
         );
-        assert!(response_or_delivery(&reply).starts_with(
-            "Reply from a1b2c3 \"lib\" to your message msg-000000000001. If it asks you \
-                 something, answer with: bridge-host run ask a1b2c3 \"<answer>\"\n"
-        ));
+        crate::commands::address(crate::Caller::WakeHook);
+        let text = response_or_delivery(&reply);
+        assert!(
+            text.starts_with(&format!(
+                "Reply from a1b2c3 \"lib\" to your message msg-000000000001. If it asks you \
+                 something, answer with the ask tool of the bridge's MCP server (peer a1b2c3, \
+                 in_reply_to {id}), or with this command, your answer in place of <answer>:\n\
+                 bridge-host run ask a1b2c3 --in-reply-to {id} - <<'ANSWER_",
+                id = reply.id
+            )),
+            "{text}"
+        );
+        crate::commands::address(crate::Caller::Terminal);
         let ended = Message::new(
             &from,
             &to,
@@ -599,6 +635,25 @@ mod tests {
             "lib",
         );
         assert!(response_or_delivery(&ended).starts_with("a1b2c3 \"lib\" ended its session."));
+    }
+
+    #[test]
+    fn control_characters_in_content_are_shown_escaped_but_lines_and_tabs_kept() {
+        let hostile = "a\tb\nclip\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\rhidden\u{0}\u{9b}31m\u{7f}\r\nend";
+        let text = response_or_delivery(&query(hostile, "app"));
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+        assert_eq!(
+            peer_content(&text),
+            Some(
+                "a\tb\nclip\\u{1b}]52;c;cm0gLXJmIH4=\\u{7}\\u{1b}[2J\\rhidden\\u{0}\\u{9b}31m\\u{7f}\\r\nend"
+            )
+        );
+        assert_eq!(visible("plain\ttext\n"), "plain\ttext\n");
     }
 
     fn response_or_delivery(m: &Message) -> String {

@@ -169,15 +169,28 @@ fn replies_reach_only_the_asker_that_waits_for_them() {
         )
         .unwrap();
         let answered = waiting.join().unwrap().unwrap();
-        let first = answered.rendered.lines().next().unwrap();
+        let Outcome::Answered(reply) = &answered.outcome else {
+            panic!("{:?}", answered.outcome);
+        };
+        let lines: Vec<&str> = answered.rendered.lines().collect();
         assert_eq!(
-            first,
+            lines[0],
             format!(
                 "Reply from {} \"peer\" to your query {}. If it asks you something, answer \
-                 with: bridge-host run ask {} \"<answer>\"",
-                query.message.to, query.message.id, query.message.to
+                 with this command, your answer in place of <answer>:",
+                query.message.to, query.message.id
             )
         );
+        // The follow-up names the reply it answers, and takes any text.
+        assert!(
+            lines[1].starts_with(&format!(
+                "bridge-host run ask {} --in-reply-to {} - <<'ANSWER_",
+                query.message.to, reply.message.id
+            )),
+            "{}",
+            answered.rendered
+        );
+        assert_eq!(lines[2], "<answer>");
         assert_eq!(
             crate::render::peer_content(&answered.rendered),
             Some("the answer")
@@ -459,8 +472,15 @@ fn session_ended_notices_wait_for_a_real_message_and_show_in_status() {
     let query = taken(listen_once(root, &lib).unwrap());
     bridge(root).commit_delivery(&query.ticket).unwrap();
     run_as(root, &app, Verb::Stop);
-    // The notice alone is nothing to do: listen finds nothing.
-    let alone = listen_once(root, &lib).unwrap_err();
+    // The notice alone is nothing to do for the wake hook: it finds nothing.
+    let wake = Context {
+        caller: crate::Caller::WakeHook,
+        ..context(Some(&lib), "/p/x")
+    };
+    let listen = Verb::Listen {
+        timeout_seconds: Some(0),
+    };
+    let alone = bridge(root).run(&wake, listen.clone()).unwrap_err();
     assert!(
         matches!(alone.error, crate::BridgeError::TimedOut(0)),
         "{alone:?}"
@@ -481,7 +501,7 @@ fn session_ended_notices_wait_for_a_real_message_and_show_in_status() {
     );
     // The next real message carries the notice, once.
     send_as(root, &other, &lib, Kind::Query, "next?", None);
-    let report = listen_once(root, &lib).unwrap();
+    let report = bridge(root).run(&wake, listen.clone()).unwrap();
     assert!(
         report
             .rendered
@@ -494,8 +514,61 @@ fn session_ended_notices_wait_for_a_real_message_and_show_in_status() {
     assert_eq!(next.notices.len(), 1);
     bridge(root).commit_delivery(&next.ticket).unwrap();
     send_as(root, &other, &lib, Kind::Query, "third?", None);
-    let third = listen_once(root, &lib).unwrap();
+    let third = bridge(root).run(&wake, listen).unwrap();
     assert!(!third.rendered.contains("Also:"), "{}", third.rendered);
+}
+
+#[test]
+fn a_watched_listener_is_told_a_peer_left_when_nothing_else_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lib = start(root, "/p/lib");
+    let app = start(root, "/p/app");
+    let other = start(root, "/p/other");
+    // Peers that talked to lib tell it when they end.
+    for peer in [&app, &other] {
+        send_as(root, peer, &lib, Kind::Query, "hello?", None);
+        let query = taken(listen_once(root, &lib).unwrap());
+        bridge(root).commit_delivery(&query.ticket).unwrap();
+    }
+    run_as(root, &app, Verb::Stop);
+    // A real message pending goes first, with the notice after it.
+    send_as(root, &other, &lib, Kind::Query, "first?", None);
+    let report = listen_once(root, &lib).unwrap();
+    let first = taken(report.clone());
+    assert_eq!(first.message.content, "first?");
+    assert!(
+        report
+            .rendered
+            .contains(&format!("Also: {app} \"app\" ended its session at ")),
+        "{}",
+        report.rendered
+    );
+    bridge(root).commit_delivery(&first.ticket).unwrap();
+    // Nothing else pending: a terminal (and check-inbox) shows the notice
+    // itself rather than waiting on, or saying there is nothing.
+    run_as(root, &other, Verb::Stop);
+    let report = bridge(root)
+        .run(&context(Some(&lib), "/p/x"), Verb::CheckInbox)
+        .unwrap();
+    assert!(
+        report
+            .rendered
+            .starts_with(&format!("{other} \"other\" ended its session. Nothing to answer.\n")),
+        "{}",
+        report.rendered
+    );
+    let notice = taken(report);
+    assert_eq!(notice.message.kind, Kind::SessionEnded);
+    bridge(root).commit_delivery(&notice.ticket).unwrap();
+    // Shown once.
+    assert!(matches!(
+        bridge(root)
+            .run(&context(Some(&lib), "/p/x"), Verb::CheckInbox)
+            .unwrap()
+            .outcome,
+        Outcome::NothingPending
+    ));
 }
 
 /// A pending message file from `from` to `to`, written straight into the
@@ -585,7 +658,7 @@ fn a_commit_killed_after_deciding_is_finished_by_the_next_look_not_repeated() {
 }
 
 #[test]
-fn an_ask_follows_up_on_a_recent_reply_only() {
+fn an_ask_follows_up_only_when_the_asker_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let app = start(root, "/p/app");
@@ -593,7 +666,7 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
     let layout = Layout::new(root);
     let app_id = SessionId::parse(&app).unwrap();
     let lib_id = SessionId::parse(&lib).unwrap();
-    let ask = |question: &str| -> crate::wire::Message {
+    let ask = |question: &str, in_reply_to: Option<String>| -> crate::wire::Message {
         let failed = bridge(root)
             .run(
                 &context(Some(&app), "/p/app"),
@@ -601,7 +674,7 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
                     to: lib.clone(),
                     content: question.into(),
                     timeout_seconds: 0,
-                    in_reply_to: None,
+                    in_reply_to,
                 },
             )
             .unwrap_err();
@@ -613,26 +686,39 @@ fn an_ask_follows_up_on_a_recent_reply_only() {
         bridge(root).commit_delivery(&query.ticket).unwrap();
         query.message
     };
-    let reply_id = crate::ids::MessageId::random();
+    let first = ask("what changed in v2?", None);
+    // The reply is taken just now: the next question is still about
+    // something else unless the asker names the message it follows up.
+    let reply = bridge(root)
+        .run(
+            &context(Some(&lib), "/p/lib"),
+            Verb::Reply {
+                message_id: first.id.clone(),
+                content: "setup()".into(),
+            },
+        )
+        .unwrap();
+    let Outcome::Sent(sent) = reply.outcome else {
+        panic!("{:?}", reply.outcome);
+    };
+    let taken_reply = taken(listen_once(root, &app).unwrap());
+    bridge(root).commit_delivery(&taken_reply.ticket).unwrap();
+    // A record an earlier version left behind changes nothing either.
     let threads = layout.threads(&app_id);
     std::fs::create_dir_all(&threads).unwrap();
     let now = crate::clock::epoch_millis();
-    std::fs::write(threads.join(lib_id.as_str()), format!("{reply_id} {now}")).unwrap();
+    std::fs::write(threads.join(lib_id.as_str()), format!("{} {now}", sent.message.id)).unwrap();
     assert_eq!(
-        ask("and the config?").in_reply_to.as_deref(),
-        Some(reply_id.as_str()),
-        "a question right after a reply follows up on it"
-    );
-    let long_ago = now - crate::mailbox::FOLLOW_UP_WINDOW.as_millis() as u64 - 1_000;
-    std::fs::write(
-        threads.join(lib_id.as_str()),
-        format!("{reply_id} {long_ago}"),
-    )
-    .unwrap();
-    assert_eq!(
-        ask("a new topic").in_reply_to,
+        ask("an unrelated question", None).in_reply_to,
         None,
-        "a question long after starts a thread"
+        "a new question is not labelled a follow-up"
+    );
+    assert_eq!(
+        ask("and the config?", Some(sent.message.id.clone()))
+            .in_reply_to
+            .as_deref(),
+        Some(sent.message.id.as_str()),
+        "a question the asker says follows up does"
     );
 }
 

@@ -124,12 +124,12 @@ impl<P: Platform> Bridge<P> {
                 in_reply_to,
             } => {
                 let sender = self.me(context)?;
-                let follows = match in_reply_to {
-                    Some(id) => Some(self.known_message(&sender.0, &id)?),
-                    None => SessionId::parse(&to)
-                        .ok()
-                        .and_then(|peer| self.follow_up_to(&sender.0, &peer)),
-                };
+                // A question follows up on a message only when the asker
+                // says so: a new question about something else, asked soon
+                // after a reply, is not labelled a follow-up.
+                let follows = in_reply_to
+                    .map(|id| self.known_message(&sender.0, &id))
+                    .transpose()?;
                 let query = self.send(
                     &sender,
                     &to,
@@ -447,13 +447,15 @@ impl<P: Platform> Bridge<P> {
         // Notices the looks passed over, to be taken with the message that
         // is delivered: the look already read them, so no second scan.
         let held: std::cell::RefCell<Vec<Pending>> = std::cell::RefCell::new(Vec::new());
+        let notices_alone = std::cell::Cell::new(false);
         let select = |p: &Pending, awaited: &HashMap<String, u64>| -> Pick {
             if p.message.from == me.as_str() {
                 return Pick::Skip;
             }
             // A peer's session-ended notice gives the agent nothing to do: it
-            // waits for a real message and is shown with it.
-            if p.message.kind == Kind::SessionEnded {
+            // waits for a real message and is shown with it (or alone, to a
+            // watched listener that found nothing else pending).
+            if p.message.kind == Kind::SessionEnded && !notices_alone.get() {
                 let mut held = held.borrow_mut();
                 if !held.iter().any(|h| h.message.id == p.message.id) {
                     held.push(p.clone());
@@ -476,43 +478,102 @@ impl<P: Platform> Bridge<P> {
                 None => Pick::Take,
             }
         };
-        loop {
-            let Some(mut delivery) = self.wait_on_inbox(&me, deadline, warnings, select)? else {
-                return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
-            };
-            let message = &delivery.message;
-            if message.kind == Kind::Ping {
-                if self.is_pong(&me, message) {
-                    // The answer to this session's own ping: taken silently,
-                    // never answered, never shown.
-                    if let Err(err) = self.commit(&delivery.ticket) {
-                        warnings.push(format!("could not file the ping {}: {err}", message.id));
-                    }
-                    continue;
-                }
-                if let Some(peer) = message.sender().filter(|p| self.session_exists(p)) {
-                    let id = MessageId::parse(&message.id)?;
-                    let mut pong = Message::new(
-                        &me,
-                        &peer,
-                        Kind::Ping,
-                        PING_CONTENT.into(),
-                        Some(&id),
-                        &mine.project_name,
-                    );
-                    match self.deliver(&mut pong, warnings) {
-                        Ok(()) => {
-                            self.record_ping_exchange(&me, &peer, warnings);
-                            delivery.answered_ping = Some(pong);
-                            delivery.silent = true;
-                        }
-                        Err(err) => warnings.push(format!("could not answer the ping: {err}")),
-                    }
+        // The wake hook holds a peer's session-ended notice back, so that it
+        // never wakes an agent for nothing. A listener someone watches (a
+        // terminal, an agent's `listen` loop, an MCP client) is told that a
+        // peer left when nothing else is pending, instead of waiting on.
+        if self.caller.get() != crate::Caller::WakeHook {
+            while let Some(claimed) =
+                self.wait_on_inbox(&me, Some(Instant::now()), warnings, &select)?
+            {
+                if let Some(delivery) =
+                    self.deliver_to_listener(&me, &mine, claimed, &held, warnings)?
+                {
+                    return Ok(delivery);
                 }
             }
-            delivery.notices = self.take_notices(&me, held.take(), warnings);
-            return Ok(delivery);
+            if let Some(delivery) = self.notice_alone(&me, held.take(), warnings)? {
+                return Ok(delivery);
+            }
+            notices_alone.set(true);
         }
+        loop {
+            let Some(claimed) = self.wait_on_inbox(&me, deadline, warnings, &select)? else {
+                return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
+            };
+            if let Some(delivery) = self.deliver_to_listener(&me, &mine, claimed, &held, warnings)? {
+                return Ok(delivery);
+            }
+        }
+    }
+
+    /// The oldest of `waiting`, the session-ended notices a look passed
+    /// over, as a delivery of its own, with the rest shown after it; None
+    /// when another listener took them all.
+    fn notice_alone(
+        &self,
+        me: &SessionId,
+        mut waiting: Vec<Pending>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Delivery>> {
+        crate::notices::oldest_first(&mut waiting);
+        for at in 0..waiting.len() {
+            if let Some((message, ticket)) = self.claim(me, &waiting[at], warnings)? {
+                let rest = waiting.split_off(at + 1);
+                return Ok(Some(Delivery {
+                    message,
+                    ticket,
+                    answered_ping: None,
+                    silent: false,
+                    notices: self.take_notices(me, rest, warnings),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finishes a delivery `listen` claimed: a ping is answered, and the
+    /// notices the looks passed over (`held`) are taken with it. None for
+    /// the answer to this session's own ping, which is filed silently and
+    /// never shown: the listener waits on.
+    fn deliver_to_listener(
+        &self,
+        me: &SessionId,
+        mine: &Manifest,
+        mut delivery: Delivery,
+        held: &std::cell::RefCell<Vec<Pending>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Delivery>> {
+        let message = &delivery.message;
+        if message.kind == Kind::Ping {
+            if self.is_pong(me, message) {
+                if let Err(err) = self.commit(&delivery.ticket) {
+                    warnings.push(format!("could not file the ping {}: {err}", message.id));
+                }
+                return Ok(None);
+            }
+            if let Some(peer) = message.sender().filter(|p| self.session_exists(p)) {
+                let id = MessageId::parse(&message.id)?;
+                let mut pong = Message::new(
+                    me,
+                    &peer,
+                    Kind::Ping,
+                    PING_CONTENT.into(),
+                    Some(&id),
+                    &mine.project_name,
+                );
+                match self.deliver(&mut pong, warnings) {
+                    Ok(()) => {
+                        self.record_ping_exchange(me, &peer, warnings);
+                        delivery.answered_ping = Some(pong);
+                        delivery.silent = true;
+                    }
+                    Err(err) => warnings.push(format!("could not answer the ping: {err}")),
+                }
+            }
+        }
+        delivery.notices = self.take_notices(me, held.take(), warnings);
+        Ok(Some(delivery))
     }
 
     fn wait_for_reply(
