@@ -2,7 +2,7 @@
 
 use std::process::Child;
 
-use crate::util::{World, parse_listen, parse_reply};
+use crate::util::{World, answer_command, parse_listen, parse_reply};
 
 fn finish(child: Child) -> (i32, String, String) {
     let out = child.wait_with_output().unwrap();
@@ -13,7 +13,8 @@ fn finish(child: Child) -> (i32, String, String) {
     )
 }
 
-/// Listens once in `project` and returns (header fields, content).
+/// Listens once in `project` and returns (header fields, content); the
+/// whole text is the field `TEXT`.
 fn listen(
     w: &World,
     project: &std::path::Path,
@@ -22,7 +23,9 @@ fn listen(
         .cmd(project)
         .args(["run", "listen", "--timeout", "20"])
         .ok();
-    parse_listen(&out)
+    let (mut fields, content) = parse_listen(&out);
+    fields.insert("TEXT".into(), out);
+    (fields, content)
 }
 
 #[test]
@@ -114,16 +117,19 @@ fn the_clarification_loop_keeps_one_thread_from_question_to_answer() {
         back["FIRST_LINE"],
         format!(
             "Reply from {lib_id} \"lib\" to your query {}. If it asks you something, answer \
-             with: bridge-host run ask {lib_id} \"<answer>\"",
+             with this command, your answer in place of <answer>:",
             q1["MESSAGE_ID"]
         )
     );
 
-    // The app answers with the command that line gives; the library sees
+    // The app answers with the command the reply gives; the library sees
     // the answer as the follow-up to its own question.
+    let (words, input) = answer_command(&stdout, "from 1.4");
     let second = w
         .cmd(&app)
-        .args(["run", "ask", &lib_id, "from 1.4", "--timeout", "30"])
+        .args(&words)
+        .args(["--timeout", "30"])
+        .stdin(input)
         .spawn();
     let (q2, text) = listen(&w, &lib);
     assert_eq!(text, "from 1.4");
@@ -132,20 +138,14 @@ fn the_clarification_loop_keeps_one_thread_from_question_to_answer() {
     assert_eq!(
         q2["FIRST_LINE"],
         format!(
-            "Query from {app_id} \"app\", following up on {}. Answer with: bridge-host run \
-             reply {} \"<answer>\"",
+            "Query from {app_id} \"app\", following up on {}. Answer with this command, your \
+             answer in place of <answer>:",
             asked_back.trim(),
-            q2["MESSAGE_ID"]
         )
     );
-    w.cmd(&lib)
-        .args([
-            "run",
-            "reply",
-            &q2["MESSAGE_ID"],
-            "Rename init() to setup().",
-        ])
-        .ok();
+    let (words, input) = answer_command(&q2["TEXT"], "Rename init() to setup().");
+    assert_eq!(words[..3], ["run", "reply", q2["MESSAGE_ID"].as_str()]);
+    w.cmd(&lib).args(&words).stdin(input).ok();
     let (code, stdout, _) = finish(second);
     assert_eq!(code, 0);
     let (answer, text) = parse_listen(&stdout);
@@ -173,10 +173,12 @@ fn check_inbox_takes_a_waiting_message_without_waiting() {
     assert_eq!(
         fields["FIRST_LINE"],
         format!(
-            "Query from {app_id} \"app\". Answer with: bridge-host run reply {} \"<answer>\"",
-            query.trim()
+            "Query from {app_id} \"app\". Answer with this command, your answer in place of \
+             <answer>:"
         )
     );
+    let (words, _) = answer_command(&shown, "2.1");
+    assert_eq!(words[..4], ["run", "reply", query.trim(), "-"]);
     // Taken: the next check finds nothing, and the command it gave answers.
     assert_eq!(check(), "No new messages.\n");
     w.cmd(&lib).args(["run", "reply", query.trim(), "2.1"]).ok();

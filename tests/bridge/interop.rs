@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::util::{World, parse_listen, parse_reply};
+use crate::util::{World, answer_script, parse_listen, parse_reply};
 
 const ORIGINAL: &str = "a1b2c3";
 
@@ -173,9 +173,13 @@ fn an_original_session_asks_and_bridge_host_answers() {
     assert_eq!(
         fields["FIRST_LINE"],
         format!(
-            "Query from {ORIGINAL} \"my-app\". Answer with: bridge-host run reply \
-             msg-0dzhx0wgcik9 \"<answer>\""
+            "Query from {ORIGINAL} \"my-app\". Answer with this command, your answer in place \
+             of <answer>:"
         )
+    );
+    assert!(
+        answer_script(&out, "x").starts_with("bridge-host run reply msg-0dzhx0wgcik9 - <<'"),
+        "{out}"
     );
     assert_eq!(
         (

@@ -1,5 +1,6 @@
 //! Integration tests: every test drives the real `bridge-host` binary.
 
+mod answer_path;
 mod bad_input;
 mod cache;
 mod concurrency;

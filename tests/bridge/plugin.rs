@@ -51,15 +51,10 @@ fn slash_command(verb: &str) -> String {
         .unwrap_or_else(|| panic!("commands/{verb}.md names no command to run"))
 }
 
-/// The command a message's first line says answers it, with `<answer>`
-/// filled in as a model would.
+/// The command a message's text says answers it, with `<answer>` filled in
+/// as a model would: a Bash script with a quoted here-document.
 fn command_from_first_line(text: &str, answer: &str) -> String {
-    let first = text.lines().next().unwrap();
-    let (_, command) = first
-        .split_once(": bridge-host ")
-        .unwrap_or_else(|| panic!("the first line gives no command: {first:?}"));
-    assert!(command.contains("<answer>"), "{first}");
-    format!("bridge-host {}", command.replace("<answer>", answer))
+    crate::util::answer_script(text, answer)
 }
 
 /// One Claude Code session with the plugin enabled.
@@ -598,7 +593,8 @@ fn the_wake_hook_ignores_pings_and_wakes_claude_with_a_query() {
     assert_eq!(
         fields["FIRST_LINE"],
         format!(
-            "Query from {app_id} \"app\". Answer with: bridge-host run reply {} \"<answer>\"",
+            "Query from {app_id} \"app\". Answer with the reply tool of the bridge's MCP server \
+             (message_id {}), or with this command, your answer in place of <answer>:",
             fields["MESSAGE_ID"]
         )
     );
@@ -905,6 +901,40 @@ fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
         }
         let version = command.ok();
         assert!(version.starts_with("bridge-host "), "{version}");
+    }
+}
+
+/// With a relative entry such as `bin` on PATH, a repository's own
+/// `bin/bridge-host` must never run from the plugin's hooks or its approved
+/// commands: the shim takes only absolute PATH entries.
+#[test]
+fn the_bin_shim_never_runs_a_bridge_host_found_through_a_relative_path_entry() {
+    let w = World::new();
+    let project = w.project("p");
+    let planted = project.join("bin/bridge-host");
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    let marker = w.root.path().join("planted-ran");
+    std::fs::write(
+        &planted,
+        format!("#!/bin/sh\necho ran > '{}'\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&planted, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let cargo_bin = w.root.path().join("cargo/bin");
+    std::fs::create_dir_all(&cargo_bin).unwrap();
+    std::os::unix::fs::symlink(BIN, cargo_bin.join("bridge-host")).unwrap();
+    for relative in ["bin", "./bin", "", "bin/../bin"] {
+        let path = format!(
+            "{PLUGIN}/bin:{relative}:{}:/usr/bin:/bin",
+            cargo_bin.display()
+        );
+        let version = w
+            .sh(&project, "bridge-host --version")
+            .env("PATH", &path)
+            .ok();
+        assert!(version.starts_with("bridge-host "), "PATH={path}: {version}");
+        assert!(!marker.exists(), "PATH={path} ran the repository's bin/bridge-host");
     }
 }
 

@@ -70,3 +70,50 @@ fn the_writing_a_policy_walkthrough_works_as_written() {
         "{stdout}"
     );
 }
+
+/// No text in the repository shows an answer template in double quotes:
+/// in `"<answer>"` bash runs backticks and `$(…)` and expands `$` and `!`,
+/// so an answer with code in it either changes or stops at a permission
+/// prompt. The shown form is a quoted here-document.
+#[test]
+fn no_text_shows_a_double_quoted_answer_template() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Built here so that this file does not match itself.
+    let placeholders = ["answer", "question", "reply", "text"].map(|p| format!("<{p}>"));
+    let needles: Vec<String> = placeholders
+        .iter()
+        .flat_map(|p| [format!("\"{p}\""), format!("\\\"{p}\\\"")])
+        .collect();
+    // A template is a command line with such an argument.
+    let commands = ["bridge-host", "run reply", "run ask", "run send"];
+    let mut stack: Vec<PathBuf> = ["README.md", "docs", "plugin", "guest/src", "host", "tests", "policies", "benches"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    let mut found = Vec::new();
+    let mut read = 0;
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target" || n == "node_modules") {
+                continue;
+            }
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        read += 1;
+        for (n, line) in text.lines().enumerate() {
+            if needles.iter().any(|needle| line.contains(needle.as_str()))
+                && commands.iter().any(|c| line.contains(c))
+            {
+                found.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(read > 50, "read only {read} files");
+    assert!(found.is_empty(), "double-quoted templates:\n{}", found.join("\n"));
+}

@@ -281,19 +281,62 @@ pub fn parse_listen(text: &str) -> (BTreeMap<String, String>, String) {
 }
 
 /// The sender's project and the content of a reply that `ask` or `receive`
-/// printed, checking the first line says what a reply says.
+/// printed, checking the first line says what a reply says and the command
+/// after it follows up on this reply.
 pub fn parse_reply(text: &str) -> (String, String) {
     let (fields, content) = parse_listen(text);
     let first = &fields["FIRST_LINE"];
     assert!(first.starts_with("Reply from "), "not a reply: {text:?}");
+    let script = answer_script(text, "x");
     assert!(
-        first.ends_with(&format!(
-            "answer with: bridge-host run ask {} \"<answer>\"",
-            fields["FROM_ID"]
+        script.starts_with(&format!(
+            "bridge-host run ask {} --in-reply-to {} - <<'ANSWER_",
+            fields["FROM_ID"], fields["MESSAGE_ID"]
         )),
-        "the first line does not give the command that answers: {first:?}"
+        "the text does not give the command that answers: {text:?}"
     );
     (fields["FROM_PROJECT"].clone(), content)
+}
+
+/// The command a delivered message's text says answers it, as a shell
+/// script: the `bridge-host run …` line that opens a quoted here-document,
+/// its `<answer>` line replaced by `answer`, and the closing line. The
+/// text must give the block exactly so, and never in double quotes.
+pub fn answer_script(text: &str, answer: &str) -> String {
+    assert!(
+        !text.contains("\"<answer>\""),
+        "a double-quoted answer template: {text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("bridge-host run ") && l.contains(" - <<'ANSWER_"))
+        .unwrap_or_else(|| panic!("no answering command in: {text:?}"));
+    let delimiter = lines[at]
+        .rsplit_once("<<'")
+        .and_then(|(_, d)| d.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("no quoted delimiter: {:?}", lines[at]));
+    assert_eq!(
+        lines.get(at + 1..at + 3),
+        Some(&["<answer>", delimiter][..]),
+        "{text:?}"
+    );
+    format!("{}\n{answer}\n{delimiter}\n", lines[at])
+}
+
+/// [`answer_script`] as a shell would run it: the words of the command
+/// line after `bridge-host` (the here-document operator left out) and the
+/// standard input the here-document feeds.
+pub fn answer_command(text: &str, answer: &str) -> (Vec<String>, String) {
+    let script = answer_script(text, answer);
+    let (line, _) = script.split_once('\n').unwrap();
+    let words: Vec<String> = line
+        .split(' ')
+        .skip(1)
+        .filter(|w| !w.starts_with("<<'"))
+        .map(str::to_string)
+        .collect();
+    (words, format!("{answer}\n"))
 }
 
 /// The probe guest (tests/guests/probe), built once per test run.
