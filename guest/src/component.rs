@@ -255,7 +255,12 @@ impl From<wit::Verb> for crate::Verb {
                 messages: r
                     .messages
                     .into_iter()
-                    .map(|m| (m.from_machine, m.payload))
+                    .map(|m| crate::relay::InboundMail {
+                        from_machine: m.from_machine,
+                        payload: m.payload,
+                        signer: m.signer,
+                        signature: m.signature,
+                    })
                     .collect(),
                 last_offer: r.last_offer,
             },

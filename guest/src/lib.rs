@@ -33,6 +33,7 @@ mod notices;
 mod receipts;
 mod registry;
 pub mod relay;
+pub mod relay_keys;
 mod render;
 mod verbs;
 

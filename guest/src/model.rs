@@ -138,8 +138,8 @@ pub enum Verb {
     },
     RelayInbound {
         machine: String,
-        /// (publishing machine, payload) per message.
-        messages: Vec<(String, Vec<u8>)>,
+        /// The messages, as received.
+        messages: Vec<crate::relay::InboundMail>,
         /// Whether an unknown sender is refused rather than reported.
         last_offer: bool,
     },

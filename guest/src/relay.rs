@@ -47,6 +47,10 @@ pub const OUTBOUND_BATCH: usize = 256;
 /// the claim lease.
 pub const OUTBOUND_BYTES: usize = 16 << 20;
 
+/// How long a message waits for its sender's sent copy before it is
+/// carried without one (see `sent_copy_missing`).
+const OUTBOX_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The longest refusal reason: it quotes what came from the network.
 const MAX_REFUSAL_CHARS: usize = 300;
 
@@ -76,6 +80,20 @@ pub fn validate_machine(name: &str) -> Result<&str> {
             name.chars().take(64).collect::<String>()
         )))
     }
+}
+
+/// One message as the relay received it from the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMail {
+    /// The machine that published it, as the subject names it.
+    pub from_machine: String,
+    /// The message, unvalidated.
+    pub payload: Vec<u8>,
+    /// The publishing relay's key, as its `Bridge-Signer` header gave it
+    /// (empty when it had none).
+    pub signer: String,
+    /// Its signature, as its `Bridge-Signature` header gave it.
+    pub signature: String,
 }
 
 /// The sessions one batch of received messages named: each one's machine
@@ -224,6 +242,9 @@ impl<P: Platform> Bridge<P> {
         out: &mut RelayOutgoing,
         warnings: &mut Vec<String>,
     ) -> Result<usize> {
+        if self.sent_copy_missing(pending, out) {
+            return Ok(0);
+        }
         let Some((mut message, ticket)) = self.claim(id, pending, warnings)? else {
             return Ok(0);
         };
@@ -237,6 +258,39 @@ impl<P: Platform> Bridge<P> {
             ticket,
         });
         Ok(size)
+    }
+
+    /// Whether `pending` is from a session of this machine whose sent copy
+    /// is not in its outbox yet: a send writes the recipient's inbox first
+    /// and its outbox then, and a step carried back from the other machine
+    /// (`taken`) is accepted only for a message the outbox shows. Such a
+    /// message waits, and its sender's outbox is watched, for at most
+    /// [`OUTBOX_GRACE`] (the original's scripts keep no sent copy).
+    fn sent_copy_missing(
+        &self,
+        pending: &crate::mailbox::Pending,
+        out: &mut RelayOutgoing,
+    ) -> bool {
+        let (Ok(from), Ok(id)) = (
+            SessionId::parse(&pending.message.from),
+            MessageId::parse(&pending.message.id),
+        ) else {
+            return false;
+        };
+        let outbox = self.layout.outbox(&from);
+        if files::stat(&outbox.join(id.file_name())).is_ok() {
+            return false;
+        }
+        let young = pending
+            .modified
+            .is_some_and(|t| t.elapsed().map_or(true, |age| age < OUTBOX_GRACE));
+        if !young || !self.manifest(&from).is_ok_and(|m| m.machine.is_none()) {
+            return false;
+        }
+        if files::ensure_child_dir(&outbox).is_ok() {
+            out.watch.push(outbox.display().to_string());
+        }
+        true
     }
 
     /// `relay-inbound`: a message published by `from_machine` for this
@@ -257,21 +311,15 @@ impl<P: Platform> Bridge<P> {
     pub(crate) fn relay_inbound(
         &self,
         machine: &str,
-        messages: &[(String, Vec<u8>)],
+        messages: &[InboundMail],
         last_offer: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<InboundVerdict>> {
         let machine = validate_machine(machine)?;
         let mut known = Known::new();
         let mut checked = Vec::with_capacity(messages.len());
-        for (from_machine, payload) in messages {
-            checked.push(self.check_inbound(
-                machine,
-                from_machine,
-                payload,
-                last_offer,
-                &mut known,
-            )?);
+        for mail in messages {
+            checked.push(self.check_inbound(machine, mail, last_offer, &mut known, warnings)?);
         }
         let hold = checked
             .iter()
@@ -342,19 +390,37 @@ impl<P: Platform> Bridge<P> {
     fn check_inbound(
         &self,
         machine: &str,
-        from_machine: &str,
-        payload: &[u8],
+        mail: &InboundMail,
         last_offer: bool,
         known: &mut Known,
+        warnings: &mut Vec<String>,
     ) -> Result<Inbound> {
         let refused = |why: String| Ok(Inbound::Verdict(InboundVerdict::Refused(why)));
-        let Ok(from_machine) = validate_machine(from_machine) else {
+        let payload = mail.payload.as_slice();
+        let Ok(from_machine) = validate_machine(&mail.from_machine) else {
             return refused("the publishing machine's name is not a machine name".into());
         };
         if from_machine == machine {
             return refused(format!(
                 "it was published under this machine's own name {machine:?}"
             ));
+        }
+        match self.check_signature(
+            machine,
+            from_machine,
+            &mail.signer,
+            &mail.signature,
+            payload,
+        ) {
+            Ok(()) => {}
+            Err(crate::relay_keys::Unsigned::Missing(why)) => return refused(why),
+            Err(crate::relay_keys::Unsigned::Forged(why)) => {
+                warnings.push(format!(
+                    "SECURITY: refused a message from the network that machine \
+                     {from_machine:?} did not sign: {why}"
+                ));
+                return refused(why);
+            }
         }
         if payload.len() as u64 > MAX_MESSAGE_FILE_BYTES {
             return refused(format!(

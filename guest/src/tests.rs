@@ -921,7 +921,7 @@ fn mail_from_the_network_must_come_from_the_publishing_machine() {
     // that nothing after it can land before it.
     let verb = Verb::RelayInbound {
         machine: "here".into(),
-        messages: batch.clone(),
+        messages: crate::relay_keys::testing::signed("here", batch.clone()),
         last_offer: false,
     };
     let Outcome::RelayReceived(verdicts) = relay_run(root, verb) else {
@@ -944,7 +944,7 @@ fn mail_from_the_network_must_come_from_the_publishing_machine() {
     // rest is written once.
     let verb = Verb::RelayInbound {
         machine: "here".into(),
-        messages: batch,
+        messages: crate::relay_keys::testing::signed("here", batch),
         last_offer: true,
     };
     let Outcome::RelayReceived(verdicts) = relay_run(root, verb) else {

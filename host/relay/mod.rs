@@ -31,6 +31,11 @@ use tokio::sync::Notify;
 
 use crate::{Global, Invocation, Place, wit};
 
+mod admin;
+mod keys;
+
+use admin::{Layout, MAX_MESSAGE_BYTES};
+
 /// The most messages taken from the server in one batch.
 const INBOUND_BATCH: usize = 128;
 /// The most payload bytes in one batch of received mail, past its first
@@ -43,14 +48,6 @@ const _: () = assert!(INBOUND_BYTES >= MAX_MESSAGE_BYTES as usize);
 /// How long a publish may wait for the server's acknowledgement. It is
 /// below the claim lease (10 s), so a claim is committed before it lapses.
 const PUBLISH_ACK_WAIT: Duration = Duration::from_secs(5);
-/// How long the server waits for an acknowledgement before it delivers a
-/// message again.
-const SERVER_ACK_WAIT: Duration = Duration::from_secs(30);
-/// How long the server remembers a message ID to drop a second publish.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
-/// The largest message the stream stores: a message file's limit (7 MiB)
-/// plus room. The server's own `max_payload` must allow it (docs/relay.md).
-const MAX_MESSAGE_BYTES: i32 = 8 << 20;
 /// A pass that carried fewer items than this waits [`GATHER`] before the
 /// next look.
 const GATHER_BELOW: usize = 64;
@@ -60,23 +57,57 @@ const GATHER: Duration = Duration::from_millis(5);
 const RETRY: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RelayArgs {
-    /// The NATS server, for example nats://relay.example:4222 or
-    /// tls://relay.example:4222 (several separated by commas).
-    #[arg(long, env = "BRIDGE_RELAY_SERVER", value_name = "URL")]
-    server: String,
-    /// This machine's name on the relay: 1 to 32 characters of a-z, 0-9
-    /// and `-` [default: the host name, lowercased].
-    #[arg(long, env = "BRIDGE_RELAY_MACHINE", value_name = "NAME")]
-    machine: Option<String>,
-    /// The machine's credentials: a `.creds` file (a user JWT and its seed)
-    /// or a file holding an nkey seed (`SU...`).
-    #[arg(long, env = "BRIDGE_RELAY_CREDS", value_name = "FILE")]
-    creds: Option<PathBuf>,
-    /// Trust this CA certificate (PEM) for the server's certificate, and
-    /// require TLS.
-    #[arg(long, env = "BRIDGE_RELAY_TLS_CA", value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<RelayCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand, Clone)]
+enum RelayCommand {
+    /// With the team admin's credentials: create, or bring up to date, what
+    /// each named machine's relay uses on the server (its mail stream and
+    /// consumer, its consumer on the presence bucket, and the bucket). Run
+    /// it once per machine added, and again to change --replicas.
+    Admin {
+        /// The NATS server, as for the relay.
+        #[arg(long, env = "BRIDGE_RELAY_SERVER", value_name = "URL")]
+        server: String,
+        /// The admin's credentials (an nkey seed file or a .creds file);
+        /// never a machine's, which may not create streams.
+        #[arg(long, value_name = "FILE")]
+        creds: Option<PathBuf>,
+        /// Trust this CA certificate (PEM) for the server's certificate.
+        #[arg(long, env = "BRIDGE_RELAY_TLS_CA", value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// A machine to set up (repeat for several).
+        #[arg(long = "machine", value_name = "NAME", required = true)]
+        machines: Vec<String>,
+        #[command(flatten)]
+        team: TeamArgs,
+    },
+    /// Make a machine key: its seed goes into FILE (for --creds), its public
+    /// key is printed (for the server's configuration).
+    Keygen {
+        /// The new seed file; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Accept mail from MACHINE only when KEY signed it: for a machine
+    /// whose key changed, or to pin a key before the machine's first mail.
+    Trust {
+        /// The machine's name.
+        machine: String,
+        /// Its public key (U...), which its relay logs when it starts.
+        key: String,
+    },
+}
+
+/// Settings that every relay of a team, and the admin, must agree on.
+#[derive(clap::Args, Clone)]
+struct TeamArgs {
     /// The team's subject prefix: the machines of one team share it.
     #[arg(
         long,
@@ -103,6 +134,48 @@ pub struct RelayArgs {
         value_name = "HOURS"
     )]
     hold_hours: u64,
+    /// How many servers of a cluster keep each stream and the bucket
+    /// [default: 3 on a cluster, else 1].
+    #[arg(long, env = "BRIDGE_RELAY_REPLICAS", value_name = "N",
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: Option<u8>,
+}
+
+impl TeamArgs {
+    fn layout(&self) -> Result<Layout> {
+        check_prefix(&self.prefix)?;
+        if self.presence_ttl < 10 {
+            bail!("--presence-ttl must be at least 10 seconds");
+        }
+        Ok(Layout {
+            prefix: self.prefix.clone(),
+            hold_hours: self.hold_hours,
+            presence_ttl: self.presence_ttl,
+            replicas: self.replicas.map_or(1, usize::from),
+        })
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// The NATS server, for example nats://relay.example:4222 or
+    /// tls://relay.example:4222 (several separated by commas).
+    #[arg(long, env = "BRIDGE_RELAY_SERVER", value_name = "URL")]
+    server: String,
+    /// This machine's name on the relay: 1 to 32 characters of a-z, 0-9
+    /// and `-` [default: the host name, lowercased].
+    #[arg(long, env = "BRIDGE_RELAY_MACHINE", value_name = "NAME")]
+    machine: Option<String>,
+    /// The machine's credentials: a `.creds` file (a user JWT and its seed)
+    /// or a file holding an nkey seed (`SU...`).
+    #[arg(long, env = "BRIDGE_RELAY_CREDS", value_name = "FILE")]
+    creds: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for the server's certificate, and
+    /// require TLS.
+    #[arg(long, env = "BRIDGE_RELAY_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    team: TeamArgs,
 }
 
 /// For the SessionStart hook: when `BRIDGE_RELAY_SERVER` is set, starts
@@ -158,8 +231,39 @@ pub fn start_if_configured(global: &Global) -> Result<()> {
     Ok(())
 }
 
-/// Runs the relay until SIGTERM or SIGINT.
+/// Runs the relay until SIGTERM or SIGINT, or one of its subcommands.
 pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
+    let args = match args.command {
+        None => args.run,
+        Some(RelayCommand::Keygen { out }) => {
+            keys::keygen(&out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(RelayCommand::Trust { machine, key }) => {
+            keys::trust(&crate::bridge_dir(global)?, &machine, key.trim())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(RelayCommand::Admin {
+            server,
+            creds,
+            tls_ca,
+            machines,
+            team,
+        }) => {
+            let layout = team.layout()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the admin's runtime")?;
+            runtime.block_on(async {
+                let creds = creds.as_deref().map(keys::read_creds).transpose()?;
+                let client =
+                    connect(&server, creds.as_ref(), tls_ca.as_deref(), "admin", false).await?;
+                admin::run(client, layout, team.replicas.map(usize::from), &machines).await
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -237,6 +341,9 @@ const INBOUND_WRITERS: usize = 2;
 struct Relay {
     machine: String,
     prefix: String,
+    layout: Layout,
+    /// Signs what this relay publishes.
+    key: nkeys::KeyPair,
     out: Mutex<Invocation>,
     inbound: Vec<Mutex<Invocation>>,
     turns: Arc<Turns>,
@@ -246,11 +353,11 @@ struct Relay {
 
 impl Relay {
     fn mail_stream(&self) -> String {
-        format!("{}-mail-{}", self.prefix, self.machine)
+        self.layout.mail_stream(&self.machine)
     }
 
     fn bucket(&self) -> String {
-        format!("{}-presence", self.prefix)
+        self.layout.bucket()
     }
 
     /// Runs `verb` on one instance, off the async threads.
@@ -452,78 +559,92 @@ fn lock_bridge(bridge_dir: &std::path::Path, machine: &str) -> Result<std::fs::F
     Ok(file)
 }
 
-async fn connect(args: &RelayArgs, machine: &str) -> Result<async_nats::Client> {
+/// Connects to `server` with `creds`. A relay (`relay`) names its reply
+/// subjects after its machine, so that the server can keep other machines
+/// from reading them, and keeps trying until the server answers.
+async fn connect(
+    server: &str,
+    creds: Option<&keys::Creds>,
+    tls_ca: Option<&std::path::Path>,
+    name: &str,
+    relay: bool,
+) -> Result<async_nats::Client> {
     // The client reports a refused certificate as a bare I/O error.
-    let hint = if args.tls_ca.is_some() {
+    let hint = if tls_ca.is_some() {
         " (with --tls-ca: check that the server's certificate is signed by that CA and \
          names the host given in --server)"
     } else {
         ""
     };
     let mut options = async_nats::ConnectOptions::new()
-        .name(format!("bridge-host relay {machine}"))
-        // Replies to this machine's requests come on its own inbox
-        // subjects, which the server can keep other machines from reading.
-        .custom_inbox_prefix(format!("_INBOX_{machine}"))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(|attempt| {
-            Duration::from_millis((250 * attempt.min(8) as u64).max(100))
-        })
-        .event_callback(move |event| async move {
-            match event {
-                async_nats::Event::Connected => log("connected to the relay server"),
-                async_nats::Event::Disconnected => log(
-                    "disconnected from the relay server; messages wait here and are sent \
-                     when it is back",
-                ),
-                async_nats::Event::ServerError(err) => log(format!("the server says: {err}")),
-                async_nats::Event::ClientError(err) => log(format!("client error: {err}{hint}")),
-                other => log(format!("{other}")),
-            }
-        });
-    if let Some(creds) = &args.creds {
-        let text = std::fs::read_to_string(creds)
-            .with_context(|| format!("cannot read the credentials {}", creds.display()))?;
-        options = if text.contains("-----BEGIN NATS USER JWT-----") {
-            options
-                .credentials(&text)
-                .with_context(|| format!("{} is not a valid .creds file", creds.display()))?
-        } else {
-            let seed = text.trim();
-            if !seed.starts_with("SU") {
-                bail!(
-                    "{} holds neither a .creds file nor an nkey user seed (SU...)",
-                    creds.display()
-                );
-            }
-            options.nkey(seed.to_string())
-        };
+        .name(format!("bridge-host relay {name}"))
+        .connection_timeout(Duration::from_secs(5));
+    if relay {
+        options = options
+            // Replies to this machine's requests come on its own inbox
+            // subjects, which the server can keep other machines from reading.
+            .custom_inbox_prefix(format!("_INBOX_{name}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| {
+                Duration::from_millis((250 * attempt.min(8) as u64).max(100))
+            })
+            .event_callback(move |event| async move {
+                match event {
+                    async_nats::Event::Connected => log("connected to the relay server"),
+                    async_nats::Event::Disconnected => log(
+                        "disconnected from the relay server; messages wait here and are sent \
+                         when it is back",
+                    ),
+                    async_nats::Event::ServerError(err) => {
+                        let text = err.to_string();
+                        let why = if text.to_lowercase().contains("authorization") {
+                            " (the server does not accept this machine's key: check that its \
+                             public key is in the server's configuration, with this machine's \
+                             name)"
+                        } else {
+                            ""
+                        };
+                        log(format!("the server says: {text}{why}"))
+                    }
+                    async_nats::Event::ClientError(err) => {
+                        log(format!("client error: {err}{hint}"))
+                    }
+                    other => log(format!("{other}")),
+                }
+            });
     }
-    if let Some(ca) = &args.tls_ca {
+    match creds {
+        Some(keys::Creds::Jwt { text, .. }) => {
+            options = options
+                .credentials(text)
+                .context("the .creds file's JWT is not valid")?;
+        }
+        Some(keys::Creds::Seed(seed)) => options = options.nkey(seed.clone()),
+        None => {}
+    }
+    if let Some(ca) = tls_ca {
         if !ca.is_file() {
             bail!("the CA certificate {} does not exist", ca.display());
         }
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
+        options = options
+            .add_root_certificates(ca.to_path_buf())
+            .require_tls(true);
     }
-    let servers: Vec<async_nats::ServerAddr> = args
-        .server
+    let servers: Vec<async_nats::ServerAddr> = server
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| anyhow!("--server {:?}: {e}", args.server))?;
+        .map_err(|e| anyhow!("--server {server:?}: {e}"))?;
     options
         .connect(servers)
         .await
-        .map_err(|e| anyhow!("cannot connect to {}: {e}", args.server))
+        .map_err(|e| anyhow!("cannot connect to {server}: {e}{hint}"))
 }
 
-async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
-    check_prefix(&args.prefix)?;
-    if args.presence_ttl < 10 {
-        bail!("--presence-ttl must be at least 10 seconds");
-    }
+async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
+    let mut layout = args.team.layout()?;
+    let creds = args.creds.as_deref().map(keys::read_creds).transpose()?;
     let machine = args.machine.clone().unwrap_or_else(host_name);
     let bridge_dir = crate::bridge_dir(&global)?;
     let (component, _) = crate::GuestSource::from_global(&global)?.load(&global)?;
@@ -532,9 +653,12 @@ async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
         place.caller = wit::Caller::Relay;
         Invocation::with_component(&global, place, &component, &bridge_dir)
     };
+    let key = keys::signing_key(creds.as_ref(), &bridge_dir)?;
     let relay = Arc::new(Relay {
         machine: machine.clone(),
-        prefix: args.prefix.clone(),
+        prefix: args.team.prefix.clone(),
+        layout: layout.clone(),
+        key,
         out: Mutex::new(open()?),
         inbound: (0..INBOUND_WRITERS)
             .map(|_| open().map(Mutex::new))
@@ -553,22 +677,34 @@ async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
         )
         .await?;
     let _lock = lock_bridge(&bridge_dir, &machine)?;
-    let client = connect(&args, &machine).await?;
+    let client = connect(
+        &args.server,
+        creds.as_ref(),
+        args.tls_ca.as_deref(),
+        &machine,
+        true,
+    )
+    .await?;
+    layout.replicas = args
+        .team
+        .replicas
+        .map_or_else(|| admin::default_replicas(&client), usize::from);
     log(format!(
-        "machine {machine}, bridge directory {}, server {}",
+        "machine {machine}, bridge directory {}, server {}; signs as {}",
         bridge_dir.display(),
-        args.server
+        args.server,
+        relay.key.public_key()
     ));
     let js = jetstream::new(client.clone());
     let wake = Arc::new(Notify::new());
     let setup = tokio::select! {
-        setup = prepare(&relay, &js, &args) => Some(setup),
+        setup = prepare(&relay, &js, &layout, args.team.replicas.is_some()) => Some(setup),
         signal = crate::mcp::termination() => {
             log(format!("{signal}; stopping"));
             None
         }
     };
-    let Some((consumer, bucket)) = setup else {
+    let Some((consumer, bucket, presence_feed)) = setup else {
         return Ok(ExitCode::SUCCESS);
     };
     let sessions_changed = Arc::new(Notify::new());
@@ -585,8 +721,9 @@ async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
         tokio::spawn(presence(
             relay.clone(),
             bucket,
+            presence_feed,
             sessions_changed.clone(),
-            args.presence_ttl,
+            layout.presence_ttl,
         )),
     ];
     let signal = crate::mcp::termination().await;
@@ -602,15 +739,26 @@ async fn serve(global: Global, args: RelayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates this machine's mail stream and its consumer, and the presence
-/// bucket, retrying until the server answers.
+/// What the relay uses on the server: its mail stream's consumer, the
+/// presence bucket, and its own consumer on the bucket.
+type Setup = (
+    jetstream::consumer::Consumer<pull::Config>,
+    kv::Store,
+    (stream::Stream, jetstream::consumer::Consumer<pull::Config>),
+);
+
+/// Opens this machine's mail stream and consumer, the presence bucket and
+/// this machine's consumer on it, retrying until the server answers. The
+/// team's admin makes them (`bridge-host relay admin`); on a server that
+/// lets machines make streams, the relay makes what is missing itself.
 async fn prepare(
     relay: &Arc<Relay>,
     js: &jetstream::Context,
-    args: &RelayArgs,
-) -> (jetstream::consumer::Consumer<pull::Config>, kv::Store) {
+    layout: &Layout,
+    update: bool,
+) -> Setup {
     loop {
-        match try_prepare(relay, js, args).await {
+        match try_prepare(relay, js, layout, update).await {
             Ok(done) => return done,
             Err(err) => {
                 log(format!(
@@ -625,69 +773,77 @@ async fn prepare(
 async fn try_prepare(
     relay: &Arc<Relay>,
     js: &jetstream::Context,
-    args: &RelayArgs,
-) -> Result<(jetstream::consumer::Consumer<pull::Config>, kv::Store)> {
-    let name = relay.mail_stream();
-    let hold = Duration::from_secs(args.hold_hours.max(1) * 3600);
-    let config = stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{}.mail.{}.*", relay.prefix, relay.machine)],
-        storage: stream::StorageType::File,
-        max_age: hold,
-        duplicate_window: DUPLICATE_WINDOW.min(hold),
-        max_message_size: MAX_MESSAGE_BYTES,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    };
-    let mail = match js.get_stream(&name).await {
-        Ok(stream) => stream,
-        Err(_) => js
-            .create_stream(config)
-            .await
-            .with_context(|| format!("cannot create the stream {name}"))?,
-    };
-    let consumer = mail
-        .get_or_create_consumer(
-            "relay",
-            pull::Config {
-                durable_name: Some("relay".into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: SERVER_ACK_WAIT,
-                ..Default::default()
-            },
+    layout: &Layout,
+    update: bool,
+) -> Result<Setup> {
+    let machine = &relay.machine;
+    let admin_hint = |what: &str| {
+        format!(
+            "{what} does not exist, and this machine may not create it: the team's admin \
+             creates it with `bridge-host relay admin --machine {machine}` (see docs/relay.md)"
         )
-        .await
-        .with_context(|| format!("cannot open the consumer relay on {name}"))?;
-    let bucket_name = relay.bucket();
-    let bucket = match js.get_key_value(&bucket_name).await {
-        Ok(bucket) => bucket,
-        Err(_) => {
-            // The bucket's stream, laid out as a key-value bucket is. It is
-            // created as a stream because the client's own bucket creation
-            // first reads the account's limits, in a shape nats-server 2.9
-            // does not answer with.
-            js.create_stream(stream::Config {
-                name: format!("KV_{bucket_name}"),
-                subjects: vec![format!("$KV.{bucket_name}.>")],
-                max_messages_per_subject: 1,
-                max_age: Duration::from_secs(args.presence_ttl),
-                storage: stream::StorageType::File,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120)
-                    .min(Duration::from_secs(args.presence_ttl)),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("cannot create the bucket {bucket_name}"))?;
-            js.get_key_value(&bucket_name)
-                .await
-                .with_context(|| format!("cannot open the bucket {bucket_name}"))?
+    };
+    let ensure = async |config: stream::Config| -> Result<stream::Stream> {
+        let name = config.name.clone();
+        let exists = js.get_stream(&name).await;
+        match exists {
+            Ok(stream) if !update => Ok(stream),
+            Ok(stream) => {
+                // --replicas given: bring the stream to it, when allowed.
+                if let Err(err) = admin::ensure_stream(js, config).await {
+                    log(format!(
+                        "the stream {name} keeps its settings: {err:#} (the team's admin \
+                         changes them with `bridge-host relay admin`)"
+                    ));
+                }
+                Ok(stream)
+            }
+            Err(_) => match admin::ensure_stream(js, config).await {
+                Ok(_) => Ok(js.get_stream(&name).await?),
+                Err(err) => Err(anyhow!(
+                    "{} ({err:#})",
+                    admin_hint(&format!("the stream {name}"))
+                )),
+            },
         }
     };
-    Ok((consumer, bucket))
+    let name = relay.mail_stream();
+    let mail = ensure(layout.mail_config(machine)).await?;
+    let consumer = match mail.get_consumer(admin::MAIL_CONSUMER).await {
+        Ok(consumer) => consumer,
+        Err(_) => mail
+            .create_consumer(Layout::mail_consumer_config())
+            .await
+            .map_err(|err| {
+                anyhow!(
+                    "{} ({err})",
+                    admin_hint(&format!("the consumer {} on {name}", admin::MAIL_CONSUMER))
+                )
+            })?,
+    };
+    let bucket_stream = ensure(layout.bucket_config()).await?;
+    let bucket_name = relay.bucket();
+    let bucket = js
+        .get_key_value(&bucket_name)
+        .await
+        .with_context(|| format!("cannot open the bucket {bucket_name}"))?;
+    let feed_name = layout.presence_consumer(machine);
+    let feed = match bucket_stream.get_consumer(&feed_name).await {
+        Ok(consumer) => consumer,
+        Err(_) => bucket_stream
+            .create_consumer(layout.presence_consumer_config(machine))
+            .await
+            .map_err(|err| {
+                anyhow!(
+                    "{} ({err})",
+                    admin_hint(&format!(
+                        "the consumer {feed_name} on {}",
+                        layout.bucket_stream()
+                    ))
+                )
+            })?,
+    };
+    Ok((consumer, bucket, (bucket_stream, feed)))
 }
 
 /// Threads that wait on the folders the guest names and wake the outbound
@@ -829,6 +985,16 @@ async fn outbound(
             );
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", item.message_id.as_str());
+            match keys::sign(&relay.key, &item.to_machine, &relay.machine, &item.payload) {
+                Ok((signer, signature)) => {
+                    headers.insert("Bridge-Signer", signer.as_str());
+                    headers.insert("Bridge-Signature", signature.as_str());
+                }
+                Err(err) => {
+                    log(format!("cannot sign {}: {err:#}", item.message_id));
+                    continue;
+                }
+            }
             match js
                 .publish_with_headers(subject, headers, item.payload.clone().into())
                 .await
@@ -847,11 +1013,16 @@ async fn outbound(
                     let last = refused_machines.get(&item.to_machine);
                     if last.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
                         refused_machines.insert(item.to_machine.clone(), Instant::now());
-                        // Only a missing stream says the machine never came.
+                        // No stream answered: it was never made, or the
+                        // server holding it is down.
                         let why = match err.kind() {
                             jetstream::context::PublishErrorKind::StreamNotFound => format!(
-                                "it waits here (machine {} may never have connected its relay)",
-                                item.to_machine
+                                "it waits here and is sent again. No stream for machine {} \
+                                 answered: either the server that holds it is down (with more \
+                                 replicas, another takes over), or it was never made (the \
+                                 team's admin makes it with `bridge-host relay admin --machine \
+                                 {}`)",
+                                item.to_machine, item.to_machine
                             ),
                             _ => "it waits here and is sent again".to_string(),
                         };
@@ -983,9 +1154,20 @@ async fn deliver(
             machine: relay.machine.clone(),
             messages: messages
                 .iter()
-                .map(|m| wit::InboundMessage {
-                    from_machine: publisher(m.subject.as_str()),
-                    payload: m.payload.to_vec(),
+                .map(|m| {
+                    let header = |name: &str| {
+                        m.headers
+                            .as_ref()
+                            .and_then(|h| h.get(name))
+                            .map(|v| v.as_str().to_string())
+                            .unwrap_or_default()
+                    };
+                    wit::InboundMessage {
+                        from_machine: publisher(m.subject.as_str()),
+                        payload: m.payload.to_vec(),
+                        signer: header("Bridge-Signer"),
+                        signature: header("Bridge-Signature"),
+                    }
                 })
                 .collect(),
             last_offer,
@@ -1130,36 +1312,53 @@ async fn materialize(
 
 /// Publishes this machine's sessions to the presence bucket when they
 /// change and at a third of the TTL, and shows other machines' sessions
-/// here: each change as it comes, and a full pass at the same pace, which
-/// is also what removes the sessions of a machine whose entries expired.
-async fn presence(relay: Arc<Relay>, bucket: kv::Store, wake: Arc<Notify>, ttl: u64) {
+/// here: each change as it comes (through this machine's consumer on the
+/// bucket), and a full pass at the same pace, which is also what removes
+/// the sessions of a machine whose entries expired.
+async fn presence(
+    relay: Arc<Relay>,
+    bucket: kv::Store,
+    (bucket_stream, feed): (stream::Stream, jetstream::consumer::Consumer<pull::Config>),
+    wake: Arc<Notify>,
+    ttl: u64,
+) {
     let refresh = Duration::from_secs((ttl / 3).clamp(3, 60));
     let mut published: HashMap<String, Vec<u8>> = HashMap::new();
     let mut last_full = Instant::now() - refresh * 2;
-    let mut watcher = None;
+    let mut changes = None;
     while !relay.stopping() {
-        // The watch starts before the full pass reads the bucket, so that
+        // The feed starts before the full pass reads the bucket, so that
         // nothing put in between is missed until the next pass.
-        if watcher.is_none() {
-            watcher = bucket.watch_all().await.ok();
+        if changes.is_none() {
+            changes = feed
+                .stream()
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+                .ok();
             last_full = Instant::now() - refresh * 2;
         }
         let full = last_full.elapsed() >= refresh;
         publish_own(&relay, &bucket, &mut published, full).await;
         if full {
-            resync(&relay, &bucket).await;
+            resync(&relay, &bucket, &bucket_stream).await;
             last_full = Instant::now();
         }
         let change = async {
-            match watcher.as_mut() {
-                Some(w) => w.next().await,
+            match changes.as_mut() {
+                Some(c) => c.next().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             entry = change => match entry {
-                Some(Ok(entry)) => apply(&relay, entry).await,
-                Some(Err(_)) | None => watcher = None,
+                Some(Ok(message)) => {
+                    apply(&relay, &message).await;
+                    let _ = message.ack().await;
+                }
+                // Missed heartbeats and the like: the feed goes on.
+                Some(Err(_)) => {}
+                None => changes = None,
             },
             // A session started or stopped here (the outbound loop's
             // watch on `sessions/`), or a periodic pass.
@@ -1229,38 +1428,61 @@ fn split_key(key: &str) -> Option<(String, String)> {
     Some((machine.to_string(), session.to_string()))
 }
 
-async fn apply(relay: &Arc<Relay>, entry: kv::Entry) {
-    let Some((machine, session)) = split_key(&entry.key) else {
+/// One change read from the bucket: a put, or a delete or purge marker.
+async fn apply(relay: &Arc<Relay>, message: &jetstream::Message) {
+    let prefix = format!("$KV.{}.", relay.bucket());
+    let Some(key) = message.subject.as_str().strip_prefix(&prefix) else {
+        return;
+    };
+    let Some((machine, session)) = split_key(key) else {
         return;
     };
     if machine == relay.machine {
         return;
     }
-    match entry.operation {
-        kv::Operation::Put => {
-            let remote = vec![wit::RemoteEntry {
-                machine,
-                session_id: session,
-                payload: entry.value.to_vec(),
-            }];
-            materialize(relay, false, remote, false, Vec::new()).await;
-        }
-        kv::Operation::Delete | kv::Operation::Purge => {
-            materialize(relay, false, Vec::new(), false, vec![(machine, session)]).await;
-        }
+    let removed = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+    if removed {
+        materialize(relay, false, Vec::new(), false, vec![(machine, session)]).await;
+    } else {
+        let remote = vec![wit::RemoteEntry {
+            machine,
+            session_id: session,
+            payload: message.payload.to_vec(),
+        }];
+        materialize(relay, false, remote, false, Vec::new()).await;
     }
 }
 
-/// Reads the whole bucket and shows exactly what it holds.
-async fn resync(relay: &Arc<Relay>, bucket: &kv::Store) {
-    let keys = match bucket.keys().await {
-        Ok(keys) => keys,
+/// Reads the whole bucket and shows exactly what it holds. The keys come
+/// from the bucket stream's subjects (a stream info, which a machine may
+/// ask for), not from a consumer, which a machine may not create.
+async fn resync(relay: &Arc<Relay>, bucket: &kv::Store, bucket_stream: &stream::Stream) {
+    let prefix = format!("$KV.{}.", relay.bucket());
+    let mut subjects = match bucket_stream.info_with_subjects(format!("{prefix}>")).await {
+        Ok(subjects) => subjects,
         Err(err) => {
             log(format!("cannot list the presence bucket: {err}"));
             return;
         }
     };
-    let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+    let mut keys = Vec::new();
+    while let Some(next) = subjects.next().await {
+        match next {
+            Ok((subject, _)) => {
+                if let Some(key) = subject.strip_prefix(&prefix) {
+                    keys.push(key.to_string());
+                }
+            }
+            Err(err) => {
+                log(format!("cannot list the presence bucket: {err}"));
+                return;
+            }
+        }
+    }
     let mut remote = Vec::new();
     for key in keys {
         let Some((machine, session)) = split_key(&key) else {
