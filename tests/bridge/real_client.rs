@@ -40,6 +40,37 @@ fn the_plugin_works_in_the_real_claude_code() {
     python_scenario("tests/real_client/scenario.py", "real client", missing);
 }
 
+/// The answer catalogue (`tests/real_client/catalogue.py`): an idle session,
+/// never prompted and with no allow rule, answers a terminal's ask with
+/// backticks and a fenced block, `$HOME`, `$(…)` and `!`, quotes and
+/// backslashes, lines reading `EOF` and `ANSWER`, CRLF, non-ASCII text and a
+/// 100 KB diff, each reaching the asker byte for byte with no permission
+/// prompt: once through the bridge's MCP reply tool and once through the
+/// Bash command the text shows, on both pinned Claude Code versions
+/// (2.1.197 in `.ci/claude-code`, 2.1.332 in `.ci/claude-code-next`).
+#[test]
+fn every_answer_in_the_catalogue_arrives_byte_for_byte_by_both_paths_on_both_versions() {
+    let installed = |dir: &str| {
+        Path::new(REPO)
+            .join(dir)
+            .join("node_modules/.bin/claude")
+            .exists()
+    };
+    let missing = absent(&[
+        (
+            "Claude Code 2.1.197 (npm ci --prefix .ci/claude-code)",
+            installed(".ci/claude-code"),
+        ),
+        (
+            "Claude Code 2.1.332 (npm ci --prefix .ci/claude-code-next)",
+            installed(".ci/claude-code-next"),
+        ),
+        ("tmux", on_path("tmux")),
+        ("python3", on_path("python3")),
+    ]);
+    python_scenario("tests/real_client/catalogue.py", "catalogue", missing);
+}
+
 #[test]
 fn the_model_stand_in_follows_only_the_commands_it_was_given() {
     if !on_path("python3") {

@@ -358,9 +358,14 @@ def answer_query(persona: Persona, request: dict, words: str, search: bool = Tru
             return tool_call(tool, {"message_id": query.group("tool_id"), "answer": answer},
                              "Answer the peer's query with the bridge's reply tool")
         deferred = [n for n in deferred_tools(request) if BRIDGE_REPLY_TOOL_RE.match(n)]
-        if deferred and search and "ToolSearch" in tool_names(request):
-            return tool_call("ToolSearch", {"query": f"select:{deferred[0]}", "max_results": 1},
-                             "Load the bridge's reply tool")
+        if search and "ToolSearch" in tool_names(request):
+            if deferred:
+                return tool_call("ToolSearch", {"query": f"select:{deferred[0]}", "max_results": 1},
+                                 "Load the bridge's reply tool")
+            # Not named anywhere (2.1.332's first turn, a wake-up, lists no
+            # deferred tools): search for it by the words the text uses.
+            return tool_call("ToolSearch", {"query": "+bridge reply", "max_results": 5},
+                             "Find the bridge's reply tool")
     return bash(fill_answer(query.group("block"), answer), "Answer the peer's query")
 
 

@@ -252,6 +252,20 @@ class Rules(unittest.TestCase):
                               "content": [{"type": "text", "text": "Sent msg-zzzzzzzzzzzz"}]}]))
         self.assertEqual(ms.decide(persona, done)["type"], "text")
 
+    def test_b_mcp_reply_tool_searched_for_when_named_nowhere_332(self):
+        # 2.1.332's first turn of a session woken before anyone typed lists
+        # no deferred tools at all; ToolSearch by keyword still finds them.
+        persona = ms.PERSONAS["catalogue-mcp"]
+        req = request(user([{"type": "text", "text": QUERY_332.format(question="catalogue item 1")}]),
+                      {"role": "system", "content": "SessionStart:startup hook success: session-bridge: ..."})
+        req["tools"] += [TOOL_SEARCH]
+        action = ms.decide(persona, req)
+        self.assertEqual((action["tool"], action["input"]),
+                         ("ToolSearch", {"query": "+bridge reply", "max_results": 5}))
+        # With no ToolSearch either: the command.
+        req["tools"] = [BASH_TOOL]
+        self.assertIn("command", ms.decide(persona, req))
+
     def test_a_listen_output_query_is_answered(self):
         # `bridge-host run listen` from the Bash tool prints the query with
         # the agent's text; the stub answers it as it would a wake-up.
