@@ -214,6 +214,11 @@ def one_run(checks: Checks, path: str, binary: Path, args: argparse.Namespace) -
         lib_dir.mkdir()
         terminal.mkdir()
         started = time.monotonic()
+        # The guest compiled into the cache first, as it is on any machine
+        # that ran bridge-host before: else the hooks and the MCP server all
+        # compile it at launch (seconds in a debug build), and a session woken
+        # before its MCP server answers is offered no MCP tool on that turn.
+        bridge("run", "peers", bridge_dir=root / "warm-up", cache_dir=cache_dir)
         with Stub(root / "library.jsonl", persona=f"catalogue-{path}",
                   dump_dir=root / "requests" if args.keep else None) as stub, \
                 Claude(lib_dir, stub, bridge_dir=bridge_dir, cache_dir=cache_dir, plugin_dir=args.plugin_dir,
@@ -268,7 +273,8 @@ def one_run(checks: Checks, path: str, binary: Path, args: argparse.Namespace) -
                     mcp_replies = [a for a in actions if BRIDGE_REPLY_TOOL_RE.match(a.get("tool") or "")]
                     searches = [a for a in actions if a.get("tool") == "ToolSearch"]
                     tool_search_used |= bool(searches)
-                    woke = next((e["newest_user_text"] for e in entries if "Query from " in e["newest_user_text"]), "")
+                    woken = next((e for e in entries if "Query from " in e["newest_user_text"]), {})
+                    woke = woken.get("newest_user_text", "")
                     shown = prompts.since(t0)
                     label = f"item {number} ({what}, {len(want_bytes)} bytes)"
                     checks.check(f"{label}: the reply ask --json printed is the item byte for byte",
@@ -290,7 +296,8 @@ def one_run(checks: Checks, path: str, binary: Path, args: argparse.Namespace) -
                         ok = (offered and len(mcp_replies) == 1 and not bash_replies
                               and mcp_replies[0]["input"].get("answer") == want)
                         detail = (f"{len(mcp_replies)} MCP replies, {len(bash_replies)} Bash replies, "
-                                  f"{len(searches)} ToolSearch calls")
+                                  f"{len(searches)} ToolSearch calls; the reply tool in the wake-up's "
+                                  f"request: {woken.get('bridge_reply_tool')}")
                     checks.check(f"{label}: woken with nobody typing, answered by the {path} path the text offers",
                                  ok, detail if ok else f"{detail}; text: {woke[-600:]!r}")
                     checks.check(f"{label}: no permission prompt", not shown, "\n".join(shown)[-800:])

@@ -767,6 +767,11 @@ class Handler(BaseHTTPRequestHandler):
             }
         )
         if main:
+            # Whether the bridge's MCP reply tool was offered, named as
+            # deferred, or neither (its server not connected yet, say).
+            entry["bridge_reply_tool"] = ("offered" if bridge_reply_tool(request) else
+                                          "deferred" if any(BRIDGE_REPLY_TOOL_RE.match(n)
+                                                            for n in deferred_tools(request)) else "none")
             action = decide(self.stub.persona, request)
             entry["answer"] = dict(action)
             blocks, stop = content_blocks(action)
