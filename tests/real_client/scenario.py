@@ -242,7 +242,7 @@ def scenario(args: argparse.Namespace) -> int:
             app.type_line("/session-bridge:ask which config format should I use?")
             first = wait_turn_result(lib_stub, lib_turns, "which config format", t, watched)
             asked_back = wait_turn_result(app_stub, app_turns, CLARIFYING_QUESTION, t, watched)
-            checks.check("the library asks back, and the app answers with the command its first line gives",
+            checks.check("the library asks back, and the app answers with the command the reply gives",
                          (asked_back["answer"].get("command") or "").startswith(f"bridge-host run ask {lib_id} "),
                          repr(asked_back["answer"].get("command")))
             second = wait_turn_result(lib_stub, lib_turns + 1, "The v2 API.", t, watched)
