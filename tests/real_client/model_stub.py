@@ -292,13 +292,50 @@ def peer_texts(text: str) -> list[str]:
     return [m.group(2) for m in PEER_TEXT_RE.finditer(text)]
 
 
-def fill_answer(block: str, answer: str) -> str:
+# What the bridge tells an agent, after the command, about text its shell
+# tool will not carry.
+ESCAPES_NOTE_RE = re.compile(
+    r"\A\n\(A shell tool may refuse control characters, such as the CR of CRLF line endings: "
+    r"then add --escapes after the - and write each as \\r or \\u\{1b\}, and each backslash as "
+    r"\\\\\.\)"
+)
+
+
+def has_control(answer: str) -> bool:
+    """Whether ``answer`` holds a control character other than LF and TAB
+    (what Claude Code's Bash tool refuses in a command)."""
+    return any((ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) <= 159 for c in answer)
+
+
+def escaped(answer: str) -> str:
+    """``answer`` written as the escapes note says: each backslash doubled,
+    CR as ``\\r``, any other refused control character as ``\\u{hex}``."""
+    out = []
+    for c in answer:
+        if c == "\\":
+            out.append("\\\\")
+        elif c == "\r":
+            out.append("\\r")
+        elif has_control(c):
+            out.append("\\u{%x}" % ord(c))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def fill_answer(block: str, answer: str, after: str = "") -> str:
     """The command ``block`` (command line, ``<answer>``, delimiter) with its
     ``<answer>`` line replaced by ``answer`` verbatim, as the text asks: the
     here-document gives it to the command byte for byte (the command drops
-    the one final newline the here-document adds)."""
+    the one final newline the here-document adds). When ``answer`` holds a
+    control character the shell tool refuses and the text that follows the
+    block (``after``) gives the escapes note, ``--escapes`` goes after the
+    ``-`` and the answer is written escaped, as the note says."""
     head, placeholder, tail = block.split("\n")
     assert placeholder == "<answer>", block
+    if has_control(answer) and ESCAPES_NOTE_RE.match(after):
+        head = head.replace(" - <<'", " - --escapes <<'", 1)
+        answer = escaped(answer)
     return f"{head}\n{answer}\n{tail}"
 
 
@@ -366,7 +403,8 @@ def answer_query(persona: Persona, request: dict, words: str, search: bool = Tru
             # deferred tools): search for it by the words the text uses.
             return tool_call("ToolSearch", {"query": "+bridge reply", "max_results": 5},
                              "Find the bridge's reply tool")
-    return bash(fill_answer(query.group("block"), answer), "Answer the peer's query")
+    return bash(fill_answer(query.group("block"), answer, words[query.end():]),
+                "Answer the peer's query")
 
 
 def own_tool_uses(request: dict) -> dict[str, dict]:
@@ -405,7 +443,7 @@ def rule_a_tool_result(persona: Persona, request: dict) -> dict | None:
     line = REPLY_RE.search(result)
     fenced = peer_texts(result[line.end():]) if line else []
     if line and fenced and fenced[0].rstrip().endswith("?"):
-        return bash(fill_answer(line.group("block"), persona.clarification),
+        return bash(fill_answer(line.group("block"), persona.clarification, result[line.end():]),
                     "Answer the peer's clarifying question")
     first = next((l for l in result.splitlines() if l.strip()), "(no output)")
     return text(f"Done. {first.strip()}")
