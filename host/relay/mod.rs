@@ -159,9 +159,9 @@ impl TeamArgs {
 #[derive(clap::Args, Clone)]
 struct RunArgs {
     /// The NATS server, for example nats://relay.example:4222 or
-    /// tls://relay.example:4222 (several separated by commas).
+    /// tls://relay.example:4222 (several separated by commas). Required.
     #[arg(long, env = "BRIDGE_RELAY_SERVER", value_name = "URL")]
-    server: String,
+    server: Option<String>,
     /// This machine's name on the relay: 1 to 32 characters of a-z, 0-9
     /// and `-` [default: the host name, lowercased].
     #[arg(long, env = "BRIDGE_RELAY_MACHINE", value_name = "NAME")]
@@ -643,6 +643,12 @@ async fn connect(
 }
 
 async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
+    let Some(server) = args.server.clone() else {
+        bail!(
+            "no relay server given: pass --server URL (or set BRIDGE_RELAY_SERVER), for example \
+             --server tls://relay.example:4222"
+        );
+    };
     let mut layout = args.team.layout()?;
     let creds = args.creds.as_deref().map(keys::read_creds).transpose()?;
     let machine = args.machine.clone().unwrap_or_else(host_name);
@@ -678,7 +684,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
         .await?;
     let _lock = lock_bridge(&bridge_dir, &machine)?;
     let client = connect(
-        &args.server,
+        &server,
         creds.as_ref(),
         args.tls_ca.as_deref(),
         &machine,
@@ -692,7 +698,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
     log(format!(
         "machine {machine}, bridge directory {}, server {}; signs as {}",
         bridge_dir.display(),
-        args.server,
+        server,
         relay.key.public_key()
     ));
     let js = jetstream::new(client.clone());
