@@ -12,7 +12,8 @@
 //!   backtick, `\` or `!`, the characters a shell expands there;
 //! - its words, split by a shell-words parser, are exactly `bridge-host`,
 //!   `run`, one verb of [`ANSWER_VERBS`], then arguments, of which the only
-//!   options are `--json`, `--timeout <digits>` and `--in-reply-to <id>`
+//!   options are `--json`, `--escapes`, `--timeout <digits>` and
+//!   `--in-reply-to <id>`
 //!   (so no `--bridge-dir`, `--session`, `--guest` or `--cache-dir`);
 //! - it may end in one here-document with a quoted delimiter
 //!   (`… - <<'EOF'`, the body, `EOF`), whose body the shell passes as it
@@ -122,7 +123,7 @@ pub fn approved(command: &str) -> Option<&'static str> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-" => stdin_content = true,
-            "--json" => {}
+            "--json" | "--escapes" => {}
             "--timeout" => {
                 let value = args.next()?;
                 if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -278,6 +279,11 @@ mod tests {
                 "bridge-host run ask k3x9q2 --in-reply-to msg-0dzhx0wgcik9 - \
                  <<'ANSWER_t4k8q0zd'\nThe v2 API.\r\nANSWER_t4k8q0zd",
                 "ask",
+            ),
+            (
+                "bridge-host run reply msg-0dzhx0wgcik9 - --escapes <<'ANSWER_t4k8q0zd'\n\
+                 line one\\r\nline two\\r\nANSWER_t4k8q0zd",
+                "reply",
             ),
         ] {
             assert_eq!(approved(command), Some(verb), "{command}");

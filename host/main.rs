@@ -48,6 +48,12 @@ struct Global {
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Read content arguments with escapes: `\r`, `\n`, `\t`, `\u{1b}`
+    /// and `\\` for a backslash. For text with control characters, which
+    /// an agent's shell tool may refuse to carry (Claude Code's Bash tool
+    /// refuses a CR).
+    #[arg(long, global = true)]
+    escapes: bool,
     /// Where compiled guests are cached [default: ~/.cache/session-bridge].
     #[arg(long, global = true, env = "BRIDGE_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -467,7 +473,70 @@ fn content(arg: String, limit: u64) -> Result<String> {
     })
 }
 
-fn to_wit_verb(verb: VerbArgs, limit: u64) -> Result<wit::Verb> {
+/// `text` with its escapes (`--escapes`) turned into the characters they
+/// name: `\\`, `\n`, `\r`, `\t`, `\0` and `\u{HEX}`. Any other backslash
+/// is refused, so that a backslash meant literally is never taken for an
+/// escape or the reverse.
+fn unescape(text: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let decoded = match chars.next().map(|(_, e)| e) {
+            Some('\\') => '\\',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('t') => '\t',
+            Some('0') => '\0',
+            Some('u') => {
+                let rest = chars.as_str();
+                let hex = rest
+                    .strip_prefix('{')
+                    .and_then(|r| r.split_once('}'))
+                    .map(|(hex, _)| hex)
+                    .filter(|hex| (1..=6).contains(&hex.len()));
+                let c = hex
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                    .and_then(char::from_u32);
+                match (hex, c) {
+                    (Some(hex), Some(c)) => {
+                        for _ in 0..hex.len() + 2 {
+                            chars.next();
+                        }
+                        c
+                    }
+                    _ => bail!(
+                        "--escapes: `\\u` at byte {at} is not `\\u{{HEX}}` naming a character \
+                         (for example `\\u{{1b}}`); write a backslash as `\\\\`"
+                    ),
+                }
+            }
+            Some(other) => bail!(
+                "--escapes: `\\{other}` at byte {at} is not an escape (`\\r`, `\\n`, `\\t`, \
+                 `\\0`, `\\u{{HEX}}`); write a backslash as `\\\\`"
+            ),
+            None => bail!(
+                "--escapes: the text ends in a lone backslash; write a backslash as `\\\\`"
+            ),
+        };
+        out.push(decoded);
+    }
+    Ok(out)
+}
+
+fn to_wit_verb(verb: VerbArgs, limit: u64, escapes: bool) -> Result<wit::Verb> {
+    // Escaped text is longer than what it names (`\u{1b}` is one byte);
+    // the guest checks the limit on the decoded content.
+    let content = |arg: String, limit: u64| -> Result<String> {
+        if escapes {
+            unescape(&content(arg, limit.saturating_mul(6))?)
+        } else {
+            content(arg, limit)
+        }
+    };
     Ok(match verb {
         VerbArgs::Start => wit::Verb::Start,
         VerbArgs::Id => wit::Verb::Id,
@@ -702,7 +771,7 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
     let mut invocation =
         std::mem::ManuallyDrop::new(Invocation::open(global, Place::of_process(global)?)?);
     let verb_name = verb.name();
-    let wit_verb = to_wit_verb(verb, invocation.max_content_bytes)?;
+    let wit_verb = to_wit_verb(verb, invocation.max_content_bytes, global.escapes)?;
     let report = match invocation.run(&wit_verb)? {
         Ok(report) => report,
         Err(failure) => {
@@ -777,5 +846,23 @@ fn path_text(path: &Path) -> Result<String> {
             "{} is not valid UTF-8; session-bridge stores paths as JSON text",
             path.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape;
+
+    #[test]
+    fn escapes_name_control_characters_and_a_backslash_must_be_doubled() {
+        assert_eq!(
+            unescape(r"line one\r\nline two\r\n\tx \\ C:\\path \u{1b}[2J \u{0}\0 é").unwrap(),
+            "line one\r\nline two\r\n\tx \\ C:\\path \u{1b}[2J \u{0}\u{0} é"
+        );
+        assert_eq!(unescape("no escapes: $HOME `id`").unwrap(), "no escapes: $HOME `id`");
+        for bad in [r"C:\path", r"\u{110000}", r"\u{}", r"\u1b", r"\u{1234567}", "end\\"] {
+            let err = unescape(bad).unwrap_err().to_string();
+            assert!(err.contains("--escapes") && err.contains(r"\\"), "{bad}: {err}");
+        }
     }
 }

@@ -78,6 +78,11 @@ pub(crate) fn ask(peer: &str, reply_id: &str) -> String {
     )
 }
 
+/// What an agent is told about text its shell tool will not carry.
+pub(crate) const ESCAPES_NOTE: &str = "(A shell tool may refuse control characters, such as the \
+     CR of CRLF line endings: then add --escapes after the - and write each as \\r or \\u{1b}, \
+     and each backslash as \\\\.)";
+
 /// `lead` and either `tool` or `command` fed by a quoted here-document,
 /// which a person at a terminal is shown alone.
 fn answer_with(lead: &str, tool: &str, command: &str) -> String {
@@ -86,9 +91,11 @@ fn answer_with(lead: &str, tool: &str, command: &str) -> String {
     if READER.with(Cell::get) == Caller::Terminal {
         format!("{lead} this command, your answer in place of {ANSWER_PLACEHOLDER}:\n{block}")
     } else {
+        // An agent's shell tool may refuse control characters (Claude
+        // Code's Bash tool refuses a CR): `--escapes` carries them.
         format!(
             "{lead} {tool}, or with this command, your answer in place of \
-             {ANSWER_PLACEHOLDER}:\n{block}"
+             {ANSWER_PLACEHOLDER}:\n{block}\n{ESCAPES_NOTE}"
         )
     }
 }

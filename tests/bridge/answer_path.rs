@@ -328,3 +328,57 @@ fn track_names_an_agents_shell_as_the_taker_and_a_terminal_as_a_terminal() {
         assert!(text.contains(&format!("answered by {lib_id} ({taker})")), "{text}");
     }
 }
+
+/// Claude Code's Bash tool refuses a command with a control character
+/// other than LF and TAB (a CR, ESC), so an agent is told to send such an
+/// answer with `--escapes`: it arrives byte for byte, and a stray
+/// backslash is refused rather than guessed at.
+#[test]
+fn an_agent_sends_control_characters_with_escapes_as_its_text_says() {
+    let w = World::new();
+    let lib = w.project("lib");
+    let app = w.project("app");
+    let lib_id = w.start(&lib);
+    w.start(&app);
+    let agent = "7ec01970-aaaa-4bbb-8ccc-eeeeeeeeeeee";
+    let answer = "line one\r\nline two\r\n\u{1b}[1mbold\u{1b}[0m C:\\path \\n $HOME `id`";
+    let written = "line one\\r\nline two\\r\n\\u{1b}[1mbold\\u{1b}[0m C:\\\\path \\\\n $HOME `id`";
+    let asking = w
+        .cmd(&app)
+        .args(["run", "ask", &lib_id, "q", "--timeout", "60", "--json"])
+        .spawn();
+    let shown = w
+        .cmd(&lib)
+        .env("CLAUDE_CODE_SESSION_ID", agent)
+        .env("BRIDGE_SESSION_ID", &lib_id)
+        .args(["run", "listen", "--timeout", "30"])
+        .ok();
+    assert!(
+        shown.contains(
+            "(A shell tool may refuse control characters, such as the CR of CRLF line endings: \
+             then add --escapes after the - and write each as \\r or \\u{1b}, and each \
+             backslash as \\\\.)"
+        ),
+        "{shown}"
+    );
+    let script = answer_script(&shown, written).replacen(" - <<'", " - --escapes <<'", 1);
+    assert!(
+        !script.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "the Bash tool would refuse it"
+    );
+    assert!(approved(&w, &script));
+    let ran = bash(&w, &lib, &script);
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let reply: Value = serde_json::from_slice(&asking.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(reply["message"]["content"], answer);
+
+    // A backslash that names no escape is refused, with what to write.
+    let (_, stderr) = w
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "C:\\path", "--escapes"])
+        .fails();
+    assert!(
+        stderr.contains("`\\p` at byte 2 is not an escape") && stderr.contains("`\\\\`"),
+        "{stderr}"
+    );
+}

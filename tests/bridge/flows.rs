@@ -288,10 +288,7 @@ fn stop_notifies_peers_and_removes_only_this_session() {
     assert!(!w.session_dir(&a_id).exists());
     assert!(!a.join(".claude/bridge-session").exists());
 
-    // The notice gives b nothing to do: listen does not show it alone...
-    let (stdout, _) = w.cmd(&b).args(["run", "listen", "--timeout", "1"]).fails();
-    assert_eq!(stdout, "");
-    // ...status names the ended peer...
+    // Status names the ended peer...
     let status = w.cmd(&b).args(["run", "status"]).ok();
     assert!(
         status.contains(&format!("{a_id} \"alpha\" ended its session at ")),
@@ -316,6 +313,15 @@ fn stop_notifies_peers_and_removes_only_this_session() {
         heard.contains(&format!("Also: {a_id} \"alpha\" ended its session at ")),
         "{heard}"
     );
+    // With nothing else pending, a listener someone watches is told that a
+    // peer left, instead of waiting on for it.
+    w.cmd(&c).args(["run", "stop"]).ok();
+    let heard = w.cmd(&b).args(["run", "listen", "--timeout", "20"]).ok();
+    assert!(
+        heard.starts_with(&format!("{c_id} \"gamma\" ended its session. Nothing to answer.\n")),
+        "{heard}"
+    );
+    assert_eq!(w.cmd(&b).args(["run", "check-inbox"]).ok(), "No new messages.\n");
     assert_eq!(w.cmd(&b).args(["run", "id"]).ok().trim(), b_id);
 
     let (_, stderr) = w.cmd(&a).args(["run", "id"]).fails();
@@ -353,13 +359,26 @@ fn content_can_come_from_standard_input() {
     let b = w.project("b");
     w.start(&a);
     let b_id = w.start(&b);
-    let awkward = "line one\n'quotes' \"double\" $(not a command) `tick`\n\ttabbed -- --flag\n";
-    w.cmd(&a)
-        .args(["run", "send", &b_id, "query", "-"])
-        .stdin(awkward)
-        .ok();
-    let (_, content) = listen(&w, &b);
-    assert_eq!(content, awkward);
+    let awkward = "line one\n'quotes' \"double\" $(not a command) `tick`\n\ttabbed -- --flag";
+    // One final line break (the one a here-document or `echo` adds) is not
+    // part of the text; a second one is.
+    for (input, sent) in [
+        (format!("{awkward}\n"), awkward.to_string()),
+        (awkward.to_string(), awkward.to_string()),
+        (format!("{awkward}\n\n"), format!("{awkward}\n")),
+        (format!("{awkward}\r\n"), format!("{awkward}\r")),
+    ] {
+        w.cmd(&a)
+            .args(["run", "send", &b_id, "query", "-"])
+            .stdin(input)
+            .ok();
+        let out = w
+            .cmd(&b)
+            .args(["run", "listen", "--timeout", "20", "--json"])
+            .ok();
+        let delivered: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(delivered["message"]["content"], sent.as_str());
+    }
 }
 
 #[test]

@@ -954,6 +954,36 @@ fn tracked_until(agent: &Agent, id: &str, stage: &str) -> Value {
     }
 }
 
+/// The wake hook hands a peer's question to Claude on standard error, where
+/// Claude Code shows it too: a peer's control bytes are shown escaped, and
+/// the answer, whatever it holds, goes back through the shown command.
+#[test]
+fn a_wake_up_shows_control_bytes_escaped_and_any_answer_goes_back_exactly() {
+    let w = World::new();
+    let lib = Agent::new(&w, "7ec01970-9999-4aaa-8bbb-cccccccccccc", "lib");
+    let app = Agent::new(&w, "7ec01970-dddd-4eee-8fff-000000000000", "app");
+    let lib_id = lib.session_start();
+    app.session_start();
+    let hostile = "osc52\u{1b}]52;c;cm0gLXJmIH4=\u{7} csi\u{1b}[2J bel\u{7} cr\rhidden nul\u{0}";
+    let asking = app
+        .bash(&format!("bridge-host run ask {lib_id} - --timeout 60 --json"))
+        .stdin(hostile)
+        .spawn();
+    let wake = woken_with(lib.idle());
+    let raw: Vec<char> = wake
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+        .collect();
+    assert!(raw.is_empty(), "the wake-up printed raw {raw:?}: {wake:?}");
+    assert!(wake.contains("osc52\\u{1b}]52;c;cm0gLXJmIH4=\\u{7}"), "{wake}");
+    assert!(wake.contains("cr\\rhidden nul\\u{0}"), "{wake}");
+    let answer = "`setup()` replaces `init()`: $HOME, $(id), !!, 'single' \"double\" \\\nEOF\r\n日本語";
+    lib.answer(&wake, answer);
+    let out = finish(asking, Duration::from_secs(60));
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["message"]["content"], answer);
+}
+
 /// Receipts through the real hooks: a query is queued, taken by the wake
 /// hook, seen once the woken turn's transcript shows it, and answered.
 #[test]
