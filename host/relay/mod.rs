@@ -649,7 +649,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
              --server tls://relay.example:4222"
         );
     };
-    let mut layout = args.team.layout()?;
+    let layout = args.team.layout()?;
     let creds = args.creds.as_deref().map(keys::read_creds).transpose()?;
     let machine = args.machine.clone().unwrap_or_else(host_name);
     let bridge_dir = crate::bridge_dir(&global)?;
@@ -691,10 +691,6 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
         true,
     )
     .await?;
-    layout.replicas = args
-        .team
-        .replicas
-        .map_or_else(|| admin::default_replicas(&client), usize::from);
     log(format!(
         "machine {machine}, bridge directory {}, server {}; signs as {}",
         bridge_dir.display(),
@@ -704,7 +700,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
     let js = jetstream::new(client.clone());
     let wake = Arc::new(Notify::new());
     let setup = tokio::select! {
-        setup = prepare(&relay, &js, &layout, args.team.replicas.is_some()) => Some(setup),
+        setup = prepare(&relay, &js, &client, &layout, args.team.replicas) => Some(setup),
         signal = crate::mcp::termination() => {
             log(format!("{signal}; stopping"));
             None
@@ -760,11 +756,19 @@ type Setup = (
 async fn prepare(
     relay: &Arc<Relay>,
     js: &jetstream::Context,
+    client: &async_nats::Client,
     layout: &Layout,
-    update: bool,
+    replicas: Option<u8>,
 ) -> Setup {
+    let mut layout = layout.clone();
     loop {
-        match try_prepare(relay, js, layout, update).await {
+        // The server's first INFO says whether it is a cluster.
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        layout.replicas = replicas.map_or_else(|| admin::default_replicas(client), usize::from);
+        match try_prepare(relay, js, &layout, replicas.is_some()).await {
             Ok(done) => return done,
             Err(err) => {
                 log(format!(

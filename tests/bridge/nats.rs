@@ -321,3 +321,43 @@ impl Drop for Machine {
         self.kill_relay();
     }
 }
+
+/// A cluster of nats-servers with JetStream, each on its own store, named
+/// `n1`, `n2`, ... (their `server_name`, which stream info gives as a
+/// stream's leader).
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn start(bin: &Path, size: usize) -> Cluster {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let others: Vec<String> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, port)| format!("nats://127.0.0.1:{port}"))
+                    .collect();
+                let extra = format!(
+                    "server_name: n{}\ncluster {{\n  name: bridge\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    i + 1,
+                    routes[i],
+                    others.join(", ")
+                );
+                Server::start(bin, &extra)
+            })
+            .collect();
+        Cluster { nodes }
+    }
+
+    /// Every node's URL, separated by commas, as `--server` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Server::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

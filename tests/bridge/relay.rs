@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::nats::{Machine, Server, server_bin, wait_until};
+use crate::nats::{Cluster, Machine, Server, server_bin, wait_until};
 use crate::util::{parse_listen, parse_reply};
 
 /// Two machines `a` and `b`, each with a relay connected to `server`.
@@ -1690,4 +1690,109 @@ fn a_backlog_of_the_largest_messages_crosses_whole_and_in_order() {
         assert!(!log.contains("cannot write"), "{log}");
         assert!(!log.contains("disconnected"), "{log}");
     }
+}
+
+/// Three servers in a cluster, relays started without `--replicas`: the
+/// streams and the bucket get 3 replicas. While machine a sends to b, the
+/// node leading b's mail stream is killed and stays down: mail goes on
+/// arriving during the outage, and every message arrives once.
+#[test]
+fn mail_flows_through_the_loss_of_the_node_leading_a_stream() {
+    let Some(bin) = server_bin("cluster node loss") else {
+        return;
+    };
+    let mut cluster = Cluster::start(&bin, 3);
+    let urls = cluster.urls();
+    let mut a = Machine::new("a");
+    let mut b = Machine::new("b");
+    a.start_relay(&urls, &[]);
+    b.start_relay(&urls, &[]);
+    a.wait_connected();
+    b.wait_connected();
+    let (app, _) = a.session("app");
+    let (lib, lib_id) = b.session("library");
+    a.wait_for_peer(&app, &lib_id, "b");
+    // Which node leads b's stream, and how many keep it.
+    let admin_url = cluster.nodes[0].url();
+    let stream_state = |url: &str| {
+        raw_client(url, async_nats::ConnectOptions::new(), async |client| {
+            let js = async_nats::jetstream::new(client);
+            let mut replicas = Vec::new();
+            for name in ["bridge-mail-b", "bridge-mail-a", "KV_bridge-presence"] {
+                let mut stream = js.get_stream(name).await.unwrap();
+                let info = stream.info().await.unwrap();
+                replicas.push(info.config.num_replicas);
+            }
+            let mut stream = js.get_stream("bridge-mail-b").await.unwrap();
+            let leader = stream
+                .info()
+                .await
+                .unwrap()
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader.clone())
+                .unwrap();
+            (replicas, leader)
+        })
+    };
+    let (replicas, leader) = stream_state(&admin_url);
+    assert_eq!(replicas, [3, 3, 3]);
+    let leader: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+
+    let total = 90;
+    let kill_after = 30;
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let listener = {
+        let (taken, listening) = (taken.clone(), listening.clone());
+        std::thread::spawn(move || {
+            while listening.load(std::sync::atomic::Ordering::Acquire) {
+                let cmd = b.world.cmd(&lib).args(["run", "listen", "--timeout", "3"]);
+                let out = cmd.spawn().wait_with_output().unwrap();
+                if out.status.success() {
+                    let (fields, _) = parse_listen(&String::from_utf8_lossy(&out.stdout));
+                    taken.lock().unwrap().push(fields["MESSAGE_ID"].clone());
+                }
+            }
+            b
+        })
+    };
+    let mut sent = Vec::new();
+    for n in 0..total {
+        if n == kill_after {
+            cluster.nodes[leader].kill();
+        }
+        let id = a
+            .world
+            .cmd(&app)
+            .args(["run", "send", &lib_id, "query", &format!("n{n}")])
+            .ok()
+            .trim()
+            .to_string();
+        sent.push(id);
+    }
+    // All arrive while the node is still down.
+    let all = wait_until(Duration::from_secs(120), || {
+        taken.lock().unwrap().len() >= total
+    });
+    // A little longer, so that a late duplicate would be counted.
+    std::thread::sleep(Duration::from_secs(3));
+    listening.store(false, std::sync::atomic::Ordering::Release);
+    let b = listener.join().unwrap();
+    let taken = taken.lock().unwrap().clone();
+    let mut unique = taken.clone();
+    unique.sort();
+    unique.dedup();
+    let lost: Vec<&String> = sent.iter().filter(|id| !unique.contains(id)).collect();
+    assert!(
+        all && lost.is_empty() && unique.len() == taken.len(),
+        "sent {}, taken {} ({} unique), lost {lost:?}\nmachine a's relay:\n{}\nmachine b's relay:\n{}",
+        sent.len(),
+        taken.len(),
+        unique.len(),
+        a.relay_log(),
+        b.relay_log()
+    );
+    // The outage was not mistaken for a machine that never came.
+    assert!(!a.relay_log().contains("may never have connected"));
 }
