@@ -208,6 +208,61 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::Signer;
+
+    /// A signature over `payload` as machine `from` publishes it for
+    /// `to`, by `key`: (signer, signature).
+    fn sign(
+        key: &ed25519_dalek::SigningKey,
+        to: &str,
+        from: &str,
+        payload: &[u8],
+    ) -> (String, String) {
+        let signature = key.sign(&signed_bytes(to, from, payload));
+        (
+            encode_user_key(&key.verifying_key()),
+            data_encoding::BASE64URL_NOPAD.encode(&signature.to_bytes()),
+        )
+    }
+
+    #[test]
+    fn relay_keys_are_pinned_on_first_sight_and_another_key_or_other_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bridge = crate::Bridge::new(
+            crate::Layout::new(dir.path()),
+            crate::LocalPlatform::default(),
+        );
+        let (a, e) = (testing::key("a"), testing::key("e"));
+        let check = |signer: &str, signature: &str, payload: &[u8]| {
+            bridge.check_signature("here", "a", signer, signature, payload)
+        };
+        let refused = |result: std::result::Result<(), Unsigned>| match result {
+            Ok(()) => panic!("accepted"),
+            Err(Unsigned::Missing(why)) => format!("missing: {why}"),
+            Err(Unsigned::Forged(why)) => format!("forged: {why}"),
+        };
+        assert!(refused(check("", "", b"{}")).starts_with("missing: it is not signed"));
+        // First sight pins a's key.
+        let (key_a, signature) = sign(&a, "here", "a", b"one");
+        assert!(check(&key_a, &signature, b"one").is_ok());
+        assert_eq!(bridge.pinned_key("a").as_deref(), Some(key_a.as_str()));
+        // Other bytes, another key, a signature made for another machine.
+        let why = refused(check(&key_a, &signature, b"two"));
+        assert!(why.starts_with("forged: its signature by key"), "{why}");
+        let (key_e, by_e) = sign(&e, "here", "a", b"one");
+        let why = refused(check(&key_e, &by_e, b"one"));
+        assert!(
+            why.contains(&format!(
+                "signed by key {key_e}, not by \"a\"'s key {key_a}"
+            )) && why.contains(&format!("bridge-host relay trust a {key_e}")),
+            "{why}"
+        );
+        let (_, elsewhere) = sign(&a, "other", "a", b"one");
+        assert!(refused(check(&key_a, &elsewhere, b"one")).starts_with("forged:"));
+        assert_eq!(bridge.pinned_key("a").as_deref(), Some(key_a.as_str()));
+        assert!(refused(check(&key_a, "not base64!", b"one")).starts_with("missing:"));
+        assert!(refused(check("UNOTAKEY", &signature, b"one")).starts_with("missing:"));
+    }
 
     #[test]
     fn relay_keys_read_back_as_written_and_a_changed_character_is_no_key() {
