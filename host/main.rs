@@ -518,9 +518,9 @@ fn unescape(text: &str) -> Result<String> {
                 "--escapes: `\\{other}` at byte {at} is not an escape (`\\r`, `\\n`, `\\t`, \
                  `\\0`, `\\u{{HEX}}`); write a backslash as `\\\\`"
             ),
-            None => bail!(
-                "--escapes: the text ends in a lone backslash; write a backslash as `\\\\`"
-            ),
+            None => {
+                bail!("--escapes: the text ends in a lone backslash; write a backslash as `\\\\`")
+            }
         };
         out.push(decoded);
     }
@@ -859,10 +859,23 @@ mod tests {
             unescape(r"line one\r\nline two\r\n\tx \\ C:\\path \u{1b}[2J \u{0}\0 é").unwrap(),
             "line one\r\nline two\r\n\tx \\ C:\\path \u{1b}[2J \u{0}\u{0} é"
         );
-        assert_eq!(unescape("no escapes: $HOME `id`").unwrap(), "no escapes: $HOME `id`");
-        for bad in [r"C:\path", r"\u{110000}", r"\u{}", r"\u1b", r"\u{1234567}", "end\\"] {
+        assert_eq!(
+            unescape("no escapes: $HOME `id`").unwrap(),
+            "no escapes: $HOME `id`"
+        );
+        for bad in [
+            r"C:\path",
+            r"\u{110000}",
+            r"\u{}",
+            r"\u1b",
+            r"\u{1234567}",
+            "end\\",
+        ] {
             let err = unescape(bad).unwrap_err().to_string();
-            assert!(err.contains("--escapes") && err.contains(r"\\"), "{bad}: {err}");
+            assert!(
+                err.contains("--escapes") && err.contains(r"\\"),
+                "{bad}: {err}"
+            );
         }
     }
 }

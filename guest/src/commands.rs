@@ -132,7 +132,10 @@ mod tests {
             .strip_prefix("bridge-host run reply msg-a - <<'")
             .and_then(|rest| rest.strip_suffix('\''))
             .unwrap();
-        assert!(delimiter.starts_with("ANSWER_") && delimiter.len() == 15, "{delimiter}");
+        assert!(
+            delimiter.starts_with("ANSWER_") && delimiter.len() == 15,
+            "{delimiter}"
+        );
         assert_eq!(lines[1..], ["<answer>", delimiter]);
         assert_eq!(
             on_message("receive", "msg-a"),

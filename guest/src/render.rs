@@ -129,10 +129,7 @@ fn delivered_text(delivery: &Delivery) -> String {
     let m = &delivery.message;
     let who = sender_label(m);
     let first = match (m.kind, m.in_reply_to.as_deref()) {
-        (Kind::Query, None) => format!(
-            "Query from {who}. {}",
-            crate::commands::reply(&m.id)
-        ),
+        (Kind::Query, None) => format!("Query from {who}. {}", crate::commands::reply(&m.id)),
         (Kind::Query, Some(earlier)) => format!(
             "Query from {who}, following up on {}. {}",
             one_line(earlier),
@@ -639,7 +636,8 @@ mod tests {
 
     #[test]
     fn control_characters_in_content_are_shown_escaped_but_lines_and_tabs_kept() {
-        let hostile = "a\tb\nclip\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\rhidden\u{0}\u{9b}31m\u{7f}\r\nend";
+        let hostile =
+            "a\tb\nclip\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\rhidden\u{0}\u{9b}31m\u{7f}\r\nend";
         let text = response_or_delivery(&query(hostile, "app"));
         assert!(
             !text

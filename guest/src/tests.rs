@@ -552,9 +552,9 @@ fn a_watched_listener_is_told_a_peer_left_when_nothing_else_is_pending() {
         .run(&context(Some(&lib), "/p/x"), Verb::CheckInbox)
         .unwrap();
     assert!(
-        report
-            .rendered
-            .starts_with(&format!("{other} \"other\" ended its session. Nothing to answer.\n")),
+        report.rendered.starts_with(&format!(
+            "{other} \"other\" ended its session. Nothing to answer.\n"
+        )),
         "{}",
         report.rendered
     );
@@ -707,7 +707,11 @@ fn an_ask_follows_up_only_when_the_asker_says_so() {
     let threads = layout.threads(&app_id);
     std::fs::create_dir_all(&threads).unwrap();
     let now = crate::clock::epoch_millis();
-    std::fs::write(threads.join(lib_id.as_str()), format!("{} {now}", sent.message.id)).unwrap();
+    std::fs::write(
+        threads.join(lib_id.as_str()),
+        format!("{} {now}", sent.message.id),
+    )
+    .unwrap();
     assert_eq!(
         ask("an unrelated question", None).in_reply_to,
         None,

@@ -501,7 +501,9 @@ impl<P: Platform> Bridge<P> {
             let Some(claimed) = self.wait_on_inbox(&me, deadline, warnings, &select)? else {
                 return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
             };
-            if let Some(delivery) = self.deliver_to_listener(&me, &mine, claimed, &held, warnings)? {
+            if let Some(delivery) =
+                self.deliver_to_listener(&me, &mine, claimed, &held, warnings)?
+            {
                 return Ok(delivery);
             }
         }

@@ -12,9 +12,8 @@ use crate::util::{BIN, World, answer_script, parse_listen};
 
 /// What real answers contain. Each must arrive exactly as written.
 pub fn catalogue() -> Vec<(&'static str, String)> {
-    let mut diff = String::from(
-        "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n",
-    );
+    let mut diff =
+        String::from("diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n");
     let mut line = 0;
     while diff.len() < 100 * 1024 {
         line += 1;
@@ -31,8 +30,7 @@ pub fn catalogue() -> Vec<(&'static str, String)> {
         ),
         (
             "$HOME, $(…) and !",
-            "Set $HOME, then run $(id) or `id`; !! and !-1 and !$ are history, ${X:-y} too!"
-                .into(),
+            "Set $HOME, then run $(id) or `id`; !! and !-1 and !$ are history, ${X:-y} too!".into(),
         ),
         (
             "quotes and backslashes",
@@ -66,16 +64,17 @@ fn approved(w: &World, command: &str) -> bool {
     out.contains("\"permissionDecision\":\"allow\"")
 }
 
-/// Runs `script` in bash from `project`, as Claude's Bash tool would, with
+/// `script` for bash from `project`, as Claude's Bash tool runs it, with
 /// `bridge-host` found on PATH.
-fn bash(w: &World, project: &std::path::Path, script: &str) -> std::process::Output {
+fn bash_command(w: &World, project: &std::path::Path, script: &str) -> Command {
     let bin_dir = w.root.path().join("bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let link = bin_dir.join("bridge-host");
     if !link.exists() {
         std::os::unix::fs::symlink(BIN, &link).unwrap();
     }
-    Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .args(["-c", script])
         .current_dir(project)
         .env_clear()
@@ -86,29 +85,69 @@ fn bash(w: &World, project: &std::path::Path, script: &str) -> std::process::Out
             std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
         )
         .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    command
 }
 
-#[test]
-fn every_answer_arrives_byte_for_byte_through_the_command_the_text_shows() {
+/// Runs `script` (see [`bash_command`]) and expects it to succeed.
+#[track_caller]
+fn bash(w: &World, project: &std::path::Path, script: &str) {
+    let ran = bash_command(w, project, script).output().unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
+/// Two sessions, `lib` and `app`; `app` asks `lib` `question` (with `args`
+/// after it) and `lib` listens, as the agent session `agent` runs it when
+/// given: the world, both projects, the running ask and what `listen`
+/// showed.
+fn asked(
+    question: &str,
+    args: &[&str],
+    agent: Option<&str>,
+) -> (
+    World,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::process::Child,
+    String,
+) {
     let w = World::new();
     let lib = w.project("lib");
     let app = w.project("app");
     let lib_id = w.start(&lib);
     w.start(&app);
+    let asking = w
+        .cmd(&app)
+        .args(["run", "ask", &lib_id, question, "--timeout", "60"])
+        .args(args)
+        .spawn();
+    let mut listen = w.cmd(&lib).env("BRIDGE_SESSION_ID", &lib_id);
+    if let Some(agent) = agent {
+        listen = listen.env("CLAUDE_CODE_SESSION_ID", agent);
+    }
+    let shown = listen.args(["run", "listen", "--timeout", "30"]).ok();
+    (w, lib, app, asking, shown)
+}
+
+#[test]
+fn every_answer_arrives_byte_for_byte_through_the_command_the_text_shows() {
+    let (w, lib, app, asking, shown) = asked("catalogue", &["--json"], None);
+    let lib_id = w.cmd(&lib).args(["run", "id"]).ok().trim().to_string();
+    let mut first = Some((asking, shown));
     for (what, answer) in catalogue() {
-        let asking = w
-            .cmd(&app)
-            .args(["run", "ask", &lib_id, what, "--timeout", "60", "--json"])
-            .spawn();
-        let shown = w
-            .cmd(&lib)
-            .args(["run", "listen", "--timeout", "30"])
-            .ok();
-        let (fields, question) = parse_listen(&shown);
-        assert_eq!(question, what);
+        let (asking, shown) = first.take().unwrap_or_else(|| {
+            let asking = w
+                .cmd(&app)
+                .args(["run", "ask", &lib_id, what, "--timeout", "60", "--json"])
+                .spawn();
+            let shown = w.cmd(&lib).args(["run", "listen", "--timeout", "30"]).ok();
+            (asking, shown)
+        });
+        let (fields, _) = parse_listen(&shown);
         let script = answer_script(&shown, &answer);
         assert!(
             script.starts_with(&format!(
@@ -117,13 +156,11 @@ fn every_answer_arrives_byte_for_byte_through_the_command_the_text_shows() {
             )),
             "{script:.200}"
         );
-        assert!(approved(&w, &script), "{what}: the hook does not approve it");
-        let ran = bash(&w, &lib, &script);
         assert!(
-            ran.status.success(),
-            "{what}: {}",
-            String::from_utf8_lossy(&ran.stderr)
+            approved(&w, &script),
+            "{what}: the hook does not approve it"
         );
+        bash(&w, &lib, &script);
         let out = asking.wait_with_output().unwrap();
         assert!(out.status.success(), "{what}: {out:?}");
         let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -137,35 +174,15 @@ fn every_answer_arrives_byte_for_byte_through_the_command_the_text_shows() {
 
 #[test]
 fn a_follow_up_through_the_shown_command_arrives_byte_for_byte_and_threads() {
-    let w = World::new();
-    let lib = w.project("lib");
-    let app = w.project("app");
-    let lib_id = w.start(&lib);
-    w.start(&app);
-    let asking = w
-        .cmd(&app)
-        .args(["run", "ask", &lib_id, "how do I migrate?", "--timeout", "60"])
-        .spawn();
-    let shown = w
-        .cmd(&lib)
-        .args(["run", "listen", "--timeout", "30"])
-        .ok();
-    assert!(bash(&w, &lib, &answer_script(&shown, "From which `version`?")).status.success());
+    let (w, lib, app, asking, shown) = asked("how do I migrate?", &[], None);
+    bash(&w, &lib, &answer_script(&shown, "From which `version`?"));
     let out = asking.wait_with_output().unwrap();
     let reply = String::from_utf8(out.stdout).unwrap();
     let (reply_fields, _) = parse_listen(&reply);
     let answer = "From `1.4`: $OLD_API & \"friends\"\r\nEOF";
     let script = answer_script(&reply, answer);
     assert!(approved(&w, &script));
-    let follow_up = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(&app)
-        .env_clear()
-        .env("HOME", w.home())
-        .env("BRIDGE_DIR", &w.bridge)
-        .env("PATH", format!("{}:/usr/bin:/bin", w.root.path().join("bin").display()))
-        .spawn()
-        .unwrap();
+    let mut follow_up = bash_command(&w, &app, &script).spawn().unwrap();
     let shown = w
         .cmd(&lib)
         .args(["run", "listen", "--timeout", "30", "--json"])
@@ -173,10 +190,10 @@ fn a_follow_up_through_the_shown_command_arrives_byte_for_byte_and_threads() {
     let delivered: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(delivered["message"]["content"], answer);
     assert_eq!(
-        delivered["message"]["inReplyTo"], reply_fields["MESSAGE_ID"].as_str(),
+        delivered["message"]["inReplyTo"],
+        reply_fields["MESSAGE_ID"].as_str(),
         "{delivered}"
     );
-    let mut follow_up = follow_up;
     let _ = follow_up.kill();
     let _ = follow_up.wait();
 }
@@ -191,8 +208,18 @@ fn assert_no_raw_controls(what: &str, text: &str) {
         .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
         .collect();
     assert!(raw.is_empty(), "{what} printed raw {raw:?}: {text:?}");
-    for escaped in ["\\u{1b}]52", "\\u{1b}[2J", "\\u{7}", "cr\\rhidden", "\\u{0}", "\\u{9b}"] {
-        assert!(text.contains(escaped), "{what} does not show {escaped}: {text:?}");
+    for escaped in [
+        "\\u{1b}]52",
+        "\\u{1b}[2J",
+        "\\u{7}",
+        "cr\\rhidden",
+        "\\u{0}",
+        "\\u{9b}",
+    ] {
+        assert!(
+            text.contains(escaped),
+            "{what} does not show {escaped}: {text:?}"
+        );
     }
 }
 
@@ -218,13 +245,12 @@ fn a_peers_control_bytes_are_shown_escaped_and_kept_exact_in_json() {
     let checked = w.cmd(&lib).args(["run", "check-inbox"]).ok();
     assert_no_raw_controls("check-inbox", &checked);
     let id = send();
-    let json: Value = serde_json::from_str(
-        &w.cmd(&lib)
-            .args(["run", "check-inbox", "--json"])
-            .ok(),
-    )
-    .unwrap();
-    assert_eq!(json["message"]["content"], HOSTILE, "--json keeps content exact");
+    let json: Value =
+        serde_json::from_str(&w.cmd(&lib).args(["run", "check-inbox", "--json"]).ok()).unwrap();
+    assert_eq!(
+        json["message"]["content"], HOSTILE,
+        "--json keeps content exact"
+    );
     assert_eq!(json["message"]["id"], id.as_str());
 
     // A reply as `ask` and `receive` print it.
@@ -292,16 +318,21 @@ fn track_names_an_agents_shell_as_the_taker_and_a_terminal_as_a_terminal() {
     let app = w.project("app");
     let lib_id = w.start(&lib);
     w.start(&app);
-    for (agent, taker) in [(Some("7ec01970-aaaa-4bbb-8ccc-dddddddddddd"), "agent-shell"), (None, "terminal")] {
+    for (agent, taker) in [
+        (Some("7ec01970-aaaa-4bbb-8ccc-dddddddddddd"), "agent-shell"),
+        (None, "terminal"),
+    ] {
         let id = w
             .cmd(&app)
             .args(["run", "send", &lib_id, "query", "which version?"])
             .ok();
         let id = id.trim();
-        let mut listen = w
-            .cmd(&lib)
-            .env("BRIDGE_SESSION_ID", &lib_id)
-            .args(["run", "listen", "--timeout", "10"]);
+        let mut listen = w.cmd(&lib).env("BRIDGE_SESSION_ID", &lib_id).args([
+            "run",
+            "listen",
+            "--timeout",
+            "10",
+        ]);
         let mut reply = w
             .cmd(&lib)
             .env("BRIDGE_SESSION_ID", &lib_id)
@@ -312,10 +343,8 @@ fn track_names_an_agents_shell_as_the_taker_and_a_terminal_as_a_terminal() {
         }
         listen.ok();
         reply.ok();
-        let receipt: Value = serde_json::from_str(
-            &w.cmd(&app).args(["run", "track", id, "--json"]).ok(),
-        )
-        .unwrap();
+        let receipt: Value =
+            serde_json::from_str(&w.cmd(&app).args(["run", "track", id, "--json"]).ok()).unwrap();
         let steps = receipt["events"].as_array().unwrap();
         for stage in ["taken", "answered"] {
             let step = steps
@@ -325,7 +354,10 @@ fn track_names_an_agents_shell_as_the_taker_and_a_terminal_as_a_terminal() {
             assert_eq!(step["taker"], taker, "{stage}: {receipt}");
         }
         let text = w.cmd(&app).args(["run", "track", id]).ok();
-        assert!(text.contains(&format!("answered by {lib_id} ({taker})")), "{text}");
+        assert!(
+            text.contains(&format!("answered by {lib_id} ({taker})")),
+            "{text}"
+        );
     }
 }
 
@@ -335,24 +367,11 @@ fn track_names_an_agents_shell_as_the_taker_and_a_terminal_as_a_terminal() {
 /// backslash is refused rather than guessed at.
 #[test]
 fn an_agent_sends_control_characters_with_escapes_as_its_text_says() {
-    let w = World::new();
-    let lib = w.project("lib");
-    let app = w.project("app");
-    let lib_id = w.start(&lib);
-    w.start(&app);
     let agent = "7ec01970-aaaa-4bbb-8ccc-eeeeeeeeeeee";
     let answer = "line one\r\nline two\r\n\u{1b}[1mbold\u{1b}[0m C:\\path \\n $HOME `id`";
     let written = "line one\\r\nline two\\r\n\\u{1b}[1mbold\\u{1b}[0m C:\\\\path \\\\n $HOME `id`";
-    let asking = w
-        .cmd(&app)
-        .args(["run", "ask", &lib_id, "q", "--timeout", "60", "--json"])
-        .spawn();
-    let shown = w
-        .cmd(&lib)
-        .env("CLAUDE_CODE_SESSION_ID", agent)
-        .env("BRIDGE_SESSION_ID", &lib_id)
-        .args(["run", "listen", "--timeout", "30"])
-        .ok();
+    let (w, lib, app, asking, shown) = asked("q", &["--json"], Some(agent));
+    let lib_id = w.cmd(&lib).args(["run", "id"]).ok().trim().to_string();
     assert!(
         shown.contains(
             "(A shell tool may refuse control characters, such as the CR of CRLF line endings: \
@@ -363,12 +382,13 @@ fn an_agent_sends_control_characters_with_escapes_as_its_text_says() {
     );
     let script = answer_script(&shown, written).replacen(" - <<'", " - --escapes <<'", 1);
     assert!(
-        !script.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+        !script
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'),
         "the Bash tool would refuse it"
     );
     assert!(approved(&w, &script));
-    let ran = bash(&w, &lib, &script);
-    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    bash(&w, &lib, &script);
     let reply: Value = serde_json::from_slice(&asking.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(reply["message"]["content"], answer);
 

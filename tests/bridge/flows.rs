@@ -318,10 +318,15 @@ fn stop_notifies_peers_and_removes_only_this_session() {
     w.cmd(&c).args(["run", "stop"]).ok();
     let heard = w.cmd(&b).args(["run", "listen", "--timeout", "20"]).ok();
     assert!(
-        heard.starts_with(&format!("{c_id} \"gamma\" ended its session. Nothing to answer.\n")),
+        heard.starts_with(&format!(
+            "{c_id} \"gamma\" ended its session. Nothing to answer.\n"
+        )),
         "{heard}"
     );
-    assert_eq!(w.cmd(&b).args(["run", "check-inbox"]).ok(), "No new messages.\n");
+    assert_eq!(
+        w.cmd(&b).args(["run", "check-inbox"]).ok(),
+        "No new messages.\n"
+    );
     assert_eq!(w.cmd(&b).args(["run", "id"]).ok().trim(), b_id);
 
     let (_, stderr) = w.cmd(&a).args(["run", "id"]).fails();

@@ -919,8 +919,11 @@ fn the_bin_shim_never_runs_a_bridge_host_found_through_a_relative_path_entry() {
         format!("#!/bin/sh\necho ran > '{}'\n", marker.display()),
     )
     .unwrap();
-    std::fs::set_permissions(&planted, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &planted,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let cargo_bin = w.root.path().join("cargo/bin");
     std::fs::create_dir_all(&cargo_bin).unwrap();
     std::os::unix::fs::symlink(BIN, cargo_bin.join("bridge-host")).unwrap();
@@ -933,8 +936,14 @@ fn the_bin_shim_never_runs_a_bridge_host_found_through_a_relative_path_entry() {
             .sh(&project, "bridge-host --version")
             .env("PATH", &path)
             .ok();
-        assert!(version.starts_with("bridge-host "), "PATH={path}: {version}");
-        assert!(!marker.exists(), "PATH={path} ran the repository's bin/bridge-host");
+        assert!(
+            version.starts_with("bridge-host "),
+            "PATH={path}: {version}"
+        );
+        assert!(
+            !marker.exists(),
+            "PATH={path} ran the repository's bin/bridge-host"
+        );
     }
 }
 
@@ -966,7 +975,9 @@ fn a_wake_up_shows_control_bytes_escaped_and_any_answer_goes_back_exactly() {
     app.session_start();
     let hostile = "osc52\u{1b}]52;c;cm0gLXJmIH4=\u{7} csi\u{1b}[2J bel\u{7} cr\rhidden nul\u{0}";
     let asking = app
-        .bash(&format!("bridge-host run ask {lib_id} - --timeout 60 --json"))
+        .bash(&format!(
+            "bridge-host run ask {lib_id} - --timeout 60 --json"
+        ))
         .stdin(hostile)
         .spawn();
     let wake = woken_with(lib.idle());
@@ -975,9 +986,13 @@ fn a_wake_up_shows_control_bytes_escaped_and_any_answer_goes_back_exactly() {
         .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
         .collect();
     assert!(raw.is_empty(), "the wake-up printed raw {raw:?}: {wake:?}");
-    assert!(wake.contains("osc52\\u{1b}]52;c;cm0gLXJmIH4=\\u{7}"), "{wake}");
+    assert!(
+        wake.contains("osc52\\u{1b}]52;c;cm0gLXJmIH4=\\u{7}"),
+        "{wake}"
+    );
     assert!(wake.contains("cr\\rhidden nul\\u{0}"), "{wake}");
-    let answer = "`setup()` replaces `init()`: $HOME, $(id), !!, 'single' \"double\" \\\nEOF\r\n日本語";
+    let answer =
+        "`setup()` replaces `init()`: $HOME, $(id), !!, 'single' \"double\" \\\nEOF\r\n日本語";
     lib.answer(&wake, answer);
     let out = finish(asking, Duration::from_secs(60));
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();

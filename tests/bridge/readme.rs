@@ -86,15 +86,27 @@ fn no_text_shows_a_double_quoted_answer_template() {
         .collect();
     // A template is a command line with such an argument.
     let commands = ["bridge-host", "run reply", "run ask", "run send"];
-    let mut stack: Vec<PathBuf> = ["README.md", "docs", "plugin", "guest/src", "host", "tests", "policies", "benches"]
-        .iter()
-        .map(|p| root.join(p))
-        .collect();
+    let mut stack: Vec<PathBuf> = [
+        "README.md",
+        "docs",
+        "plugin",
+        "guest/src",
+        "host",
+        "tests",
+        "policies",
+        "benches",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
     let mut found = Vec::new();
     let mut read = 0;
     while let Some(path) = stack.pop() {
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target" || n == "node_modules") {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "node_modules")
+            {
                 continue;
             }
             for entry in std::fs::read_dir(&path).unwrap() {
@@ -115,5 +127,9 @@ fn no_text_shows_a_double_quoted_answer_template() {
         }
     }
     assert!(read > 50, "read only {read} files");
-    assert!(found.is_empty(), "double-quoted templates:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "double-quoted templates:\n{}",
+        found.join("\n")
+    );
 }
