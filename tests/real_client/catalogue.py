@@ -199,6 +199,46 @@ def ask(host: Path, lib_id: str, question: str, terminal: Path, bridge_dir: Path
     return proc.returncode, out.get("out", b""), out.get("err", b""), took, stopped
 
 
+def warm_up_mcp(checks: Checks, stub: Stub, lib: Claude, host: Path, lib_id: str, terminal: Path,
+                bridge_dir: Path, cache_dir: Path, t: float, prompts: "PromptWatch") -> bool:
+    """Waits until the library's MCP server is connected, as its woken turns
+    show it: Claude Code connects MCP servers in the background, and a turn
+    that starts before the bridge's server answered is offered no bridge
+    tool (on a loaded machine that took seconds; issue 29). Asks a warm-up
+    question (not one of the checked items) until a woken turn answers it
+    with the bridge's reply tool. Returns whether ToolSearch was called."""
+    deadline = time.monotonic() + t
+    t0 = time.monotonic()
+    searched = False
+    tries = 0
+    while True:
+        tries += 1
+        since = len(stub.entries())
+        status, _, stderr, _, stopped = ask(host, lib_id, "Please answer with catalogue item 2.", terminal,
+                                            bridge_dir, cache_dir, t, lambda: None)
+        try:
+            lib.wait_for(lambda: [e for e in stub.entries()[since:] if e.get("main")
+                                  and e["answer"].get("type") == "text"], t, "the end of the warm-up turn")
+        except HarnessError:
+            pass
+        actions = [e["answer"] for e in stub.entries()[since:]
+                   if e.get("main") and e["answer"].get("type") == "tool_use"]
+        searched |= any(a.get("tool") == "ToolSearch" for a in actions)
+        if any(BRIDGE_REPLY_TOOL_RE.match(a.get("tool") or "") for a in actions):
+            break
+        if status != 0 or time.monotonic() > deadline:
+            checks.check("warm-up: a woken turn is offered the bridge's reply tool", False,
+                         f"after {tries} tries; exit {status}; stopped: {stopped}; "
+                         f"stderr {stderr.decode(errors='replace')[-300:]!r}")
+            return searched
+        time.sleep(1)
+    shown = prompts.since(t0)
+    checks.check("warm-up: no permission prompt", not shown, "\n".join(shown)[-800:])
+    print(f"figure: {lib.version} mcp: the reply tool reached at warm-up try {tries}, "
+          f"{time.monotonic() - t0:.1f} s", flush=True)
+    return searched
+
+
 def one_run(checks: Checks, path: str, binary: Path, args: argparse.Namespace) -> dict:
     """The catalogue through one Claude Code session, answered by ``path``.
     Returns the figures."""
@@ -239,6 +279,9 @@ def one_run(checks: Checks, path: str, binary: Path, args: argparse.Namespace) -
                          json.dumps(settings))
             tool_search_used = False
             with PromptWatch(lib) as prompts:
+                if path == "mcp":
+                    tool_search_used |= warm_up_mcp(checks, stub, lib, host, lib_id, terminal, bridge_dir,
+                                                    cache_dir, t, prompts)
                 for number in items:
                     what, want = CATALOGUE[number]
                     want_bytes = want.encode("utf-8")
