@@ -886,7 +886,10 @@ impl Watching {
 
     /// Watches exactly `dirs` from now on; `sessions` among them wakes the
     /// presence loop too.
-    fn set(&mut self, dirs: &[String], sessions: &str) {
+    /// Returns whether it started watching a folder it did not watch
+    /// before: a change there may have come before the watch.
+    fn set(&mut self, dirs: &[String], sessions: &str) -> bool {
+        let mut added = false;
         let wanted: HashSet<&String> = dirs.iter().collect();
         self.threads.retain(|dir, stop| {
             let keep = wanted.contains(dir);
@@ -926,8 +929,10 @@ impl Watching {
                 });
             if spawned.is_ok() {
                 self.threads.insert(dir.clone(), stop);
+                added = true;
             }
         }
+        added
     }
 }
 
@@ -976,8 +981,14 @@ async fn outbound(
                 continue;
             }
         };
-        watch.set(&outgoing.watch, &outgoing.sessions);
+        let watching_more = watch.set(&outgoing.watch, &outgoing.sessions);
         if outgoing.items.is_empty() {
+            // A folder watched from now on (a sender's outbox, for its
+            // sent copy): what changed there before the watch is seen by
+            // looking again at once.
+            if watching_more {
+                continue;
+            }
             // Lapsed claims (a publish that failed) return to an inbox
             // without a change to wake on: look again now and then.
             tokio::select! {
