@@ -259,6 +259,34 @@ fn main() {
             None => println!("| {name} | skipped: no nats-server | |"),
         }
     }
+    let name = "relay scale, 25 machines on one server";
+    if want(name) {
+        match &nats {
+            Some(bin) => {
+                let scale = relay::scale(bin, cache, 25, 20);
+                let kb = |k: u64| format!("{:.1} MB", k as f64 / 1024.0);
+                let rss = &scale.relay_rss;
+                println!(
+                    "| {name}: until every machine lists every other | {:.1} s | |",
+                    scale.all_listed.as_secs_f64()
+                );
+                println!(
+                    "| {name}: send → listen between random pairs (median of {}) | {:.2} ms (max {:.2} ms) | |",
+                    scale.pair_latency.len(),
+                    median(&scale.pair_latency).as_secs_f64() * 1000.0,
+                    scale.pair_latency.iter().max().unwrap().as_secs_f64() * 1000.0
+                );
+                println!(
+                    "| {name}: RSS of an idle relay (median, max of {}) | {}, {} | |",
+                    rss.len(),
+                    kb(rss[rss.len() / 2]),
+                    kb(rss[rss.len() - 1])
+                );
+                println!("| {name}: RSS of the server | {} | |", kb(scale.server_rss));
+            }
+            None => println!("| {name} | skipped: no nats-server | |"),
+        }
+    }
     let name = "throughput, 4 sender + 4 listener bridge-host processes";
     if want(name) {
         let rounds = throughput_rounds(sizes, || process_throughput(sizes, cache));

@@ -174,3 +174,132 @@ pub fn idle_rss(bin: &Path, cache: &Path) -> u64 {
     samples.sort_unstable();
     samples[1]
 }
+
+/// Starts a nats-server on 127.0.0.1 in `dir`; returns it and its URL.
+fn start_server(bin: &Path, dir: &Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("server.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    let server = Command::new(bin)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    (server, format!("nats://127.0.0.1:{port}"))
+}
+
+/// What [`scale`] measured.
+pub struct Scale {
+    /// From starting every relay until every machine listed every other
+    /// machine's sessions.
+    pub all_listed: Duration,
+    /// send on one machine returned → listen on another printed, for
+    /// random pairs.
+    pub pair_latency: Vec<Duration>,
+    /// RSS of each idle relay, in KiB, sorted.
+    pub relay_rss: Vec<u64>,
+    /// RSS of the server, in KiB, with every relay connected and idle.
+    pub server_rss: u64,
+}
+
+/// `machines` bridge directories (two sessions each), each with its own
+/// relay, on one nats-server.
+pub fn scale(bin: &Path, cache: &Path, machines: usize, pairs: usize) -> Scale {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = start_server(bin, dir.path());
+    let worlds: Vec<World> = (0..machines).map(|_| World::new(cache)).collect();
+    let started = Instant::now();
+    let mut relays: Vec<Child> = worlds
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            Command::new(bridge_host())
+                .env_clear()
+                .env("BRIDGE_DIR", &w.bridge)
+                .env("BRIDGE_CACHE_DIR", &w.cache)
+                .args(["relay", "--server", &url, "--machine", &format!("m{i}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("bridge-host relay starts")
+        })
+        .collect();
+    // Each machine shows its own 2 sessions and 2 of every other machine.
+    let want = 2 * machines;
+    let listed = |w: &World| {
+        std::fs::read_dir(w.bridge.join("sessions"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("manifest.json").is_file())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while !worlds.iter().all(|w| listed(w) >= want) {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the machines did not all list each other"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let all_listed = started.elapsed();
+    let mut rng = fastrand::Rng::with_seed(25);
+    let pair_latency = (0..pairs)
+        .map(|i| {
+            let from = rng.usize(..machines);
+            let to = (from + 1 + rng.usize(..machines - 1)) % machines;
+            let (a, b) = (&worlds[from], &worlds[to]);
+            let listener = b.spawn(&b.b, &["listen", "--timeout", "30"]);
+            let printed = first_output_instant(listener);
+            thread::sleep(Duration::from_millis(40));
+            a.run(&a.a, &["send", &b.b_id, "query", &format!("ping {i}")]);
+            let sent = Instant::now();
+            printed
+                .join()
+                .expect("listener")
+                .saturating_duration_since(sent)
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    let mut relay_rss: Vec<u64> = relays
+        .iter()
+        .map(|r| proc_status_kb(r.id(), "VmRSS:"))
+        .collect();
+    relay_rss.sort_unstable();
+    let server_rss = proc_status_kb(server.id(), "VmRSS:");
+    for relay in &mut relays {
+        let _ = relay.kill();
+        let _ = relay.wait();
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    Scale {
+        all_listed,
+        pair_latency,
+        relay_rss,
+        server_rss,
+    }
+}
