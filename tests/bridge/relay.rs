@@ -1796,3 +1796,68 @@ fn mail_flows_through_the_loss_of_the_node_leading_a_stream() {
     // The outage was not mistaken for a machine that never came.
     assert!(!a.relay_log().contains("may never have connected"));
 }
+
+/// A credentials file that is not one is refused before anything
+/// connects, naming the line at fault and what to do, not with a hint
+/// about TLS after a failed handshake. `nk`'s output (a seed, then its
+/// public key) is accepted: the documented configuration's test uses it.
+#[test]
+fn a_credentials_file_that_is_not_one_is_refused_with_what_is_wrong() {
+    let a = Machine::new("a");
+    let dir = a.world.root.path();
+    let (_, public) = keygen(dir, "real");
+    let cases = [
+        (
+            "garbage.nk",
+            "not a key\n".to_string(),
+            "line 1 of",
+            "is neither an nkey user seed (SU...) nor its public key (U...)",
+        ),
+        (
+            "public-only.nk",
+            format!("{public}\n"),
+            "holds no nkey user seed",
+            "bridge-host relay keygen --out FILE",
+        ),
+        (
+            "account.nk",
+            format!("{}\n", nkeys::KeyPair::new_account().seed().unwrap()),
+            "line 1 of",
+            "is an account, operator, server or cluster seed, not a user seed",
+        ),
+        (
+            "mixed.nk",
+            format!("{}\n{public}\n", nkeys::KeyPair::new_user().seed().unwrap()),
+            "line 2 of",
+            "but the seed's public key is",
+        ),
+    ];
+    for (name, text, first, second) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = a
+            .world
+            .cmd(dir)
+            .args([
+                "relay",
+                "--server",
+                "nats://127.0.0.1:9",
+                "--machine",
+                "a",
+                "--creds",
+                path.to_str().unwrap(),
+            ])
+            .output()
+            .0;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {said}");
+        assert!(
+            said.contains(first) && said.contains(second),
+            "{name}: {said}"
+        );
+        assert!(
+            !said.contains("tls") && !said.contains("nonce"),
+            "{name}: {said}"
+        );
+    }
+}
