@@ -1,9 +1,14 @@
-//! Builds the default guest (`guest/`) for `wasm32-wasip2` and hands its
-//! path to the host crate, which embeds it.
+//! Builds the default guest (`guest/`) for `wasm32-wasip2`, compiles it
+//! ahead of time for the target being built, and hands both paths to the
+//! host crate, which embeds them: a user's first run loads the guest's
+//! machine code instead of compiling it.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "host/engine_config.rs"]
+mod engine_config;
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -65,11 +70,43 @@ fn main() {
         "cargo:rustc-env=BRIDGE_GUEST_BLAKE3={}",
         blake3::hash(&bytes).to_hex()
     );
+    let precompiled = out.join("session_bridge_guest.cwasm");
+    precompile(&bytes, &precompiled);
+    println!(
+        "cargo:rustc-env=BRIDGE_GUEST_CWASM={}",
+        precompiled.display()
+    );
     // Where the example policies land, for the tests.
     println!(
         "cargo:rustc-env=BRIDGE_POLICIES_DIR={}",
         policies_target.join(TARGET).join("release").display()
     );
+}
+
+/// Compiles the guest component for the target this build is for (not the
+/// machine building it: `cargo build --target` and .ci/check-targets build
+/// for others), with the host's engine configuration, and writes the
+/// artifact to `out`. The target is named explicitly, so the code uses only
+/// the features every CPU of that architecture has, never this machine's.
+/// Where Cranelift cannot compile for the target (this build's compiler
+/// has only the building machine's architecture), `out` is left empty and
+/// the host compiles the guest on its first run, as it does for `--guest`.
+fn precompile(wasm: &[u8], out: &Path) {
+    let target = env::var("TARGET").expect("set by cargo");
+    let windows = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "windows");
+    let compiled = (|| {
+        let mut config = engine_config::config(windows);
+        config.target(&target)?;
+        wasmtime::Engine::new(&config)?.precompile_component(wasm)
+    })();
+    let bytes = compiled.unwrap_or_else(|err| {
+        println!(
+            "cargo:warning=the guest is not compiled ahead of time for {target} ({err}); \
+             bridge-host will compile it on its first run"
+        );
+        Vec::new()
+    });
+    std::fs::write(out, bytes).unwrap_or_else(|err| panic!("cannot write {}: {err}", out.display()));
 }
 
 /// `cargo build --release --target wasm32-wasip2` for the workspace in `dir`.

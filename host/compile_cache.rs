@@ -114,11 +114,32 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(base.join("session-bridge"))
 }
 
-/// The outcome of a cache lookup, for `bridge-host guest info` and benches.
+/// Where a loaded guest's machine code came from, for `bridge-host guest
+/// info` and benches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// Compiled by build.rs and shipped in this binary.
+    Shipped,
     Cache,
     Compiled,
+}
+
+/// The embedded guest as build.rs compiled it for this binary's target:
+/// nothing is compiled and no cache is read or written. None when build.rs
+/// could not compile it for the target (a cross build for another
+/// architecture) or wasmtime refuses the artifact here; the caller then
+/// compiles the guest as it would any other.
+pub fn load_shipped() -> Option<Component> {
+    if crate::DEFAULT_GUEST_PRECOMPILED.is_empty() {
+        return None;
+    }
+    let engine = sandbox::runtime_engine().ok()?;
+    // SAFETY: these bytes are part of this binary, as trusted as its own
+    // code: build.rs wrote them with this exact wasmtime and the engine
+    // configuration of `engine_config`. wasmtime still checks the
+    // artifact's version, configuration, target and CPU features against
+    // this engine and refuses a mismatch, which the caller survives.
+    unsafe { Component::deserialize(&engine, crate::DEFAULT_GUEST_PRECOMPILED) }.ok()
 }
 
 /// Loads `wasm` as a component, from the cache when a verified entry exists,

@@ -90,6 +90,7 @@ impl LooseSession {
 /// messages, so the guest is kept out of each (see `confine`). Symbolic
 /// links are left to the guest, which never follows them.
 pub fn check_session_dirs(bridge_dir: &Path) -> Result<Vec<LooseSession>> {
+    check_layout_folders(bridge_dir)?;
     let sessions = bridge_dir.join("sessions");
     let entries = match fs::read_dir(&sessions) {
         Ok(entries) => entries,
@@ -115,6 +116,45 @@ pub fn check_session_dirs(bridge_dir: &Path) -> Result<Vec<LooseSession>> {
         }
     }
     Ok(loose)
+}
+
+/// The folders the guest keeps in the bridge directory (see the guest's
+/// `layout.rs`): sessions, the project archive, sessions being removed,
+/// and the relay's pinned keys.
+pub const LAYOUT_FOLDERS: [&str; 4] = ["sessions", "archive", ".trash", "relay-keys"];
+
+/// Refuses a bridge directory in which a folder of the layout is a
+/// symbolic link. Through a link, the messages would live in a folder that
+/// is not the bridge directory's own, and the guest, which never leaves
+/// the bridge directory, could not open it. Only the link itself is looked
+/// at: nothing it leads to is opened.
+///
+/// # Errors
+///
+/// Which folder is a link, where it leads, and how to put a real folder in
+/// its place.
+pub fn check_layout_folders(bridge_dir: &Path) -> Result<()> {
+    for name in LAYOUT_FOLDERS {
+        let path = bridge_dir.join(name);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path)
+                .map(|t| format!(" (to {})", t.display()))
+                .unwrap_or_default();
+            bail!(
+                "the {name} folder {} is a symlink{target}; bridge-host uses the folders of \
+                 the bridge directory only as real directories inside it, and opens nothing \
+                 through a link. Replace the link with the folder it points to (remove the \
+                 link, then move that folder to {}), or choose another bridge directory \
+                 with --bridge-dir",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a directory another user owns, or that group or others can write.

@@ -327,6 +327,9 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 struct GuestSource {
     wasm: compile_cache::Wasm<'static>,
     origin: String,
+    /// The guest embedded in this binary, which build.rs compiled ahead of
+    /// time: its first run compiles nothing.
+    embedded: bool,
 }
 
 impl GuestSource {
@@ -336,6 +339,7 @@ impl GuestSource {
             None => Ok(GuestSource {
                 wasm: compile_cache::Wasm::embedded(),
                 origin: "embedded in bridge-host".into(),
+                embedded: true,
             }),
         }
     }
@@ -344,18 +348,29 @@ impl GuestSource {
         Ok(GuestSource {
             wasm: compile_cache::Wasm::new(read_guest(path)?),
             origin: path.display().to_string(),
+            embedded: false,
         })
     }
 
-    /// Compiles the guest, or loads it from the compile cache.
-    fn component(&self, global: &Global) -> Result<wasmtime::component::Component> {
+    /// The guest's machine code: shipped in this binary for the embedded
+    /// guest, else loaded from the compile cache, else compiled (and
+    /// cached).
+    fn component(
+        &self,
+        global: &Global,
+    ) -> Result<(wasmtime::component::Component, compile_cache::Source)> {
+        if self.embedded
+            && let Some(component) = compile_cache::load_shipped()
+        {
+            return Ok((component, compile_cache::Source::Shipped));
+        }
         let cache_dir = global.cache_dir.clone().or_else(compile_cache::default_dir);
-        compile_cache::load(&self.wasm, cache_dir.as_deref()).map(|(component, _)| component)
+        compile_cache::load(&self.wasm, cache_dir.as_deref())
     }
 
     /// Compiles (or loads from the cache) and checks the protocol version.
     fn load(&self, global: &Global) -> Result<(wasmtime::component::Component, String)> {
-        let component = self
+        let (component, _) = self
             .component(global)
             .with_context(|| format!("cannot load the guest {}", self.origin))?;
         let version = guests::check_compatible(&component, &self.origin)?;
@@ -368,10 +383,18 @@ fn guest_command(global: &Global, action: GuestAction) -> Result<ExitCode> {
         GuestAction::Info => GuestSource::from_global(global)?,
         GuestAction::Check { file } => GuestSource::file(file)?,
     };
-    let component = source
+    let (component, compiled) = source
         .component(global)
         .with_context(|| format!("{} is not a loadable WebAssembly component", source.origin))?;
     println!("guest: {}", source.origin);
+    println!(
+        "machine code: {}",
+        match compiled {
+            compile_cache::Source::Shipped => "compiled when bridge-host was built, shipped in it",
+            compile_cache::Source::Cache => "loaded from the compile cache",
+            compile_cache::Source::Compiled => "compiled now",
+        }
+    );
     println!(
         "implements: {}",
         guests::protocol_version(&component)
@@ -822,8 +845,26 @@ fn print_warnings(warnings: &[String]) {
 const MAX_GUEST_BYTES: u64 = 64 << 20;
 
 fn read_guest(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO for reading waits for a writer, forever if none comes;
+    // without waiting, it is opened, and refused below as not a file.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options
+        .open(path)
         .with_context(|| format!("cannot open the guest component {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read the guest component {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "the guest component {} is {}, not a regular file; give the path of a .wasm \
+             component file (bridge-host guest check <file> tells whether it can run)",
+            path.display(),
+            file_kind(&meta)
+        );
+    }
     let mut bytes = Vec::new();
     file.take(MAX_GUEST_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -835,6 +876,29 @@ fn read_guest(path: &Path) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+/// What kind of file `meta` describes, for an error message.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
 }
 
 fn path_text(path: &Path) -> Result<String> {

@@ -67,22 +67,7 @@ fn host_runtime() -> &'static tokio::runtime::Runtime {
 /// The configuration every component is compiled for and run with.
 /// Precompiled artifacts are only valid for this exact configuration.
 fn config() -> Config {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    config.consume_fuel(true);
-    // One instance per process: a copy-on-write memory image (a memfd)
-    // would cost more to set up than the copy it saves, and would fail
-    // under a small RLIMIT_FSIZE before the guest could report anything.
-    config.memory_init_cow(false);
-    // Unwind tables only help outside tools walk through guest frames;
-    // wasmtime's own traps and backtraces do not use them. Loading a guest
-    // registered one per function with the system unwinder (and removed
-    // them again at exit): about 1,000 calls for the default guest.
-    // Windows needs them to unwind through guest frames, and wasmtime
-    // refuses to build an engine there without them.
-    #[cfg(not(windows))]
-    config.native_unwind_info(false);
-    config
+    crate::engine_config::config(cfg!(windows))
 }
 
 /// An engine that can compile components.

@@ -65,12 +65,23 @@ const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle instances kept for the next tool calls (one serves them in turn;
 /// more only while calls overlap, such as an `ask` that waits).
 const POOL_SIZE: usize = 4;
+/// Tool calls one connection may have running at once. Each holds a thread
+/// and a guest instance while it runs, and a waiting call (`listen`, `ask`,
+/// `receive`) holds them until it ends. Past the bound a call is refused at
+/// once with a tool error that says so, and the threads left keep reading
+/// the client's input: `ping`, `tools/list`, cancellations and the end of
+/// the connection are always heard.
+pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 32;
+/// Threads for blocking work: the calls in flight, plus registration,
+/// heartbeats, deliveries being filed, and the reads of standard input.
+const BLOCKING_THREADS: usize = MAX_CALLS_IN_FLIGHT + 16;
 
 /// Runs the server until the client closes the connection or a signal
 /// (SIGTERM, SIGINT) ends it; either way the session is stopped.
 pub fn run(global: &Global) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the MCP server's runtime")?;
     let ended = runtime.block_on(serve(global.clone()));
@@ -82,6 +93,15 @@ pub fn run(global: &Global) -> Result<ExitCode> {
 
 async fn serve(global: Global) -> Result<ExitCode> {
     let bridge = Arc::new(Bridge::open(global)?);
+    // The guest loads while the client initializes; `initialize` is
+    // answered without it (a client may give up on a server that answers
+    // late: Codex starts its model turn a second after asking).
+    let loading = bridge.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = loading.component() {
+            eprintln!("bridge-host mcp: {err:#}");
+        }
+    });
     let server = tools::BridgeServer::new(bridge.clone());
     let transport = handover::Handover::new(handover::stdio(), bridge.clone());
     let service = match server.serve(transport).await {
@@ -175,7 +195,10 @@ struct Session {
 /// What the server keeps for its one connection.
 pub(crate) struct Bridge {
     global: Global,
-    component: Component,
+    /// The guest, loaded on first use (see [`Bridge::component`]).
+    component: Mutex<Option<Component>>,
+    /// Tool calls running now, at most [`MAX_CALLS_IN_FLIGHT`].
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     bridge_dir: PathBuf,
     working_dir: PathBuf,
     session: tokio::sync::OnceCell<Session>,
@@ -193,11 +216,11 @@ pub(crate) struct Bridge {
 impl Bridge {
     fn open(global: Global) -> Result<Self> {
         let bridge_dir = crate::bridge_dir(&global)?;
-        let (component, _) = GuestSource::from_global(&global)?.load(&global)?;
         let working_dir = std::env::current_dir().context("cannot read the working directory")?;
         Ok(Bridge {
             global,
-            component,
+            component: Mutex::new(None),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT)),
             bridge_dir,
             working_dir,
             session: tokio::sync::OnceCell::new(),
@@ -325,9 +348,23 @@ impl Bridge {
     }
 }
 
-/// A guest instance ready for `session`: an idle one from the pool, or a
-/// new one.
 impl Bridge {
+    /// The guest, loaded (or compiled, for a `--guest` not yet in the
+    /// compile cache) by the first caller; the others wait for it. A guest
+    /// that fails to load is tried again by the next call, which reports
+    /// why.
+    fn component(&self) -> Result<Component> {
+        let mut loaded = self.component.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(component) = &*loaded {
+            return Ok(component.clone());
+        }
+        let (component, _) = GuestSource::from_global(&self.global)?.load(&self.global)?;
+        *loaded = Some(component.clone());
+        Ok(component)
+    }
+
+    /// A guest instance ready for `session`: an idle one from the pool, or a
+    /// new one.
     fn instance(&self, session: &Session, interrupt: Option<Interrupt>) -> Result<Invocation> {
         let idle = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut invocation = match idle {
@@ -344,7 +381,7 @@ impl Bridge {
                 let mut invocation = Invocation::with_component(
                     &self.global,
                     place,
-                    &self.component,
+                    &self.component()?,
                     &self.bridge_dir,
                 )?;
                 invocation.context.format = wit::OutputFormat::TextAndJson;

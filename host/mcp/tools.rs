@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use bridge_host::sandbox::{Interrupt, wit};
 
-use super::{Bridge, cancelled_error, progress, text, tool_result};
+use super::{Bridge, MAX_CALLS_IN_FLIGHT, cancelled_error, progress, text, tool_result};
 
 use crate::DEFAULT_REPLY_WAIT_SECONDS;
 
@@ -36,14 +36,14 @@ pub(crate) struct BridgeServer {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct ConnectArgs {
     /// The peer's session ID: 6 characters of [a-z0-9], as `peers` lists them.
     pub peer: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct SendArgs {
     /// The recipient's session ID (6 characters of [a-z0-9]).
     pub peer: String,
@@ -59,7 +59,7 @@ pub(crate) struct SendArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct AskArgs {
     /// The session asked (6 characters of [a-z0-9]).
     pub peer: String,
@@ -76,7 +76,7 @@ pub(crate) struct AskArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct ReplyArgs {
     /// The ID of the query being answered, as the delivered message gave it.
     pub message_id: String,
@@ -85,7 +85,7 @@ pub(crate) struct ReplyArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct ListenArgs {
     /// Give up after this many seconds; without it, wait until a message
     /// arrives or the call is cancelled.
@@ -94,14 +94,14 @@ pub(crate) struct ListenArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct MessageArgs {
     /// A message ID: msg- followed by 12 characters of [a-z0-9].
     pub message_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct ReceiveArgs {
     /// The ID of a query this session sent.
     pub message_id: String,
@@ -111,7 +111,7 @@ pub(crate) struct ReceiveArgs {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(transform = plain_integers)]
 pub(crate) struct HistoryArgs {
     /// Only messages to or from this session.
     #[serde(default)]
@@ -122,6 +122,23 @@ pub(crate) struct HistoryArgs {
     /// At most this many, the newest [default: 20].
     #[serde(default)]
     pub limit: Option<u32>,
+}
+
+/// Drops the `format` schemars gives integers (`uint32`): it is no format
+/// JSON Schema defines, and clients that validate with Ajv (Gemini CLI)
+/// print `unknown format "uint32" ignored` on every call. `minimum: 0`
+/// still says the number is not negative.
+fn plain_integers(schema: &mut schemars::Schema) {
+    schemars::transform::transform_subschemas(&mut plain_integers, schema);
+    if let Some(object) = schema.as_object_mut() {
+        let integer = |t: &serde_json::Value| t == "integer";
+        let is_integer = object.get("type").is_some_and(|t| {
+            integer(t) || t.as_array().is_some_and(|types| types.iter().any(integer))
+        });
+        if is_integer {
+            object.remove("format");
+        }
+    }
 }
 
 /// How long a waiting verb waits, for progress: None for no limit.
@@ -343,6 +360,13 @@ impl BridgeServer {
         ctx: RequestContext<RoleServer>,
         wait: Option<Wait>,
     ) -> Result<CallToolResult, ErrorData> {
+        let Ok(in_flight) = self.bridge.in_flight.clone().try_acquire_owned() else {
+            return Ok(CallToolResult::error(vec![text(format!(
+                "bridge-host mcp: {MAX_CALLS_IN_FLIGHT} calls of this connection are already \
+                 running (waiting calls such as listen and ask count until they end), so this \
+                 one was not started. Wait for one to finish, or cancel one, then call again."
+            ))]));
+        };
         let session = match self.bridge.session(&ctx.peer).await {
             Ok(session) => session,
             Err(why) => return Ok(CallToolResult::error(vec![text(why)])),
@@ -380,7 +404,13 @@ impl BridgeServer {
             }
         });
         let bridge = self.bridge.clone();
-        let job = tokio::task::spawn_blocking(move || bridge.run_verb(&session, &verb, interrupt));
+        // The permit goes with the thread: a cancelled call returns at once,
+        // but its thread is busy until the guest's wait ends (within a
+        // second), and counts until then.
+        let job = tokio::task::spawn_blocking(move || {
+            let _in_flight = in_flight;
+            bridge.run_verb(&session, &verb, interrupt)
+        });
         let result = tokio::select! {
             joined = job => joined.map_err(|e| anyhow::anyhow!("{e}")).and_then(|r| r),
             () = ctx.ct.cancelled() => {

@@ -1,4 +1,6 @@
-//! The compiled guest is cached privately and verified before use.
+//! The embedded guest ships compiled: a first run compiles nothing and
+//! writes no cache. A guest given with `--guest` is compiled once, cached
+//! privately and verified before use.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,14 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Session "a", started with its compile cache in `cache`.
+/// The embedded guest's component, given as a file: it is compiled on
+/// first use and cached, as any guest given with `--guest` is.
+fn guest_file() -> &'static str {
+    env!("BRIDGE_GUEST_WASM")
+}
+
+/// Session "a", started with its compile cache in `cache`, running the
+/// guest from a file.
 struct Cached {
     w: World,
     a: PathBuf,
@@ -28,6 +37,7 @@ impl Cached {
         let cache = w.root.path().join("cache");
         w.cmd(&a)
             .env("BRIDGE_CACHE_DIR", &cache)
+            .env("BRIDGE_GUEST", guest_file())
             .args(["run", "start"])
             .ok();
         Cached { w, a, cache }
@@ -38,6 +48,7 @@ impl Cached {
         self.w
             .cmd(&self.a)
             .env("BRIDGE_CACHE_DIR", &self.cache)
+            .env("BRIDGE_GUEST", guest_file())
             .args(["run", "id"])
             .output()
     }
@@ -51,6 +62,48 @@ impl Cached {
             "{description}"
         );
     }
+}
+
+#[test]
+fn a_first_run_from_an_empty_cache_compiles_nothing_and_writes_no_cache() {
+    let w = World::new();
+    let a = w.project("a");
+    let cache = w.root.path().join("fresh-cache");
+    let id = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "start"])
+        .ok();
+    assert_eq!(id.trim().len(), 6, "{id}");
+    let peers = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["run", "peers"])
+        .ok();
+    assert!(peers.contains(id.trim()), "{peers}");
+    assert!(
+        !cache.exists() || entries(&cache).is_empty(),
+        "the embedded guest was compiled into the cache: {:?}",
+        entries(&cache)
+    );
+    let info = w
+        .cmd(&a)
+        .env("BRIDGE_CACHE_DIR", &cache)
+        .args(["guest", "info"])
+        .ok();
+    assert!(
+        info.contains("machine code: compiled when bridge-host was built, shipped in it"),
+        "{info}"
+    );
+    // A guest given as a file is compiled, then served by the cache.
+    let from_file = |w: &World| {
+        w.cmd(&a)
+            .env("BRIDGE_CACHE_DIR", &cache)
+            .args(["guest", "info", "--guest", guest_file()])
+            .ok()
+    };
+    assert!(from_file(&w).contains("machine code: compiled now"));
+    assert!(from_file(&w).contains("machine code: loaded from the compile cache"));
 }
 
 #[test]
@@ -183,6 +236,7 @@ fn a_compile_removes_old_format_and_long_unused_entries_only() {
     }
     w.cmd(&a)
         .env("BRIDGE_CACHE_DIR", &cache)
+        .env("BRIDGE_GUEST", guest_file())
         .args(["run", "start"])
         .ok();
     for name in &removed {
@@ -207,6 +261,7 @@ fn a_cache_others_can_write_is_not_used() {
     let (out, description) = w
         .cmd(&a)
         .env("BRIDGE_CACHE_DIR", &cache)
+        .env("BRIDGE_GUEST", guest_file())
         .args(["run", "start"])
         .output();
     assert!(out.status.success(), "{description}");

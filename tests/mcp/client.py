@@ -261,6 +261,13 @@ async def case_initialize(w):
             )
             check(f"tools/list: {t.name} has a description and requires {TOOLS[t.name] or 'nothing'}",
                   good, f"description={t.description!r} schema={json.dumps(schema)}")
+            # Gemini CLI validates with Ajv, which prints `unknown format
+            # "uint32" ignored` on every call to a tool whose schema has one.
+            formats = [f for f in json.dumps(schema).split('"format": ')[1:]]
+            check(f"tools/list: {t.name}'s schema uses no format a validator does not know",
+                  not formats, json.dumps(schema))
+            check(f"tools/list: {t.name}'s schema does not forbid extra arguments",
+                  schema.get("additionalProperties", True) is not False, json.dumps(schema))
 
 
 async def case_registration(w):
@@ -742,10 +749,13 @@ async def case_bad_input(w):
         except MCPError as e:
             ok, why = e.code == INVALID_PARAMS, f"code {e.code}: {e.message}"
         check("bad input: an argument for a tool that takes none is refused or ignored", ok, why)
-        msg2 = await expect_invalid_params(s, "reply", "an unknown extra argument",
-                                           {"message_id": "msg-aaaaaaaaaaaa", "answer": "x", "urgent": True})
-        if msg2 is not None:
-            check("bad input: the unknown-field error names it", "urgent" in msg2, msg2)
+        # An argument the tool does not declare is ignored (docs/mcp.md says
+        # why): the call runs as it would without it.
+        res = await tool(s, "reply", {"message_id": "msg-aaaaaaaaaaaa", "answer": "x", "urgent": True})
+        t = text_of(res)
+        check("bad input: an unknown extra argument is ignored, and the call runs",
+              "failed to deserialize" not in t and "unknown field" not in t
+              and "msg-aaaaaaaaaaaa" in t, t)
         await still_serves(s, "an unknown argument")
 
         await expect_invalid_params(s, "send", "an unknown message type",
@@ -797,6 +807,116 @@ async def case_bad_input(w):
         await still_serves(s, "a send to nobody")
 
 
+async def case_extra_arguments(w):
+    """Every tool, called with the arguments a real client adds: Gemini CLI
+    adds a boolean `wait_for_previous` to every schema and passes it on
+    when the model chains calls. Each call gives the same answer it gives
+    without the extra ones."""
+    pa, pb = w.project("extra-a"), w.project("extra-b")
+    peer = w.start(pb)
+    extra = {"wait_for_previous": True, "_meta_note": {"from": "a client"}, "x-trace": [1, 2]}
+    async with w.session(pa) as s:
+        await session_id(s)
+        rc, out, _ = w.cli(pb, "send", await session_id(s), "query", "first question")
+        qid = out.strip()
+        sent = await tool(s, "send", {"peer": peer, "type": "query", "content": "hello", **extra})
+        calls = [
+            ("peers", {}),
+            ("connect", {"peer": peer}),
+            ("status", {}),
+            ("check_inbox", {}),
+            ("reply", {"message_id": qid, "answer": "an answer"}),
+            ("listen", {"timeout_seconds": 1}),
+            ("track", {"message_id": qid}),
+            ("thread", {"message_id": qid}),
+            ("history", {"limit": 3}),
+            ("receive", {"message_id": "msg-aaaaaaaaaaaa", "timeout_seconds": 1}),
+            ("ask", {"peer": "zzzzzz", "question": "anyone?", "timeout_seconds": 1}),
+        ]
+        check("extra arguments: send runs with them", not sent.is_error, text_of(sent))
+        seen = {"send"}
+        for name, args in calls:
+            res = await tool(s, name, {**args, **extra}, timeout=30)
+            t = text_of(res)
+            seen.add(name)
+            check(f"extra arguments: {name} is not refused for them",
+                  "failed to deserialize" not in t and "unknown field" not in t
+                  and "wait_for_previous" not in t, t)
+        check("extra arguments: every tool was called", seen == set(TOOLS), sorted(set(TOOLS) - seen))
+        rc, out, _ = w.cli(pb, "check-inbox")
+        check("extra arguments: the peer got the message sent with them",
+              peer_block(out) == "hello", out)
+        rc, out, _ = w.cli(pb, "receive", qid, "--timeout", "5")
+        check("extra arguments: the reply sent with them reached the asker",
+              "an answer" in out, out)
+
+
+async def case_busy(w):
+    """A client with 1,000 calls waiting: the calls past the bound are
+    refused at once, saying why, and the server keeps reading its input:
+    ping, tools/list, a cancellation and the end of input are answered."""
+    proj = w.project("busy")
+    raw = Raw(w, proj)
+    try:
+        await raw.initialize()
+        st = await raw.call("status", {})
+        sid = st["result"]["structuredContent"]["session"]["sessionId"]
+        first = raw.next_id + 1
+        lines = b"".join(
+            json.dumps({"jsonrpc": "2.0", "id": first + i, "method": "tools/call",
+                        "params": {"name": "listen", "arguments": {}}}).encode() + b"\n"
+            for i in range(1000))
+        raw.next_id = first + 999
+        await asyncio.get_running_loop().run_in_executor(None, raw.write, lines)
+        # Every call past the bound is answered at once, with a reason.
+        refused, waiting = [], set(range(first, first + 1000))
+        deadline = time.monotonic() + 60
+        while len(refused) < 1000 - 32 and time.monotonic() < deadline:
+            try:
+                line = await asyncio.wait_for(raw.lines.get(), 5)
+            except asyncio.TimeoutError:
+                break
+            if line is None:
+                break
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if msg.get("id") in waiting:
+                    refused.append(msg)
+                    waiting.discard(msg["id"])
+        words = [json.dumps(m) for m in refused]
+        check("busy: the calls past the bound are answered, as tool errors",
+              len(refused) == 1000 - 32 and all(m.get("result", {}).get("isError") for m in refused),
+              f"{len(refused)} answered; first: {words[:1]}")
+        check("busy: the refusal says how many run and what to do",
+              refused and "32 calls" in words[0] and "cancel" in words[0], words[:1])
+        ping = await raw.request("ping", {}, timeout=20)
+        check("busy: ping is answered with 32 calls waiting", "result" in ping, ping)
+        tools = await raw.request("tools/list", {}, timeout=20)
+        check("busy: tools/list is answered", len(tools.get("result", {}).get("tools", [])) == 12,
+              short(tools))
+        one = min(waiting)
+        raw.write({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                   "params": {"requestId": one, "reason": "test"}})
+        # The cancelled call's place is free again once its wait has ended
+        # (at its next one-second slice): a new call runs.
+        st = None
+        for _ in range(20):
+            st = await raw.call("status", {}, timeout=20)
+            if raw_status_ok(st):
+                break
+            await asyncio.sleep(0.5)
+        check("busy: after a cancellation, a new call runs", raw_status_ok(st), short(st))
+        check("busy: the session is listed while connected", sid in w.peers(proj), w.peers(proj))
+        raw.proc.stdin.close()
+        code = await raw.exited(20)
+        check("busy: end of input ends the server, calls waiting or not", code is not None,
+              "still running 20 s after its input closed")
+        gone = await until(lambda: sid not in w.peers(proj), 10)
+        check("busy: the session is stopped at end of input", gone, w.peers(proj))
+    finally:
+        raw.close()
+
+
 async def case_commit(w):
     pm, ps = w.project("commit-mcp"), w.project("commit-sender")
     sender = w.start(ps)
@@ -834,6 +954,8 @@ CASES = [
     ("early-sigterm", case_early_sigterm, 60),
     ("raw", case_raw_bad_input, 40),
     ("bad-input", case_bad_input, 120),
+    ("extra-arguments", case_extra_arguments, 90),
+    ("busy", case_busy, 120),
     ("commit", case_commit, 40),
 ]
 
