@@ -1,8 +1,10 @@
-//! A real second agent: the Codex CLI (pinned in `.ci/codex`) asks through
-//! `bridge-host mcp`, and an idle Claude Code session (pinned in
-//! `.ci/claude-code`), woken by the plugin's wake hook, answers with the
-//! plugin's MCP `reply` tool. `tests/real_client/second_agent.py` runs both
-//! against local stand-ins for their model APIs (127.0.0.1 only).
+//! A real second agent: the Codex CLI (pinned in `.ci/codex`), from a fresh
+//! HOME and an empty compile cache, asks through `bridge-host mcp`, and an
+//! idle Claude Code session (pinned in `.ci/claude-code`), woken by the
+//! plugin's wake hook, answers with the plugin's MCP `reply` tool.
+//! `tests/real_client/second_agent.py` runs both against local stand-ins
+//! for their model APIs (127.0.0.1 only). Gemini CLI (pinned in
+//! `.ci/gemini`) asks a terminal session the same way.
 //!
 //! It needs Codex (`npm ci --prefix .ci/codex`, or `CODEX_BIN`), Claude
 //! Code, `tmux` and `python3`. Without them it fails under `CI=true` and is
@@ -29,4 +31,22 @@ fn codex_asks_and_an_idle_claude_code_session_answers_with_the_mcp_reply_tool() 
         ("python3", on_path("python3")),
     ]);
     python_scenario("tests/real_client/second_agent.py", "second agent", missing);
+}
+
+/// Gemini CLI (pinned in `.ci/gemini`), from a fresh HOME and an empty
+/// compile cache, connects to a terminal session and asks it with
+/// `wait_for_previous` set, as its system prompt has a model do, and prints
+/// the answer (`tests/real_client/gemini_client.py`, offline against a
+/// local stand-in for the Gemini API).
+#[test]
+fn gemini_cli_on_a_cold_start_connects_asks_with_wait_for_previous_and_prints_the_answer() {
+    let gemini = std::env::var_os("GEMINI_BIN").is_some()
+        || Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".ci/gemini/node_modules/.bin/gemini")
+            .exists();
+    let missing = absent(&[
+        ("the Gemini CLI (npm ci --prefix .ci/gemini)", gemini),
+        ("python3", on_path("python3")),
+    ]);
+    python_scenario("tests/real_client/gemini_client.py", "gemini client", missing);
 }

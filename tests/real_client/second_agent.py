@@ -8,7 +8,10 @@ its model API (127.0.0.1 only): `model_stub.py` for Claude Code,
 
 Checked, each from what happened:
 
-1. codex exec exits 0 and its final message carries Claude's answer;
+1. codex exec exits 0 and its final message carries Claude's answer, and
+   its first model request offered the bridge's tools: Codex starts its
+   turn about a second after `initialize`, answered or not, and its server
+   starts with an empty compile cache of its own;
 2. the idle Claude session was woken with nobody typing and answered with
    the MCP tool `mcp__plugin_session-bridge_bridge__reply`, with no
    permission prompt on its screen, as the bridge session its hooks
@@ -138,7 +141,8 @@ enabled = false
                 env = {
                     "PATH": SYSTEM_PATH, "HOME": str(root / "codex-user"), "LANG": "C.UTF-8",
                     "CODEX_HOME": str(codex_home), "STANDIN_API_KEY": "dummy",
-                    "BRIDGE_DIR": str(bridge_dir), "BRIDGE_CACHE_DIR": str(cache_dir),
+                    # A first run: a compile cache nothing has used yet.
+                    "BRIDGE_DIR": str(bridge_dir), "BRIDGE_CACHE_DIR": str(root / "codex-cache"),
                     # Anything not aimed at 127.0.0.1 goes to the stand-in,
                     # which refuses it and logs it.
                     "HTTPS_PROXY": f"http://127.0.0.1:{port}", "HTTP_PROXY": f"http://127.0.0.1:{port}",
@@ -182,6 +186,18 @@ enabled = false
             check("codex exec exits 0 and its final message carries Claude's answer",
                   codex.returncode == 0 and PLAIN_ANSWER in final,
                   f"exit {codex.returncode}; final {final!r}; stderr {codex.stderr[-1500:]}")
+
+            first = sorted((root / "codex-requests").glob("*.json"))
+            first_tools = []
+            for path in first:
+                body = json.loads(path.read_text()).get("body")
+                if isinstance(body, dict) and "tools" in body:
+                    first_tools = [t.get("name") for t in body["tools"]] + [
+                        f"{t.get('name')}/{u.get('name')}" for t in body["tools"]
+                        for u in t.get("tools") or []]
+                    break
+            check("Codex's first model request offered the bridge's tools (cold start)",
+                  "mcp__bridge/ask" in first_tools, f"first request's tools: {first_tools}")
 
             # How Claude answered.
             entries = lib_stub.entries()[marker:]
