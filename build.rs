@@ -106,7 +106,8 @@ fn precompile(wasm: &[u8], out: &Path) {
         );
         Vec::new()
     });
-    std::fs::write(out, bytes).unwrap_or_else(|err| panic!("cannot write {}: {err}", out.display()));
+    std::fs::write(out, bytes)
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", out.display()));
 }
 
 /// `cargo build --release --target wasm32-wasip2` for the workspace in `dir`.

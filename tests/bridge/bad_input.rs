@@ -331,7 +331,10 @@ fn a_full_disk_fails_the_send_and_leaves_no_partial_message() {
 
 /// Waits for `child`, or kills it and fails if it is still running after
 /// `limit`: a FIFO given as the guest used to block bridge-host forever.
-fn exits_within(mut child: std::process::Child, limit: std::time::Duration) -> std::process::Output {
+fn exits_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::Output {
     let began = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if began.elapsed() > limit {
@@ -349,14 +352,23 @@ fn a_guest_that_is_not_a_regular_file_is_refused_and_named() {
     let w = World::new();
     let a = w.project("a");
     let fifo = w.root.path().join("guest.wasm");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let fifo_text = fifo.to_str().unwrap();
     for (args, what) in [
         (vec!["guest", "check", fifo_text], "a FIFO (named pipe)"),
-        (vec!["run", "peers", "--guest", fifo_text], "a FIFO (named pipe)"),
+        (
+            vec!["run", "peers", "--guest", fifo_text],
+            "a FIFO (named pipe)",
+        ),
         (vec!["guest", "check", "/dev/zero"], "a device"),
-        (vec!["run", "peers", "--guest", w.root.path().to_str().unwrap()], "a directory"),
+        (
+            vec!["run", "peers", "--guest", w.root.path().to_str().unwrap()],
+            "a directory",
+        ),
     ] {
         let child = w.cmd(&a).args(&args).spawn();
         let out = exits_within(child, std::time::Duration::from_secs(60));
@@ -382,7 +394,10 @@ fn a_folder_of_the_bridge_directory_that_is_a_symlink_is_refused_and_named() {
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink(&outside, w.bridge.join(folder)).unwrap();
         let before = snapshot(&outside);
-        for args in [vec!["run", "peers"], vec!["run", "send", "zzzzzz", "query", "hi"]] {
+        for args in [
+            vec!["run", "peers"],
+            vec!["run", "send", "zzzzzz", "query", "hi"],
+        ] {
             let (_, stderr) = w.cmd(&a).args(&args).fails();
             let link = w.bridge.join(folder);
             assert!(
@@ -395,6 +410,10 @@ fn a_folder_of_the_bridge_directory_that_is_a_symlink_is_refused_and_named() {
             );
             assert!(!stderr.contains("not private to you"), "{stderr}");
         }
-        assert_eq!(snapshot(&outside), before, "{folder}: something outside changed");
+        assert_eq!(
+            snapshot(&outside),
+            before,
+            "{folder}: something outside changed"
+        );
     }
 }

@@ -48,5 +48,9 @@ fn gemini_cli_on_a_cold_start_connects_asks_with_wait_for_previous_and_prints_th
         ("the Gemini CLI (npm ci --prefix .ci/gemini)", gemini),
         ("python3", on_path("python3")),
     ]);
-    python_scenario("tests/real_client/gemini_client.py", "gemini client", missing);
+    python_scenario(
+        "tests/real_client/gemini_client.py",
+        "gemini client",
+        missing,
+    );
 }
