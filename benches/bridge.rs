@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use bridge_host::compile_cache;
 use bridge_host::sandbox::{Guest, wit};
 
+#[path = "bridge/first_run.rs"]
+mod first_run;
 #[path = "bridge/mcp.rs"]
 mod mcp;
 #[path = "bridge/relay.rs"]
@@ -192,25 +194,12 @@ fn main() {
         )
     })
     .collect();
-    let cold: Vec<TimedFigure> = vec![
-        (
-            "cold start (`id`), no compile cache".into(),
-            Box::new(|| cold_start(sizes, cache, false)),
-            "",
-        ),
-        (
-            "cold start (`id`), warm compile cache".into(),
-            Box::new(|| cold_start(sizes, cache, true)),
-            "",
-        ),
-    ];
     let mut medians: Vec<(String, Duration)> = Vec::new();
     for (name, measure, target) in timed
         .into_iter()
         .chain(scaling)
         .chain(one_pass)
         .chain(history)
-        .chain(cold)
     {
         if want(&name) {
             let samples = measure();
@@ -232,6 +221,8 @@ fn main() {
             mcp / cli
         );
     }
+
+    first_runs(sizes, &want);
 
     println!("\n| figure | value | target |\n|---|---|---|");
     let name = "throughput, 4 senders + 4 listeners, reused instances in one process";
@@ -505,25 +496,115 @@ fn listen_behind_originals_read(sizes: &Sizes, cache: &Path, read: usize) -> Vec
         .collect()
 }
 
-fn cold_start(sizes: &Sizes, cache: &Path, warm: bool) -> Vec<Duration> {
-    let w = World::new(cache);
-    (0..sizes.cold)
-        .map(|_| {
-            let fresh = bench_tempdir();
-            let cache_dir = if warm { cache } else { fresh.path() };
-            let cache_dir = cache_dir.to_path_buf();
-            defer_removal(fresh);
-            let started = Instant::now();
-            let status = w
-                .command(&w.a, &["id"])
-                .env("BRIDGE_CACHE_DIR", &cache_dir)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success());
-            started.elapsed()
-        })
-        .collect()
+/// The first-run figures (see `first_run.rs`), for this build and, when
+/// `BENCH_BASELINE_HOST` names one, for that build too, measured in turn in
+/// the same run, with the ratios of their medians.
+fn first_runs(sizes: &Sizes, want: &dyn Fn(&str) -> bool) {
+    let mut hosts = vec![("this build", bridge_host())];
+    if let Some(baseline) = std::env::var_os("BENCH_BASELINE_HOST") {
+        hosts.push(("baseline", PathBuf::from(baseline)));
+    }
+    let guest = env!("BRIDGE_GUEST_WASM");
+    let mut medians: Vec<(String, f64)> = Vec::new();
+    let mut figure = |name: String, samples: Vec<Duration>, target: &str| {
+        row(&name, &samples, target);
+        medians.push((name, median(&samples).as_secs_f64() * 1000.0));
+    };
+    for (label, host) in &hosts {
+        let name = |what: &str| format!("{what} [{label}]");
+        if want(&name("first run")) {
+            figure(
+                name("first run, `run peers`, empty compile cache"),
+                first_run::peers(sizes, host, true, &[]),
+                "≤ 2 × warm",
+            );
+            figure(
+                name("first run, `run peers`, warm compile cache"),
+                first_run::peers(sizes, host, false, &[]),
+                "",
+            );
+            figure(
+                name("first run, `run peers --guest FILE`, empty compile cache"),
+                first_run::peers(sizes, host, true, &["--guest", guest]),
+                "",
+            );
+            figure(
+                name("first run, `run peers --guest FILE`, warm compile cache"),
+                first_run::peers(sizes, host, false, &["--guest", guest]),
+                "",
+            );
+        }
+        if want(&name("first run, mcp initialize")) {
+            figure(
+                name("first run, mcp initialize, spawn to answer, empty compile cache"),
+                first_run::mcp_initialize(sizes, host, true),
+                "≤ 50 ms",
+            );
+            figure(
+                name("first run, mcp initialize, spawn to answer, warm compile cache"),
+                first_run::mcp_initialize(sizes, host, false),
+                "",
+            );
+        }
+        if want(&name("first run, SessionStart hook")) {
+            figure(
+                name("first run, SessionStart hook, empty compile cache"),
+                first_run::session_start_hook(sizes, host, true),
+                "≤ 100 ms",
+            );
+            figure(
+                name("first run, SessionStart hook, warm compile cache"),
+                first_run::session_start_hook(sizes, host, false),
+                "",
+            );
+        }
+        let ping = name("mcp ping with 1,000 calls waiting");
+        if want(&ping) {
+            match first_run::ping_with_calls_waiting(sizes, host, Duration::from_secs(10)) {
+                Some(samples) => figure(ping, samples, "≤ 100 ms"),
+                None => println!("| {ping} | never answered within 10 s |  |  |  |  | ≤ 100 ms |"),
+            }
+        }
+    }
+    let of = |name: &str| medians.iter().find(|(n, _)| n == name).map(|(_, m)| *m);
+    for (label, _) in &hosts {
+        for (cold, warm) in [
+            (
+                "first run, `run peers`, empty compile cache",
+                "first run, `run peers`, warm compile cache",
+            ),
+            (
+                "first run, mcp initialize, spawn to answer, empty compile cache",
+                "first run, mcp initialize, spawn to answer, warm compile cache",
+            ),
+            (
+                "first run, SessionStart hook, empty compile cache",
+                "first run, SessionStart hook, warm compile cache",
+            ),
+        ] {
+            if let (Some(c), Some(w)) = (
+                of(&format!("{cold} [{label}]")),
+                of(&format!("{warm} [{label}]")),
+            ) {
+                println!(
+                    "\n{cold} ÷ warm [{label}], medians: {c:.2} ms / {w:.2} ms = {:.2}×",
+                    c / w
+                );
+            }
+        }
+    }
+    if hosts.len() > 1 {
+        for (name, this) in medians.iter().filter(|(n, _)| n.ends_with("[this build]")) {
+            let base = name.replace("[this build]", "[baseline]");
+            if let Some(before) = of(&base) {
+                println!(
+                    "\n{} this build ÷ baseline, medians: {this:.2} ms / {before:.2} ms = {:.2}×",
+                    name.trim_end_matches(" [this build]"),
+                    this / before
+                );
+            }
+        }
+    }
 }
 
 fn in_process_throughput(sizes: &Sizes, cache: &Path) -> (f64, String) {
