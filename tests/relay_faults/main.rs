@@ -49,6 +49,8 @@ struct Profile {
 struct Netns {
     name: String,
     host_side: String,
+    /// The link's root-side address, where the server listens.
+    root_address: String,
 }
 
 fn ip(args: &[&str]) -> bool {
@@ -56,6 +58,16 @@ fn ip(args: &[&str]) -> bool {
         .args(args)
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A third octet for a 10.77.<n>.0/24 link that no interface here uses,
+/// from `from` on: a run that was killed leaves its namespaces and links
+/// behind, and a second link on the same subnet would take the first's
+/// route, so that nothing could connect.
+fn free_subnet(from: u8) -> Option<u8> {
+    let out = Command::new("ip").args(["-o", "-4", "addr", "show"]).output().ok()?;
+    let used = String::from_utf8_lossy(&out.stdout).into_owned();
+    (from..=250).find(|n| !used.contains(&format!(" 10.77.{n}.")))
 }
 
 impl Netns {
@@ -93,7 +105,11 @@ impl Netns {
                 "via",
                 &format!("10.77.{n}.1"),
             ]);
-        let netns = Netns { name, host_side };
+        let netns = Netns {
+            name,
+            host_side,
+            root_address: format!("10.77.{n}.1"),
+        };
         ok.then_some(netns)
     }
 
@@ -139,7 +155,12 @@ fn main() -> ExitCode {
         eprintln!("skipped: the relay fault harness needs root and `ip` (network namespaces)");
         return ExitCode::SUCCESS;
     }
-    let (Some(ns_a), Some(ns_b)) = (Netns::create("a", 71), Netns::create("b", 72)) else {
+    let subnet_a = free_subnet(71);
+    let ns_a = subnet_a.and_then(|n| Netns::create("a", n));
+    let ns_b = subnet_a
+        .and_then(|n| free_subnet(n + 1))
+        .and_then(|n| Netns::create("b", n));
+    let (Some(ns_a), Some(ns_b)) = (ns_a, ns_b) else {
         assert!(!ci, "cannot create network namespaces");
         eprintln!("skipped: cannot create network namespaces here");
         return ExitCode::SUCCESS;
@@ -156,8 +177,8 @@ fn main() -> ExitCode {
 fn run(bin: &std::path::Path, profile: &Profile, ns_a: &Netns, ns_b: &Netns) -> Result<(), String> {
     // The server listens on a's link's root-side address only; b reaches
     // it over its own link, which is the one cut.
-    let mut server = Server::start_on(bin, "10.77.71.1", "");
-    let url_a = format!("nats://10.77.71.1:{}", server.port);
+    let mut server = Server::start_on(bin, &ns_a.root_address, "");
+    let url_a = format!("nats://{}:{}", ns_a.root_address, server.port);
     let url_b = url_a.clone();
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
