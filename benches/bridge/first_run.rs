@@ -197,9 +197,11 @@ pub fn ping_with_calls_waiting(
         }
         false
     };
-    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "bench-client", "version": "1"}}}));
+        "clientInfo": {"name": "bench-client", "version": "1"}}}),
+    );
     assert!(wait_for(1, Duration::from_secs(30)));
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",

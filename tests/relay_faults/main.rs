@@ -65,7 +65,10 @@ fn ip(args: &[&str]) -> bool {
 /// behind, and a second link on the same subnet would take the first's
 /// route, so that nothing could connect.
 fn free_subnet(from: u8) -> Option<u8> {
-    let out = Command::new("ip").args(["-o", "-4", "addr", "show"]).output().ok()?;
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .ok()?;
     let used = String::from_utf8_lossy(&out.stdout).into_owned();
     (from..=250).find(|n| !used.contains(&format!(" 10.77.{n}.")))
 }
