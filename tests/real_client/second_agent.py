@@ -217,10 +217,19 @@ enabled = false
             check(f"Codex's session was listed as {want!r} while it ran",
                   len(codex_sessions) == 1 and names == [want],
                   f"seen: {sorted(set(clients))}; {len(polls)} polls saw: {sorted(set(polls))[:8]}")
-            peers = bridge("run", "peers", "--json", bridge_dir=bridge_dir, cache_dir=cache_dir).stdout
-            listed = {p["sessionId"] for p in json.loads(peers)["peers"]}
+            # `codex exec` returns without waiting for its MCP server to
+            # finish: the server stops its session when its input closes,
+            # which on a loaded machine ends a moment after Codex did.
+            exited = time.monotonic()
+            while True:
+                peers = bridge("run", "peers", "--json", bridge_dir=bridge_dir, cache_dir=cache_dir).stdout
+                listed = {p["sessionId"] for p in json.loads(peers)["peers"]}
+                if not (set(codex_sessions) & listed) or time.monotonic() - exited > 15:
+                    break
+                time.sleep(0.1)
             check("Codex's session is stopped once Codex exits",
-                  codex_sessions and not (set(codex_sessions) & listed), f"peers now: {sorted(listed)}")
+                  codex_sessions and not (set(codex_sessions) & listed),
+                  f"peers {time.monotonic() - exited:.1f} s after Codex exited: {sorted(listed)}")
 
             history = bridge("run", "history", "--json", "--project-dir", str(lib_dir),
                              "--session", lib_id, bridge_dir=bridge_dir, cache_dir=cache_dir,
