@@ -156,8 +156,9 @@ impl ClaimName {
 }
 
 impl<P: Platform> Bridge<P> {
-    /// Puts `message` through the policy, writes it into the recipient's
-    /// inbox, then keeps a `sent` copy in the sender's outbox. What the
+    /// Puts `message` through the policy, keeps a `sent` copy in the
+    /// sender's outbox, then writes it into the recipient's inbox (the copy
+    /// is removed again when that write is refused). What the
     /// policy reports goes to the sender's `policy-audit.log` and into
     /// `warnings`.
     pub(crate) fn deliver(&self, message: &mut Message, warnings: &mut Vec<String>) -> Result<()> {
@@ -171,19 +172,25 @@ impl<P: Platform> Bridge<P> {
         if !self.session_dir_usable(&to)? {
             return Err(BridgeError::NoSuchSession(to.to_string()));
         }
-        let inbox = self.layout.inbox(&to);
-        files::ensure_child_dir(&inbox)?;
-        if !files::create(&inbox, &id.file_name(), &message.to_bytes())? {
-            return Err(BridgeError::Io {
-                path: display_path(&inbox.join(id.file_name())),
-                reason: "a message with this ID already exists; send again".into(),
-            });
-        }
+        // The sender's copy first: the moment the message is in the inbox, a
+        // listener may take and answer it, and the `taken` and `answered`
+        // steps are checked against that copy.
         let mut copy = message.clone();
         copy.status = Status::Sent;
         let outbox = self.layout.outbox(&from);
         files::ensure_child_dir(&outbox)?;
         files::replace(&outbox, &id.file_name(), &copy.to_bytes())?;
+        let inbox = self.layout.inbox(&to);
+        let delivered = files::ensure_child_dir(&inbox)
+            .and_then(|()| files::create(&inbox, &id.file_name(), &message.to_bytes()));
+        if !matches!(delivered, Ok(true)) {
+            let _ = files::remove_if_present(&outbox.join(id.file_name()));
+            delivered?;
+            return Err(BridgeError::Io {
+                path: display_path(&inbox.join(id.file_name())),
+                reason: "a message with this ID already exists; send again".into(),
+            });
+        }
         if message.in_reply_to.is_some() && matches!(message.kind, Kind::Query | Kind::Response) {
             self.receipt_answered(message);
         }
