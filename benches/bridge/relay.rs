@@ -11,6 +11,38 @@ use std::time::{Duration, Instant};
 
 use super::{Side, Sizes, World, bridge_host, first_output_instant, four_by_four, proc_status_kb};
 
+/// Each machine (name, bridge directory) trusts every other's relay key,
+/// as a team does: `bridge-host relay key` on each, one roster, `bridge-host
+/// relay trust --roster` on each. Nothing is trusted on first sight.
+fn introduce(machines: &[(String, &Path)], roster_dir: &Path) {
+    let run = |bridge: &Path, args: &[&str]| {
+        let out = Command::new(bridge_host())
+            .env_clear()
+            .env("BRIDGE_DIR", bridge)
+            .args(args)
+            .output()
+            .expect("bridge-host runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let roster: String = machines
+        .iter()
+        .map(|(name, bridge)| format!("{name} {}\n", run(bridge, &["relay", "key"])))
+        .collect();
+    let file = roster_dir.join("roster");
+    std::fs::write(&file, roster).unwrap();
+    for (_, bridge) in machines {
+        run(
+            bridge,
+            &["relay", "trust", "--roster", file.to_str().unwrap()],
+        );
+    }
+}
+
 /// The nats-server binary, if there is one.
 pub fn server_bin() -> Option<PathBuf> {
     std::env::var_os("NATS_SERVER_BIN")
@@ -68,6 +100,13 @@ impl Pair {
         thread::sleep(Duration::from_millis(300));
         let a = Arc::new(World::new(cache));
         let b = Arc::new(World::new(cache));
+        introduce(
+            &[
+                ("a".into(), a.bridge.as_path()),
+                ("b".into(), b.bridge.as_path()),
+            ],
+            dir.path(),
+        );
         let url = format!("nats://127.0.0.1:{port}");
         let relays = [("a", &a), ("b", &b)]
             .into_iter()
@@ -230,6 +269,12 @@ pub fn scale(bin: &Path, cache: &Path, machines: usize, pairs: usize) -> Scale {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = start_server(bin, dir.path());
     let worlds: Vec<World> = (0..machines).map(|_| World::new(cache)).collect();
+    let names: Vec<(String, &Path)> = worlds
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("m{i}"), w.bridge.as_path()))
+        .collect();
+    introduce(&names, dir.path());
     let started = Instant::now();
     let mut relays: Vec<Child> = worlds
         .iter()

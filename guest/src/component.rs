@@ -274,6 +274,8 @@ impl From<wit::Verb> for crate::Verb {
                         machine: e.machine,
                         session_id: e.session_id,
                         payload: e.payload,
+                        signer: e.signer,
+                        signature: e.signature,
                     })
                     .collect(),
                 complete: r.complete,
@@ -509,6 +511,9 @@ impl From<crate::Outcome> for wit::Outcome {
                         }
                         crate::InboundVerdict::Held(id) => wit::InboundVerdict::Held(id),
                         crate::InboundVerdict::Refused(why) => wit::InboundVerdict::Refused(why),
+                        crate::InboundVerdict::Untrusted(why) => {
+                            wit::InboundVerdict::Untrusted(why)
+                        }
                     })
                     .collect(),
             ),

@@ -155,6 +155,8 @@ pub struct RemoteEntry {
     pub machine: String,
     pub session_id: String,
     pub payload: Vec<u8>,
+    pub signer: String,
+    pub signature: String,
 }
 
 /// Arguments of `relay-materialize`, not yet validated.
@@ -207,6 +209,7 @@ pub enum InboundVerdict {
     UnknownSender(String),
     Held(String),
     Refused(String),
+    Untrusted(String),
 }
 
 impl Verb {

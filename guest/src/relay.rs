@@ -414,6 +414,9 @@ impl<P: Platform> Bridge<P> {
         ) {
             Ok(()) => {}
             Err(crate::relay_keys::Unsigned::Missing(why)) => return refused(why),
+            Err(crate::relay_keys::Unsigned::Untrusted(why)) => {
+                return Ok(Inbound::Verdict(InboundVerdict::Untrusted(why)));
+            }
             Err(crate::relay_keys::Unsigned::Forged(why)) => {
                 warnings.push(format!(
                     "SECURITY: refused a message from the network that machine \
@@ -586,10 +589,11 @@ impl<P: Platform> Bridge<P> {
         let mut report = MaterializeReport::default();
         let mut shown: Vec<(String, SessionId)> = Vec::new();
         let mut per_machine: std::collections::HashMap<&str, usize> = Default::default();
+        let mut untrusted: Vec<&str> = Vec::new();
         for entry in &request.remote {
             let refuse = |why: String| {
                 format!(
-                    "presence {}.{}: {why}",
+                    "refused presence {}.{}: {why}",
                     entry.machine.chars().take(40).collect::<String>(),
                     entry.session_id.chars().take(40).collect::<String>()
                 )
@@ -609,6 +613,35 @@ impl<P: Platform> Bridge<P> {
                     .push(refuse("the key does not name a session ID".into()));
                 continue;
             };
+            match self.check_presence_signature(
+                remote,
+                &entry.session_id,
+                &entry.signer,
+                &entry.signature,
+                &entry.payload,
+            ) {
+                Ok(()) => {}
+                Err(crate::relay_keys::Unsigned::Missing(why)) => {
+                    report.refused.push(refuse(why));
+                    continue;
+                }
+                Err(crate::relay_keys::Unsigned::Forged(why)) => {
+                    warnings.push(format!(
+                        "SECURITY: refused a presence entry from the network that machine \
+                         {remote:?} did not sign: {why}"
+                    ));
+                    report.refused.push(refuse(why));
+                    continue;
+                }
+                // Said once per machine and pass, not per session.
+                Err(crate::relay_keys::Unsigned::Untrusted(why)) => {
+                    if !untrusted.contains(&remote) {
+                        untrusted.push(remote);
+                        report.refused.push(why);
+                    }
+                    continue;
+                }
+            }
             let count = per_machine.entry(remote).or_default();
             *count += 1;
             if *count > MAX_REMOTE_SESSIONS {

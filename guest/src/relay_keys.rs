@@ -1,16 +1,25 @@
 //! Which machine signed what arrives from the network.
 //!
 //! Each relay signs what it publishes with its machine's key (an ed25519
-//! key, written as an nkey user public key `U...`), over the receiving
-//! machine's name, its own name and the payload. The receiving guest
-//! checks the signature against the key it holds for the publishing
-//! machine: pinned on first sight, the way ssh's `known_hosts` pins a
-//! host, or written beforehand by `bridge-host relay trust`. A message
-//! signed by another key, or not signed, is refused and a warning logged;
-//! only `bridge-host relay trust` changes a pinned key.
+//! key, written as an nkey user public key `U...`): its mail over the
+//! receiving machine's name, its own name and the payload; its presence
+//! entries over its own name, the session and the manifest. The receiving
+//! guest checks the signature against the key this machine trusts for the
+//! publishing machine, which only `bridge-host relay trust` writes (from
+//! the team's roster, or one key at a time).
+//!
+//! Nothing is trusted on first sight. The server's permissions do not stop
+//! one machine from making the server itself publish under another
+//! machine's name (a request's reply subject is not checked), so the
+//! first message "from" a machine proves nothing. Mail signed by a key
+//! this machine does not trust waits on the server, undelivered, until
+//! the key is trusted; mail signed by a key other than the trusted one is
+//! refused, and a warning logged; a presence entry that does not verify is
+//! not shown.
 //!
 //! So a server that lets every client publish anywhere still cannot make
-//! one machine's mail look as if another machine sent it.
+//! one machine's mail, or its sessions, look as if another machine sent
+//! them.
 
 use std::path::PathBuf;
 
@@ -19,8 +28,13 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use crate::files;
 use crate::{Bridge, Platform};
 
-/// What the signature covers, before the two machine names and the payload.
+/// What a mail signature covers, before the two machine names and the
+/// payload.
 pub const SIGNED_CONTEXT: &str = "session-bridge relay v1";
+
+/// What a presence signature covers, before the machine's name, the
+/// session ID and the manifest.
+pub const PRESENCE_CONTEXT: &str = "session-bridge presence v1";
 
 /// The folder, in the bridge directory, holding one file per machine:
 /// `<machine>.pub`, its pinned public key.
@@ -32,11 +46,24 @@ const USER_PREFIX: u8 = 20 << 3;
 /// The bytes a relay signs for a message published by `from_machine` for
 /// `to_machine`.
 pub fn signed_bytes(to_machine: &str, from_machine: &str, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(payload.len() + 64);
-    bytes.extend_from_slice(SIGNED_CONTEXT.as_bytes());
-    for part in [to_machine.as_bytes(), from_machine.as_bytes()] {
+    framed(SIGNED_CONTEXT, [to_machine, from_machine], payload)
+}
+
+/// The bytes a relay signs for the presence entry of its session
+/// `session`.
+pub fn presence_bytes(machine: &str, session: &str, manifest: &[u8]) -> Vec<u8> {
+    framed(PRESENCE_CONTEXT, [machine, session], manifest)
+}
+
+/// `context`, each part and the payload, one line break between each.
+/// Neither a machine name nor a session ID holds a line break, so no two
+/// different inputs frame alike.
+fn framed(context: &str, parts: [&str; 2], payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(payload.len() + 128);
+    bytes.extend_from_slice(context.as_bytes());
+    for part in parts {
         bytes.push(b'\n');
-        bytes.extend_from_slice(part);
+        bytes.extend_from_slice(part.as_bytes());
     }
     bytes.push(b'\n');
     bytes.extend_from_slice(payload);
@@ -93,6 +120,10 @@ pub enum Unsigned {
     /// A well-formed signature that does not match the machine's key:
     /// refused, and a warning logged.
     Forged(String),
+    /// Well formed and valid, but by a key this machine does not trust
+    /// for that machine, which has no trusted key yet: the message waits
+    /// until `bridge-host relay trust` trusts one.
+    Untrusted(String),
 }
 
 impl<P: Platform> Bridge<P> {
@@ -110,8 +141,7 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// Checks that `payload`, published by `from_machine` for `machine`,
-    /// is signed by `from_machine`'s key: the pinned one, or, when none is
-    /// pinned yet, `signer`, which is then pinned.
+    /// is signed by the key this machine trusts for `from_machine`.
     pub(crate) fn check_signature(
         &self,
         machine: &str,
@@ -119,6 +149,37 @@ impl<P: Platform> Bridge<P> {
         signer: &str,
         signature: &str,
         payload: &[u8],
+    ) -> std::result::Result<(), Unsigned> {
+        let signed = signed_bytes(machine, from_machine, payload);
+        let lead = format!("mail from machine {from_machine:?} waits on the server, undelivered");
+        self.check_signed(from_machine, signer, signature, &signed, &lead)
+    }
+
+    /// Checks that the presence entry of `session`, read under
+    /// `from_machine`'s key in the bucket, is signed by the key this
+    /// machine trusts for `from_machine`.
+    pub(crate) fn check_presence_signature(
+        &self,
+        from_machine: &str,
+        session: &str,
+        signer: &str,
+        signature: &str,
+        manifest: &[u8],
+    ) -> std::result::Result<(), Unsigned> {
+        let signed = presence_bytes(from_machine, session, manifest);
+        let lead = format!("the sessions of machine {from_machine:?} are not shown");
+        self.check_signed(from_machine, signer, signature, &signed, &lead)
+    }
+
+    /// Checks `signature` by `signer` over `signed`, made as machine
+    /// `from_machine`; `lead` says what waits for a trusted key.
+    fn check_signed(
+        &self,
+        from_machine: &str,
+        signer: &str,
+        signature: &str,
+        signed: &[u8],
+        lead: &str,
     ) -> std::result::Result<(), Unsigned> {
         if signer.is_empty() || signature.is_empty() {
             return Err(Unsigned::Missing(format!(
@@ -138,38 +199,26 @@ impl<P: Platform> Bridge<P> {
         else {
             return Err(Unsigned::Missing("its signature is not well formed".into()));
         };
-        let pinned = self.pinned_key(from_machine);
-        if let Some(pinned) = &pinned
-            && pinned != signer
-        {
-            return Err(Unsigned::Forged(format!(
-                "it was published as machine {from_machine:?} but signed by key {signer}, not by \
-                 {from_machine:?}'s key {pinned}. If that machine's key really changed, run \
-                 `bridge-host relay trust {from_machine} {signer}` on this machine"
-            )));
-        }
-        let signed = signed_bytes(machine, from_machine, payload);
-        if key.verify_strict(&signed, &signature).is_err() {
+        if key.verify_strict(signed, &signature).is_err() {
             return Err(Unsigned::Forged(format!(
                 "its signature by key {signer} does not verify: it was altered or forged on the \
                  way"
             )));
         }
-        if pinned.is_none() {
-            let dir = self.layout.root().join(KEYS_DIR);
-            // Pinned on first sight; a racing first sight of the same key
-            // finds the file written.
-            if files::ensure_dir(&dir).is_ok() {
-                let _ = files::write_new_once(&self.key_file(from_machine), signer.as_bytes());
-            }
-            if self.pinned_key(from_machine).as_deref() != Some(signer) {
-                return Err(Unsigned::Forged(format!(
-                    "it was published as machine {from_machine:?} and signed by key {signer}, \
-                     but another key was pinned for that machine meanwhile"
-                )));
-            }
+        match self.pinned_key(from_machine) {
+            Some(trusted) if trusted == signer => Ok(()),
+            Some(trusted) => Err(Unsigned::Forged(format!(
+                "it was published as machine {from_machine:?} but signed by key {signer}, not by \
+                 {from_machine:?}'s key {trusted}. If that machine's key really changed, run \
+                 `bridge-host relay trust {from_machine} {signer}` on this machine"
+            ))),
+            None => Err(Unsigned::Untrusted(format!(
+                "{lead}: this machine trusts no key for {from_machine:?} yet, and what it \
+                 published is signed by key {signer}. If that is {from_machine:?}'s key (its relay logs `signs as \
+                 U...` when it starts, and the team's roster lists it), run `bridge-host relay \
+                 trust {from_machine} {signer}` here, or `bridge-host relay trust --roster FILE`"
+            ))),
         }
-        Ok(())
     }
 }
 
@@ -184,6 +233,29 @@ pub(crate) mod testing {
             seed[i] ^= b;
         }
         SigningKey::from_bytes(&seed)
+    }
+
+    /// Trusts [`key`] of `machine` in the bridge directory `root`, as
+    /// `bridge-host relay trust` does.
+    pub fn trust(root: &std::path::Path, machine: &str) {
+        let dir = root.join(super::KEYS_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = super::encode_user_key(&key(machine).verifying_key());
+        std::fs::write(dir.join(format!("{machine}.pub")), text).unwrap();
+    }
+
+    /// The presence entry `manifest` of `machine`'s session `id`, signed by
+    /// [`key`] of `machine`.
+    pub fn presence(machine: &str, id: &str, manifest: Vec<u8>) -> crate::RemoteEntry {
+        let key = key(machine);
+        let signature = key.sign(&super::presence_bytes(machine, id, &manifest));
+        crate::RemoteEntry {
+            machine: machine.into(),
+            session_id: id.into(),
+            payload: manifest,
+            signer: super::encode_user_key(&key.verifying_key()),
+            signature: data_encoding::BASE64URL_NOPAD.encode(&signature.to_bytes()),
+        }
     }
 
     /// Messages as `machine` receives them, each signed by its publisher's
@@ -226,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn relay_keys_are_pinned_on_first_sight_and_another_key_or_other_bytes_are_refused() {
+    fn nothing_is_trusted_on_first_sight_and_another_key_or_other_bytes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let bridge = crate::Bridge::new(
             crate::Layout::new(dir.path()),
@@ -240,16 +312,33 @@ mod tests {
             Ok(()) => panic!("accepted"),
             Err(Unsigned::Missing(why)) => format!("missing: {why}"),
             Err(Unsigned::Forged(why)) => format!("forged: {why}"),
+            Err(Unsigned::Untrusted(why)) => format!("untrusted: {why}"),
         };
         assert!(refused(check("", "", b"{}")).starts_with("missing: it is not signed"));
-        // First sight pins a's key.
+        // First sight: a valid signature by a key nobody trusted waits, and
+        // trusts nothing.
         let (key_a, signature) = sign(&a, "here", "a", b"one");
+        let why = refused(check(&key_a, &signature, b"one"));
+        assert_eq!(
+            why,
+            format!(
+                "untrusted: mail from machine \"a\" waits on the server, undelivered: this \
+                 machine trusts no key for \"a\" yet, and what it published is signed by key \
+                 {key_a}. If that is \"a\"'s key (its relay logs `signs as U...` when it starts, \
+                 and the team's roster lists it), run `bridge-host relay trust a {key_a}` here, \
+                 or `bridge-host relay trust --roster FILE`"
+            )
+        );
+        assert_eq!(bridge.pinned_key("a"), None);
+        // A forgery first, then the real key: the forgery still pins nothing.
+        let (key_e, by_e) = sign(&e, "here", "a", b"one");
+        assert!(refused(check(&key_e, &by_e, b"one")).starts_with("untrusted:"));
+        assert_eq!(bridge.pinned_key("a"), None);
+        testing::trust(dir.path(), "a");
         assert!(check(&key_a, &signature, b"one").is_ok());
-        assert_eq!(bridge.pinned_key("a").as_deref(), Some(key_a.as_str()));
         // Other bytes, another key, a signature made for another machine.
         let why = refused(check(&key_a, &signature, b"two"));
         assert!(why.starts_with("forged: its signature by key"), "{why}");
-        let (key_e, by_e) = sign(&e, "here", "a", b"one");
         let why = refused(check(&key_e, &by_e, b"one"));
         assert!(
             why.contains(&format!(
@@ -262,6 +351,31 @@ mod tests {
         assert_eq!(bridge.pinned_key("a").as_deref(), Some(key_a.as_str()));
         assert!(refused(check(&key_a, "not base64!", b"one")).starts_with("missing:"));
         assert!(refused(check("UNOTAKEY", &signature, b"one")).starts_with("missing:"));
+        // A mail signature is no presence signature, and the other way
+        // round, though both are a's.
+        let presence = testing::presence("a", "abcdef", b"one".to_vec());
+        let why = refused(bridge.check_presence_signature(
+            "a",
+            "abcdef",
+            &presence.signer,
+            &signature,
+            b"one",
+        ));
+        assert!(why.starts_with("forged:"), "{why}");
+        assert!(
+            bridge
+                .check_presence_signature("a", "abcdef", &presence.signer, &presence.signature, b"one")
+                .is_ok()
+        );
+        let why = refused(bridge.check_presence_signature(
+            "a",
+            "other1",
+            &presence.signer,
+            &presence.signature,
+            b"one",
+        ));
+        assert!(why.starts_with("forged:"), "{why}");
+        assert!(refused(check(&key_a, &presence.signature, b"one")).starts_with("forged:"));
     }
 
     #[test]

@@ -72,9 +72,8 @@ fn text(outcome: &Outcome) -> String {
             for id in &report.removed {
                 out.push_str(&format!("removed {id}\n"));
             }
-            for why in &report.refused {
-                out.push_str(&format!("refused {}\n", one_line(why)));
-            }
+            // What is refused is in `refused`, each line saying what it is
+            // about: the relay logs it once in a while, not with every pass.
             out
         }
     }
@@ -272,6 +271,7 @@ pub(crate) fn inbound_text(verdict: &crate::InboundVerdict) -> String {
             format!("held {id}: waits for a sender of its batch to be known")
         }
         crate::InboundVerdict::Refused(why) => format!("refused: {}", one_line(why)),
+        crate::InboundVerdict::Untrusted(why) => format!("waits: {}", one_line(why)),
     }
 }
 
@@ -478,6 +478,7 @@ fn to_json(outcome: &Outcome) -> Value {
                 crate::InboundVerdict::UnknownSender(id) => json!({ "unknownSender": id }),
                 crate::InboundVerdict::Held(id) => json!({ "held": id }),
                 crate::InboundVerdict::Refused(why) => json!({ "refused": why }),
+                crate::InboundVerdict::Untrusted(why) => json!({ "untrusted": why }),
             }).collect::<Vec<_>>(),
         }),
         Outcome::RelayPresence(entries) => json!({

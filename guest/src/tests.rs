@@ -818,15 +818,16 @@ fn relay_run(root: &Path, verb: Verb) -> Outcome {
 
 /// Shows session `id` of machine `machine` here, as the relay does.
 fn materialize(root: &Path, machine: &str, id: &str, project: &str) -> crate::MaterializeReport {
+    crate::relay_keys::testing::trust(root, machine);
     let mut manifest = crate::wire::Manifest::new(&SessionId::parse(id).unwrap(), project);
     manifest.machine = Some(machine.into());
     let verb = Verb::RelayMaterialize(crate::MaterializeRequest {
         machine: "here".into(),
-        remote: vec![crate::RemoteEntry {
-            machine: machine.into(),
-            session_id: id.into(),
-            payload: manifest.to_bytes(),
-        }],
+        remote: vec![crate::relay_keys::testing::presence(
+            machine,
+            id,
+            manifest.to_bytes(),
+        )],
         complete: false,
         gone: Vec::new(),
     });

@@ -23,6 +23,10 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_MESSAGE_BYTES: i32 = 8 << 20;
 /// The durable consumer through which a machine's relay reads its mail.
 pub const MAIL_CONSUMER: &str = "relay";
+/// The largest presence entry the bucket stores, headers included: a
+/// manifest is at most 64 KiB (the guest's limit), and its signature
+/// headers take about 200 bytes more.
+pub const MAX_PRESENCE_BYTES: i32 = 80 << 10;
 
 /// The names and settings the relays of one team share.
 #[derive(Clone, Debug)]
@@ -78,6 +82,7 @@ impl Layout {
             name: self.bucket_stream(),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
+            max_message_size: MAX_PRESENCE_BYTES,
             max_age: Duration::from_secs(self.presence_ttl),
             storage: stream::StorageType::File,
             allow_rollup: false,
@@ -174,20 +179,44 @@ pub async fn ensure_consumer(
     js: &jetstream::Context,
     stream_name: &str,
     config: pull::Config,
-) -> Result<bool> {
+) -> Result<Made> {
     let name = config.durable_name.clone().unwrap_or_default();
     let stream = js
         .get_stream(stream_name)
         .await
         .with_context(|| format!("cannot read the stream {stream_name}"))?;
-    if stream.get_consumer::<pull::Config>(&name).await.is_ok() {
-        return Ok(false);
+    match stream.consumer_info(&name).await {
+        Ok(info) => {
+            let now = &info.config;
+            // A consumer made before the machines' permissions were these
+            // (a push consumer delivering elsewhere, another filter) is
+            // replaced: its acknowledgements are lost, and what the
+            // machine's relay receives again it drops as received before.
+            let stale = now.deliver_subject.is_some()
+                || now.filter_subject != config.filter_subject
+                || now.deliver_policy != config.deliver_policy
+                || now.ack_policy != config.ack_policy;
+            if !stale {
+                return Ok(Made::Unchanged);
+            }
+            stream
+                .delete_consumer(&name)
+                .await
+                .with_context(|| format!("cannot delete the stale consumer {name}"))?;
+            stream
+                .create_consumer(config)
+                .await
+                .with_context(|| format!("cannot create the consumer {name} on {stream_name}"))?;
+            Ok(Made::Updated)
+        }
+        Err(_) => {
+            stream
+                .create_consumer(config)
+                .await
+                .with_context(|| format!("cannot create the consumer {name} on {stream_name}"))?;
+            Ok(Made::Created)
+        }
     }
-    stream
-        .create_consumer(config)
-        .await
-        .with_context(|| format!("cannot create the consumer {name} on {stream_name}"))?;
-    Ok(true)
 }
 
 /// `bridge-host relay admin`: makes, or brings up to date, what each
@@ -200,6 +229,9 @@ pub async fn run(
 ) -> Result<()> {
     if machines.is_empty() {
         bail!("name at least one machine: bridge-host relay admin --machine NAME ...");
+    }
+    for machine in machines {
+        super::keys::check_machine(machine)?;
     }
     layout.replicas = explicit.unwrap_or_else(|| default_replicas(&client));
     let js = jetstream::new(client);
@@ -222,17 +254,16 @@ pub async fn run(
             &format!("mail stream {stream}"),
             ensure_stream(&js, layout.mail_config(machine)).await?,
         );
+        let consumer = |made: Made| match made {
+            Made::Created => "created",
+            Made::Updated => "replaced: it was not as the relay needs it",
+            Made::Unchanged => "exists",
+        };
         let made = ensure_consumer(&js, &stream, Layout::mail_consumer_config()).await?;
-        println!(
-            "consumer {MAIL_CONSUMER} on {stream}: {}",
-            if made { "created" } else { "exists" }
-        );
+        println!("consumer {MAIL_CONSUMER} on {stream}: {}", consumer(made));
         let name = layout.presence_consumer(machine);
         let made = ensure_consumer(&js, &bucket, layout.presence_consumer_config(machine)).await?;
-        println!(
-            "consumer {name} on {bucket}: {}",
-            if made { "created" } else { "exists" }
-        );
+        println!("consumer {name} on {bucket}: {}", consumer(made));
     }
     Ok(())
 }

@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 
-/// What the signature covers, before the two machine names and the
+/// What a mail signature covers, before the two machine names and the
 /// payload: the same as `SIGNED_CONTEXT` in guest/src/relay_keys.rs.
 const SIGNED_CONTEXT: &str = "session-bridge relay v1";
+
+/// What a presence signature covers, before the machine, the session and
+/// the manifest: the same as `PRESENCE_CONTEXT` in guest/src/relay_keys.rs.
+const PRESENCE_CONTEXT: &str = "session-bridge presence v1";
 
 /// A machine's credentials, as `--creds` gives them.
 pub enum Creds {
@@ -164,9 +168,31 @@ pub fn sign(
     from_machine: &str,
     payload: &[u8],
 ) -> Result<(String, String)> {
-    let mut signed = Vec::with_capacity(payload.len() + 64);
-    signed.extend_from_slice(SIGNED_CONTEXT.as_bytes());
-    for part in [to_machine, from_machine] {
+    sign_framed(key, SIGNED_CONTEXT, [to_machine, from_machine], payload)
+}
+
+/// The headers that sign the presence entry `manifest` of `machine`'s
+/// session `session`.
+pub fn sign_presence(
+    key: &nkeys::KeyPair,
+    machine: &str,
+    session: &str,
+    manifest: &[u8],
+) -> Result<(String, String)> {
+    sign_framed(key, PRESENCE_CONTEXT, [machine, session], manifest)
+}
+
+/// A signature over `context`, the parts and the payload, a line break
+/// between each, as guest/src/relay_keys.rs checks it: (signer, signature).
+fn sign_framed(
+    key: &nkeys::KeyPair,
+    context: &str,
+    parts: [&str; 2],
+    payload: &[u8],
+) -> Result<(String, String)> {
+    let mut signed = Vec::with_capacity(payload.len() + 128);
+    signed.extend_from_slice(context.as_bytes());
+    for part in parts {
         signed.push(b'\n');
         signed.extend_from_slice(part.as_bytes());
     }
@@ -183,6 +209,10 @@ pub fn sign(
 /// into FILE (created, readable by its owner only); the public key is
 /// printed, for the server's configuration.
 pub fn keygen(out: &Path) -> Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the folder {}", parent.display()))?;
+    }
     let pair = nkeys::KeyPair::new_user();
     write_secret(out, &pair.seed().context("a new key's seed")?)?;
     println!("{}", pair.public_key());
@@ -194,9 +224,10 @@ pub fn keygen(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `bridge-host relay trust MACHINE KEY`: from now on this machine accepts
-/// mail from MACHINE only when KEY signed it.
-pub fn trust(bridge_dir: &Path, machine: &str, key: &str) -> Result<()> {
+/// Whether `machine` is a machine name: 1 to 32 characters of a-z, 0-9
+/// and `-`, not starting with `-` (the guest's rule, checked here too so
+/// that a bad name is refused before it becomes a file or a subject).
+pub fn check_machine(machine: &str) -> Result<()> {
     let plain = !machine.is_empty()
         && machine.len() <= 32
         && !machine.starts_with('-')
@@ -206,26 +237,106 @@ pub fn trust(bridge_dir: &Path, machine: &str, key: &str) -> Result<()> {
     if !plain {
         bail!("{machine:?} is not a machine name (1 to 32 characters of a-z, 0-9 and `-`)");
     }
+    Ok(())
+}
+
+/// Whether `key` is an nkey user public key.
+fn check_user_key(key: &str) -> Result<()> {
     let user = nkeys::KeyPair::from_public_key(key)
         .ok()
         .filter(|k| matches!(k.key_pair_type(), nkeys::KeyPairType::User));
     if user.is_none() {
         bail!(
-            "{key:?} is not an nkey user public key (56 characters starting with U): the \
-             machine's relay logs its key when it starts (`signs as U...`)"
+            "{key:?} is not an nkey user public key (56 characters starting with U): \
+             `bridge-host relay key` prints a machine's key, and its relay logs it when it \
+             starts (`signs as U...`)"
         );
     }
+    Ok(())
+}
+
+/// `bridge-host relay key`: the public key this machine's relay signs
+/// with, made now when it has none yet.
+pub fn show(creds: Option<&Path>, bridge_dir: &Path) -> Result<()> {
+    let creds = creds.map(read_creds).transpose()?;
+    let key = signing_key(creds.as_ref(), bridge_dir)?;
+    println!("{}", key.public_key());
+    Ok(())
+}
+
+/// `bridge-host relay trust MACHINE KEY`: from now on this machine accepts
+/// mail and presence from MACHINE only when KEY signed them.
+pub fn trust(bridge_dir: &Path, machine: &str, key: &str) -> Result<()> {
+    check_machine(machine)?;
+    check_user_key(key)?;
+    let said = pin(bridge_dir, machine, key)?;
+    println!("{said}");
+    Ok(())
+}
+
+/// `bridge-host relay trust --roster FILE`: each line `MACHINE KEY` of the
+/// team's roster trusted, as `trust` trusts one. Blank lines and lines
+/// starting with `#` are skipped. The whole file is checked before any key
+/// is written, so a bad line changes nothing.
+pub fn trust_roster(bridge_dir: &Path, roster: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(roster)
+        .with_context(|| format!("cannot read the roster {}", roster.display()))?;
+    let mut entries: Vec<(&str, &str)> = Vec::new();
+    for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [machine, key] = fields[..] else {
+            bail!(
+                "line {n} of {} is not `MACHINE KEY` (a machine name, a space, its public key \
+                 U...)",
+                roster.display()
+            );
+        };
+        check_machine(machine).with_context(|| format!("line {n} of {}", roster.display()))?;
+        check_user_key(key).with_context(|| format!("line {n} of {}", roster.display()))?;
+        if let Some((_, other)) = entries.iter().find(|(m, k)| *m == machine && k != &key) {
+            bail!(
+                "line {n} of {} gives machine {machine} the key {key}, but an earlier line gives \
+                 it {other}; keep one",
+                roster.display()
+            );
+        }
+        entries.push((machine, key));
+    }
+    if entries.is_empty() {
+        bail!(
+            "{} lists no machine: write one line `MACHINE KEY` per machine",
+            roster.display()
+        );
+    }
+    for (machine, key) in entries {
+        println!("{}", pin(bridge_dir, machine, key)?);
+    }
+    Ok(())
+}
+
+/// Writes `key` as the one trusted for `machine`, atomically: a reader sees
+/// the old key or the new one, never part of a file. Says what changed.
+fn pin(bridge_dir: &Path, machine: &str, key: &str) -> Result<String> {
     let dir = bridge_dir.join("relay-keys");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!("{machine}.pub"));
     let before = std::fs::read_to_string(&path).ok();
-    let temp = dir.join(format!(".{machine}.pub.{}", std::process::id()));
-    std::fs::write(&temp, key).with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    match before.as_deref().map(str::trim) {
-        Some(old) if old == key => println!("machine {machine}'s key was {key} already"),
-        Some(old) => println!("machine {machine}'s key is now {key} (it was {old})"),
-        None => println!("machine {machine}'s key is now {key}"),
+    if before.as_deref().map(str::trim) == Some(key) {
+        return Ok(format!("machine {machine}'s key was {key} already"));
     }
-    Ok(())
+    let temp = dir.join(format!(".{machine}.pub.{}", std::process::id()));
+    std::fs::write(&temp, key)
+        .and_then(|()| std::fs::File::open(&temp)?.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    if let Err(err) = std::fs::rename(&temp, &path) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(match before.as_deref().map(str::trim) {
+        Some(old) => format!("machine {machine}'s key is now {key} (it was {old})"),
+        None => format!("machine {machine}'s key is now {key}"),
+    })
 }

@@ -55,6 +55,18 @@ const GATHER_BELOW: usize = 64;
 const GATHER: Duration = Duration::from_millis(5);
 /// How long a relay waits before it tries again after a failure.
 const RETRY: Duration = Duration::from_secs(2);
+/// How long mail signed by a key not trusted here waits on the server
+/// before it is offered again: at most this long after `bridge-host relay
+/// trust` it is delivered.
+const UNTRUSTED_RETRY: Duration = Duration::from_secs(15);
+/// How often the same line about waiting mail is logged again.
+const SAY_AGAIN: Duration = Duration::from_secs(600);
+/// The most messages left waiting on the server for a trusted key at once.
+/// Each stays pending on the consumer, and the server stops delivering
+/// when a consumer has 1,000 pending (its default): past this bound, mail
+/// from machines with no trusted key is dropped instead, so that it can
+/// never hold up mail from trusted ones.
+const MAX_WAITING: usize = 256;
 
 #[derive(clap::Args, Clone)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -95,13 +107,29 @@ enum RelayCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Accept mail from MACHINE only when KEY signed it: for a machine
-    /// whose key changed, or to pin a key before the machine's first mail.
+    /// Accept mail and sessions from MACHINE only when KEY signed them.
+    /// Nothing is trusted on first sight: until a machine's key is trusted
+    /// here, its mail waits on the server and its sessions are not shown.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["machine", "roster"])))]
     Trust {
         /// The machine's name.
-        machine: String,
-        /// Its public key (U...), which its relay logs when it starts.
-        key: String,
+        #[arg(requires = "key")]
+        machine: Option<String>,
+        /// Its public key (U...): `bridge-host relay key` prints it on that
+        /// machine, and its relay logs it when it starts.
+        key: Option<String>,
+        /// Trust every machine of the team's roster: a file of lines
+        /// `MACHINE KEY`.
+        #[arg(long, value_name = "FILE", conflicts_with = "machine")]
+        roster: Option<PathBuf>,
+    },
+    /// Print the public key this machine's relay signs with (the seed of
+    /// --creds, or the key kept next to the bridge directory, made now if
+    /// there is none yet), for the team's roster.
+    Key {
+        /// The machine's credentials, when the relay is given --creds.
+        #[arg(long, env = "BRIDGE_RELAY_CREDS", value_name = "FILE")]
+        creds: Option<PathBuf>,
     },
 }
 
@@ -239,8 +267,21 @@ pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
             keys::keygen(&out)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Some(RelayCommand::Trust { machine, key }) => {
-            keys::trust(&crate::bridge_dir(global)?, &machine, key.trim())?;
+        Some(RelayCommand::Trust {
+            machine,
+            key,
+            roster,
+        }) => {
+            let bridge_dir = crate::bridge_dir(global)?;
+            match (roster, machine, key) {
+                (Some(roster), _, _) => keys::trust_roster(&bridge_dir, &roster)?,
+                (None, Some(machine), Some(key)) => keys::trust(&bridge_dir, &machine, key.trim())?,
+                _ => bail!("name a machine and its key, or --roster FILE"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(RelayCommand::Key { creds }) => {
+            keys::show(creds.as_deref(), &crate::bridge_dir(global)?)?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(RelayCommand::Admin {
@@ -347,6 +388,11 @@ struct Relay {
     out: Mutex<Invocation>,
     inbound: Vec<Mutex<Invocation>>,
     turns: Arc<Turns>,
+    /// When each line logged once per [`SAY_AGAIN`] was last logged.
+    said: Mutex<HashMap<String, Instant>>,
+    /// The stream sequences of the messages waiting for a trusted key,
+    /// each with when it was last offered.
+    waiting: Mutex<HashMap<u64, Instant>>,
     stopping: AtomicBool,
     stop: Notify,
 }
@@ -441,6 +487,18 @@ impl Relay {
         .await;
         if let Err(err) = done {
             log(format!("committing relayed messages failed: {err}"));
+        }
+    }
+
+    /// Logs `line` unless it was logged less than [`SAY_AGAIN`] ago: for
+    /// what comes back each time a waiting message is offered again.
+    fn log_now_and_then(&self, line: String) {
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        said.retain(|_, at| now.duration_since(*at) < SAY_AGAIN);
+        if !said.contains_key(&line) {
+            log(&line);
+            said.insert(line, now);
         }
     }
 
@@ -670,6 +728,8 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
             .map(|_| open().map(Mutex::new))
             .collect::<Result<_>>()?,
         turns: Arc::default(),
+        said: Mutex::default(),
+        waiting: Mutex::default(),
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
     });
@@ -722,6 +782,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
         tokio::spawn(inbound(relay.clone(), consumer, bucket.clone())),
         tokio::spawn(presence(
             relay.clone(),
+            js.clone(),
             bucket,
             presence_feed,
             sessions_changed.clone(),
@@ -1208,7 +1269,7 @@ async fn deliver(
                 again.push(*message);
             }
             wit::InboundVerdict::Held(_) => again.push(*message),
-            other => settle(message, &other).await,
+            other => settle(relay, message, &other).await,
         }
     }
     if again.is_empty() {
@@ -1220,14 +1281,15 @@ async fn deliver(
     let mut remote = Vec::new();
     for (message, sender) in &unknown {
         let machine = publisher(message.subject.as_str());
-        if let Ok(Some(entry)) = bucket.entry(format!("{machine}.{sender}")).await
-            && entry.operation == kv::Operation::Put
-        {
-            remote.push(wit::RemoteEntry {
+        let prefix = format!("$KV.{}.", relay.bucket());
+        let key = format!("{machine}.{sender}");
+        if let Ok(Some(entry)) = last_entry(&bucket.stream, &prefix, &key).await {
+            remote.push(remote_entry(
                 machine,
-                session_id: sender.clone(),
-                payload: entry.value.to_vec(),
-            });
+                sender.clone(),
+                Some(&entry.headers),
+                &entry.payload,
+            ));
         }
     }
     if !remote.is_empty() {
@@ -1237,7 +1299,7 @@ async fn deliver(
         return;
     };
     for (message, verdict) in again.iter().zip(verdicts) {
-        settle(message, &verdict).await;
+        settle(relay, message, &verdict).await;
     }
 }
 
@@ -1265,10 +1327,35 @@ async fn received(
     None
 }
 
+/// `text` with its control characters escaped, for one log line: what a
+/// refusal quotes may have come from the network.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// Acknowledges a message the guest dealt with, logging what is not a
 /// plain delivery (never the content).
-async fn settle(message: &jetstream::Message, verdict: &wit::InboundVerdict) {
+async fn settle(relay: &Relay, message: &jetstream::Message, verdict: &wit::InboundVerdict) {
     let from = publisher(message.subject.as_str());
+    let sequence = message.info().ok().map(|info| info.stream_sequence);
+    if !matches!(verdict, wit::InboundVerdict::Untrusted(_))
+        && let Some(seq) = sequence
+    {
+        relay
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+    }
     match verdict {
         wit::InboundVerdict::Delivered(_) => {}
         wit::InboundVerdict::Duplicate(id) => log(format!(
@@ -1277,20 +1364,45 @@ async fn settle(message: &jetstream::Message, verdict: &wit::InboundVerdict) {
         wit::InboundVerdict::Refused(why) => log(format!(
             "refused a message from machine {from} ({} bytes): {}",
             message.payload.len(),
-            why.chars()
-                .flat_map(|c| {
-                    let escaped: Vec<char> = if c.is_control() {
-                        c.escape_default().collect()
-                    } else {
-                        vec![c]
-                    };
-                    escaped
-                })
-                .collect::<String>()
+            printable(why)
         )),
         wit::InboundVerdict::UnknownSender(sender) => log(format!(
             "refused a message from machine {from}: unknown sender {sender}"
         )),
+        // Signed by a key not trusted here yet: it stays on the server,
+        // unacknowledged, and is offered again until the key is trusted
+        // (or the stream's hold time passes).
+        wit::InboundVerdict::Untrusted(why) => {
+            let waits = {
+                let mut waiting = relay.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                // One not offered again for a while is gone from the
+                // stream (its hold time passed), or was taken elsewhere.
+                let now = Instant::now();
+                waiting.retain(|_, at| now.duration_since(*at) < UNTRUSTED_RETRY * 20);
+                sequence.is_some_and(|seq| {
+                    let room = waiting.contains_key(&seq) || waiting.len() < MAX_WAITING;
+                    if room {
+                        waiting.insert(seq, now);
+                    }
+                    room
+                })
+            };
+            if waits {
+                relay.log_now_and_then(printable(why));
+                let _ = message
+                    .ack_with(jetstream::AckKind::Nak(Some(UNTRUSTED_RETRY)))
+                    .await;
+                return;
+            }
+            log(format!(
+                "dropped a message from machine {from} ({} bytes): {MAX_WAITING} messages from \
+                 machines with no trusted key wait already. {}",
+                message.payload.len(),
+                printable(why)
+            ));
+            let _ = message.ack_with(jetstream::AckKind::Term).await;
+            return;
+        }
         // Held back on its last offer, which a guest should not do: it is
         // not acknowledged, so the server delivers it again.
         wit::InboundVerdict::Held(id) => {
@@ -1324,6 +1436,12 @@ async fn materialize(
             for line in report.rendered.lines() {
                 log(line);
             }
+            // What is refused comes again with each pass over the bucket.
+            if let wit::Outcome::RelayMaterialized(done) = &report.outcome {
+                for why in &done.refused {
+                    relay.log_now_and_then(printable(why));
+                }
+            }
         }
         Err(err) => log(format!(
             "cannot show the sessions of other machines: {err:#}"
@@ -1338,6 +1456,7 @@ async fn materialize(
 /// the sessions of a machine whose entries expired.
 async fn presence(
     relay: Arc<Relay>,
+    js: jetstream::Context,
     bucket: kv::Store,
     (bucket_stream, feed): (stream::Stream, jetstream::consumer::Consumer<pull::Config>),
     wake: Arc<Notify>,
@@ -1360,9 +1479,9 @@ async fn presence(
             last_full = Instant::now() - refresh * 2;
         }
         let full = last_full.elapsed() >= refresh;
-        publish_own(&relay, &bucket, &mut published, full).await;
+        publish_own(&relay, &js, &bucket, &mut published, full).await;
         if full {
-            resync(&relay, &bucket, &bucket_stream).await;
+            resync(&relay, &bucket_stream).await;
             last_full = Instant::now();
         }
         let change = async {
@@ -1392,8 +1511,56 @@ async fn presence(
     }
 }
 
+/// Puts the presence entry `manifest` of this machine's session `session`
+/// under `key`, signed as mail is (`Bridge-Signer`, `Bridge-Signature`): a
+/// put of the key-value bucket with two headers more, so that no machine
+/// can show sessions under another's name.
+async fn put_signed(
+    relay: &Arc<Relay>,
+    js: &jetstream::Context,
+    key: &str,
+    session: &str,
+    manifest: &[u8],
+) -> Result<()> {
+    let (signer, signature) = keys::sign_presence(&relay.key, &relay.machine, session, manifest)?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Bridge-Signer", signer.as_str());
+    headers.insert("Bridge-Signature", signature.as_str());
+    let subject = format!("$KV.{}.{key}", relay.bucket());
+    let ack = js
+        .publish_with_headers(subject, headers, manifest.to_vec().into())
+        .await?;
+    tokio::time::timeout(PUBLISH_ACK_WAIT, ack)
+        .await
+        .map_err(|_| anyhow!("the server did not confirm it within {PUBLISH_ACK_WAIT:?}"))??;
+    Ok(())
+}
+
+/// A presence entry read from the bucket, with its signature headers.
+fn remote_entry(
+    machine: String,
+    session_id: String,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> wit::RemoteEntry {
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default()
+    };
+    wit::RemoteEntry {
+        machine,
+        session_id,
+        payload: payload.to_vec(),
+        signer: header("Bridge-Signer"),
+        signature: header("Bridge-Signature"),
+    }
+}
+
 async fn publish_own(
     relay: &Arc<Relay>,
+    js: &jetstream::Context,
     bucket: &kv::Store,
     published: &mut HashMap<String, Vec<u8>>,
     refresh: bool,
@@ -1420,11 +1587,11 @@ async fn publish_own(
             continue;
         }
         let key = format!("{}.{}", relay.machine, entry.session_id);
-        match bucket.put(&key, entry.payload.clone().into()).await {
-            Ok(_) => {
+        match put_signed(relay, js, &key, &entry.session_id, &entry.payload).await {
+            Ok(()) => {
                 published.insert(entry.session_id, entry.payload);
             }
-            Err(err) => log(format!("cannot publish the presence of {key}: {err}")),
+            Err(err) => log(format!("cannot publish the presence of {key}: {err:#}")),
         }
     }
     let ended: Vec<String> = published
@@ -1469,19 +1636,45 @@ async fn apply(relay: &Arc<Relay>, message: &jetstream::Message) {
     if removed {
         materialize(relay, false, Vec::new(), false, vec![(machine, session)]).await;
     } else {
-        let remote = vec![wit::RemoteEntry {
+        let remote = vec![remote_entry(
             machine,
-            session_id: session,
-            payload: message.payload.to_vec(),
-        }];
+            session,
+            message.headers.as_ref(),
+            &message.payload,
+        )];
         materialize(relay, false, remote, false, Vec::new()).await;
+    }
+}
+
+/// The last entry of presence key `key`, with its headers, when it is a
+/// put (not a delete or purge marker); read by direct get, which a machine
+/// may do.
+async fn last_entry(
+    bucket_stream: &stream::Stream,
+    prefix: &str,
+    key: &str,
+) -> Result<Option<jetstream::message::StreamMessage>> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    match bucket_stream
+        .direct_get_last_for_subject(format!("{prefix}{key}"))
+        .await
+    {
+        Ok(message) => {
+            let removed = message
+                .headers
+                .get("KV-Operation")
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            Ok((!removed).then_some(message))
+        }
+        Err(err) if matches!(err.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 
 /// Reads the whole bucket and shows exactly what it holds. The keys come
 /// from the bucket stream's subjects (a stream info, which a machine may
 /// ask for), not from a consumer, which a machine may not create.
-async fn resync(relay: &Arc<Relay>, bucket: &kv::Store, bucket_stream: &stream::Stream) {
+async fn resync(relay: &Arc<Relay>, bucket_stream: &stream::Stream) {
     let prefix = format!("$KV.{}.", relay.bucket());
     let mut subjects = match bucket_stream.info_with_subjects(format!("{prefix}>")).await {
         Ok(subjects) => subjects,
@@ -1512,15 +1705,14 @@ async fn resync(relay: &Arc<Relay>, bucket: &kv::Store, bucket_stream: &stream::
         if machine == relay.machine {
             continue;
         }
-        match bucket.entry(key.as_str()).await {
-            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-                remote.push(wit::RemoteEntry {
-                    machine,
-                    session_id: session,
-                    payload: entry.value.to_vec(),
-                })
-            }
-            Ok(_) => {}
+        match last_entry(bucket_stream, &prefix, &key).await {
+            Ok(Some(entry)) => remote.push(remote_entry(
+                machine,
+                session,
+                Some(&entry.headers),
+                &entry.payload,
+            )),
+            Ok(None) => {}
             // Unreadable now: a full pass must not remove what it could
             // not read, so this one stops here.
             Err(err) => {

@@ -234,6 +234,37 @@ impl Machine {
         self.relay = Some(command.spawn().expect("bridge-host relay starts"));
     }
 
+    /// The public key this machine's relay signs with: `bridge-host relay
+    /// key`, with `args` (`--creds FILE` when the relay is given one).
+    pub fn relay_key(&self, args: &[&str]) -> String {
+        let out = self
+            .world
+            .cmd(self.world.root.path())
+            .args(["relay", "key"])
+            .args(args)
+            .ok();
+        let key = out.trim().to_string();
+        assert!(
+            key.starts_with('U') && key.len() == 56,
+            "not a key: {out:?}"
+        );
+        key
+    }
+
+    /// `bridge-host relay trust --roster FILE` here, for `roster`'s lines.
+    pub fn trust_roster(&self, roster: &[(&str, String)]) {
+        let file = self.world.root.path().join("roster");
+        let text: String = roster
+            .iter()
+            .map(|(machine, key)| format!("{machine} {key}\n"))
+            .collect();
+        std::fs::write(&file, format!("# the team's relay keys\n{text}")).unwrap();
+        self.world
+            .cmd(self.world.root.path())
+            .args(["relay", "trust", "--roster", file.to_str().unwrap()])
+            .ok();
+    }
+
     /// Waits until the relay says it is connected and set up.
     pub fn wait_connected(&self) {
         let ok = wait_until(Duration::from_secs(30), || {
@@ -314,6 +345,27 @@ impl Machine {
             self.relay_log()
         );
     }
+}
+
+/// Each machine trusts every other's relay key, as a team does: each
+/// machine's key from `bridge-host relay key` (with that machine's
+/// arguments, `--creds FILE` when its relay has one), gathered in one
+/// roster that every machine trusts with `bridge-host relay trust
+/// --roster`. Nothing is trusted on first sight, so mail flows only after.
+pub fn introduce_with(machines: &[(&Machine, &[&str])]) {
+    let roster: Vec<(&str, String)> = machines
+        .iter()
+        .map(|(m, args)| (m.name.as_str(), m.relay_key(args)))
+        .collect();
+    for (machine, _) in machines {
+        machine.trust_roster(&roster);
+    }
+}
+
+/// [`introduce_with`] for relays without `--creds`.
+pub fn introduce(machines: &[&Machine]) {
+    let with: Vec<(&Machine, &[&str])> = machines.iter().map(|m| (*m, &[][..])).collect();
+    introduce_with(&with);
 }
 
 impl Drop for Machine {

@@ -7,17 +7,26 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::nats::{Cluster, Machine, Server, server_bin, wait_until};
+use crate::nats::{Cluster, Machine, Server, introduce, server_bin, wait_until};
 use crate::util::{parse_listen, parse_reply};
+
+/// Machines of these names, that trust each other's keys, each with a
+/// relay connected to `server`.
+fn machines<const N: usize>(server: &Server, names: [&str; N], args: &[&str]) -> [Machine; N] {
+    let mut machines = names.map(Machine::new);
+    introduce(&machines.iter().collect::<Vec<_>>());
+    for machine in &mut machines {
+        machine.start_relay(&server.url(), args);
+    }
+    for machine in &machines {
+        machine.wait_connected();
+    }
+    machines
+}
 
 /// Two machines `a` and `b`, each with a relay connected to `server`.
 fn two_machines(server: &Server, args: &[&str]) -> (Machine, Machine) {
-    let mut a = Machine::new("a");
-    let mut b = Machine::new("b");
-    a.start_relay(&server.url(), args);
-    b.start_relay(&server.url(), args);
-    a.wait_connected();
-    b.wait_connected();
+    let [a, b] = machines(server, ["a", "b"], args);
     (a, b)
 }
 
@@ -441,10 +450,7 @@ fn hostile_messages_from_the_network_are_refused_logged_without_content_and_surv
         return;
     };
     let server = Server::start(&bin, "");
-    let mut c = Machine::new("c");
-    c.start_relay(&server.url(), &[]);
-    let (a, b) = two_machines(&server, &[]);
-    c.wait_connected();
+    let [a, b, c] = machines(&server, ["a", "b", "c"], &[]);
     let (app, app_id) = a.session("app");
     let (_, lib_id) = b.session("library");
     let (_, other_id) = c.session("other");
@@ -869,6 +875,150 @@ fn try_abuse(server: &Server, m: &str, seed: &str, lib: &str) -> usize {
     )
 }
 
+/// What the permissions cannot stop: the server does not check the reply
+/// subject of a request, and answers it on its own authority. Machine `c`,
+/// with its own credentials, makes the server publish into b's stream as
+/// machine a (a direct get of its own presence entry, and a pull from its
+/// own consumer, each answered to `bridge.mail.b.a`), and into the
+/// presence bucket under a's name (answered to `$KV.bridge-presence.a.…`).
+/// The server stores all three. b's relay refuses each, because a's key
+/// did not sign it, logs it as a forgery, and shows and delivers nothing.
+fn redirect_through_replies(
+    server: &Server,
+    c: &mut Machine,
+    seed_c: &str,
+    a: &Machine,
+    b: &Machine,
+    (app_id, lib_id): (&str, &str),
+) {
+    use base64::Engine as _;
+    let pair_c = nkeys::KeyPair::from_seed(seed_c).unwrap();
+    let key_c = pair_c.public_key();
+    let sign = |signed: String| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(pair_c.sign(signed.as_bytes()).unwrap())
+    };
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    const SECRET: &str = "REDIRECTED-FORGERY-9a41";
+    let mail = |id: &str| {
+        serde_json::json!({
+            "id": id, "from": app_id, "to": lib_id, "type": "query", "timestamp": now,
+            "status": "pending", "content": SECRET, "inReplyTo": null,
+            "metadata": {"urgency": "normal", "fromProject": "app"},
+        })
+        .to_string()
+    };
+    let (by_get, by_pull) = (mail("msg-redirectget1"), mail("msg-redirectpul1"));
+    // A session "of machine a", from a's real manifest as b shows it.
+    let fake = "fakefa";
+    let manifest = std::fs::read_to_string(b.world.session_dir(app_id).join("manifest.json"))
+        .unwrap()
+        .replace(app_id, fake);
+    assert!(manifest.contains("\"machine\""), "{manifest}");
+    // c stops its relay, so that its own consumer is free for the pull.
+    c.stop_relay();
+    raw_client(
+        &server.url(),
+        async_nats::ConnectOptions::with_nkey(seed_c.to_string()).custom_inbox_prefix("_INBOX_c"),
+        async |client| {
+            let js = async_nats::jetstream::new(client.clone());
+            let headers = |signature: String| {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Bridge-Signer", key_c.as_str());
+                h.insert("Bridge-Signature", signature.as_str());
+                h
+            };
+            let as_a_for_b =
+                |payload: &str| headers(sign(format!("session-bridge relay v1\nb\na\n{payload}")));
+            // Its own presence keys, which it may put, hold the forgeries.
+            for (key, payload, h) in [
+                ("redirect1", by_get.clone(), as_a_for_b(&by_get)),
+                (
+                    "redirect2",
+                    manifest.clone(),
+                    headers(sign(format!(
+                        "session-bridge presence v1\na\n{fake}\n{manifest}"
+                    ))),
+                ),
+            ] {
+                js.publish_with_headers(format!("$KV.bridge-presence.c.{key}"), h, payload.into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+            // A message to itself, which it may send, in its own stream.
+            js.publish_with_headers(
+                "bridge.mail.c.c",
+                as_a_for_b(&by_pull),
+                by_pull.clone().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+            for (subject, body, reply) in [
+                (
+                    "$JS.API.DIRECT.GET.KV_bridge-presence.$KV.bridge-presence.c.redirect1"
+                        .to_string(),
+                    String::new(),
+                    "bridge.mail.b.a".to_string(),
+                ),
+                (
+                    "$JS.API.DIRECT.GET.KV_bridge-presence.$KV.bridge-presence.c.redirect2".into(),
+                    String::new(),
+                    format!("$KV.bridge-presence.a.{fake}"),
+                ),
+                (
+                    "$JS.API.CONSUMER.MSG.NEXT.bridge-mail-c.relay".into(),
+                    // Long enough that, were the message handed first to a
+                    // pull the stopped relay left behind, it comes here
+                    // once that delivery's ack wait (30 s) ends.
+                    r#"{"batch":1,"expires":60000000000}"#.into(),
+                    "bridge.mail.b.a".into(),
+                ),
+            ] {
+                client
+                    .publish_with_reply(subject, reply, body.into())
+                    .await
+                    .unwrap();
+            }
+            client.flush().await.unwrap();
+        },
+    );
+    // b received all three, as the server stored them, and refused them.
+    // The direct get's answer is stored under `bridge.mail.b.a`; the pulled
+    // message under c's own name (nats-server 2.9.10), so it is refused as
+    // a message c's key did not sign over those bytes for b.
+    let as_a = format!(
+        "warning: SECURITY: refused a message from the network that machine \"a\" did not sign: \
+         it was published as machine \"a\" but signed by key {key_c}"
+    );
+    let as_c = format!(
+        "warning: SECURITY: refused a message from the network that machine \"c\" did not sign: \
+         its signature by key {key_c} does not verify"
+    );
+    let presence_refused = format!(
+        "warning: SECURITY: refused a presence entry from the network that machine \"a\" did \
+         not sign: it was published as machine \"a\" but signed by key {key_c}"
+    );
+    let refused = wait_until(Duration::from_secs(90), || {
+        let log = b.relay_log();
+        log.contains(&as_a) && log.contains(&as_c) && log.contains(&presence_refused)
+    });
+    assert!(refused, "{}", b.relay_log());
+    for machine in [a, b] {
+        assert!(!machine.relay_log().contains(SECRET));
+    }
+    let lib = b.world.project("library");
+    assert!(
+        !b.peers(&lib).iter().any(|p| p["sessionId"] == fake),
+        "{:?}",
+        b.peers(&lib)
+    );
+    assert!(!b.world.session_dir(fake).exists());
+}
+
 /// The streams and consumers on the server, seen with the admin's key.
 fn server_objects(server: &Server, admin_seed: &str) -> Vec<String> {
     raw_client(
@@ -964,6 +1114,15 @@ fn the_documented_configuration_refuses_the_jetstream_abuse_catalogue() {
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
     let mut c = Machine::new("c");
+    // The team's roster: the keys the admin put in the configuration.
+    let roster = [
+        ("a", key_a.clone()),
+        ("b", key_b.clone()),
+        ("c", key_c.clone()),
+    ];
+    for machine in [&a, &b, &c] {
+        machine.trust_roster(&roster);
+    }
     a.start_relay(&server.url(), &["--creds", creds_a.to_str().unwrap()]);
     b.start_relay(&server.url(), &["--creds", creds_b.to_str().unwrap()]);
     c.start_relay(&server.url(), &["--creds", creds_c.to_str().unwrap()]);
@@ -998,7 +1157,10 @@ fn the_documented_configuration_refuses_the_jetstream_abuse_catalogue() {
         "{before:?}"
     );
 
-    let mut attempts = vec![("c", seed(&creds_c)), ("a", seed(&creds_a))];
+    // Popped from the end: c first, before its stream exists; then a, and
+    // c again once the admin made c's stream.
+    let mut attempts = vec![("a", seed(&creds_a)), ("c", seed(&creds_c))];
+    let mut expected = before.clone();
     let mut round = 0;
     while let Some((m, machine_seed)) = attempts.pop() {
         round += 1;
@@ -1033,9 +1195,9 @@ fn the_documented_configuration_refuses_the_jetstream_abuse_catalogue() {
         assert!(logged, "not refused for {m}: {missing:?}\n{}", server.log());
         // Nothing changed on the server.
         let now = server_objects(&server, &seed(&admin_creds));
-        let expected_c = before.clone();
+        assert_eq!(now, expected, "after {m}'s attempts (round {round})");
         if round == 1 {
-            assert_eq!(now, expected_c, "after {m}'s attempts");
+            assert_eq!(m, "c");
             // Then c's stream is made, and c tries again.
             let said = admin(&server, &admin_creds, &["c"]);
             assert!(
@@ -1043,6 +1205,11 @@ fn the_documented_configuration_refuses_the_jetstream_abuse_catalogue() {
                 "{said}"
             );
             c.wait_connected();
+            expected = server_objects(&server, &seed(&admin_creds));
+            assert!(
+                expected.iter().any(|o| o.contains("bridge-mail-c/relay")),
+                "{expected:?}"
+            );
             attempts.insert(0, ("c", seed(&creds_c)));
         }
         for object in &now {
@@ -1067,6 +1234,10 @@ fn the_documented_configuration_refuses_the_jetstream_abuse_catalogue() {
     round_trip("still working?");
     let (_, other_id) = c.session("other");
     a.wait_for_peer(&app, &other_id, "c");
+    redirect_through_replies(&server, &mut c, &seed(&creds_c), &a, &b, (&app_id, &lib_id));
+    let empty = b.world.cmd(&lib).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+    round_trip("and after the replies?");
     // The relays under these permissions try nothing they may not do,
     // but for c's own stream before the admin made it.
     for machine in [&a, &b, &c] {
@@ -1082,38 +1253,59 @@ fn the_documented_configuration_refuses_the_jetstream_abuse_catalogue() {
 }
 
 /// A server that lets every client publish anywhere (no permissions at
-/// all): machine e publishes on b's subject as machine a. Unsigned, signed
-/// by e's own key, or signed by a's key over other bytes, each is refused
-/// on arrival and the forgeries are logged as such; a's real mail still
-/// arrives; a changed key is accepted only after `relay trust`.
+/// all). Nothing is trusted on first sight: before b trusts a's key, mail
+/// "from a" waits on the server, whoever signed it, and a's sessions are
+/// not shown on b; once b trusts a's real key (from the roster), a's mail
+/// arrives and the forgery that came first is refused. Then machine e
+/// publishes on b's subject as machine a: unsigned, signed by e's own key,
+/// or signed by a's key over other bytes, each is refused on arrival and
+/// the forgeries are logged as such; a's real mail still arrives; a changed
+/// key is accepted only after `relay trust`.
 #[test]
 fn a_forged_or_unsigned_message_is_refused_under_a_server_that_allows_everything() {
     let Some(bin) = server_bin("forged mail under an allow-all server") else {
         return;
     };
     let server = Server::start(&bin, "");
-    let (a, b) = two_machines(&server, &[]);
+    let mut a = Machine::new("a");
+    let mut b = Machine::new("b");
+    // a trusts b; b trusts nobody yet.
+    a.trust_roster(&[("b", b.relay_key(&[]))]);
+    a.start_relay(&server.url(), &[]);
+    b.start_relay(&server.url(), &[]);
+    a.wait_connected();
+    b.wait_connected();
     let (app, app_id) = a.session("app");
     let (lib, lib_id) = b.session("library");
     a.wait_for_peer(&app, &lib_id, "b");
-    b.wait_for_peer(&lib, &app_id, "a");
-    // a's first mail pins a's key on b.
-    a.world
-        .cmd(&app)
-        .args(["run", "send", &lib_id, "query", "first"])
-        .ok();
-    assert_eq!(listen(&b, &lib).1, "first");
     let key_a = a
         .relay_log()
         .split("signs as ")
         .nth(1)
         .map(|rest| rest[..56].to_string())
         .unwrap();
-    let pinned = std::fs::read_to_string(b.world.bridge.join("relay-keys").join("a.pub")).unwrap();
-    assert_eq!(pinned.trim(), key_a);
+    assert_eq!(a.relay_key(&[]), key_a);
     // a's signing key, kept next to its bridge directory.
     let pair_a = signing_key_of(&a);
     assert_eq!(pair_a.public_key(), key_a);
+    let untrusted_sessions = format!(
+        "the sessions of machine \"a\" are not shown: this machine trusts no key for \"a\" yet, \
+         and what it published is signed by key {key_a}. If that is \"a\"'s key (its relay logs \
+         `signs as U...` when it starts, and the team's roster lists it), run `bridge-host relay \
+         trust a {key_a}` here, or `bridge-host relay trust --roster FILE`"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || b
+            .relay_log()
+            .contains(&untrusted_sessions)),
+        "{}",
+        b.relay_log()
+    );
+    assert!(
+        !b.peers(&lib).iter().any(|p| p["sessionId"] == app_id),
+        "{:?}",
+        b.peers(&lib)
+    );
     let pair_e = nkeys::KeyPair::new_user();
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let message = |id: &str, content: &str| {
@@ -1161,6 +1353,55 @@ fn a_forged_or_unsigned_message_is_refused_under_a_server_that_allows_everything
             },
         )
     };
+    // First sight: a forgery signed by e, then a's real mail. Both wait.
+    const FIRST: &str = "FORGED-FIRST-7d0e";
+    let first_forged = message("msg-firstforgedee", FIRST);
+    publish(vec![(
+        "first",
+        first_forged.clone(),
+        Some(sign(&pair_e, &first_forged)),
+    )]);
+    a.world
+        .cmd(&app)
+        .args(["run", "send", &lib_id, "query", "first"])
+        .ok();
+    let e = pair_e.public_key();
+    let waits = |key: &str| {
+        format!(
+            "mail from machine \"a\" waits on the server, undelivered: this machine trusts no key \
+             for \"a\" yet, and what it published is signed by key {key}. If that is \"a\"'s key"
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let log = b.relay_log();
+            log.contains(&waits(&e)) && log.contains(&waits(&key_a))
+        }),
+        "{}",
+        b.relay_log()
+    );
+    let empty = b.world.cmd(&lib).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+    assert!(!b.world.bridge.join("relay-keys").join("a.pub").exists());
+    // b trusts a's key from the team's roster: a's mail arrives, and the
+    // forgery is refused, loudly.
+    b.trust_roster(&[("a", key_a.clone())]);
+    assert_eq!(listen(&b, &lib).1, "first");
+    let loud = format!(
+        "warning: SECURITY: refused a message from the network that machine \"a\" did not sign: \
+         it was published as machine \"a\" but signed by key {e}, not by \"a\"'s key {key_a}. If \
+         that machine's key really changed, run `bridge-host relay trust a {e}` on this machine"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || b.relay_log().contains(&loud)),
+        "{}",
+        b.relay_log()
+    );
+    b.wait_for_peer(&lib, &app_id, "a");
+    let empty = b.world.cmd(&lib).args(["run", "check-inbox"]).ok();
+    assert_eq!(empty.trim(), "No new messages.");
+    assert!(!b.relay_log().contains(FIRST));
+    // Once trusted: more forgeries.
     publish(vec![
         ("unsigned", unsigned.clone(), None),
         ("by-e", by_e.clone(), Some(sign(&pair_e, &by_e))),
@@ -1173,15 +1414,9 @@ fn a_forged_or_unsigned_message_is_refused_under_a_server_that_allows_everything
         (fields["MESSAGE_ID"].as_str(), content.as_str()),
         ("msg-rightlyaaaaa", "signed by a")
     );
-    let e = pair_e.public_key();
-    let loud = format!(
-        "warning: SECURITY: refused a message from the network that machine \"a\" did not sign: \
-         it was published as machine \"a\" but signed by key {e}, not by \"a\"'s key {key_a}. If \
-         that machine's key really changed, run `bridge-host relay trust a {e}` on this machine"
-    );
     let logged = wait_until(Duration::from_secs(20), || {
         let log = b.relay_log();
-        log.contains(&loud)
+        log.matches(&loud).count() >= 2
             && log.contains("it is not signed")
             && log.contains(&format!("its signature by key {key_a} does not verify"))
     });
@@ -1376,6 +1611,7 @@ fn the_relay_speaks_tls_with_a_private_ca_and_refuses_an_unknown_one() {
     let ca = dir.join("ca.pem");
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
+    introduce(&[&a, &b]);
     a.start_relay(&url, &["--tls-ca", ca.to_str().unwrap()]);
     b.start_relay(&url, &["--tls-ca", ca.to_str().unwrap()]);
     a.wait_connected();
@@ -1705,6 +1941,7 @@ fn mail_flows_through_the_loss_of_the_node_leading_a_stream() {
     let urls = cluster.urls();
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
+    introduce(&[&a, &b]);
     a.start_relay(&urls, &[]);
     b.start_relay(&urls, &[]);
     a.wait_connected();

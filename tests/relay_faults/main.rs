@@ -185,6 +185,7 @@ fn run(bin: &std::path::Path, profile: &Profile, ns_a: &Netns, ns_b: &Netns) -> 
     let url_b = url_a.clone();
     let mut a = Machine::new("a");
     let mut b = Machine::new("b");
+    nats::introduce(&[&a, &b]);
     a.wrapper = vec![
         "ip".into(),
         "netns".into(),
