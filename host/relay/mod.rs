@@ -795,8 +795,12 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
     relay.stop.notify_waiters();
     wake.notify_waiters();
     sessions_changed.notify_waiters();
+    // One deadline for all three: each waited up to 8 s in turn before, so
+    // a relay whose tasks were all busy took 24 s to stop, past the 10 to
+    // 15 s a service manager or a test waits before it kills.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(8), task).await;
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     Ok(ExitCode::SUCCESS)

@@ -2098,3 +2098,67 @@ fn a_credentials_file_that_is_not_one_is_refused_with_what_is_wrong() {
         );
     }
 }
+
+/// The roster in docs/relay.md, as written, is trusted whole; a roster
+/// with a bad line is refused whole, naming the line, and changes nothing.
+#[test]
+fn the_documented_roster_is_trusted_whole_and_a_bad_line_changes_nothing() {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join("relay.md"),
+    )
+    .unwrap();
+    let section = &page[page
+        .find("#### The team's roster")
+        .expect("the roster section")..];
+    let start = section.find("```\n").expect("the roster block") + 4;
+    let block = &section[start..];
+    let block = &block[..block.find("```").unwrap()];
+    let a = Machine::new("a");
+    let dir = a.world.root.path();
+    let file = dir.join("team-roster.txt");
+    std::fs::write(&file, block).unwrap();
+    let trust = |path: &Path| {
+        a.world
+            .cmd(dir)
+            .args(["relay", "trust", "--roster", path.to_str().unwrap()])
+            .output()
+            .0
+    };
+    let out = trust(&file);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let keys = a.world.bridge.join("relay-keys");
+    for line in block
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut fields = line.split_whitespace();
+        let (machine, key) = (fields.next().unwrap(), fields.next().unwrap());
+        assert!(
+            said.contains(&format!("machine {machine}'s key is now {key}")),
+            "{said}"
+        );
+        let pinned = std::fs::read_to_string(keys.join(format!("{machine}.pub"))).unwrap();
+        assert_eq!(pinned.trim(), key);
+    }
+    // Again: nothing changes, and it says so.
+    let again = String::from_utf8_lossy(&trust(&file).stdout).into_owned();
+    assert!(again.contains("key was U"), "{again}");
+    // A bad line anywhere: refused whole, and the new machine is not trusted.
+    let bad = dir.join("bad-roster.txt");
+    std::fs::write(
+        &bad,
+        format!("{block}newbox {}\nlaptop\n", a.relay_key(&[])),
+    )
+    .unwrap();
+    let out = trust(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not `MACHINE KEY`") && err.contains("bad-roster.txt"),
+        "{err}"
+    );
+    assert!(!keys.join("newbox.pub").exists());
+}
