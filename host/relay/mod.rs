@@ -496,9 +496,9 @@ impl Relay {
         let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         said.retain(|_, at| now.duration_since(*at) < SAY_AGAIN);
-        if !said.contains_key(&line) {
-            log(&line);
-            said.insert(line, now);
+        if let std::collections::hash_map::Entry::Vacant(slot) = said.entry(line) {
+            log(slot.key());
+            slot.insert(now);
         }
     }
 
