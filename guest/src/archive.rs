@@ -45,7 +45,6 @@
 //! with a warning; `cleanup` copies it to `rejected.jsonl` and blanks it in
 //! place (appends are never disturbed: the log is never rewritten).
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -59,7 +58,6 @@ use crate::error::{BridgeError, Result, display_path};
 use crate::files;
 use crate::ids::{MessageId, SessionId, random_token};
 use crate::layout::normalized_project;
-use crate::memo::Memo;
 use crate::registry::{PRUNE_AFTER_SECS, read_moved_manifest, remove_tree, validate_project_dir};
 use crate::render::one_line;
 use crate::wire::{Kind, MAX_MESSAGE_FILE_BYTES, Manifest, Message, STALE_AFTER_SECS, Status};
@@ -279,23 +277,8 @@ fn last_newline(bytes: &[u8]) -> Option<usize> {
     bytes[..end].iter().rposition(|&b| b == b'\n')
 }
 
-thread_local! {
-    /// The archive key each session recorded at `start`, as read or written
-    /// by this instance: an instance that runs many verbs reads each once.
-    static KNOWN_KEYS: RefCell<Memo<String, String>> = RefCell::new(Memo::new(64));
-    /// Whether a session is a member of an archive's project, as this
-    /// instance last found: a member stays one; that a session is not is
-    /// trusted for [`NOT_MEMBER_FRESH_MS`].
-    static MEMBERS: RefCell<Memo<(String, String), bool>> = RefCell::new(Memo::new(256));
-}
-
 /// How long an instance trusts that a session is not a project's member.
 const NOT_MEMBER_FRESH_MS: u64 = 1000;
-
-/// Remembers `key` as session `id`'s archive key (see [`KNOWN_KEYS`]).
-fn remember_key(id: &SessionId, key: &str) {
-    KNOWN_KEYS.with(|known| known.borrow_mut().put(id.to_string(), key.to_string()));
-}
 
 /// `text` as it appears inside a JSON string the log wrote.
 fn json_escaped(text: &str) -> String {
@@ -303,27 +286,32 @@ fn json_escaped(text: &str) -> String {
     quoted[1..quoted.len() - 1].to_string()
 }
 
-/// Appends one line to `path`, whole or not at all as far as other
-/// appenders go (see the module documentation).
-fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
-    #[cfg(target_os = "wasi")]
-    if let Some(appended) = wasi::append(path, line) {
-        return appended;
+impl<P: Platform> Bridge<P> {
+    /// Appends one line to `path`, whole or not at all as far as other
+    /// appenders go (see the module documentation).
+    fn append_line(&self, path: &Path, line: &[u8]) -> io::Result<()> {
+        #[cfg(target_os = "wasi")]
+        if let Some(appended) = wasi::append(&self.caches.open_logs, path, line) {
+            return appended;
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(line)
     }
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?
-        .write_all(line)
 }
+
+/// The archive logs an instance keeps open for appending, by path.
+#[cfg(target_os = "wasi")]
+pub(crate) type OpenLogs = HashMap<String, wasi::Appender>;
 
 /// One `blocking-write-and-flush` per line inside the sandbox: the standard
 /// library would write through `write`, which wasmtime-wasi hands to a
 /// thread of its own.
 #[cfg(target_os = "wasi")]
-mod wasi {
+pub(crate) mod wasi {
     use std::cell::RefCell;
-    use std::collections::HashMap;
     use std::io;
     use std::path::Path;
 
@@ -331,15 +319,19 @@ mod wasi {
     use wasip2::io::streams::{OutputStream, StreamError};
 
     /// None for a path outside the preopened bridge directory.
-    pub fn append(path: &Path, line: &[u8]) -> Option<io::Result<()>> {
-        crate::files::wasi::at(path, |dir, relative| append_at(dir, relative, line))
+    pub fn append(
+        open: &RefCell<super::OpenLogs>,
+        path: &Path,
+        line: &[u8],
+    ) -> Option<io::Result<()>> {
+        crate::files::wasi::at(path, |dir, relative| append_at(open, dir, relative, line))
     }
 
     /// A log kept open for appending: an instance that runs many verbs
     /// (the benchmarks' reused guests, a long-lived server) opens each log
     /// once. The stream is declared first so that it is dropped before the
     /// descriptor it belongs to.
-    struct Appender {
+    pub(crate) struct Appender {
         stream: OutputStream,
         _file: Descriptor,
     }
@@ -347,11 +339,12 @@ mod wasi {
     /// The most logs kept open at once.
     const MAX_OPEN: usize = 8;
 
-    thread_local! {
-        static OPEN: RefCell<HashMap<String, Appender>> = RefCell::new(HashMap::new());
-    }
-
-    fn append_at(dir: &Descriptor, relative: &str, line: &[u8]) -> io::Result<()> {
+    fn append_at(
+        open: &RefCell<super::OpenLogs>,
+        dir: &Descriptor,
+        relative: &str,
+        line: &[u8],
+    ) -> io::Result<()> {
         if line.len() > super::INLINE_MAX {
             return Err(io::Error::other(format!(
                 "a line of {} bytes is over the {} one append takes",
@@ -359,7 +352,7 @@ mod wasi {
                 super::INLINE_MAX
             )));
         }
-        OPEN.with(|open| {
+        {
             let mut open = open.borrow_mut();
             // One write on this thread: the host appends it whole. A stream
             // that fails (its file replaced, say) is opened afresh once.
@@ -392,7 +385,7 @@ mod wasi {
                 },
             );
             Ok(())
-        })
+        }
     }
 
     fn code_to_io(code: ErrorCode) -> io::Error {
@@ -744,14 +737,24 @@ impl<P: Platform> Bridge<P> {
         Layout::is_archive_key(&key).then_some(key)
     }
 
+    /// Remembers `key` as session `id`'s archive key (see
+    /// [`Caches::known_keys`](crate::memo::Caches)).
+    fn remember_key(&self, id: &SessionId, key: &str) {
+        self.caches
+            .known_keys
+            .borrow_mut()
+            .put(id.to_string(), key.to_string());
+    }
+
     /// The archive key of session `id`'s project: the one recorded at
     /// `start`, else found from `project`.
     fn session_key(&self, id: &SessionId, project: Option<&str>) -> Result<String> {
-        if let Some(key) = KNOWN_KEYS.with(|k| k.borrow().get(&id.to_string(), None)) {
+        let known = self.caches.known_keys.borrow().get(&id.to_string(), None);
+        if let Some(key) = known {
             return Ok(key);
         }
         if let Some(key) = Self::recorded_key(&self.layout.session(id)) {
-            remember_key(id, &key);
+            self.remember_key(id, &key);
             return Ok(key);
         }
         let project = match project {
@@ -764,17 +767,17 @@ impl<P: Platform> Bridge<P> {
     /// True when session `id` is registered in the archive `key`'s project.
     fn is_member(&self, key: &str, id: &str) -> bool {
         let entry = (key.to_string(), id.to_string());
-        let known = MEMBERS.with(|m| {
-            let m = m.borrow();
+        let known = {
+            let m = self.caches.members.borrow();
             m.get(&entry, None)
                 .filter(|&member| member)
                 .or_else(|| m.get(&entry, Some(NOT_MEMBER_FRESH_MS)))
-        });
+        };
         if let Some(member) = known {
             return member;
         }
         let member = files::stat(&self.layout.archive_members(key).join(id)).is_ok();
-        MEMBERS.with(|m| m.borrow_mut().put(entry, member));
+        self.caches.members.borrow_mut().put(entry, member);
         member
     }
 
@@ -788,7 +791,7 @@ impl<P: Platform> Bridge<P> {
             files::ensure_child_dir(&members)?;
             files::replace(&members, id.as_str(), b"")?;
             files::replace(&self.layout.session(&id), "archive-key", key.as_bytes())?;
-            remember_key(&id, &key);
+            self.remember_key(&id, &key);
             Ok(())
         });
         if let Err(err) = registered {
@@ -812,7 +815,7 @@ impl<P: Platform> Bridge<P> {
         let log = self.layout.archive_log(key);
         let line = encode(message, direction, session, never_taken);
         let appended = if line.len() <= INLINE_MAX {
-            append_line(&log, &line)
+            self.append_line(&log, &line)
         } else {
             Err(io::Error::other("large"))
         };
@@ -821,7 +824,7 @@ impl<P: Platform> Bridge<P> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // The archive was removed since `start`: make it again.
                 files::ensure_dir(&self.layout.archive(key))?;
-                append_line(&log, &line).map_err(|err| BridgeError::io("cannot append", &log, &err))
+                self.append_line(&log, &line).map_err(|err| BridgeError::io("cannot append", &log, &err))
             }
             Err(_) => {
                 let large = self.layout.archive_large(key);
@@ -831,7 +834,7 @@ impl<P: Platform> Bridge<P> {
                 let mut stub = message.clone();
                 stub.content = String::new();
                 let line = encode_with(&stub, direction, session, never_taken, Some(&name));
-                append_line(&log, &line).map_err(|err| BridgeError::io("cannot append", &log, &err))
+                self.append_line(&log, &line).map_err(|err| BridgeError::io("cannot append", &log, &err))
             }
         }
     }

@@ -72,11 +72,10 @@ impl<T: GuestPolicy> PolicyGuest<T> {
     /// relative paths resolve inside it.
     fn bridge(settings: &[(String, String)]) -> Result<Bridge<HostPlatform>, crate::BridgeError> {
         let policy = T::configure(settings)?;
-        Ok(Bridge::with_policy(
-            Layout::new(""),
-            HostPlatform,
-            Box::new(policy),
-        ))
+        Ok(
+            Bridge::with_policy(Layout::new(""), HostPlatform, Box::new(policy))
+                .with_caches(crate::instance::caches()),
+        )
     }
 }
 

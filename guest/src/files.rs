@@ -267,25 +267,16 @@ pub fn stat(path: &Path) -> io::Result<Stat> {
 #[cfg(target_os = "wasi")]
 pub(crate) mod wasi {
     use super::{Kind, Stat};
-    use std::cell::OnceCell;
     use std::io;
     use std::path::Path;
     use std::time::{Duration, SystemTime};
 
-    use wasip2::filesystem::preopens::get_directories;
     use wasip2::filesystem::types::{
         Descriptor, DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags,
     };
 
-    thread_local! {
-        /// The bridge directory: the one directory the host preopens, as ".".
-        static BRIDGE_DIR: OnceCell<Option<Descriptor>> = const { OnceCell::new() };
-    }
-
-    /// Runs `op` on the preopened bridge directory and `path` relative to
-    /// it; None for paths outside it.
-    /// Runs `op` on the preopened bridge directory and `path` relative to
-    /// it; None for a path outside it.
+    /// Runs `op` on the preopened bridge directory (see `crate::instance`)
+    /// and `path` relative to it; None for a path outside it.
     pub(crate) fn at<R>(path: &Path, op: impl FnOnce(&Descriptor, &str) -> R) -> Option<R> {
         let text = path.to_str()?;
         let relative = text.strip_prefix("./").unwrap_or(text);
@@ -293,15 +284,7 @@ pub(crate) mod wasi {
             return None;
         }
         let relative = if relative.is_empty() { "." } else { relative };
-        BRIDGE_DIR.with(|cell| {
-            let dir = cell.get_or_init(|| {
-                get_directories()
-                    .into_iter()
-                    .find(|(_, name)| name == ".")
-                    .map(|(dir, _)| dir)
-            });
-            dir.as_ref().map(|dir| op(dir, relative))
-        })
+        crate::instance::with_bridge_dir(|dir| op(dir, relative))
     }
 
     /// Creates the file with positioned writes. The standard library writes

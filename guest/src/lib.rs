@@ -26,6 +26,8 @@ mod archive;
 mod commands;
 mod failure_text;
 mod identity;
+#[cfg(target_family = "wasm")]
+mod instance;
 mod mailbox;
 mod memo;
 mod model;
@@ -132,8 +134,12 @@ pub struct Bridge<P> {
     layout: Layout,
     platform: P,
     policy: Box<dyn Policy>,
-    /// Who runs the current verb, for receipts.
+    /// Who runs the current verb: for receipts, and the commands its text
+    /// shows.
     caller: std::cell::Cell<Caller>,
+    /// What this bridge remembers between verbs. Shared only by the
+    /// bridges of one sandboxed instance (see [`Bridge::with_caches`]).
+    caches: std::rc::Rc<memo::Caches>,
 }
 
 impl<P: Platform> Bridge<P> {
@@ -149,7 +155,17 @@ impl<P: Platform> Bridge<P> {
             platform,
             policy,
             caller: std::cell::Cell::new(Caller::Terminal),
+            caches: std::rc::Rc::default(),
         }
+    }
+
+    /// This bridge remembering into `caches` instead of its own: the
+    /// component builds a bridge per call, and the calls to one instance
+    /// share what it learnt.
+    #[cfg(target_family = "wasm")]
+    pub(crate) fn with_caches(mut self, caches: std::rc::Rc<memo::Caches>) -> Self {
+        self.caches = caches;
+        self
     }
 
     pub fn layout(&self) -> &Layout {

@@ -49,23 +49,6 @@ pub struct Pending {
     pub modified: Option<SystemTime>,
 }
 
-thread_local! {
-    /// Pending files already read by this instance, by path, with their
-    /// content dropped (see `load_pending_cached`).
-    static SCANNED: std::cell::RefCell<HashMap<std::path::PathBuf, Pending>> =
-        std::cell::RefCell::new(HashMap::new());
-    /// Per inbox, the names of a large listing not yet tried (see
-    /// `pending_names`).
-    static BACKLOG: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<String>>> =
-        std::cell::RefCell::new(HashMap::new());
-    /// The bytes of the claims this instance handed out and has not
-    /// committed yet, by claim name (a relay claims a whole batch before it
-    /// commits any), so that a commit keeps exactly what was shown without
-    /// reading the file again. Bounded by [`CLAIMED_BYTES_LIMIT`].
-    static CLAIMED_BYTES: std::cell::RefCell<HashMap<String, Vec<u8>>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
 /// The most bytes of claimed messages an instance keeps for their commits.
 const CLAIMED_BYTES_LIMIT: usize = 8 << 20;
 
@@ -238,7 +221,7 @@ impl<P: Platform> Bridge<P> {
     pub(crate) fn pending_names(&self, owner: &SessionId) -> Result<Look> {
         let next_expiry = self.recover_expired_claims(owner)?;
         let inbox = self.layout.inbox(owner);
-        let kept = BACKLOG.with(|b| b.borrow_mut().remove(&inbox));
+        let kept = self.caches.backlog.borrow_mut().remove(&inbox);
         if let Some(names) = kept.filter(|names| !names.is_empty()) {
             return Ok(Look {
                 names,
@@ -286,11 +269,9 @@ impl<P: Platform> Bridge<P> {
     /// [`Self::pending_names`]).
     pub(crate) fn keep_backlog(&self, owner: &SessionId, names: Vec<String>) {
         let inbox = self.layout.inbox(owner);
-        BACKLOG.with(|b| {
-            let mut kept = b.borrow_mut();
-            kept.clear();
-            kept.insert(inbox, names);
-        });
+        let mut kept = self.caches.backlog.borrow_mut();
+        kept.clear();
+        kept.insert(inbox, names);
     }
 
     /// As [`Self::load_pending`], remembering what it read for the rest of
@@ -307,22 +288,23 @@ impl<P: Platform> Bridge<P> {
         warnings: &mut Vec<String>,
     ) -> Result<Loaded> {
         let key = self.layout.inbox(owner).join(name);
-        if let Some(seen) = SCANNED.with(|c| c.borrow().get(&key).cloned()) {
+        let seen = self.caches.scanned.borrow().get(&key).cloned();
+        if let Some(seen) = seen {
             return Ok(Loaded::Pending(seen));
         }
         let loaded = self.load_pending(owner, name, warnings)?;
         if let Loaded::Pending(pending) = &loaded {
             let mut summary = pending.clone();
             summary.message.content = String::new();
-            SCANNED.with(|c| c.borrow_mut().insert(key, summary));
+            self.caches.scanned.borrow_mut().insert(key, summary);
         }
         Ok(loaded)
     }
 
-    /// How many pending files this thread remembers (for tests).
+    /// How many pending files this bridge remembers (for tests).
     #[cfg(test)]
-    pub(crate) fn remembered_count() -> usize {
-        SCANNED.with(|c| c.borrow().len())
+    pub(crate) fn remembered_count(&self) -> usize {
+        self.caches.scanned.borrow().len()
     }
 
     /// Forgets every remembered file but those of `owner`'s inbox listed
@@ -330,14 +312,12 @@ impl<P: Platform> Bridge<P> {
     pub(crate) fn forget_unlisted(&self, owner: &SessionId, names: &[String]) {
         let inbox = self.layout.inbox(owner);
         let listed: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
-        SCANNED.with(|c| {
-            c.borrow_mut().retain(|path, _| {
-                path.parent() == Some(inbox.as_path())
-                    && path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| listed.contains(n))
-            })
+        self.caches.scanned.borrow_mut().retain(|path, _| {
+            path.parent() == Some(inbox.as_path())
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| listed.contains(n))
         });
     }
 
@@ -505,8 +485,8 @@ impl<P: Platform> Bridge<P> {
                 return Ok(None);
             }
         };
-        CLAIMED_BYTES.with(|c| {
-            let mut kept = c.borrow_mut();
+        {
+            let mut kept = self.caches.claimed_bytes.borrow_mut();
             let held: usize = kept.values().map(Vec::len).sum();
             // Claims never committed (their lease lapsed) are forgotten
             // with the rest once the bound is reached.
@@ -516,7 +496,7 @@ impl<P: Platform> Bridge<P> {
             if bytes.len() <= CLAIMED_BYTES_LIMIT {
                 kept.insert(claim_name.clone(), bytes);
             }
-        });
+        }
         message.status = Status::Read;
         let ticket = ClaimTicket {
             session_id: owner.to_string(),
@@ -586,7 +566,7 @@ impl<P: Platform> Bridge<P> {
             io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
         })?;
-        let shown = CLAIMED_BYTES.with(|c| c.borrow_mut().remove(&ticket.claim_name));
+        let shown = self.caches.claimed_bytes.borrow_mut().remove(&ticket.claim_name);
         self.keep_as_read(
             &owner,
             None,
@@ -612,7 +592,8 @@ impl<P: Platform> Bridge<P> {
         lapsed: impl Fn() -> BridgeError,
     ) -> Result<()> {
         let claimed = &self.layout.claimed(owner).join(claim_name);
-        let shown = match CLAIMED_BYTES.with(|c| c.borrow_mut().remove(claim_name)) {
+        let kept = self.caches.claimed_bytes.borrow_mut().remove(claim_name);
+        let shown = match kept {
             Some(bytes) => bytes,
             None => files::read_bounded(claimed, MAX_MESSAGE_FILE_BYTES).map_err(|_| lapsed())?,
         };

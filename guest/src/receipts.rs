@@ -441,12 +441,12 @@ impl<P: Platform> Bridge<P> {
     /// process, as the host tells; otherwise its heartbeat.
     pub(crate) fn liveness(&self, id: &SessionId) -> Liveness {
         let key = self.layout.session(id).display().to_string();
-        let cached = LIVENESS.with(|c| c.borrow().get(&key, Some(LIVENESS_FRESH_MS)));
+        let cached = self.caches.liveness.borrow().get(&key, Some(LIVENESS_FRESH_MS));
         if let Some(liveness) = cached {
             return liveness;
         }
         let liveness = self.liveness_now(id);
-        LIVENESS.with(|c| c.borrow_mut().put(key, liveness));
+        self.caches.liveness.borrow_mut().put(key, liveness);
         liveness
     }
 
@@ -493,7 +493,7 @@ impl<P: Platform> Bridge<P> {
             return Ok(());
         };
         let key = self.layout.session(id).display().to_string();
-        LIVENESS.with(|c| c.borrow_mut().forget(&key));
+        self.caches.liveness.borrow_mut().forget(&key);
         if process.is_empty()
             || process.len() > MAX_AGENT_PROCESS_BYTES
             || process.chars().any(char::is_control)
@@ -868,12 +868,6 @@ const STEP_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(10)
 /// How long an instance that runs many verbs trusts a liveness it looked
 /// up: a burst of sends to one peer asks once.
 const LIVENESS_FRESH_MS: u64 = 1000;
-
-thread_local! {
-    /// What [`Bridge::liveness`] found for each session directory.
-    static LIVENESS: std::cell::RefCell<crate::memo::Memo<String, Liveness>> =
-        std::cell::RefCell::new(crate::memo::Memo::new(64));
-}
 
 /// `<sender> <epoch-ms>`.
 fn parse_marker(bytes: &[u8]) -> Option<(SessionId, u64)> {

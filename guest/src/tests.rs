@@ -324,10 +324,70 @@ fn a_listener_remembers_at_most_one_listing_of_pending_files() {
             )
             .unwrap();
         }
-        listen_once(dir.path(), &me).unwrap();
+        b.run(
+            &context(Some(&me), "/p/x"),
+            Verb::Listen {
+                timeout_seconds: Some(0),
+            },
+        )
+        .unwrap();
         // One inbox's listing at most: three pending when it looked.
-        assert!(Bridge::<LocalPlatform>::remembered_count() <= 3);
+        assert!((1..=3).contains(&b.remembered_count()));
     }
+}
+
+#[test]
+fn two_bridges_on_one_thread_share_nothing_they_remember() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bridge(dir.path());
+    let b = bridge(dir.path());
+    let sender = started(&a, &context(None, "/p/sender"));
+    let mut own = context(None, "/p/me");
+    own.agent_session = Some("agent-me".into());
+    let me = started(&a, &own);
+    for i in 0..2 {
+        a.run(
+            &context(Some(&sender), "/p/sender"),
+            Verb::Send {
+                to: me.clone(),
+                kind: Kind::Query,
+                content: format!("m{i}"),
+                in_reply_to: None,
+            },
+        )
+        .unwrap();
+    }
+    let listen = Verb::Listen {
+        timeout_seconds: Some(0),
+    };
+    let Outcome::Delivered(first) = a.run(&context(Some(&me), "/p/x"), listen.clone()).unwrap().outcome
+    else {
+        panic!("a message was pending");
+    };
+    // `a` read the inbox and holds what it showed for the commit; `b`
+    // learnt nothing from it.
+    assert!(a.remembered_count() >= 1);
+    assert_eq!(a.caches.claimed_bytes.borrow().len(), 1);
+    let me_dir = a
+        .layout()
+        .session(&SessionId::parse(&me).unwrap())
+        .display()
+        .to_string();
+    assert!(a.caches.known_keys.borrow().get(&me, None).is_some());
+    assert!(a.caches.liveness.borrow().get(&me_dir, None).is_some());
+    assert_eq!(b.remembered_count(), 0);
+    assert!(b.caches.claimed_bytes.borrow().is_empty());
+    assert!(b.caches.known_keys.borrow().get(&me, None).is_none());
+    assert!(b.caches.liveness.borrow().get(&me_dir, None).is_none());
+    // A commit on another bridge (an MCP commit on another pooled
+    // instance) works from the file.
+    b.commit_delivery(&first.ticket).unwrap();
+    assert!(b.caches.claimed_bytes.borrow().is_empty());
+    let Outcome::Delivered(second) = b.run(&context(Some(&me), "/p/x"), listen).unwrap().outcome else {
+        panic!("the second message was pending");
+    };
+    assert_ne!(second.message.id, first.message.id);
+    assert_eq!(b.caches.claimed_bytes.borrow().len(), 1);
 }
 
 #[test]
