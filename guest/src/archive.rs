@@ -824,7 +824,8 @@ impl<P: Platform> Bridge<P> {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // The archive was removed since `start`: make it again.
                 files::ensure_dir(&self.layout.archive(key))?;
-                self.append_line(&log, &line).map_err(|err| BridgeError::io("cannot append", &log, &err))
+                self.append_line(&log, &line)
+                    .map_err(|err| BridgeError::io("cannot append", &log, &err))
             }
             Err(_) => {
                 let large = self.layout.archive_large(key);
@@ -834,7 +835,8 @@ impl<P: Platform> Bridge<P> {
                 let mut stub = message.clone();
                 stub.content = String::new();
                 let line = encode_with(&stub, direction, session, never_taken, Some(&name));
-                self.append_line(&log, &line).map_err(|err| BridgeError::io("cannot append", &log, &err))
+                self.append_line(&log, &line)
+                    .map_err(|err| BridgeError::io("cannot append", &log, &err))
             }
         }
     }

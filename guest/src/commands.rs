@@ -1,29 +1,18 @@
 //! The commands the guest's text tells an agent to run, worded for the
 //! caller that will read them: a `bridge-host run …` command line for a
 //! terminal and the plugin's hooks, a tool call for an MCP client (which
-//! may have no shell at all).
-
-use std::cell::Cell;
+//! may have no shell at all). `caller` is who runs the verb whose text
+//! shows them.
 
 use crate::Caller;
 
-thread_local! {
-    /// Who the current verb's text is for; set by `Bridge::run`.
-    static READER: Cell<Caller> = const { Cell::new(Caller::Terminal) };
-}
-
-/// Words the text of the verbs that follow for `caller`.
-pub(crate) fn address(caller: Caller) {
-    READER.with(|r| r.set(caller));
-}
-
-fn mcp() -> bool {
-    READER.with(Cell::get) == Caller::Mcp
+fn mcp(caller: Caller) -> bool {
+    caller == Caller::Mcp
 }
 
 /// A verb with no argument: `bridge-host run peers`, or `the peers tool`.
-pub(crate) fn plain(verb: &str) -> String {
-    if mcp() {
+pub(crate) fn plain(caller: Caller, verb: &str) -> String {
+    if mcp(caller) {
         format!("the {} tool", tool_name(verb))
     } else {
         format!("bridge-host run {verb}")
@@ -32,8 +21,8 @@ pub(crate) fn plain(verb: &str) -> String {
 
 /// A verb about one message: `bridge-host run track msg-…`, or
 /// `the track tool with message_id msg-…`.
-pub(crate) fn on_message(verb: &str, id: &str) -> String {
-    if mcp() {
+pub(crate) fn on_message(caller: Caller, verb: &str, id: &str) -> String {
+    if mcp(caller) {
         format!("the {} tool with message_id {id}", tool_name(verb))
     } else {
         format!("bridge-host run {verb} {id}")
@@ -51,11 +40,12 @@ pub(crate) const ANSWER_PLACEHOLDER: &str = "<answer>";
 /// (backticks, `$`, `!`, quotes, backslashes, a line that reads `EOF`) and
 /// the plugin's approval hook passes it unasked. The first line ends in a
 /// colon; the command follows on lines of its own.
-pub(crate) fn reply(id: &str) -> String {
-    if mcp() {
+pub(crate) fn reply(caller: Caller, id: &str) -> String {
+    if mcp(caller) {
         return format!("Answer with: the reply tool with message_id {id}");
     }
     answer_with(
+        caller,
         "Answer with",
         &format!("the reply tool of the bridge's MCP server (message_id {id})"),
         &format!("bridge-host run reply {id} -"),
@@ -64,14 +54,15 @@ pub(crate) fn reply(id: &str) -> String {
 
 /// How to answer a peer's reply (`reply_id`) that asks something back: a
 /// new question to `peer` that follows up on that reply.
-pub(crate) fn ask(peer: &str, reply_id: &str) -> String {
-    if mcp() {
+pub(crate) fn ask(caller: Caller, peer: &str, reply_id: &str) -> String {
+    if mcp(caller) {
         return format!(
             "If it asks you something, answer with: the ask tool with peer {peer} and \
              in_reply_to {reply_id}"
         );
     }
     answer_with(
+        caller,
         "If it asks you something, answer with",
         &format!("the ask tool of the bridge's MCP server (peer {peer}, in_reply_to {reply_id})"),
         &format!("bridge-host run ask {peer} --in-reply-to {reply_id} -"),
@@ -85,10 +76,10 @@ pub(crate) const ESCAPES_NOTE: &str = "(A shell tool may refuse control characte
 
 /// `lead` and either `tool` or `command` fed by a quoted here-document,
 /// which a person at a terminal is shown alone.
-fn answer_with(lead: &str, tool: &str, command: &str) -> String {
+fn answer_with(caller: Caller, lead: &str, tool: &str, command: &str) -> String {
     let delimiter = format!("ANSWER_{}", crate::ids::random_token(8));
     let block = format!("{command} <<'{delimiter}'\n{ANSWER_PLACEHOLDER}\n{delimiter}");
-    if READER.with(Cell::get) == Caller::Terminal {
+    if caller == Caller::Terminal {
         format!("{lead} this command, your answer in place of {ANSWER_PLACEHOLDER}:\n{block}")
     } else {
         // An agent's shell tool may refuse control characters (Claude
@@ -101,8 +92,8 @@ fn answer_with(lead: &str, tool: &str, command: &str) -> String {
 }
 
 /// How to reach a session: what a peer runs to connect to it.
-pub(crate) fn connect(id: &str) -> String {
-    if mcp() {
+pub(crate) fn connect(caller: Caller, id: &str) -> String {
+    if mcp(caller) {
         format!("the connect tool with peer {id}")
     } else {
         format!("bridge-host run connect {id}")
@@ -120,8 +111,8 @@ mod tests {
 
     #[test]
     fn a_terminal_gets_command_lines_and_an_mcp_client_gets_tool_calls() {
-        address(Caller::Terminal);
-        let text = reply("msg-a");
+        let terminal = Caller::Terminal;
+        let text = reply(terminal, "msg-a");
         let (first, block) = text.split_once('\n').unwrap();
         assert_eq!(
             first,
@@ -138,12 +129,11 @@ mod tests {
         );
         assert_eq!(lines[1..], ["<answer>", delimiter]);
         assert_eq!(
-            on_message("receive", "msg-a"),
+            on_message(terminal, "receive", "msg-a"),
             "bridge-host run receive msg-a"
         );
-        assert_eq!(plain("peers"), "bridge-host run peers");
-        address(Caller::AgentShell);
-        let text = ask("a1b2c3", "msg-b");
+        assert_eq!(plain(terminal, "peers"), "bridge-host run peers");
+        let text = ask(Caller::AgentShell, "a1b2c3", "msg-b");
         assert!(
             text.starts_with(
                 "If it asks you something, answer with the ask tool of the bridge's MCP server \
@@ -152,35 +142,32 @@ mod tests {
             ),
             "{text}"
         );
-        address(Caller::Mcp);
+        let mcp = Caller::Mcp;
         assert_eq!(
-            reply("msg-a"),
+            reply(mcp, "msg-a"),
             "Answer with: the reply tool with message_id msg-a"
         );
         assert_eq!(
-            on_message("receive", "msg-a"),
+            on_message(mcp, "receive", "msg-a"),
             "the receive tool with message_id msg-a"
         );
-        assert_eq!(plain("check-inbox"), "the check_inbox tool");
+        assert_eq!(plain(mcp, "check-inbox"), "the check_inbox tool");
         assert_eq!(
-            ask("a1b2c3", "msg-b"),
+            ask(mcp, "a1b2c3", "msg-b"),
             "If it asks you something, answer with: the ask tool with peer a1b2c3 and \
              in_reply_to msg-b"
         );
-        address(Caller::Terminal);
     }
 
     #[test]
     fn no_shown_command_puts_the_answer_in_double_quotes() {
         for caller in [Caller::Terminal, Caller::AgentShell, Caller::WakeHook] {
-            address(caller);
-            for text in [reply("msg-a"), ask("a1b2c3", "msg-b")] {
+            for text in [reply(caller, "msg-a"), ask(caller, "a1b2c3", "msg-b")] {
                 assert!(!text.contains("\"<answer>\""), "{text}");
                 assert!(!text.contains("'<answer>'"), "{text}");
                 // Two here-documents never share a delimiter.
-                assert_ne!(reply("msg-a"), reply("msg-a"));
+                assert_ne!(reply(caller, "msg-a"), reply(caller, "msg-a"));
             }
         }
-        address(Caller::Terminal);
     }
 }

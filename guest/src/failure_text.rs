@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::error::BridgeError;
-use crate::{Context, Format, Receipt, Stage};
+use crate::{Caller, Context, Format, Receipt, Stage};
 
 /// The text for `error` from `verb`, and whether it goes to standard output
 /// (a timeout's line, as the reference prints it, and every JSON object).
@@ -74,7 +74,7 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
         BridgeError::InvalidSessionId(id) => format!(
             "invalid session ID {id:?}: a session ID is 6 characters of [a-z0-9]; \
              {} lists them",
-            crate::commands::plain("peers")
+            crate::commands::plain(context.caller, "peers")
         ),
         BridgeError::InvalidMessageId(id) => format!(
             "invalid message ID {id:?}: a message ID is msg- followed by 12 characters of \
@@ -84,7 +84,7 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
         BridgeError::NoSuchSession(id) => {
             format!(
                 "no session {id} under {bridge}; {} lists them",
-                crate::commands::plain("peers")
+                crate::commands::plain(context.caller, "peers")
             )
         }
         BridgeError::NoIdentity => format!(
@@ -98,17 +98,17 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
             "receive" => format!(
                 "no message {id} in this session's outbox; receive waits for replies to \
                  messages this session sent ({} lists them)",
-                crate::commands::plain("history")
+                crate::commands::plain(context.caller, "history")
             ),
             "track" => format!(
                 "this session never sent {id}; track follows messages this session sent \
                  ({} lists what this project exchanged)",
-                crate::commands::plain("history")
+                crate::commands::plain(context.caller, "history")
             ),
             "thread" | "ask" => format!(
                 "this session never sent or received {id}; {} lists the messages this \
                  project exchanged",
-                crate::commands::plain("history")
+                crate::commands::plain(context.caller, "history")
             ),
             _ => format!(
                 "no message {id} in this session's inbox; reply answers messages this session \
@@ -123,7 +123,9 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
             "listen" => String::new(),
             _ => format!("No response received after {secs}s. The peer may be inactive."),
         },
-        BridgeError::NotAnswered { seconds, receipt } => not_answered(*seconds, receipt),
+        BridgeError::NotAnswered { seconds, receipt } => {
+            not_answered(*seconds, receipt, context.caller)
+        }
         BridgeError::Corrupt { path, reason } => match withheld(path, context) {
             Some((name, problem)) => refused(name, problem),
             None => format!(
@@ -153,7 +155,7 @@ fn clock_time(stamp: &str) -> &str {
 
 /// An `ask` or `receive` that ran out: how far the query got, and the
 /// command that keeps waiting.
-fn not_answered(seconds: u32, receipt: &Receipt) -> String {
+fn not_answered(seconds: u32, receipt: &Receipt, caller: Caller) -> String {
     let id = &receipt.message.id;
     let to = &receipt.message.to;
     let step = |stage: Stage| receipt.events.iter().rev().find(|e| e.stage == stage);
@@ -193,11 +195,14 @@ fn not_answered(seconds: u32, receipt: &Receipt) -> String {
     };
     let next = match receipt.stage {
         Stage::SetAside | Stage::RecipientGone => {
-            format!("{} shows who is there now", crate::commands::plain("peers"))
+            format!(
+                "{} shows who is there now",
+                crate::commands::plain(caller, "peers")
+            )
         }
         _ => format!(
             "to keep waiting: {}",
-            crate::commands::on_message("receive", id)
+            crate::commands::on_message(caller, "receive", id)
         ),
     };
     format!("No response to {id} after {seconds}s: {got}; {next}")

@@ -179,7 +179,6 @@ impl<P: Platform> Bridge<P> {
     /// warnings met before it.
     pub fn run(&self, context: &Context, verb: Verb) -> std::result::Result<Report, Failure> {
         self.caller.set(context.caller);
-        commands::address(context.caller);
         let mut warnings = Vec::new();
         let verb_name = verb.name();
         match self.dispatch(context, verb, &mut warnings) {
@@ -187,7 +186,7 @@ impl<P: Platform> Bridge<P> {
                 let render = |format| {
                     self.policy
                         .render(&outcome, format)
-                        .unwrap_or_else(|| render::render(&outcome, format))
+                        .unwrap_or_else(|| render::render(&outcome, format, context.caller))
                 };
                 Ok(Report {
                     rendered: render(context.format),

@@ -566,7 +566,11 @@ impl<P: Platform> Bridge<P> {
             io::ErrorKind::NotFound => lapsed(),
             _ => BridgeError::io("cannot commit", &claimed, &err),
         })?;
-        let shown = self.caches.claimed_bytes.borrow_mut().remove(&ticket.claim_name);
+        let shown = self
+            .caches
+            .claimed_bytes
+            .borrow_mut()
+            .remove(&ticket.claim_name);
         self.keep_as_read(
             &owner,
             None,

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::PathBuf;
 
+use crate::Liveness;
 use crate::clock;
 use crate::mailbox::Pending;
-use crate::Liveness;
 
 /// Everything a bridge remembers between verbs. Each cache says what it
 /// holds where it is filled.

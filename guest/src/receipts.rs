@@ -441,7 +441,11 @@ impl<P: Platform> Bridge<P> {
     /// process, as the host tells; otherwise its heartbeat.
     pub(crate) fn liveness(&self, id: &SessionId) -> Liveness {
         let key = self.layout.session(id).display().to_string();
-        let cached = self.caches.liveness.borrow().get(&key, Some(LIVENESS_FRESH_MS));
+        let cached = self
+            .caches
+            .liveness
+            .borrow()
+            .get(&key, Some(LIVENESS_FRESH_MS));
         if let Some(liveness) = cached {
             return liveness;
         }
@@ -887,7 +891,7 @@ fn when(stamp: &str, day: &str) -> String {
 
 /// The text of a receipt: the message, its recipient and stage, one line
 /// per step, and what to run next.
-pub(crate) fn receipt_text(receipt: &Receipt) -> String {
+pub(crate) fn receipt_text(receipt: &Receipt, caller: crate::Caller) -> String {
     let m = &receipt.message;
     let mut out = format!("{} to {}: {}\n", m.id, m.to, receipt.stage.as_str());
     let day = m.timestamp.split_once('T').map_or("", |(date, _)| date);
@@ -912,19 +916,19 @@ pub(crate) fn receipt_text(receipt: &Receipt) -> String {
         Stage::Answered => Some(format!(
             "Answered by {}; {} shows the conversation",
             receipt.reply.as_deref().unwrap_or("a reply"),
-            crate::commands::on_message("thread", &m.id)
+            crate::commands::on_message(caller, "thread", &m.id)
         )),
         Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen if m.kind == Kind::Query => {
             Some(format!(
                 "Not answered yet; to wait for the reply: {}",
-                crate::commands::on_message("receive", &m.id)
+                crate::commands::on_message(caller, "receive", &m.id)
             ))
         }
         Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen => None,
         Stage::SetAside | Stage::RecipientGone => Some(format!(
             "{} will not take it; {} shows who is there now",
             m.to,
-            crate::commands::plain("peers")
+            crate::commands::plain(caller, "peers")
         )),
     };
     if let Some(next) = next {

@@ -6,14 +6,14 @@ use serde_json::{Value, json};
 
 use crate::ids::random_token;
 use crate::wire::{Kind, Manifest, Message};
-use crate::{Delivery, Format, Outcome, Peer, PeerEntry, StatusReport, StopReport};
+use crate::{Caller, Delivery, Format, Outcome, Peer, PeerEntry, StatusReport, StopReport};
 
 /// The length of the random tag that closes a peer's content.
 const FENCE_LEN: usize = 8;
 
-pub fn render(outcome: &Outcome, format: Format) -> String {
+pub fn render(outcome: &Outcome, format: Format, caller: Caller) -> String {
     match format {
-        Format::Text => text(outcome),
+        Format::Text => text(outcome, caller),
         Format::Json => {
             let mut out = serde_json::to_string(&to_json(outcome)).expect("JSON values serialize");
             out.push('\n');
@@ -35,7 +35,7 @@ pub(crate) fn one_line(value: &str) -> String {
     out
 }
 
-fn text(outcome: &Outcome) -> String {
+fn text(outcome: &Outcome, caller: Caller) -> String {
     match outcome {
         Outcome::Session(manifest) => format!("{}\n", manifest.session_id),
         Outcome::Connected { peer, .. } => format!(
@@ -46,13 +46,13 @@ fn text(outcome: &Outcome) -> String {
         ),
         Outcome::Sent(report) => format!("{}\n", report.message.id),
         Outcome::NothingPending => "No new messages.\n".to_string(),
-        Outcome::Delivered(delivery) => delivered_text(delivery),
-        Outcome::Answered(delivery) => response_text(&delivery.message),
+        Outcome::Delivered(delivery) => delivered_text(delivery, caller),
+        Outcome::Answered(delivery) => response_text(&delivery.message, caller),
         Outcome::Peers(entries) => peers_table(entries),
         Outcome::Status(report) => status_text(report),
         Outcome::Heartbeat(_) => String::new(),
         Outcome::Stopped(report) => stopped_text(report),
-        Outcome::Tracked(receipt) => crate::receipts::receipt_text(receipt),
+        Outcome::Tracked(receipt) => crate::receipts::receipt_text(receipt, caller),
         Outcome::Thread(messages) => crate::archive::thread_text(messages),
         Outcome::History(entries) => crate::archive::history_text(entries),
         Outcome::Cleaned(report) => crate::archive::cleanup_text(report),
@@ -124,20 +124,23 @@ fn session_note(report: &crate::SessionStartReport) -> String {
 /// exact command that answers it, then the peer's words inside a fenced
 /// block. The fence carries a fresh random tag, so content cannot close the
 /// block early and pose as the user, the system or this tool.
-fn delivered_text(delivery: &Delivery) -> String {
+fn delivered_text(delivery: &Delivery, caller: Caller) -> String {
     let m = &delivery.message;
     let who = sender_label(m);
     let first = match (m.kind, m.in_reply_to.as_deref()) {
-        (Kind::Query, None) => format!("Query from {who}. {}", crate::commands::reply(&m.id)),
+        (Kind::Query, None) => format!(
+            "Query from {who}. {}",
+            crate::commands::reply(caller, &m.id)
+        ),
         (Kind::Query, Some(earlier)) => format!(
             "Query from {who}, following up on {}. {}",
             one_line(earlier),
-            crate::commands::reply(&m.id)
+            crate::commands::reply(caller, &m.id)
         ),
         (Kind::Response, earlier) => format!(
             "Reply from {who} to your message {}. {}",
             one_line(earlier.unwrap_or("-")),
-            crate::commands::ask(&token(&m.from), &token(&m.id))
+            crate::commands::ask(caller, &token(&m.from), &token(&m.id))
         ),
         (Kind::Ping, _) if delivery.answered_ping.is_some() => format!(
             "Ping from {who}: it connected to this session and was answered. Nothing to do."
@@ -166,12 +169,12 @@ fn notices_text(notices: &[Message]) -> String {
 }
 
 /// A reply that `ask` or `receive` waited for.
-fn response_text(message: &Message) -> String {
+fn response_text(message: &Message, caller: Caller) -> String {
     format!(
         "Reply from {} to your query {}. {}\n{}",
         sender_label(message),
         one_line(message.in_reply_to.as_deref().unwrap_or("-")),
-        crate::commands::ask(&token(&message.from), &token(&message.id)),
+        crate::commands::ask(caller, &token(&message.from), &token(&message.id)),
         fenced(message)
     )
 }
@@ -552,7 +555,6 @@ mod tests {
 
     #[test]
     fn first_line_names_sender_and_the_answering_command() {
-        crate::commands::address(crate::Caller::Terminal);
         let m = query("What changed in v2?", "my-app");
         let text = response_or_delivery(&m);
         let lines: Vec<&str> = text.lines().collect();
@@ -611,8 +613,7 @@ mod tests {
             Some(&earlier),
             "lib",
         );
-        crate::commands::address(crate::Caller::WakeHook);
-        let text = response_or_delivery(&reply);
+        let text = delivery_for(&reply, Caller::WakeHook);
         assert!(
             text.starts_with(&format!(
                 "Reply from a1b2c3 \"lib\" to your message msg-000000000001. If it asks you \
@@ -623,7 +624,6 @@ mod tests {
             )),
             "{text}"
         );
-        crate::commands::address(crate::Caller::Terminal);
         let ended = Message::new(
             &from,
             &to,
@@ -655,17 +655,25 @@ mod tests {
         assert_eq!(visible("plain\ttext\n"), "plain\ttext\n");
     }
 
+    /// `m` delivered, as a terminal reads it.
     fn response_or_delivery(m: &Message) -> String {
-        delivered_text(&Delivery {
-            message: m.clone(),
-            ticket: crate::ClaimTicket {
-                session_id: m.to.clone(),
-                message_id: m.id.clone(),
-                claim_name: String::new(),
+        delivery_for(m, Caller::Terminal)
+    }
+
+    fn delivery_for(m: &Message, caller: Caller) -> String {
+        delivered_text(
+            &Delivery {
+                message: m.clone(),
+                ticket: crate::ClaimTicket {
+                    session_id: m.to.clone(),
+                    message_id: m.id.clone(),
+                    claim_name: String::new(),
+                },
+                answered_ping: None,
+                silent: false,
+                notices: Vec::new(),
             },
-            answered_ping: None,
-            silent: false,
-            notices: Vec::new(),
-        })
+            caller,
+        )
     }
 }

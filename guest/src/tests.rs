@@ -360,7 +360,10 @@ fn two_bridges_on_one_thread_share_nothing_they_remember() {
     let listen = Verb::Listen {
         timeout_seconds: Some(0),
     };
-    let Outcome::Delivered(first) = a.run(&context(Some(&me), "/p/x"), listen.clone()).unwrap().outcome
+    let Outcome::Delivered(first) = a
+        .run(&context(Some(&me), "/p/x"), listen.clone())
+        .unwrap()
+        .outcome
     else {
         panic!("a message was pending");
     };
@@ -383,7 +386,8 @@ fn two_bridges_on_one_thread_share_nothing_they_remember() {
     // instance) works from the file.
     b.commit_delivery(&first.ticket).unwrap();
     assert!(b.caches.claimed_bytes.borrow().is_empty());
-    let Outcome::Delivered(second) = b.run(&context(Some(&me), "/p/x"), listen).unwrap().outcome else {
+    let Outcome::Delivered(second) = b.run(&context(Some(&me), "/p/x"), listen).unwrap().outcome
+    else {
         panic!("the second message was pending");
     };
     assert_ne!(second.message.id, first.message.id);

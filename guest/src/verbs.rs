@@ -210,7 +210,7 @@ impl<P: Platform> Bridge<P> {
                 "queued for a session that is not running: {to} takes it when it runs again; \
                  {track} shows where it stands",
                 to = message.to,
-                track = crate::commands::on_message("track", &message.id)
+                track = crate::commands::on_message(self.caller.get(), "track", &message.id)
             ));
         }
         recipient
@@ -437,7 +437,7 @@ impl<P: Platform> Bridge<P> {
                     "registered this session as {id} ({name}); peers reach it with: {connect}",
                     id = manifest.session_id,
                     name = manifest.project_name,
-                    connect = crate::commands::connect(&manifest.session_id)
+                    connect = crate::commands::connect(self.caller.get(), &manifest.session_id)
                 ));
                 (SessionId::parse(&manifest.session_id)?, manifest)
             }
