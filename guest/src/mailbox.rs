@@ -485,18 +485,7 @@ impl<P: Platform> Bridge<P> {
                 return Ok(None);
             }
         };
-        {
-            let mut kept = self.caches.claimed_bytes.borrow_mut();
-            let held: usize = kept.values().map(Vec::len).sum();
-            // Claims never committed (their lease lapsed) are forgotten
-            // with the rest once the bound is reached.
-            if held + bytes.len() > CLAIMED_BYTES_LIMIT {
-                kept.clear();
-            }
-            if bytes.len() <= CLAIMED_BYTES_LIMIT {
-                kept.insert(claim_name.clone(), bytes);
-            }
-        }
+        self.keep_claimed_bytes(&claim_name, bytes);
         message.status = Status::Read;
         let ticket = ClaimTicket {
             session_id: owner.to_string(),
@@ -504,6 +493,28 @@ impl<P: Platform> Bridge<P> {
             claim_name,
         };
         Ok(Some((message, ticket)))
+    }
+
+    /// Keeps the bytes of a claim this bridge handed out, for its commit
+    /// (see [`Caches::claimed_bytes`](crate::memo::Caches)). A claim whose
+    /// lease lapsed is forgotten: it was committed elsewhere (an MCP commit
+    /// that ran on another pooled instance) or never, and a late commit
+    /// reads the file, which holds the same bytes. Everything is forgotten
+    /// once the bound is reached.
+    fn keep_claimed_bytes(&self, claim_name: &str, bytes: Vec<u8>) {
+        let mut kept = self.caches.claimed_bytes.borrow_mut();
+        let now = clock::epoch_millis();
+        let lease = CLAIM_LEASE.as_millis() as u64;
+        kept.retain(|name, _| {
+            ClaimName::parse(name).is_some_and(|c| now.saturating_sub(c.claimed_at_ms) < lease)
+        });
+        let held: usize = kept.values().map(Vec::len).sum();
+        if held + bytes.len() > CLAIMED_BYTES_LIMIT {
+            kept.clear();
+        }
+        if bytes.len() <= CLAIMED_BYTES_LIMIT {
+            kept.insert(claim_name.to_string(), bytes);
+        }
     }
 
     /// Completes a delivery: the claim is renamed to its `.taken` name,

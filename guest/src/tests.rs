@@ -395,6 +395,48 @@ fn two_bridges_on_one_thread_share_nothing_they_remember() {
 }
 
 #[test]
+fn the_bytes_of_a_claim_committed_elsewhere_are_forgotten_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = bridge(dir.path());
+    let sender = started(&a, &context(None, "/p/sender"));
+    let mut own = context(None, "/p/me");
+    own.agent_session = Some("agent-me".into());
+    let me = started(&a, &own);
+    a.run(
+        &context(Some(&sender), "/p/sender"),
+        Verb::Send {
+            to: me.clone(),
+            kind: Kind::Query,
+            content: "m".into(),
+            in_reply_to: None,
+        },
+    )
+    .unwrap();
+    // A claim `a` handed out a lease ago, committed by another instance.
+    let lapsed_at = crate::clock::epoch_millis() - crate::mailbox::CLAIM_LEASE.as_millis() as u64;
+    let lapsed = format!("msg-000000000001.abcdefgh.{lapsed_at}.claim");
+    a.caches
+        .claimed_bytes
+        .borrow_mut()
+        .insert(lapsed.clone(), b"{}".to_vec());
+    let Outcome::Delivered(delivery) = a
+        .run(
+            &context(Some(&me), "/p/x"),
+            Verb::Listen {
+                timeout_seconds: Some(0),
+            },
+        )
+        .unwrap()
+        .outcome
+    else {
+        panic!("a message was pending");
+    };
+    let kept = a.caches.claimed_bytes.borrow();
+    assert!(!kept.contains_key(&lapsed));
+    assert!(kept.contains_key(&delivery.ticket.claim_name));
+}
+
+#[test]
 fn a_bounded_listing_stops_at_enough_matching_names() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
