@@ -5,9 +5,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::*;
+#[allow(unused_imports)]
+use super::{append::*, cleanup::*, history::*, keys::*, record::*, scan::*, text::*, thread::*};
+use crate::Bridge;
+use crate::BridgeError;
+use crate::CleanupReport;
+use crate::Context;
+use crate::HistoryEntry;
+use crate::Layout;
+use crate::clock;
 use crate::ids::SessionId;
+use crate::wire::Status;
 use crate::wire::{Kind, Message};
 use crate::{Failure, Format, HistoryQuery, LocalPlatform, Outcome, Report, Verb};
+use serde_json::json;
+use std::io::Write;
 
 fn bridge(root: &Path) -> Bridge<LocalPlatform> {
     Bridge::new(Layout::new(root), LocalPlatform::default())
