@@ -5,6 +5,16 @@
 //! only directory is the bridge directory. The host supplies what the
 //! sandbox cannot do through [`Platform`].
 
+// No unsafe code in the guest. The one exception is the component layer,
+// whose bindings wit-bindgen generates into it (the exports' `extern "C"`
+// entry points, the canonical ABI's memory handling); a lint level set on
+// a macro call does not reach its expansion, so the whole module is
+// allowed, and the WebAssembly build, which compiles it, can only deny
+// unsafe code (a `forbid` could not be lifted there). Its own code has
+// none.
+#![cfg_attr(not(target_family = "wasm"), forbid(unsafe_code))]
+#![cfg_attr(target_family = "wasm", deny(unsafe_code))]
+
 // Lets generated code name this crate the same way inside it and in the
 // policy crates that use it.
 extern crate self as session_bridge_guest;
@@ -40,6 +50,7 @@ mod render;
 mod verbs;
 
 #[cfg(target_family = "wasm")]
+#[allow(unsafe_code)]
 pub mod component;
 
 #[cfg(test)]
