@@ -122,7 +122,7 @@ impl Layout {
         self.session(id).join("pings")
     }
 
-    /// The steps reached by messages `id` sent (see `receipts.rs`).
+    /// The steps reached by messages `id` sent (see `receipts/`).
     pub fn receipts(&self, id: &SessionId) -> PathBuf {
         self.session(id).join("receipts")
     }

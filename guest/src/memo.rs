@@ -22,7 +22,7 @@ pub(crate) struct Caches {
     pub(crate) known_keys: RefCell<Memo<String, String>>,
     /// Whether a session is a member of an archive's project, as this
     /// bridge last found: a member stays one; that a session is not is
-    /// trusted for a second (`NOT_MEMBER_FRESH_MS` in archive.rs).
+    /// trusted for a second (`NOT_MEMBER_FRESH_MS` in archive/keys.rs).
     pub(crate) members: RefCell<Memo<(String, String), bool>>,
     /// Pending files already read by this bridge, by path, with their
     /// content dropped (see `Bridge::load_pending_cached`).
@@ -34,11 +34,11 @@ pub(crate) struct Caches {
     /// committed yet, by claim name (a relay claims a whole batch before it
     /// commits any), so that a commit keeps exactly what was shown without
     /// reading the file again. Bounded by `CLAIMED_BYTES_LIMIT` in
-    /// mailbox.rs.
+    /// mailbox/claim.rs.
     pub(crate) claimed_bytes: RefCell<HashMap<String, Vec<u8>>>,
     /// What `Bridge::liveness` found for each session directory.
     pub(crate) liveness: RefCell<Memo<String, Liveness>>,
-    /// The archive logs kept open for appending (see archive.rs).
+    /// The archive logs kept open for appending (see archive/append.rs).
     #[cfg(target_os = "wasi")]
     pub(crate) open_logs: RefCell<crate::archive::OpenLogs>,
 }
