@@ -73,7 +73,7 @@ impl<P: Platform> Bridge<P> {
         // peer left when nothing else is pending, instead of waiting on.
         if self.caller.get() != crate::Caller::WakeHook {
             while let Some(claimed) =
-                self.wait_on_inbox(&me, Some(Instant::now()), warnings, &select)?
+                self.wait_on_inbox(&me, Some(Instant::now()), warnings, select)?
             {
                 if let Some(delivery) =
                     self.deliver_to_listener(&me, &mine, claimed, &held, warnings)?
@@ -87,7 +87,7 @@ impl<P: Platform> Bridge<P> {
             notices_alone.set(true);
         }
         loop {
-            let Some(claimed) = self.wait_on_inbox(&me, deadline, warnings, &select)? else {
+            let Some(claimed) = self.wait_on_inbox(&me, deadline, warnings, select)? else {
                 return Err(BridgeError::TimedOut(timeout_seconds.unwrap_or(0)));
             };
             if let Some(delivery) =
