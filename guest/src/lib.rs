@@ -34,7 +34,6 @@ pub mod policy;
 
 mod archive;
 mod commands;
-mod failure_text;
 mod identity;
 #[cfg(target_family = "wasm")]
 mod instance;
@@ -47,6 +46,8 @@ mod registry;
 pub mod relay;
 pub mod relay_keys;
 mod render;
+// The path component.rs names failures' words by.
+use render::failure as failure_text;
 mod verbs;
 
 #[cfg(target_family = "wasm")]

@@ -78,8 +78,6 @@ const REPLY_KEY: &[u8] = b",\"inReplyTo\":\"";
 const MAX_KEY_PROBES: usize = 8;
 /// The most unreadable-line warnings one verb gives; the rest are counted.
 const MAX_LINE_WARNINGS: usize = 3;
-/// How many characters of content a history line shows.
-const SUMMARY_CHARS: usize = 72;
 
 mod append;
 mod cleanup;
@@ -87,14 +85,10 @@ mod history;
 mod keys;
 mod record;
 mod scan;
-mod text;
 mod thread;
 
 #[cfg(target_os = "wasi")]
 pub(crate) use append::OpenLogs;
-pub(crate) use text::{
-    cleanup_json, cleanup_text, history_json, history_text, thread_json, thread_text,
-};
 
 #[cfg(test)]
 mod tests;

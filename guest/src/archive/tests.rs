@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 #[allow(unused_imports)]
-use super::{append::*, cleanup::*, history::*, keys::*, record::*, scan::*, text::*, thread::*};
+use super::{append::*, cleanup::*, history::*, keys::*, record::*, scan::*, thread::*};
 use crate::Bridge;
 use crate::BridgeError;
 use crate::CleanupReport;

@@ -74,10 +74,7 @@ mod carry;
 mod liveness;
 mod stages;
 mod steps;
-mod text;
 mod track;
-
-pub(crate) use text::{receipt_json, receipt_text};
 
 #[cfg(test)]
 mod tests;

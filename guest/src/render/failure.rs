@@ -14,7 +14,7 @@ pub(crate) fn render(error: &BridgeError, verb: &str, context: &Context) -> (Str
         Format::Json => {
             let mut object = json!({ "error": { "kind": kind(error), "message": message } });
             if let BridgeError::NotAnswered { receipt, .. } = error {
-                object["receipt"] = crate::receipts::receipt_json(receipt);
+                object["receipt"] = super::receipt::receipt_json(receipt);
             }
             let mut out = serde_json::to_string(&object).expect("JSON values serialize");
             out.push('\n');

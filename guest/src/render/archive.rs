@@ -1,15 +1,17 @@
-//! What `history`, `thread` and `cleanup` print.
+//! What `history`, `thread` and `cleanup` print (see `crate::archive`).
 
 use serde_json::{Value, json};
 
-use super::SUMMARY_CHARS;
-use crate::render::one_line;
+use super::one_line;
 use crate::wire::{Message, Status};
 use crate::{CleanupReport, HistoryEntry, clock};
 
+/// How many characters of content a history line shows.
+const SUMMARY_CHARS: usize = 72;
+
 /// The first line of `content`, at most [`SUMMARY_CHARS`] characters,
 /// with `…` when something was left out.
-pub(super) fn summary(content: &str) -> String {
+fn summary(content: &str) -> String {
     let first = content.split('\n').next().unwrap_or("");
     let mut short: String = first.chars().take(SUMMARY_CHARS).collect();
     if short.len() < content.trim_end().len() {
@@ -19,7 +21,7 @@ pub(super) fn summary(content: &str) -> String {
 }
 
 /// `2026-11-23 10:06:00` from a wire stamp; anything else escaped.
-pub(super) fn when(stamp: &str) -> String {
+fn when(stamp: &str) -> String {
     if clock::parse_stamp(stamp).is_some() {
         stamp
             .replacen('T', " ", 1)

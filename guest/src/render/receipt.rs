@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::render::one_line;
+use super::one_line;
 use crate::wire::Kind;
 use crate::{Receipt, Stage};
 
 /// `HH:MM:SS` of a wire stamp, with its date when it is not `day`.
-pub(super) fn when(stamp: &str, day: &str) -> String {
+fn when(stamp: &str, day: &str) -> String {
     match stamp.split_once('T') {
         Some((date, time)) if date == day => time.trim_end_matches('Z').to_string(),
         Some((date, time)) => format!("{date} {}", time.trim_end_matches('Z')),

@@ -4,6 +4,10 @@
 
 use serde_json::{Value, json};
 
+mod archive;
+pub(crate) mod failure;
+mod receipt;
+
 use crate::ids::random_token;
 use crate::wire::{Kind, Manifest, Message};
 use crate::{Caller, Delivery, Format, Outcome, Peer, PeerEntry, StatusReport, StopReport};
@@ -52,10 +56,10 @@ fn text(outcome: &Outcome, caller: Caller) -> String {
         Outcome::Status(report) => status_text(report),
         Outcome::Heartbeat(_) => String::new(),
         Outcome::Stopped(report) => stopped_text(report),
-        Outcome::Tracked(receipt) => crate::receipts::receipt_text(receipt, caller),
-        Outcome::Thread(messages) => crate::archive::thread_text(messages),
-        Outcome::History(entries) => crate::archive::history_text(entries),
-        Outcome::Cleaned(report) => crate::archive::cleanup_text(report),
+        Outcome::Tracked(receipt) => receipt::receipt_text(receipt, caller),
+        Outcome::Thread(messages) => archive::thread_text(messages),
+        Outcome::History(entries) => archive::history_text(entries),
+        Outcome::Cleaned(report) => archive::cleanup_text(report),
         Outcome::SessionStarted(report) => session_note(report),
         Outcome::Seen(_) => String::new(),
         Outcome::RelayOutgoing(out) => format!("{} to carry\n", out.items.len()),
@@ -457,14 +461,14 @@ fn to_json(outcome: &Outcome) -> Value {
             "recipient": liveness_word(report.recipient),
         }),
         Outcome::NothingPending => json!({ "message": null, "nothingPending": true }),
-        Outcome::Tracked(receipt) => crate::receipts::receipt_json(receipt),
-        Outcome::Thread(messages) => crate::archive::thread_json(messages),
-        Outcome::History(entries) => crate::archive::history_json(entries),
-        Outcome::Cleaned(report) => crate::archive::cleanup_json(report),
+        Outcome::Tracked(receipt) => receipt::receipt_json(receipt),
+        Outcome::Thread(messages) => archive::thread_json(messages),
+        Outcome::History(entries) => archive::history_json(entries),
+        Outcome::Cleaned(report) => archive::cleanup_json(report),
         Outcome::SessionStarted(report) => json!({
             "session": manifest_json(&report.session),
             "livePeers": report.live_peers.iter().map(peer_json).collect::<Vec<_>>(),
-            "cleanup": crate::archive::cleanup_json(&report.cleanup),
+            "cleanup": archive::cleanup_json(&report.cleanup),
         }),
         Outcome::Seen(ids) => json!({ "seen": ids }),
         Outcome::RelayOutgoing(out) => json!({
