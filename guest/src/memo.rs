@@ -38,6 +38,9 @@ pub(crate) struct Caches {
     pub(crate) claimed_bytes: RefCell<HashMap<String, Vec<u8>>>,
     /// What `Bridge::liveness` found for each session directory.
     pub(crate) liveness: RefCell<Memo<String, Liveness>>,
+    /// Sessions of other machines, with their machine (see
+    /// `Bridge::remote_machine` in relay.rs).
+    pub(crate) remote: RefCell<Memo<crate::ids::SessionId, String>>,
     /// The archive logs kept open for appending (see archive/append.rs).
     #[cfg(target_os = "wasi")]
     pub(crate) open_logs: RefCell<crate::archive::OpenLogs>,
@@ -52,6 +55,7 @@ impl Default for Caches {
             backlog: RefCell::default(),
             claimed_bytes: RefCell::default(),
             liveness: RefCell::new(Memo::new(64)),
+            remote: RefCell::new(Memo::new(crate::relay::MAX_REMOTE_SESSIONS)),
             #[cfg(target_os = "wasi")]
             open_logs: RefCell::default(),
         }

@@ -24,13 +24,6 @@ use crate::{
     RelayItem, RelayOutgoing, clock,
 };
 
-thread_local! {
-    /// Sessions of other machines, with their machine (see
-    /// [`Bridge::remote_machine`]).
-    static REMOTE: std::cell::RefCell<crate::memo::Memo<SessionId, String>> =
-        std::cell::RefCell::new(crate::memo::Memo::new(MAX_REMOTE_SESSIONS));
-}
-
 /// How long [`Bridge::remote_machine`] trusts what it read.
 const REMOTE_FRESH_MS: u64 = 1_000;
 
@@ -119,12 +112,15 @@ impl<P: Platform> Bridge<P> {
     /// is never shown for another (`materialize_one`). What is not a remote
     /// session is read each time, so that one shown just now counts.
     pub(crate) fn remote_machine(&self, id: &SessionId) -> Option<String> {
-        if let Some(machine) = REMOTE.with(|m| m.borrow().get(id, Some(REMOTE_FRESH_MS))) {
+        if let Some(machine) = self.caches.remote.borrow().get(id, Some(REMOTE_FRESH_MS)) {
             return Some(machine);
         }
         let bytes = files::read_bounded(&self.layout.manifest(id), MAX_MANIFEST_FILE_BYTES).ok()?;
         let machine = Manifest::parse(&bytes, id).ok()?.machine?;
-        REMOTE.with(|m| m.borrow_mut().put(id.clone(), machine.clone()));
+        self.caches
+            .remote
+            .borrow_mut()
+            .put(id.clone(), machine.clone());
         Some(machine)
     }
 
@@ -762,7 +758,7 @@ impl<P: Platform> Bridge<P> {
         let gone = |m: &Manifest| m.machine.as_deref().is_some_and(&which);
         let removed = self.remove_session_if(id, gone, warnings)?.is_some();
         if removed {
-            REMOTE.with(|m| m.borrow_mut().forget(id));
+            self.caches.remote.borrow_mut().forget(id);
         }
         Ok(removed)
     }

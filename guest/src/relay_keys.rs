@@ -364,7 +364,13 @@ mod tests {
         assert!(why.starts_with("forged:"), "{why}");
         assert!(
             bridge
-                .check_presence_signature("a", "abcdef", &presence.signer, &presence.signature, b"one")
+                .check_presence_signature(
+                    "a",
+                    "abcdef",
+                    &presence.signer,
+                    &presence.signature,
+                    b"one"
+                )
                 .is_ok()
         );
         let why = refused(bridge.check_presence_signature(
