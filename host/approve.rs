@@ -11,7 +11,8 @@
 //! - single-quoted text is anything but `'`; double-quoted text has no `$`,
 //!   backtick, `\` or `!`, the characters a shell expands there;
 //! - its words, split by a shell-words parser, are exactly `bridge-host`,
-//!   `run`, one verb of [`ANSWER_VERBS`], then arguments, of which the only
+//!   `run`, one verb the verb table marks as answering a peer
+//!   ([`bridge_host::verbs::answer_verbs`]), then arguments, of which the only
 //!   options are `--json`, `--escapes`, `--timeout <digits>` and
 //!   `--in-reply-to <id>`
 //!   (so no `--bridge-dir`, `--session`, `--guest` or `--cache-dir`);
@@ -35,22 +36,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-/// Verbs that belong in answering a peer.
-pub const ANSWER_VERBS: [&str; 13] = [
-    "reply",
-    "ask",
-    "receive",
-    "send",
-    "check-inbox",
-    "listen",
-    "connect",
-    "peers",
-    "status",
-    "id",
-    "track",
-    "thread",
-    "history",
-];
+use bridge_host::verbs;
 
 /// The largest hook input read; a Bash call with a long answer is well under.
 const MAX_INPUT_BYTES: u64 = 8 << 20;
@@ -101,7 +87,7 @@ pub const MCP_TOOL_PREFIX: &str = "mcp__plugin_session-bridge_bridge__";
 /// The bridge tool `tool_name` calls, when it is one of the plugin's own.
 pub fn approved_tool(tool_name: &str) -> Option<&'static str> {
     let tool = tool_name.strip_prefix(MCP_TOOL_PREFIX)?;
-    crate::mcp::TOOLS.iter().copied().find(|t| *t == tool)
+    verbs::tools().find(|t| *t == tool)
 }
 
 /// The verb of `command` when the hook approves it, else None.
@@ -117,7 +103,7 @@ pub fn approved(command: &str) -> Option<&'static str> {
     if program != "bridge-host" || run != "run" {
         return None;
     }
-    let verb = ANSWER_VERBS.iter().copied().find(|v| v == verb)?;
+    let verb = verbs::answer_verbs().find(|v| v == verb)?;
     let mut stdin_content = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -229,7 +215,7 @@ fn literal_only(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{MCP_TOOL_PREFIX, approved, approved_tool};
+    use super::{MCP_TOOL_PREFIX, approved, approved_tool, verbs};
 
     #[test]
     fn literal_bridge_commands_are_approved() {
@@ -292,7 +278,7 @@ mod tests {
 
     #[test]
     fn exactly_the_bridges_own_mcp_tools_are_approved() {
-        for tool in crate::mcp::TOOLS {
+        for tool in verbs::tools() {
             let name = format!("{MCP_TOOL_PREFIX}{tool}");
             assert_eq!(approved_tool(&name), Some(tool), "{name}");
         }
@@ -308,6 +294,18 @@ mod tests {
             "Write",
         ] {
             assert_eq!(approved_tool(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn each_verb_of_the_table_is_approved_exactly_when_it_answers() {
+        for verb in verbs::VERBS {
+            let command = format!("bridge-host run {}", verb.name);
+            assert_eq!(
+                approved(&command),
+                verb.answers.then_some(verb.name),
+                "{command}"
+            );
         }
     }
 

@@ -11,6 +11,7 @@ pub mod guests;
 pub mod listing;
 pub mod process;
 pub mod sandbox;
+pub mod verbs;
 pub mod wasi_link;
 pub mod watch;
 

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use bridge_host::sandbox::{Guest, wit};
+use bridge_host::verbs::{self, VerbArgs};
 use bridge_host::{compile_cache, dirs, guests};
 
 mod approve;
@@ -118,164 +119,6 @@ enum GuestAction {
         /// The guest component (.wasm).
         file: PathBuf,
     },
-}
-
-/// A message's type, as `run send` and the MCP `send` tool take it.
-#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-enum KindArg {
-    /// A question that expects a reply.
-    Query,
-    /// An answer, or a question back to the asker.
-    Response,
-    /// A liveness check (`connect` sends one).
-    Ping,
-    /// Tells the peer this session ended.
-    SessionEnded,
-}
-
-impl From<KindArg> for wit::MessageKind {
-    fn from(kind: KindArg) -> Self {
-        match kind {
-            KindArg::Query => wit::MessageKind::Query,
-            KindArg::Response => wit::MessageKind::Response,
-            KindArg::Ping => wit::MessageKind::Ping,
-            KindArg::SessionEnded => wit::MessageKind::SessionEnded,
-        }
-    }
-}
-
-/// How long `ask` and `receive` wait for the reply unless told, from a
-/// terminal and through MCP alike.
-const DEFAULT_REPLY_WAIT_SECONDS: u32 = 90;
-
-#[derive(Subcommand)]
-enum VerbArgs {
-    /// Register this session, or reuse it; prints the session ID.
-    Start,
-    /// Print this session's ID.
-    Id,
-    /// Ping a peer session.
-    Connect {
-        /// The peer's session ID.
-        peer: String,
-    },
-    /// Deliver one message; prints its ID.
-    Send {
-        /// The recipient's session ID.
-        peer: String,
-        /// The message type.
-        #[arg(value_enum)]
-        kind: KindArg,
-        /// The content, or `-` to read it from standard input.
-        #[arg(allow_hyphen_values = true)]
-        content: String,
-        /// The message this one answers.
-        #[arg(long, value_name = "MESSAGE_ID")]
-        in_reply_to: Option<String>,
-    },
-    /// Wait for and take the next message for this session.
-    Listen {
-        /// Give up after this many seconds (exit 1) [default: wait forever].
-        #[arg(long, value_name = "SECONDS")]
-        timeout: Option<u32>,
-    },
-    /// Take the next message if one is waiting, without waiting; prints
-    /// "No new messages." otherwise.
-    CheckInbox,
-    /// Show where a message this session sent stands: queued, taken, seen,
-    /// answered, set aside, or its recipient gone.
-    Track {
-        /// The sent message's ID.
-        message_id: String,
-    },
-    /// Print the whole conversation a message belongs to, oldest first.
-    Thread {
-        /// A message ID of the conversation.
-        message_id: String,
-    },
-    /// List the messages this project exchanged, newest last (kept across
-    /// `stop` and new sessions).
-    History {
-        /// Only messages to or from this session.
-        #[arg(long, value_name = "ID")]
-        peer: Option<String>,
-        /// Only messages whose content contains this text.
-        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
-        grep: Option<String>,
-        /// At most this many [default: 20].
-        #[arg(long, value_name = "N")]
-        limit: Option<u32>,
-    },
-    /// Remove ghost sessions, archive taken messages past the retention
-    /// (--retention), and drop old set-aside and temporary files.
-    Cleanup {
-        /// Say what would be done; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Answer a message this session received; prints the answer's ID.
-    Reply {
-        /// The received message's ID.
-        message_id: String,
-        /// The answer, or `-` to read it from standard input.
-        #[arg(allow_hyphen_values = true)]
-        content: String,
-    },
-    /// Send a query to a peer and wait for its reply.
-    Ask {
-        /// The peer's session ID.
-        peer: String,
-        /// The question, or `-` to read it from standard input.
-        #[arg(allow_hyphen_values = true)]
-        question: String,
-        /// Give up after this many seconds (exit 1).
-        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REPLY_WAIT_SECONDS)]
-        timeout: u32,
-        /// A message of the conversation this question follows up.
-        #[arg(long, value_name = "MESSAGE_ID")]
-        in_reply_to: Option<String>,
-    },
-    /// Wait for the reply to a message already sent.
-    Receive {
-        /// The sent message's ID.
-        message_id: String,
-        /// Give up after this many seconds (exit 1).
-        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REPLY_WAIT_SECONDS)]
-        timeout: u32,
-    },
-    /// List sessions.
-    Peers,
-    /// Summarise this session.
-    Status,
-    /// Refresh this session's heartbeat.
-    Heartbeat,
-    /// End this session, notifying its peers.
-    Stop,
-}
-
-impl VerbArgs {
-    fn name(&self) -> &'static str {
-        match self {
-            VerbArgs::Start => "start",
-            VerbArgs::Id => "id",
-            VerbArgs::Connect { .. } => "connect",
-            VerbArgs::Send { .. } => "send",
-            VerbArgs::Listen { .. } => "listen",
-            VerbArgs::CheckInbox => "check-inbox",
-            VerbArgs::Track { .. } => "track",
-            VerbArgs::Thread { .. } => "thread",
-            VerbArgs::History { .. } => "history",
-            VerbArgs::Cleanup { .. } => "cleanup",
-            VerbArgs::Reply { .. } => "reply",
-            VerbArgs::Ask { .. } => "ask",
-            VerbArgs::Receive { .. } => "receive",
-            VerbArgs::Peers => "peers",
-            VerbArgs::Status => "status",
-            VerbArgs::Heartbeat => "heartbeat",
-            VerbArgs::Stop => "stop",
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -553,67 +396,12 @@ fn unescape(text: &str) -> Result<String> {
 fn to_wit_verb(verb: VerbArgs, limit: u64, escapes: bool) -> Result<wit::Verb> {
     // Escaped text is longer than what it names (`\u{1b}` is one byte);
     // the guest checks the limit on the decoded content.
-    let content = |arg: String, limit: u64| -> Result<String> {
+    verb.into_wit(|arg| {
         if escapes {
             unescape(&content(arg, limit.saturating_mul(6))?)
         } else {
             content(arg, limit)
         }
-    };
-    Ok(match verb {
-        VerbArgs::Start => wit::Verb::Start,
-        VerbArgs::Id => wit::Verb::Id,
-        VerbArgs::Connect { peer } => wit::Verb::Connect(peer),
-        VerbArgs::Send {
-            peer,
-            kind: k,
-            content: c,
-            in_reply_to,
-        } => wit::Verb::Send(wit::SendRequest {
-            to: peer,
-            kind: k.into(),
-            content: content(c, limit)?,
-            in_reply_to,
-        }),
-        VerbArgs::Listen { timeout } => wit::Verb::Listen(wit::ListenRequest {
-            timeout_seconds: timeout,
-        }),
-        VerbArgs::CheckInbox => wit::Verb::CheckInbox,
-        VerbArgs::Track { message_id } => wit::Verb::Track(message_id),
-        VerbArgs::Thread { message_id } => wit::Verb::Thread(message_id),
-        VerbArgs::History { peer, grep, limit } => {
-            wit::Verb::History(wit::HistoryRequest { peer, grep, limit })
-        }
-        VerbArgs::Cleanup { dry_run } => wit::Verb::Cleanup(wit::CleanupRequest { dry_run }),
-        VerbArgs::Reply {
-            message_id,
-            content: c,
-        } => wit::Verb::Reply(wit::ReplyRequest {
-            message_id,
-            content: content(c, limit)?,
-        }),
-        VerbArgs::Ask {
-            peer,
-            question,
-            timeout,
-            in_reply_to,
-        } => wit::Verb::Ask(wit::AskRequest {
-            to: peer,
-            content: content(question, limit)?,
-            timeout_seconds: timeout,
-            in_reply_to,
-        }),
-        VerbArgs::Receive {
-            message_id,
-            timeout,
-        } => wit::Verb::Receive(wit::ReceiveRequest {
-            message_id,
-            timeout_seconds: timeout,
-        }),
-        VerbArgs::Peers => wit::Verb::Peers,
-        VerbArgs::Status => wit::Verb::Status,
-        VerbArgs::Heartbeat => wit::Verb::Heartbeat,
-        VerbArgs::Stop => wit::Verb::Stop,
     })
 }
 
@@ -793,8 +581,8 @@ fn run_verb(global: &Global, verb: VerbArgs) -> Result<ExitCode> {
     // them first (unmapping, freeing tables) cost about 5 % of a `send`.
     let mut invocation =
         std::mem::ManuallyDrop::new(Invocation::open(global, Place::of_process(global)?)?);
-    let verb_name = verb.name();
     let wit_verb = to_wit_verb(verb, invocation.max_content_bytes, global.escapes)?;
+    let verb_name = verbs::name_of(&wit_verb);
     let report = match invocation.run(&wit_verb)? {
         Ok(report) => report,
         Err(failure) => {

@@ -22,22 +22,6 @@
 mod handover;
 mod tools;
 
-/// The server's tools, by name; the plugin's approval hook approves these.
-pub const TOOLS: [&str; 12] = [
-    "peers",
-    "connect",
-    "send",
-    "ask",
-    "reply",
-    "check_inbox",
-    "listen",
-    "receive",
-    "status",
-    "track",
-    "thread",
-    "history",
-];
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

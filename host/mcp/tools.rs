@@ -18,7 +18,7 @@ use bridge_host::sandbox::{Interrupt, wit};
 
 use super::{Bridge, MAX_CALLS_IN_FLIGHT, cancelled_error, progress, text, tool_result};
 
-use crate::DEFAULT_REPLY_WAIT_SECONDS;
+use bridge_host::verbs::{DEFAULT_REPLY_WAIT_SECONDS, KindArg};
 
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "session-bridge connects this agent session with other agent \
@@ -49,7 +49,7 @@ pub(crate) struct SendArgs {
     pub peer: String,
     /// The message type: `query` expects a reply; `response` answers one.
     #[serde(rename = "type")]
-    pub kind: crate::KindArg,
+    pub kind: KindArg,
     /// The text of the message (at most 1 MiB).
     pub content: String,
     /// The ID of the message this one answers or follows up (msg- and 12
@@ -466,15 +466,15 @@ impl ServerHandler for BridgeServer {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_approved_tool_names_are_the_tools_the_server_lists() {
+    fn the_server_lists_exactly_the_tools_of_the_verb_table() {
         let mut listed: Vec<String> = super::BridgeServer::tool_router()
             .list_all()
             .into_iter()
             .map(|t| t.name.to_string())
             .collect();
         listed.sort();
-        let mut named: Vec<String> = super::super::TOOLS.iter().map(|t| t.to_string()).collect();
-        named.sort();
-        assert_eq!(listed, named);
+        let mut table: Vec<&str> = bridge_host::verbs::tools().collect();
+        table.sort();
+        assert_eq!(listed, table);
     }
 }
