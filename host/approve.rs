@@ -12,7 +12,7 @@
 //!   backtick, `\` or `!`, the characters a shell expands there;
 //! - its words, split by a shell-words parser, are exactly `bridge-host`,
 //!   `run`, one verb the verb table marks as answering a peer
-//!   ([`bridge_host::verbs::answer_verbs`]), then arguments, of which the only
+//!   ([`crate::verbs::answer_verbs`]), then arguments, of which the only
 //!   options are `--json`, `--escapes`, `--timeout <digits>` and
 //!   `--in-reply-to <id>`
 //!   (so no `--bridge-dir`, `--session`, `--guest` or `--cache-dir`);
@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use bridge_host::verbs;
+use crate::verbs;
 
 /// The largest hook input read; a Bash call with a long answer is well under.
 const MAX_INPUT_BYTES: u64 = 8 << 20;

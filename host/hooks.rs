@@ -14,11 +14,10 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::Value;
 
-use bridge_host::sandbox::wit;
-use bridge_host::{compile_cache, dirs};
-
-use crate::{Global, Invocation, Place};
-use bridge_host::process::ProcessId;
+use crate::invoke::{Config, Invocation, Place, absolute, print_warnings};
+use crate::process::ProcessId;
+use crate::sandbox::wit;
+use crate::{compile_cache, dirs};
 
 /// The hook events the plugin handles.
 #[derive(Subcommand, Clone, Copy)]
@@ -106,9 +105,9 @@ impl HookInput {
 
     /// The session's own directory: `cwd` from the input, else
     /// `CLAUDE_PROJECT_DIR`, which Claude Code sets for hooks.
-    fn project_dir(&self, global: &Global) -> Result<PathBuf> {
+    fn project_dir(&self, global: &Config) -> Result<PathBuf> {
         if let Some(dir) = &global.project_dir {
-            return crate::absolute(dir);
+            return absolute(dir);
         }
         self.cwd
             .clone()
@@ -130,7 +129,7 @@ fn is_agent_session(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub fn run(global: &Global, event: Event) -> Result<ExitCode> {
+pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
     if let Event::Approve = event {
         return crate::approve::run();
     }
@@ -147,7 +146,7 @@ pub fn run(global: &Global, event: Event) -> Result<ExitCode> {
 
 /// The text Claude sees at session start. Failures are said there too, and
 /// the hook still exits 0: a bridge problem must not stop the session.
-fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
+fn session_start(global: &Config, input: &HookInput) -> Result<ExitCode> {
     if std::env::var(AUTO_START_VAR).is_ok_and(|v| v == "0") {
         return Ok(ExitCode::SUCCESS);
     }
@@ -183,7 +182,7 @@ fn session_start(global: &Global, input: &HookInput) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn register(global: &Global, input: &HookInput) -> Result<String> {
+fn register(global: &Config, input: &HookInput) -> Result<String> {
     let project_dir = input.project_dir(global)?;
     let place = Place {
         working_dir: project_dir.clone(),
@@ -196,7 +195,7 @@ fn register(global: &Global, input: &HookInput) -> Result<String> {
     let mut invocation = Invocation::open(global, place)?;
     match invocation.run(&wit::Verb::SessionStart)? {
         Ok(report) => {
-            crate::print_warnings(&report.warnings);
+            print_warnings(&report.warnings);
             Ok(report.rendered)
         }
         Err(failure) => bail!("{}", Invocation::failure_text(&failure)),
@@ -261,7 +260,7 @@ fn own_session(invocation: &mut Invocation) -> Result<Option<String>> {
     }
 }
 
-fn session_end(global: &Global, input: &HookInput) -> Result<ExitCode> {
+fn session_end(global: &Config, input: &HookInput) -> Result<ExitCode> {
     let owner = Owner::of(global, input)?;
     if let Some(newer) = owner
         .as_ref()
@@ -308,7 +307,7 @@ const WAKE_CLAUDE: u8 = 2;
 /// being registered.
 const REGISTRATION_POLL: Duration = Duration::from_millis(100);
 
-fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Result<ExitCode> {
+fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Result<ExitCode> {
     let Some(_lock) = WakeLock::acquire(global, input)? else {
         // Another wake hook of this session is waiting already.
         return Ok(ExitCode::SUCCESS);
@@ -339,7 +338,7 @@ fn wake(global: &Global, input: &HookInput, registration_grace: Duration) -> Res
                 _ => bail!("{}", Invocation::failure_text(&failure)),
             },
         };
-        crate::print_warnings(&report.warnings);
+        print_warnings(&report.warnings);
         // The guest says when Claude has nothing to do with a delivery.
         let silent = matches!(&report.outcome, wit::Outcome::Delivered(d) if d.silent);
         if silent {
@@ -366,8 +365,8 @@ fn confirm_seen(invocation: &mut Invocation, input: &HookInput) {
         return;
     };
     match invocation.run(&wit::Verb::Seen(wit::SeenRequest { transcript })) {
-        Ok(Ok(report)) => crate::print_warnings(&report.warnings),
-        Ok(Err(failure)) => crate::print_warnings(&failure.warnings),
+        Ok(Ok(report)) => print_warnings(&report.warnings),
+        Ok(Err(failure)) => print_warnings(&failure.warnings),
         Err(err) => eprintln!("session-bridge: cannot confirm what was seen: {err:#}"),
     }
 }
@@ -392,7 +391,7 @@ fn transcript_tail(path: &Path) -> Option<String> {
 /// Where the hooks keep what they must remember about one Claude session
 /// between calls: `<cache>/hooks/<key>.<kind>`, private like the compile
 /// cache. The key covers the bridge directory and Claude's session ID.
-fn state_file(global: &Global, input: &HookInput, kind: &str) -> Result<Option<PathBuf>> {
+fn state_file(global: &Config, input: &HookInput, kind: &str) -> Result<Option<PathBuf>> {
     let Some(cache) = global.cache_dir.clone().or_else(compile_cache::default_dir) else {
         return Ok(None);
     };
@@ -418,7 +417,7 @@ struct WakeLock {
 }
 
 impl WakeLock {
-    fn acquire(global: &Global, input: &HookInput) -> Result<Option<Self>> {
+    fn acquire(global: &Config, input: &HookInput) -> Result<Option<Self>> {
         // Without a cache directory (no HOME) there is nowhere private to
         // lock; the hook then waits unlocked.
         let Some(path) = state_file(global, input, "wake-lock")? else {
@@ -450,7 +449,7 @@ struct Owner {
 }
 
 impl Owner {
-    fn of(global: &Global, input: &HookInput) -> Result<Option<Self>> {
+    fn of(global: &Config, input: &HookInput) -> Result<Option<Self>> {
         Ok(state_file(global, input, "owner")?.map(|path| Owner { path }))
     }
 

@@ -1,16 +1,27 @@
 //! The host side of session-bridge: the sandbox that runs the protocol
-//! guest, and the few capabilities it brokers. `main.rs` is the CLI on top;
-//! the benchmarks use this library directly.
+//! guest, the few capabilities it brokers, and the front ends that reach
+//! it: the CLI ([`cli`]), Claude Code's hooks ([`hooks`], [`approve`]),
+//! the MCP server ([`mcp`]) and the relay between machines ([`relay`]).
+//! Each front end builds on the invocation core ([`invoke`]) and the verb
+//! table ([`verbs`]), never on another front end. `main.rs` only parses
+//! the command line; the benchmarks use this library directly.
 
+pub mod approve;
 pub mod bindings;
+pub mod cli;
 pub mod compile_cache;
 pub mod confine;
 pub mod dirs;
 mod engine_config;
 pub mod guests;
+pub mod hooks;
+pub mod invoke;
 pub mod listing;
+pub mod mcp;
 pub mod process;
+pub mod relay;
 pub mod sandbox;
+pub mod signals;
 pub mod verbs;
 pub mod wasi_link;
 pub mod watch;

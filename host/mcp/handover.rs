@@ -13,7 +13,7 @@ use rmcp::model::{JsonRpcMessage, RequestId};
 use rmcp::service::{RoleServer, RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::{IntoTransport, Transport};
 
-use bridge_host::sandbox::wit;
+use crate::sandbox::wit;
 
 use super::Bridge;
 

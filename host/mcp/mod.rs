@@ -36,10 +36,9 @@ use rmcp::model::{
 use rmcp::service::{Peer, RoleServer};
 use wasmtime::component::Component;
 
-use bridge_host::process::ProcessId;
-use bridge_host::sandbox::{Interrupt, wit};
-
-use crate::{Global, GuestSource, Invocation, Place};
+use crate::invoke::{Config, GuestSource, Invocation, Place, absolute, describe, print_warnings};
+use crate::process::ProcessId;
+use crate::sandbox::{Interrupt, wit};
 
 /// How often a connected session refreshes its heartbeat. A session counts
 /// as stale after 300 s without one.
@@ -62,7 +61,7 @@ const BLOCKING_THREADS: usize = MAX_CALLS_IN_FLIGHT + 16;
 
 /// Runs the server until the client closes the connection or a signal
 /// (SIGTERM, SIGINT) ends it; either way the session is stopped.
-pub fn run(global: &Global) -> Result<ExitCode> {
+pub fn run(global: &Config) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -75,7 +74,7 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     ended
 }
 
-async fn serve(global: Global) -> Result<ExitCode> {
+async fn serve(global: Config) -> Result<ExitCode> {
     let bridge = Arc::new(Bridge::open(global)?);
     // The guest loads while the client initializes; `initialize` is
     // answered without it (a client may give up on a server that answers
@@ -101,7 +100,7 @@ async fn serve(global: Global) -> Result<ExitCode> {
     let cancel = service.cancellation_token();
     let ended = tokio::select! {
         done = service.waiting() => done.map(|_| ()).map_err(|e| anyhow!("{e}")),
-        signal = termination() => {
+        signal = crate::signals::termination() => {
             cancel.cancel();
             eprintln!("bridge-host mcp: {signal}; stopping the session");
             Ok(())
@@ -114,31 +113,6 @@ async fn serve(global: Global) -> Result<ExitCode> {
         eprintln!("bridge-host mcp: the connection failed: {err}");
     }
     stopped.map(|()| ExitCode::SUCCESS)
-}
-
-/// Resolves when the process is asked to end.
-pub(crate) async fn termination() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            _ => std::future::pending().await,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "Ctrl-C",
-            Err(_) => std::future::pending().await,
-        }
-    }
 }
 
 async fn heartbeats(bridge: Arc<Bridge>) {
@@ -178,7 +152,7 @@ struct Session {
 
 /// What the server keeps for its one connection.
 pub(crate) struct Bridge {
-    global: Global,
+    global: Config,
     /// The guest, loaded on first use (see [`Bridge::component`]).
     component: Mutex<Option<Component>>,
     /// Tool calls running now, at most [`MAX_CALLS_IN_FLIGHT`].
@@ -198,8 +172,8 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    fn open(global: Global) -> Result<Self> {
-        let bridge_dir = crate::bridge_dir(&global)?;
+    fn open(global: Config) -> Result<Self> {
+        let bridge_dir = crate::invoke::bridge_dir(&global)?;
         let working_dir = std::env::current_dir().context("cannot read the working directory")?;
         Ok(Bridge {
             global,
@@ -239,7 +213,7 @@ impl Bridge {
             .as_ref()
             .is_some_and(|i| i.capabilities.roots.is_some());
         let project_dir = match &self.global.project_dir {
-            Some(dir) => crate::absolute(dir).map_err(|e| format!("{e:#}"))?,
+            Some(dir) => absolute(dir).map_err(|e| format!("{e:#}"))?,
             None if offers_roots => self
                 .root_dir(peer)
                 .await
@@ -279,7 +253,7 @@ impl Bridge {
         let (invocation, result) = registered;
         match result {
             Ok(report) => {
-                crate::print_warnings(&report.warnings);
+                print_warnings(&report.warnings);
                 let wit::Outcome::Session(manifest) = report.outcome else {
                     return Err(
                         "the guest answered start with something other than a session".into(),
@@ -418,7 +392,7 @@ impl Bridge {
             Ok(Err(err)) => eprintln!(
                 "bridge-host mcp: warning: {} was handed over, but not filed as taken: {}",
                 ticket.message_id,
-                crate::describe(&err)
+                describe(&err)
             ),
             Err(err) => eprintln!(
                 "bridge-host mcp: warning: {} was handed over, but not filed as taken: {err:#}",
@@ -443,7 +417,7 @@ impl Bridge {
                 .map_err(|e| anyhow!("{e}"))??;
         match stopped {
             Ok(report) => {
-                crate::print_warnings(&report.warnings);
+                print_warnings(&report.warnings);
                 Ok(())
             }
             // Claude Code's SessionEnd hook may have stopped it first.

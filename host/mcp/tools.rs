@@ -14,11 +14,11 @@ use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use bridge_host::sandbox::{Interrupt, wit};
+use crate::sandbox::{Interrupt, wit};
 
 use super::{Bridge, MAX_CALLS_IN_FLIGHT, cancelled_error, progress, text, tool_result};
 
-use bridge_host::verbs::{DEFAULT_REPLY_WAIT_SECONDS, KindArg};
+use crate::verbs::{DEFAULT_REPLY_WAIT_SECONDS, KindArg};
 
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "session-bridge connects this agent session with other agent \
@@ -473,7 +473,7 @@ mod tests {
             .map(|t| t.name.to_string())
             .collect();
         listed.sort();
-        let mut table: Vec<&str> = bridge_host::verbs::tools().collect();
+        let mut table: Vec<&str> = crate::verbs::tools().collect();
         table.sort();
         assert_eq!(listed, table);
     }

@@ -29,7 +29,9 @@ use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::{Global, Invocation, Place, wit};
+use crate::invoke::{Config, GuestSource, Invocation, Place, bridge_dir, describe};
+use crate::sandbox::wit;
+use crate::signals::termination;
 
 mod admin;
 mod keys;
@@ -212,12 +214,12 @@ struct RunArgs {
 /// `BRIDGE_RELAY_*` variables, outlives the session, and logs to
 /// `relay.log` in the bridge directory. Two hooks starting at once start
 /// two processes, of which the lock keeps one.
-pub fn start_if_configured(global: &Global) -> Result<()> {
+pub fn start_if_configured(global: &Config) -> Result<()> {
     match std::env::var("BRIDGE_RELAY_SERVER") {
         Ok(server) if !server.trim().is_empty() => {}
         _ => return Ok(()),
     }
-    let bridge_dir = crate::bridge_dir(global)?;
+    let bridge_dir = bridge_dir(global)?;
     std::fs::create_dir_all(&bridge_dir)
         .with_context(|| format!("cannot create {}", bridge_dir.display()))?;
     if let Ok(file) = std::fs::File::open(bridge_dir.join("relay.lock"))
@@ -260,7 +262,7 @@ pub fn start_if_configured(global: &Global) -> Result<()> {
 }
 
 /// Runs the relay until SIGTERM or SIGINT, or one of its subcommands.
-pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
+pub fn run(global: &Config, args: RelayArgs) -> Result<ExitCode> {
     let args = match args.command {
         None => args.run,
         Some(RelayCommand::Keygen { out }) => {
@@ -272,7 +274,7 @@ pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
             key,
             roster,
         }) => {
-            let bridge_dir = crate::bridge_dir(global)?;
+            let bridge_dir = bridge_dir(global)?;
             match (roster, machine, key) {
                 (Some(roster), _, _) => keys::trust_roster(&bridge_dir, &roster)?,
                 (None, Some(machine), Some(key)) => keys::trust(&bridge_dir, &machine, key.trim())?,
@@ -281,7 +283,7 @@ pub fn run(global: &Global, args: RelayArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(RelayCommand::Key { creds }) => {
-            keys::show(creds.as_deref(), &crate::bridge_dir(global)?)?;
+            keys::show(creds.as_deref(), &bridge_dir(global)?)?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(RelayCommand::Admin {
@@ -475,7 +477,7 @@ impl Relay {
                     Ok(Err(err)) => log(format!(
                         "{} was relayed, but its claim here could not be committed: {}",
                         ticket.message_id,
-                        crate::describe(&err)
+                        describe(&err)
                     )),
                     Err(err) => log(format!(
                         "{} was relayed, but its claim here could not be committed: {err:#}",
@@ -700,7 +702,7 @@ async fn connect(
         .map_err(|e| anyhow!("cannot connect to {server}: {e}{hint}"))
 }
 
-async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
+async fn serve(global: Config, args: RunArgs) -> Result<ExitCode> {
     let Some(server) = args.server.clone() else {
         bail!(
             "no relay server given: pass --server URL (or set BRIDGE_RELAY_SERVER), for example \
@@ -710,8 +712,8 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
     let layout = args.team.layout()?;
     let creds = args.creds.as_deref().map(keys::read_creds).transpose()?;
     let machine = args.machine.clone().unwrap_or_else(host_name);
-    let bridge_dir = crate::bridge_dir(&global)?;
-    let (component, _) = crate::GuestSource::from_global(&global)?.load(&global)?;
+    let bridge_dir = bridge_dir(&global)?;
+    let (component, _) = GuestSource::from_global(&global)?.load(&global)?;
     let open = || -> Result<Invocation> {
         let mut place = Place::of_process(&global)?;
         place.caller = wit::Caller::Relay;
@@ -761,7 +763,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
     let wake = Arc::new(Notify::new());
     let setup = tokio::select! {
         setup = prepare(&relay, &js, &client, &layout, args.team.replicas) => Some(setup),
-        signal = crate::mcp::termination() => {
+        signal = termination() => {
             log(format!("{signal}; stopping"));
             None
         }
@@ -789,7 +791,7 @@ async fn serve(global: Global, args: RunArgs) -> Result<ExitCode> {
             layout.presence_ttl,
         )),
     ];
-    let signal = crate::mcp::termination().await;
+    let signal = termination().await;
     log(format!("{signal}; stopping"));
     relay.stopping.store(true, Ordering::Release);
     relay.stop.notify_waiters();
