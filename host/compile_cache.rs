@@ -339,8 +339,7 @@ fn open_private(path: &Path) -> Option<(fs::File, fs::Metadata)> {
         .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o077 == 0 {
         Some((file, meta))
     } else {

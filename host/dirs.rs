@@ -182,8 +182,7 @@ fn private_dir_problem(path: &Path, what: &str) -> Result<Option<String>> {
 
 #[cfg(unix)]
 fn check_owner_and_mode(path: &Path, what: &str, meta: &fs::Metadata) -> Result<Option<String>> {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Ok(Some(format!(
             "the {what} {} belongs to user {} but you are user {me}; another user could read \

@@ -60,11 +60,8 @@ fn main() -> ExitCode {
     bridge_host::watch::install();
     let cli = Cli::parse();
     // Everything the bridge creates is private: directories 0700, files 0600.
-    // SAFETY: umask has no preconditions.
     #[cfg(unix)]
-    unsafe {
-        libc::umask(0o077)
-    };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Past a file size limit (RLIMIT_FSIZE), let the write fail with an error
     // the guest reports, instead of the signal killing the process mid-write.
     // SAFETY: ignoring a signal installs no handler code.

@@ -288,19 +288,12 @@ impl HostState {
         }
         #[cfg(native_linux)]
         {
-            use std::os::fd::AsRawFd;
             let failed =
                 |err: std::io::Error| format!("cannot flush the bridge directory to disk: {err}");
             // The directory handle is a path handle, which syncfs refuses:
             // it takes a descriptor open for reading.
             let dir = self.bridge.open(".").map_err(failed)?;
-            // SAFETY: `dir` is an open descriptor for the whole call; syncfs
-            // only reads it.
-            if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-                Ok(())
-            } else {
-                Err(failed(std::io::Error::last_os_error()))
-            }
+            rustix::fs::syncfs(&dir).map_err(|e| failed(e.into()))
         }
         #[cfg(not(native_linux))]
         {
