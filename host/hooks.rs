@@ -277,21 +277,19 @@ fn session_end(global: &Config, input: &HookInput) -> Result<ExitCode> {
     let Some(id) = own_session(&mut invocation)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    invocation.context.session = Some(id.clone());
+    invocation.context.session = Some(id);
+    // The session was found with no project; its stop clears the pointer
+    // of the project this hook runs for, if it still names the session.
+    if let Ok(project_dir) = input.project_dir(global) {
+        invocation.guest.use_project_pointer(&project_dir);
+    }
     let stopped = invocation.run(&wit::Verb::Stop)?;
     if let Some(owner) = owner {
         owner.forget();
     }
     match stopped {
-        Ok(_) => {
-            // The invocation named no project, so the guest could not clear
-            // the project pointer; it goes here, if it still names this
-            // session.
-            if let Ok(project_dir) = input.project_dir(global)
-                && let Err(why) = dirs::ProjectPointer::new(&project_dir).clear(&id)
-            {
-                eprintln!("session-bridge: the project pointer was not removed: {why}");
-            }
+        Ok(report) => {
+            print_warnings(&report.warnings);
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => match failure.error {

@@ -373,6 +373,15 @@ impl Guest {
         self.store.data_mut().confinement = Confinement::new(bridge_dir, loose);
     }
 
+    /// Gives the guest the project pointer of `project_dir` (an instance
+    /// starts with its own project's). A hook finds its session by the
+    /// agent's ID alone, with no project, and then lets the guest's `stop`
+    /// clear the pointer of the project the hook runs for, when it still
+    /// names that session.
+    pub fn use_project_pointer(&mut self, project_dir: &Path) {
+        self.store.data_mut().pointer = ProjectPointer::new(project_dir);
+    }
+
     /// Sets or clears what is called when the guest next asks for the
     /// bridge directory to be flushed: by then the verb has made all its
     /// writes, and only waits for the disk. The relay lets the next batch
