@@ -33,19 +33,19 @@ pub fn run_verb(global: &Config, verb: VerbArgs) -> Result<ExitCode> {
     // them first (unmapping, freeing tables) cost about 5 % of a `send`.
     let mut invocation =
         std::mem::ManuallyDrop::new(Invocation::open(global, Place::of_process(global)?)?);
-    let wit_verb = to_wit_verb(verb, invocation.max_content_bytes, global.escapes)?;
+    let wit_verb = to_wit_verb(verb, &invocation.limits, global.escapes)?;
     let verb_name = verbs::name_of(&wit_verb);
     let report = match invocation.run(&wit_verb)? {
         Ok(report) => report,
         Err(failure) => {
             print_warnings(&failure.warnings);
-            invocation.print_withheld(Some(&failure.rendered));
+            invocation.print_withheld(&failure.refused);
             print_failure(&failure)?;
             return Ok(ExitCode::from(1));
         }
     };
     print_warnings(&report.warnings);
-    invocation.print_withheld(None);
+    invocation.print_withheld(&[]);
     invocation.hand_over(&report, verb_name, &mut io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -199,10 +199,11 @@ fn unescape(text: &str) -> Result<String> {
     Ok(out)
 }
 
-fn to_wit_verb(verb: VerbArgs, limit: u64, escapes: bool) -> Result<wit::Verb> {
+fn to_wit_verb(verb: VerbArgs, limits: &wit::Limits, escapes: bool) -> Result<wit::Verb> {
+    let limit = limits.max_content_bytes;
     // Escaped text is longer than what it names (`\u{1b}` is one byte);
     // the guest checks the limit on the decoded content.
-    verb.into_wit(|arg| {
+    verb.into_wit(limits, |arg| {
         if escapes {
             unescape(&content(arg, limit.saturating_mul(6))?)
         } else {

@@ -207,7 +207,8 @@ impl Place {
 pub struct Invocation {
     pub guest: Guest,
     pub context: wit::InvocationContext,
-    pub max_content_bytes: u64,
+    /// The limits and times the guest keeps to.
+    pub limits: wit::Limits,
     pub bridge_dir: PathBuf,
 }
 
@@ -228,7 +229,7 @@ impl Invocation {
     ) -> Result<Self> {
         let bridge_dir = bridge_dir.to_path_buf();
         let mut guest = Guest::instantiate(component, &bridge_dir, &place.project_dir)?;
-        let max_content_bytes = guest.limits()?.max_content_bytes;
+        let limits = guest.limits()?;
         let context = wit::InvocationContext {
             session: global.session.clone().filter(|s| !s.is_empty()),
             agent_session: place.agent_session,
@@ -250,7 +251,7 @@ impl Invocation {
         let mut invocation = Invocation {
             guest,
             context,
-            max_content_bytes,
+            limits,
             bridge_dir,
         };
         invocation.withhold_loose()?;
@@ -278,12 +279,11 @@ impl Invocation {
     }
 
     /// Says, on standard error, why each withheld session directory the
-    /// guest tried to reach was refused, unless the guest's own words
-    /// (`rendered`) already say it.
-    pub fn print_withheld(&self, rendered: Option<&str>) {
+    /// guest tried to reach was refused, unless the guest's failure is
+    /// about it and said so (`said`, its `refused` list).
+    pub fn print_withheld(&self, said: &[String]) {
         for loose in self.guest.withheld_touched() {
-            let said = format!("session {} is refused as unsafe", loose.name);
-            if rendered.is_none_or(|text| !text.contains(&said)) {
+            if !said.contains(&loose.name) {
                 eprintln!("warning: {}", loose.explanation());
             }
         }
@@ -294,12 +294,10 @@ impl Invocation {
         self.guest.version()
     }
 
-    /// The guest's text for a failure, as the hooks quote it.
+    /// The guest's text for a failure, as the hooks, the MCP tools and the
+    /// relay's log quote it.
     pub fn failure_text(failure: &wit::Failure) -> String {
-        let text = failure.rendered.trim_end();
-        text.strip_prefix("bridge-host: ")
-            .unwrap_or(text)
-            .to_string()
+        failure.message.clone()
     }
 
     /// Writes the report's text to `out`; only once it is out is a claimed

@@ -126,10 +126,6 @@ impl From<KindArg> for wit::MessageKind {
     }
 }
 
-/// How long `ask` and `receive` wait for the reply unless told, from a
-/// terminal and through MCP alike.
-pub const DEFAULT_REPLY_WAIT_SECONDS: u32 = 90;
-
 #[derive(Subcommand)]
 pub enum VerbArgs {
     /// Register this session, or reuse it; prints the session ID.
@@ -210,9 +206,10 @@ pub enum VerbArgs {
         /// The question, or `-` to read it from standard input.
         #[arg(allow_hyphen_values = true)]
         question: String,
-        /// Give up after this many seconds (exit 1).
-        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REPLY_WAIT_SECONDS)]
-        timeout: u32,
+        // The default is the guest's `limits.reply-wait-seconds`.
+        /// Give up after this many seconds (exit 1) [default: 90].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
         /// A message of the conversation this question follows up.
         #[arg(long, value_name = "MESSAGE_ID")]
         in_reply_to: Option<String>,
@@ -221,9 +218,10 @@ pub enum VerbArgs {
     Receive {
         /// The sent message's ID.
         message_id: String,
-        /// Give up after this many seconds (exit 1).
-        #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_REPLY_WAIT_SECONDS)]
-        timeout: u32,
+        // The default is the guest's `limits.reply-wait-seconds`.
+        /// Give up after this many seconds (exit 1) [default: 90].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
     },
     /// List sessions.
     Peers,
@@ -239,8 +237,13 @@ pub enum VerbArgs {
 impl VerbArgs {
     /// The guest's verb, with each content argument (a message, an answer,
     /// a question) resolved by `content` (the CLI reads `-` from standard
-    /// input there).
-    pub fn into_wit(self, mut content: impl FnMut(String) -> Result<String>) -> Result<wit::Verb> {
+    /// input there), and the waits not given taken from the guest's
+    /// `limits`.
+    pub fn into_wit(
+        self,
+        limits: &wit::Limits,
+        mut content: impl FnMut(String) -> Result<String>,
+    ) -> Result<wit::Verb> {
         let verb = self;
         Ok(match verb {
         VerbArgs::Start => wit::Verb::Start,
@@ -282,7 +285,7 @@ impl VerbArgs {
         } => wit::Verb::Ask(wit::AskRequest {
             to: peer,
             content: content(question)?,
-            timeout_seconds: timeout,
+            timeout_seconds: timeout.unwrap_or(limits.reply_wait_seconds),
             in_reply_to,
         }),
         VerbArgs::Receive {
@@ -290,7 +293,7 @@ impl VerbArgs {
             timeout,
         } => wit::Verb::Receive(wit::ReceiveRequest {
             message_id,
-            timeout_seconds: timeout,
+            timeout_seconds: timeout.unwrap_or(limits.reply_wait_seconds),
         }),
         VerbArgs::Peers => wit::Verb::Peers,
         VerbArgs::Status => wit::Verb::Status,

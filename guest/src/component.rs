@@ -90,6 +90,11 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
     fn limits() -> wit::Limits {
         wit::Limits {
             max_content_bytes: wire::MAX_CONTENT_BYTES as u64,
+            max_message_file_bytes: wire::MAX_MESSAGE_FILE_BYTES,
+            claim_lease_seconds: crate::mailbox::CLAIM_LEASE.as_secs() as u32,
+            stale_after_seconds: wire::STALE_AFTER_SECS as u32,
+            heartbeat_seconds: wire::HEARTBEAT_EVERY_SECS as u32,
+            reply_wait_seconds: wire::REPLY_WAIT_SECS,
         }
     }
 
@@ -97,6 +102,8 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
         let context: crate::Context = context.into();
         let verb: crate::Verb = verb.into();
         let failed = |failure: crate::Failure| wit::Failure {
+            message: crate::failure_text::quoted(&failure.rendered),
+            refused: crate::failure_text::refused_sessions(&failure.error, &context),
             error: failure.error.into(),
             warnings: failure.warnings,
             rendered: failure.rendered,

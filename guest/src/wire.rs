@@ -297,6 +297,13 @@ pub const CAPABILITIES: [&str; 3] = ["query", "context-dump", "conversation"];
 /// Seconds without a heartbeat after which a session counts as stale.
 pub const STALE_AFTER_SECS: u64 = 300;
 
+/// How often a long-lived session (an MCP connection) refreshes its
+/// heartbeat: five times within [`STALE_AFTER_SECS`].
+pub const HEARTBEAT_EVERY_SECS: u64 = 60;
+
+/// How long `ask` and `receive` wait for the reply when not told.
+pub const REPLY_WAIT_SECS: u32 = 90;
+
 impl Manifest {
     /// A manifest for a session registering now.
     pub fn new(id: &SessionId, project_path: &str) -> Self {

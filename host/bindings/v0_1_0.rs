@@ -42,8 +42,15 @@ impl Instance {
 
     pub fn limits(&self, store: &mut Store<HostState>) -> wasmtime::Result<new::Limits> {
         let limits = self.0.call_limits(store)?;
+        // 0.1.0 gave only its content limit; the rest are 0.1.0's rules,
+        // which it did not report.
         Ok(new::Limits {
             max_content_bytes: limits.max_content_bytes,
+            max_message_file_bytes: 7 << 20,
+            claim_lease_seconds: 10,
+            stale_after_seconds: 300,
+            heartbeat_seconds: 60,
+            reply_wait_seconds: 90,
         })
     }
 
@@ -163,6 +170,12 @@ fn refusal(why: String, context: &new::InvocationContext) -> new::Failure {
         format!("bridge-host: {why}\n")
     };
     new::Failure {
+        message: if json {
+            rendered.trim_end().to_string()
+        } else {
+            why.trim_end().to_string()
+        },
+        refused: Vec::new(),
         error: new::BridgeError::InvalidArgument(why),
         warnings: Vec::new(),
         rendered,
@@ -411,7 +424,20 @@ fn new_failure(
     } else {
         format!("bridge-host: {message}\n")
     };
+    let refused = match &error {
+        new::BridgeError::Corrupt(p) | new::BridgeError::Io(p) => withheld_session(&p.path, context)
+            .map(|w| w.session_id.clone())
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
     new::Failure {
+        message: if json {
+            rendered.trim_end().to_string()
+        } else {
+            message.trim_end().to_string()
+        },
+        refused,
         error,
         warnings: failure.warnings,
         rendered,
@@ -435,6 +461,18 @@ fn legacy_kind(error: &new::BridgeError) -> &'static str {
     }
 }
 
+/// The withheld session a 0.1.0 file error is about.
+fn withheld_session<'a>(
+    path: &str,
+    context: &'a new::InvocationContext,
+) -> Option<&'a new::WithheldSession> {
+    let mut parts = path.split('/');
+    (parts.next() == Some("sessions"))
+        .then(|| parts.next())
+        .flatten()
+        .and_then(|name| context.withheld.iter().find(|w| w.session_id == name))
+}
+
 /// The words the host gave 0.1.0's errors, and whether the line went to
 /// standard output (a timeout, as the reference prints it).
 fn legacy_message(
@@ -444,12 +482,7 @@ fn legacy_message(
 ) -> (String, bool) {
     let bridge = &context.bridge_dir;
     let withheld = |path: &str| {
-        let mut parts = path.split('/');
-        (parts.next() == Some("sessions"))
-            .then(|| parts.next())
-            .flatten()
-            .and_then(|name| context.withheld.iter().find(|w| w.session_id == name))
-            .map(|w| {
+        withheld_session(path, context).map(|w| {
                 format!(
                     "session {} is refused as unsafe: {}",
                     w.session_id, w.problem

@@ -40,9 +40,6 @@ use crate::invoke::{Config, GuestSource, Invocation, Place, absolute, describe, 
 use crate::process::ProcessId;
 use crate::sandbox::{Interrupt, wit};
 
-/// How often a connected session refreshes its heartbeat. A session counts
-/// as stale after 300 s without one.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
 /// How long registration waits for the client's `roots/list` answer.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle instances kept for the next tool calls (one serves them in turn;
@@ -115,14 +112,20 @@ async fn serve(global: Config) -> Result<ExitCode> {
     stopped.map(|()| ExitCode::SUCCESS)
 }
 
+/// Refreshes the session's heartbeat while connected, as often as the
+/// guest's limits say, from its registration on.
 async fn heartbeats(bridge: Arc<Bridge>) {
-    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    bridge.registered.notified().await;
+    let (Some(session), Some(limits)) = (bridge.session.get().cloned(), bridge.limits.get())
+    else {
+        return;
+    };
+    let mut every =
+        tokio::time::interval(Duration::from_secs(u64::from(limits.heartbeat_seconds.max(1))));
     every.tick().await;
     loop {
         every.tick().await;
-        let Some(session) = bridge.session.get().cloned() else {
-            continue;
-        };
+        let session = session.clone();
         let beat = bridge.clone();
         let done = tokio::task::spawn_blocking(move || {
             beat.run_verb(&session, &wit::Verb::Heartbeat, None)
@@ -169,6 +172,10 @@ pub(crate) struct Bridge {
     closing: Arc<AtomicBool>,
     /// Deliveries waiting for their response to be written.
     handovers: Mutex<Vec<(RequestId, wit::ClaimTicket)>>,
+    /// The guest's limits, once an instance has given them.
+    limits: std::sync::OnceLock<wit::Limits>,
+    /// Told once the session is registered.
+    registered: tokio::sync::Notify,
 }
 
 impl Bridge {
@@ -186,15 +193,39 @@ impl Bridge {
             pool: Mutex::new(Vec::new()),
             closing: Arc::new(AtomicBool::new(false)),
             handovers: Mutex::new(Vec::new()),
+            limits: std::sync::OnceLock::new(),
+            registered: tokio::sync::Notify::new(),
         })
     }
 
     /// This connection's session, registering it on first use.
     async fn session(self: &Arc<Self>, peer: &Peer<RoleServer>) -> Result<Session, String> {
-        self.session
-            .get_or_try_init(|| self.register(peer))
+        let mut registered_now = false;
+        let session = self
+            .session
+            .get_or_try_init(|| {
+                registered_now = true;
+                self.register(peer)
+            })
             .await
-            .cloned()
+            .cloned();
+        if registered_now && session.is_ok() {
+            self.registered.notify_one();
+        }
+        session
+    }
+
+    /// How long `ask` and `receive` wait for the reply when not told: the
+    /// guest's limit, known once the session is registered.
+    pub(crate) async fn reply_wait(
+        self: &Arc<Self>,
+        peer: &Peer<RoleServer>,
+    ) -> Result<u32, String> {
+        self.session(peer).await?;
+        self.limits
+            .get()
+            .map(|limits| limits.reply_wait_seconds)
+            .ok_or_else(|| "the guest's limits are not known".to_string())
     }
 
     /// Registers the connection's session with the guest's `start`.
@@ -343,6 +374,7 @@ impl Bridge {
                     &self.bridge_dir,
                 )?;
                 invocation.context.format = wit::OutputFormat::TextAndJson;
+                let _ = self.limits.set(invocation.limits.clone());
                 invocation
             }
         };

@@ -18,7 +18,7 @@ use crate::sandbox::{Interrupt, wit};
 
 use super::{Bridge, MAX_CALLS_IN_FLIGHT, cancelled_error, progress, text, tool_result};
 
-use crate::verbs::{DEFAULT_REPLY_WAIT_SECONDS, KindArg};
+use crate::verbs::KindArg;
 
 /// What the server tells a client about itself at `initialize`.
 const INSTRUCTIONS: &str = "session-bridge connects this agent session with other agent \
@@ -208,7 +208,13 @@ impl BridgeServer {
         Parameters(args): Parameters<AskArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let timeout = args.timeout_seconds.unwrap_or(DEFAULT_REPLY_WAIT_SECONDS);
+        let timeout = match args.timeout_seconds {
+            Some(timeout) => timeout,
+            None => match self.bridge.reply_wait(&ctx.peer).await {
+                Ok(timeout) => timeout,
+                Err(why) => return Ok(CallToolResult::error(vec![text(why)])),
+            },
+        };
         let verb = wit::Verb::Ask(wit::AskRequest {
             to: args.peer,
             content: args.question,
@@ -274,7 +280,13 @@ impl BridgeServer {
         Parameters(args): Parameters<ReceiveArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let timeout = args.timeout_seconds.unwrap_or(DEFAULT_REPLY_WAIT_SECONDS);
+        let timeout = match args.timeout_seconds {
+            Some(timeout) => timeout,
+            None => match self.bridge.reply_wait(&ctx.peer).await {
+                Ok(timeout) => timeout,
+                Err(why) => return Ok(CallToolResult::error(vec![text(why)])),
+            },
+        };
         let verb = wit::Verb::Receive(wit::ReceiveRequest {
             message_id: args.message_id,
             timeout_seconds: timeout,

@@ -29,10 +29,31 @@ pub(crate) fn render(error: &BridgeError, verb: &str, context: &Context) -> (Str
             let text = if to_stdout {
                 format!("{message}\n")
             } else {
-                format!("bridge-host: {message}\n")
+                format!("{PROGRAM}{message}\n")
             };
             (text, to_stdout)
         }
+    }
+}
+
+/// What a failure's text on standard error begins with: the program's name.
+const PROGRAM: &str = "bridge-host: ";
+
+/// A rendered failure as a hook, an MCP tool or the relay's log quotes it:
+/// without the program's name and the final line break.
+pub(crate) fn quoted(rendered: &str) -> String {
+    let text = rendered.trim_end();
+    text.strip_prefix(PROGRAM).unwrap_or(text).to_string()
+}
+
+/// The withheld sessions a failure is about: its text says why each was
+/// refused.
+pub(crate) fn refused_sessions(error: &BridgeError, context: &Context) -> Vec<String> {
+    match error {
+        BridgeError::Corrupt { path, .. } | BridgeError::Io { path, .. } => {
+            withheld(path, context).map(|(name, _)| name.clone()).into_iter().collect()
+        }
+        _ => Vec::new(),
     }
 }
 
