@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use crate::guests;
 use crate::compile_cache;
+use crate::guests;
 use crate::invoke::{Config, GuestSource, Invocation, Place, print_warnings};
 use crate::sandbox::{Guest, wit};
 use crate::verbs::{self, VerbArgs};

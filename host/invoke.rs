@@ -85,7 +85,7 @@ impl GuestSource {
         match &global.guest {
             Some(path) => Self::file(path),
             None => Ok(GuestSource {
-                pub wasm: compile_cache::Wasm::embedded(),
+                wasm: compile_cache::Wasm::embedded(),
                 origin: "embedded in bridge-host".into(),
                 embedded: true,
             }),
@@ -94,7 +94,7 @@ impl GuestSource {
 
     pub fn file(path: &Path) -> Result<Self> {
         Ok(GuestSource {
-            pub wasm: compile_cache::Wasm::new(read_guest(path)?),
+            wasm: compile_cache::Wasm::new(read_guest(path)?),
             origin: path.display().to_string(),
             embedded: false,
         })
@@ -419,4 +419,3 @@ fn path_text(path: &Path) -> Result<String> {
         ),
     }
 }
-

@@ -87,4 +87,3 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Relay(args) => relay::run(&cli.global, args),
     }
 }
-

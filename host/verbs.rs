@@ -233,7 +233,6 @@ pub enum VerbArgs {
     Stop,
 }
 
-
 impl VerbArgs {
     /// The guest's verb, with each content argument (a message, an answer,
     /// a question) resolved by `content` (the CLI reads `-` from standard
@@ -246,67 +245,65 @@ impl VerbArgs {
     ) -> Result<wit::Verb> {
         let verb = self;
         Ok(match verb {
-        VerbArgs::Start => wit::Verb::Start,
-        VerbArgs::Id => wit::Verb::Id,
-        VerbArgs::Connect { peer } => wit::Verb::Connect(peer),
-        VerbArgs::Send {
-            peer,
-            kind: k,
-            content: c,
-            in_reply_to,
-        } => wit::Verb::Send(wit::SendRequest {
-            to: peer,
-            kind: k.into(),
-            content: content(c)?,
-            in_reply_to,
-        }),
-        VerbArgs::Listen { timeout } => wit::Verb::Listen(wit::ListenRequest {
-            timeout_seconds: timeout,
-        }),
-        VerbArgs::CheckInbox => wit::Verb::CheckInbox,
-        VerbArgs::Track { message_id } => wit::Verb::Track(message_id),
-        VerbArgs::Thread { message_id } => wit::Verb::Thread(message_id),
-        VerbArgs::History { peer, grep, limit } => {
-            wit::Verb::History(wit::HistoryRequest { peer, grep, limit })
-        }
-        VerbArgs::Cleanup { dry_run } => wit::Verb::Cleanup(wit::CleanupRequest { dry_run }),
-        VerbArgs::Reply {
-            message_id,
-            content: c,
-        } => wit::Verb::Reply(wit::ReplyRequest {
-            message_id,
-            content: content(c)?,
-        }),
-        VerbArgs::Ask {
-            peer,
-            question,
-            timeout,
-            in_reply_to,
-        } => wit::Verb::Ask(wit::AskRequest {
-            to: peer,
-            content: content(question)?,
-            timeout_seconds: timeout.unwrap_or(limits.reply_wait_seconds),
-            in_reply_to,
-        }),
-        VerbArgs::Receive {
-            message_id,
-            timeout,
-        } => wit::Verb::Receive(wit::ReceiveRequest {
-            message_id,
-            timeout_seconds: timeout.unwrap_or(limits.reply_wait_seconds),
-        }),
-        VerbArgs::Peers => wit::Verb::Peers,
-        VerbArgs::Status => wit::Verb::Status,
-        VerbArgs::Heartbeat => wit::Verb::Heartbeat,
-        VerbArgs::Stop => wit::Verb::Stop,
-    })
-}
-
+            VerbArgs::Start => wit::Verb::Start,
+            VerbArgs::Id => wit::Verb::Id,
+            VerbArgs::Connect { peer } => wit::Verb::Connect(peer),
+            VerbArgs::Send {
+                peer,
+                kind: k,
+                content: c,
+                in_reply_to,
+            } => wit::Verb::Send(wit::SendRequest {
+                to: peer,
+                kind: k.into(),
+                content: content(c)?,
+                in_reply_to,
+            }),
+            VerbArgs::Listen { timeout } => wit::Verb::Listen(wit::ListenRequest {
+                timeout_seconds: timeout,
+            }),
+            VerbArgs::CheckInbox => wit::Verb::CheckInbox,
+            VerbArgs::Track { message_id } => wit::Verb::Track(message_id),
+            VerbArgs::Thread { message_id } => wit::Verb::Thread(message_id),
+            VerbArgs::History { peer, grep, limit } => {
+                wit::Verb::History(wit::HistoryRequest { peer, grep, limit })
+            }
+            VerbArgs::Cleanup { dry_run } => wit::Verb::Cleanup(wit::CleanupRequest { dry_run }),
+            VerbArgs::Reply {
+                message_id,
+                content: c,
+            } => wit::Verb::Reply(wit::ReplyRequest {
+                message_id,
+                content: content(c)?,
+            }),
+            VerbArgs::Ask {
+                peer,
+                question,
+                timeout,
+                in_reply_to,
+            } => wit::Verb::Ask(wit::AskRequest {
+                to: peer,
+                content: content(question)?,
+                timeout_seconds: timeout.unwrap_or(limits.reply_wait_seconds),
+                in_reply_to,
+            }),
+            VerbArgs::Receive {
+                message_id,
+                timeout,
+            } => wit::Verb::Receive(wit::ReceiveRequest {
+                message_id,
+                timeout_seconds: timeout.unwrap_or(limits.reply_wait_seconds),
+            }),
+            VerbArgs::Peers => wit::Verb::Peers,
+            VerbArgs::Status => wit::Verb::Status,
+            VerbArgs::Heartbeat => wit::Verb::Heartbeat,
+            VerbArgs::Stop => wit::Verb::Stop,
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::{VERBS, VerbArgs};
@@ -326,6 +323,34 @@ mod tests {
             .collect();
         let table: Vec<&str> = VERBS.iter().map(|v| v.name).collect();
         assert_eq!(offered, table);
+    }
+
+    /// The embedded guest's limits.
+    pub(crate) fn guest_limits() -> crate::sandbox::wit::Limits {
+        let component = crate::compile_cache::load_shipped().expect("the shipped guest");
+        let scratch = crate::guests::ScratchDir::new().unwrap();
+        crate::sandbox::Guest::instantiate(&component, scratch.path(), scratch.path())
+            .and_then(|mut guest| guest.limits())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_help_of_ask_and_receive_gives_the_guests_reply_wait() {
+        let said = format!("[default: {}]", guest_limits().reply_wait_seconds);
+        let mut run = Run::command();
+        for verb in ["ask", "receive"] {
+            let help = run
+                .find_subcommand_mut(verb)
+                .unwrap()
+                .render_help()
+                .to_string();
+            let line = help.lines().find(|l| l.contains("--timeout")).unwrap();
+            let rest = help.split_once(line).unwrap().1;
+            assert!(
+                line.contains(&said) || rest.lines().next().is_some_and(|l| l.contains(&said)),
+                "{verb}: {help}"
+            );
+        }
     }
 
     #[test]

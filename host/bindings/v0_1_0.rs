@@ -425,10 +425,12 @@ fn new_failure(
         format!("bridge-host: {message}\n")
     };
     let refused = match &error {
-        new::BridgeError::Corrupt(p) | new::BridgeError::Io(p) => withheld_session(&p.path, context)
-            .map(|w| w.session_id.clone())
-            .into_iter()
-            .collect(),
+        new::BridgeError::Corrupt(p) | new::BridgeError::Io(p) => {
+            withheld_session(&p.path, context)
+                .map(|w| w.session_id.clone())
+                .into_iter()
+                .collect()
+        }
         _ => Vec::new(),
     };
     new::Failure {
@@ -483,11 +485,11 @@ fn legacy_message(
     let bridge = &context.bridge_dir;
     let withheld = |path: &str| {
         withheld_session(path, context).map(|w| {
-                format!(
-                    "session {} is refused as unsafe: {}",
-                    w.session_id, w.problem
-                )
-            })
+            format!(
+                "session {} is refused as unsafe: {}",
+                w.session_id, w.problem
+            )
+        })
     };
     let message = match error {
         new::BridgeError::InvalidSessionId(id) => format!(

@@ -116,12 +116,12 @@ async fn serve(global: Config) -> Result<ExitCode> {
 /// guest's limits say, from its registration on.
 async fn heartbeats(bridge: Arc<Bridge>) {
     bridge.registered.notified().await;
-    let (Some(session), Some(limits)) = (bridge.session.get().cloned(), bridge.limits.get())
-    else {
+    let (Some(session), Some(limits)) = (bridge.session.get().cloned(), bridge.limits.get()) else {
         return;
     };
-    let mut every =
-        tokio::time::interval(Duration::from_secs(u64::from(limits.heartbeat_seconds.max(1))));
+    let mut every = tokio::time::interval(Duration::from_secs(u64::from(
+        limits.heartbeat_seconds.max(1),
+    )));
     every.tick().await;
     loop {
         every.tick().await;

@@ -489,4 +489,20 @@ mod tests {
         table.sort();
         assert_eq!(listed, table);
     }
+
+    #[test]
+    fn the_waiting_tools_give_the_guests_reply_wait() {
+        let said = format!(
+            "[default: {}]",
+            crate::verbs::tests::guest_limits().reply_wait_seconds
+        );
+        for tool in super::BridgeServer::tool_router().list_all() {
+            if !["ask", "receive"].contains(&tool.name.as_ref()) {
+                continue;
+            }
+            let timeout = &tool.input_schema["properties"]["timeout_seconds"];
+            let description = timeout["description"].as_str().unwrap_or_default();
+            assert!(description.contains(&said), "{}: {timeout}", tool.name);
+        }
+    }
 }
