@@ -10,7 +10,6 @@
 // binary; this keeps its body as it is.
 extern crate self as bridge_host;
 
-pub mod approve;
 pub mod bindings;
 pub mod cli;
 pub mod compile_cache;

@@ -19,6 +19,8 @@ use crate::process::ProcessId;
 use crate::sandbox::wit;
 use crate::{compile_cache, dirs};
 
+pub mod approve;
+
 /// The hook events the plugin handles.
 #[derive(Subcommand, Clone, Copy)]
 pub enum Event {
@@ -131,7 +133,7 @@ fn is_agent_session(id: &str) -> bool {
 
 pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
     if let Event::Approve = event {
-        return crate::approve::run();
+        return approve::run();
     }
     let input = HookInput::read(io::stdin().lock())?;
     match event {
