@@ -453,19 +453,13 @@ impl Guest {
     /// What the guest says about itself.
     pub fn info(&mut self) -> Result<wit::GuestInfo> {
         let _entered = self.refuel()?;
-        let info = match &self.bindings {
-            Bound::V0_1_0(guest) => guest.info(&mut self.store),
-            Bound::V0_2_0(guest) => guest.info(&mut self.store),
-        };
+        let info = self.bindings.info(&mut self.store);
         info.map_err(|e| self.trapped("info", e))
     }
 
     pub fn limits(&mut self) -> Result<wit::Limits> {
         let _entered = self.refuel()?;
-        let limits = match &self.bindings {
-            Bound::V0_1_0(guest) => guest.limits(&mut self.store),
-            Bound::V0_2_0(guest) => guest.limits(&mut self.store),
-        };
+        let limits = self.bindings.limits(&mut self.store);
         limits.map_err(|e| self.trapped("limits", e))
     }
 
@@ -475,10 +469,7 @@ impl Guest {
         verb: &wit::Verb,
     ) -> Result<Result<wit::Report, wit::Failure>> {
         let _entered = self.refuel()?;
-        let result = match &self.bindings {
-            Bound::V0_1_0(guest) => guest.run(&mut self.store, context, verb),
-            Bound::V0_2_0(guest) => guest.run(&mut self.store, context, verb),
-        };
+        let result = self.bindings.run(&mut self.store, context, verb);
         result.map_err(|e| self.trapped("run", e))
     }
 
@@ -488,10 +479,9 @@ impl Guest {
         ticket: &wit::ClaimTicket,
     ) -> Result<Result<(), wit::BridgeError>> {
         let _entered = self.refuel()?;
-        let done = match &self.bindings {
-            Bound::V0_1_0(guest) => guest.commit_delivery(&mut self.store, context, ticket),
-            Bound::V0_2_0(guest) => guest.commit_delivery(&mut self.store, context, ticket),
-        };
+        let done = self
+            .bindings
+            .commit_delivery(&mut self.store, context, ticket);
         done.map_err(|e| self.trapped("commit-delivery", e))
     }
 }

@@ -116,7 +116,53 @@ impl Bound {
     ) -> Result<Self> {
         match version {
             "0.1.0" => v0_1_0::Instance::instantiate(component, linker, store).map(Bound::V0_1_0),
-            _ => v0_2_0::Instance::instantiate(component, linker, store).map(Bound::V0_2_0),
+            "0.2.0" => v0_2_0::Instance::instantiate(component, linker, store).map(Bound::V0_2_0),
+            other => anyhow::bail!(
+                "this bridge-host has no binding for protocol {other}; it runs {}",
+                crate::guests::supported()
+            ),
+        }
+    }
+
+    /// What the guest says about itself.
+    pub fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<current::wit::GuestInfo> {
+        match self {
+            Bound::V0_1_0(guest) => guest.info(store),
+            Bound::V0_2_0(guest) => guest.info(store),
+        }
+    }
+
+    /// The limits the guest enforces.
+    pub fn limits(&self, store: &mut Store<HostState>) -> wasmtime::Result<current::wit::Limits> {
+        match self {
+            Bound::V0_1_0(guest) => guest.limits(store),
+            Bound::V0_2_0(guest) => guest.limits(store),
+        }
+    }
+
+    /// Runs one verb.
+    pub fn run(
+        &self,
+        store: &mut Store<HostState>,
+        context: &current::wit::InvocationContext,
+        verb: &current::wit::Verb,
+    ) -> wasmtime::Result<Result<current::wit::Report, current::wit::Failure>> {
+        match self {
+            Bound::V0_1_0(guest) => guest.run(store, context, verb),
+            Bound::V0_2_0(guest) => guest.run(store, context, verb),
+        }
+    }
+
+    /// Commits a claim the guest handed out.
+    pub fn commit_delivery(
+        &self,
+        store: &mut Store<HostState>,
+        context: &current::wit::InvocationContext,
+        ticket: &current::wit::ClaimTicket,
+    ) -> wasmtime::Result<Result<(), current::wit::BridgeError>> {
+        match self {
+            Bound::V0_1_0(guest) => guest.commit_delivery(store, context, ticket),
+            Bound::V0_2_0(guest) => guest.commit_delivery(store, context, ticket),
         }
     }
 
