@@ -116,13 +116,10 @@ pub fn approved(command: &str) -> Option<&'static str> {
                     return None;
                 }
             }
-            "--in-reply-to" => {
-                // A value clap could read as an option is refused here, not
-                // left to clap.
-                if args.next()?.starts_with('-') {
-                    return None;
-                }
-            }
+            // A value clap could read as an option is refused here, not
+            // left to clap.
+            "--in-reply-to" if args.next()?.starts_with('-') => return None,
+            "--in-reply-to" => {}
             // Any other option, or content that clap could read as one.
             other if other.starts_with('-') => return None,
             _ => {}

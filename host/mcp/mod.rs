@@ -374,7 +374,7 @@ impl Bridge {
                     &self.bridge_dir,
                 )?;
                 invocation.context.format = wit::OutputFormat::TextAndJson;
-                let _ = self.limits.set(invocation.limits.clone());
+                let _ = self.limits.set(invocation.limits);
                 invocation
             }
         };
@@ -505,28 +505,6 @@ fn unique_suffix() -> String {
     format!("{nanos:x}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_uri_names_its_directory_and_anything_else_names_none() {
-        let dir = tempfile_dir();
-        let uri = format!("file://{}", dir.display()).replace(' ', "%20");
-        assert_eq!(file_uri_dir(&uri), Some(dir.clone()));
-        assert_eq!(file_uri_dir("https://example.com/x"), None);
-        assert_eq!(file_uri_dir("file:///no/such/dir/anywhere"), None);
-        assert_eq!(file_uri_dir("file:///bad%zz"), None);
-        let _ = std::fs::remove_dir(&dir);
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bridge mcp {}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-}
-
 /// Text content for a tool result.
 fn text(text: impl Into<String>) -> ContentBlock {
     ContentBlock::text(text.into())
@@ -599,5 +577,27 @@ fn tool_result(result: Result<Result<wit::Report, wit::Failure>>) -> CallToolRes
             CallToolResult::error(content)
         }
         Err(err) => CallToolResult::error(vec![text(format!("bridge-host: {err:#}"))]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_uri_names_its_directory_and_anything_else_names_none() {
+        let dir = tempfile_dir();
+        let uri = format!("file://{}", dir.display()).replace(' ', "%20");
+        assert_eq!(file_uri_dir(&uri), Some(dir.clone()));
+        assert_eq!(file_uri_dir("https://example.com/x"), None);
+        assert_eq!(file_uri_dir("file:///no/such/dir/anywhere"), None);
+        assert_eq!(file_uri_dir("file:///bad%zz"), None);
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bridge mcp {}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }
