@@ -301,6 +301,21 @@ fn listen_removes_temporary_files_left_by_killed_writers() {
     );
 }
 
+/// Sends a query from `sender` (of project /p/sender) to `to` through `b`
+/// itself, so that what `b` remembers is what the test looks at.
+fn query_on(b: &Bridge<LocalPlatform>, sender: &str, to: &str, content: &str) {
+    b.run(
+        &context(Some(sender), "/p/sender"),
+        Verb::Send {
+            to: to.into(),
+            kind: Kind::Query,
+            content: content.into(),
+            in_reply_to: None,
+        },
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_listener_remembers_at_most_one_listing_of_pending_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,16 +328,7 @@ fn a_listener_remembers_at_most_one_listing_of_pending_files() {
         own.agent_session = Some(format!("agent-{inbox}"));
         let me = started(&b, &own);
         for i in 0..3 {
-            b.run(
-                &context(Some(&sender), "/p/sender"),
-                Verb::Send {
-                    to: me.clone(),
-                    kind: Kind::Query,
-                    content: format!("m{i}"),
-                    in_reply_to: None,
-                },
-            )
-            .unwrap();
+            query_on(&b, &sender, &me, &format!("m{i}"));
         }
         b.run(
             &context(Some(&me), "/p/x"),
@@ -346,16 +352,7 @@ fn two_bridges_on_one_thread_share_nothing_they_remember() {
     own.agent_session = Some("agent-me".into());
     let me = started(&a, &own);
     for i in 0..2 {
-        a.run(
-            &context(Some(&sender), "/p/sender"),
-            Verb::Send {
-                to: me.clone(),
-                kind: Kind::Query,
-                content: format!("m{i}"),
-                in_reply_to: None,
-            },
-        )
-        .unwrap();
+        query_on(&a, &sender, &me, &format!("m{i}"));
     }
     let listen = Verb::Listen {
         timeout_seconds: Some(0),

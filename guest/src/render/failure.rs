@@ -40,19 +40,23 @@ pub(crate) fn render(error: &BridgeError, verb: &str, context: &Context) -> (Str
 const PROGRAM: &str = "bridge-host: ";
 
 /// A rendered failure as a hook, an MCP tool or the relay's log quotes it:
-/// without the program's name and the final line break.
+/// without the program's name and the final line break. Used by the
+/// component layer only.
+#[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 pub(crate) fn quoted(rendered: &str) -> String {
     let text = rendered.trim_end();
     text.strip_prefix(PROGRAM).unwrap_or(text).to_string()
 }
 
 /// The withheld sessions a failure is about: its text says why each was
-/// refused.
+/// refused. Used by the component layer only.
+#[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 pub(crate) fn refused_sessions(error: &BridgeError, context: &Context) -> Vec<String> {
     match error {
-        BridgeError::Corrupt { path, .. } | BridgeError::Io { path, .. } => {
-            withheld(path, context).map(|(name, _)| name.clone()).into_iter().collect()
-        }
+        BridgeError::Corrupt { path, .. } | BridgeError::Io { path, .. } => withheld(path, context)
+            .map(|(name, _)| name.clone())
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }
