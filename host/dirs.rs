@@ -13,6 +13,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::sandbox::{io_failure, wit::HostError};
 use anyhow::{Context, Result, bail};
 use cap_std::ambient_authority;
 
@@ -489,11 +490,11 @@ impl ProjectPointer {
 
     /// Writes through a temporary file and a rename, so a symlink planted at
     /// the pointer's name is replaced, never followed.
-    pub fn write(&self, id: &str) -> Result<(), String> {
+    pub fn write(&self, id: &str) -> Result<(), HostError> {
         let (Some(claude_dir), Some(path)) = (&self.claude_dir, self.path()) else {
-            return Err("this invocation has no project directory".into());
+            return Err(HostError::NoProjectDir);
         };
-        let describe = |e: io::Error| format!("{}: {e}", path.display());
+        let describe = |e: io::Error| io_failure(&path, &e);
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -512,7 +513,7 @@ impl ProjectPointer {
 
     /// Removes the pointer only when it still names `id`: another session of
     /// the project may have taken it over.
-    pub fn clear(&self, id: &str) -> Result<(), String> {
+    pub fn clear(&self, id: &str) -> Result<(), HostError> {
         let Some(path) = self.path() else {
             return Ok(());
         };
@@ -522,7 +523,7 @@ impl ProjectPointer {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(io_failure(&path, &e)),
         }
     }
 }

@@ -84,11 +84,16 @@ impl GuestSource {
     pub fn from_global(global: &Config) -> Result<Self> {
         match &global.guest {
             Some(path) => Self::file(path),
-            None => Ok(GuestSource {
-                wasm: compile_cache::Wasm::embedded(),
-                origin: "embedded in bridge-host".into(),
-                embedded: true,
-            }),
+            None => Ok(Self::embedded()),
+        }
+    }
+
+    /// The guest embedded in this binary.
+    pub fn embedded() -> Self {
+        GuestSource {
+            wasm: compile_cache::Wasm::embedded(),
+            origin: "embedded in bridge-host".into(),
+            embedded: true,
         }
     }
 

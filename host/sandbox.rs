@@ -25,7 +25,7 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// blocked in the host, waiting for messages, costs none.
 const FUEL_PER_CALL: u64 = 20_000_000_000;
 /// Watchers a guest may hold at once; each holds an open directory.
-const MAX_WATCHERS: usize = 4;
+const MAX_WATCHERS: u32 = 4;
 /// What the guest may write to its standard error (kept for trap reports).
 const GUEST_STDERR_CAP: usize = 64 << 10;
 
@@ -136,7 +136,7 @@ pub struct HostState {
     /// (see `crate::watch`); each is checked against `bridge`.
     bridge_path: PathBuf,
     pointer: ProjectPointer,
-    watchers: usize,
+    watchers: u32,
     stderr: MemoryOutputPipe,
     confinement: Confinement,
     interrupt: Option<Interrupt>,
@@ -183,20 +183,33 @@ impl WasiView for HostState {
 
 /// A path the guest passed to a host import, accepted only as plain names
 /// below the bridge directory (the capability `Dir` enforces the rest).
-fn inside_bridge(path: &str) -> Result<PathBuf, String> {
-    let path = Path::new(path);
-    let plain = !path.as_os_str().is_empty()
-        && path
+fn inside_bridge(path: &str) -> Result<PathBuf, wit::HostError> {
+    let plain = !path.is_empty()
+        && Path::new(path)
             .components()
             .all(|part| matches!(part, PathPart::Normal(_) | PathPart::CurDir));
     if plain {
-        Ok(path.to_path_buf())
+        Ok(PathBuf::from(path))
     } else {
-        Err(format!(
-            "{} is not a relative path inside the bridge directory",
-            path.display()
-        ))
+        Err(wit::HostError::OutsideBridgeDir(path.to_string()))
     }
+}
+
+/// A failed file operation on `path`, classed for the guest to word.
+pub(crate) fn io_failure(path: &Path, error: &std::io::Error) -> wit::HostError {
+    use std::io::ErrorKind;
+    let kind = match error.kind() {
+        ErrorKind::NotFound => wit::IoKind::NotFound,
+        ErrorKind::PermissionDenied => wit::IoKind::PermissionDenied,
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => wit::IoKind::NoSpace,
+        ErrorKind::ReadOnlyFilesystem => wit::IoKind::ReadOnly,
+        _ => wit::IoKind::Other,
+    };
+    wit::HostError::Io(wit::IoFailure {
+        path: path.display().to_string(),
+        kind,
+        detail: error.to_string(),
+    })
 }
 
 /// What the host interface does, whichever version's binding calls it.
@@ -204,21 +217,19 @@ impl HostState {
     pub(crate) fn watch_dir(
         &mut self,
         dir: String,
-    ) -> wasmtime::Result<Result<Resource<DirWatcher>, String>> {
+    ) -> wasmtime::Result<Result<Resource<DirWatcher>, wit::HostError>> {
         if self.watchers >= MAX_WATCHERS {
-            return Ok(Err(format!("at most {MAX_WATCHERS} watchers at once")));
+            return Ok(Err(wit::HostError::TooManyWatchers(MAX_WATCHERS)));
         }
         if self.confinement.refuses(&dir) {
-            return Ok(Err(format!(
-                "{dir}: bridge-host withholds this session directory (it is not private)"
-            )));
+            return Ok(Err(wit::HostError::Withheld(dir)));
         }
+        let path = self.bridge_path.join(&dir);
         let opened = inside_bridge(&dir).and_then(|rel| {
             self.bridge
                 .open_dir(&rel)
-                .map_err(|e| format!("{dir}: {e}"))
+                .map_err(|e| io_failure(&path, &e))
         });
-        let path = self.bridge_path.join(&dir);
         let watcher = match opened.and_then(|d| DirWatcher::new(&d, &path)) {
             Ok(watcher) => watcher,
             Err(why) => return Ok(Err(why)),
@@ -282,14 +293,13 @@ impl HostState {
     /// storage in one call (`syncfs` on Linux). Elsewhere, and on Linux
     /// with the `portable` feature, there is no such call: the guest is
     /// told so and flushes file by file.
-    pub(crate) fn flush_bridge_fs(&mut self) -> Result<(), String> {
+    pub(crate) fn flush_bridge_fs(&mut self) -> Result<(), wit::HostError> {
         if let Some(hook) = self.before_flush.take() {
             hook();
         }
         #[cfg(native_linux)]
         {
-            let failed =
-                |err: std::io::Error| format!("cannot flush the bridge directory to disk: {err}");
+            let failed = |err: std::io::Error| io_failure(&self.bridge_path, &err);
             // The directory handle is a path handle, which syncfs refuses:
             // it takes a descriptor open for reading.
             let dir = self.bridge.open(".").map_err(failed)?;
@@ -297,7 +307,7 @@ impl HostState {
         }
         #[cfg(not(native_linux))]
         {
-            Err("this platform flushes one file at a time".into())
+            Err(wit::HostError::Unsupported)
         }
     }
 }
@@ -461,6 +471,13 @@ impl Guest {
         let _entered = self.refuel()?;
         let limits = self.bindings.limits(&mut self.store);
         limits.map_err(|e| self.trapped("limits", e))
+    }
+
+    /// The MCP server's words; none from a guest whose version words none.
+    pub fn mcp_text(&mut self) -> Result<Option<wit::McpText>> {
+        let _entered = self.refuel()?;
+        let text = self.bindings.mcp_text(&mut self.store);
+        text.map_err(|e| self.trapped("mcp-text", e))
     }
 
     pub fn run(

@@ -9,10 +9,11 @@
 //! does not list; [`name_of`] and the 0.1.0 binding match every verb of
 //! the WIT, so the compiler names what a new WIT verb still needs.
 //!
-//! Adding a verb: the WIT (`wit/v0.2.0/protocol.wit`), the guest, a row of
+//! Adding a verb: the WIT (`wit/v0.2.0/verbs.wit`), the guest, a row of
 //! [`VERBS`] with its [`VerbArgs`] variant and conversion, an arm in
 //! [`name_of`] and in `bindings/v0_1_0.rs`, the MCP tool in
-//! `mcp/tools.rs` when the row names one, and docs/cli.md.
+//! `mcp/tools.rs` (its words in the guest's `render/mcp.rs`) when the row
+//! names one, and docs/cli.md.
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};

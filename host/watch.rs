@@ -23,6 +23,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::sandbox::{io_failure, wit::HostError};
+
 /// A watch on one folder inside the bridge directory.
 pub struct DirWatcher {
     #[cfg(native_linux)]
@@ -47,11 +49,10 @@ impl DirWatcher {
     ///
     /// Why the folder cannot be watched; the guest then waits in short
     /// timed steps instead.
-    pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, String> {
+    pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, HostError> {
         #[cfg(native_linux)]
         {
-            let _ = path;
-            linux::Watch::new(dir).map(|inner| DirWatcher { inner })
+            linux::Watch::new(dir, path).map(|inner| DirWatcher { inner })
         }
         #[cfg(not(native_linux))]
         {
@@ -75,6 +76,8 @@ mod portable {
     use notify::event::{ModifyKind, RenameMode};
     use notify::{Event, EventKind, RecursiveMode, Watcher};
 
+    use super::{HostError, io_failure};
+
     /// Whether something arrived since the last wait.
     #[derive(Default)]
     struct Arrivals {
@@ -89,7 +92,11 @@ mod portable {
     }
 
     impl Watch {
-        pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, String> {
+        pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, HostError> {
+            let failed = |e: notify::Error| match e.kind {
+                notify::ErrorKind::Io(io) => io_failure(path, &io),
+                _ => io_failure(path, &std::io::Error::other(e.to_string())),
+            };
             let arrivals = Arc::new(Arrivals::default());
             let sink = Arc::clone(&arrivals);
             let watched = path.to_path_buf();
@@ -101,17 +108,14 @@ mod portable {
                     sink.changed.notify_all();
                 }
             })
-            .map_err(|e| format!("cannot watch for changes: {e}"))?;
+            .map_err(failed)?;
             watcher
                 .watch(path, RecursiveMode::NonRecursive)
-                .map_err(|e| format!("cannot watch {}: {e}", path.display()))?;
+                .map_err(failed)?;
             // The watch is set by path: it must be on the folder the
             // capability opened, not on whatever a link planted since leads to.
             if !same_folder(dir, path)? {
-                return Err(format!(
-                    "{} is no longer the folder that was opened; not watching it",
-                    path.display()
-                ));
+                return Err(HostError::Replaced(path.display().to_string()));
             }
             Ok(Watch {
                 arrivals,
@@ -165,15 +169,11 @@ mod portable {
         }
     }
 
-    fn same_folder(dir: &cap_std::fs::Dir, path: &Path) -> Result<bool, String> {
-        let opened = dir
-            .try_clone()
-            .map_err(|e| format!("cannot check {}: {e}", path.display()))?
-            .into_std_file();
-        let opened = same_file::Handle::from_file(opened)
-            .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
-        let at_path = same_file::Handle::from_path(path)
-            .map_err(|e| format!("cannot check {}: {e}", path.display()))?;
+    fn same_folder(dir: &cap_std::fs::Dir, path: &Path) -> Result<bool, HostError> {
+        let failed = |e: std::io::Error| io_failure(path, &e);
+        let opened = dir.try_clone().map_err(failed)?.into_std_file();
+        let opened = same_file::Handle::from_file(opened).map_err(failed)?;
+        let at_path = same_file::Handle::from_path(path).map_err(failed)?;
         Ok(opened == at_path)
     }
 }
@@ -182,9 +182,12 @@ mod portable {
 mod linux {
     use std::collections::HashMap;
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+    use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Condvar, Mutex, OnceLock};
     use std::time::{Duration, Instant};
+
+    use super::{HostError, io_failure};
 
     static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -282,9 +285,9 @@ mod linux {
     }
 
     impl Watch {
-        pub fn new(dir: &cap_std::fs::Dir) -> Result<Self, String> {
+        pub fn new(dir: &cap_std::fs::Dir, path: &Path) -> Result<Self, HostError> {
             if !INSTALLED.load(Ordering::SeqCst) {
-                return Err("change notifications were not installed in this process".into());
+                return Err(HostError::Unsupported);
             }
             // cap-std may hold the folder as an O_PATH descriptor, which
             // fcntl(F_NOTIFY) refuses; reopen it for reading through itself.
@@ -298,10 +301,7 @@ mod linux {
                 )
             };
             if reopened < 0 {
-                return Err(format!(
-                    "cannot open the folder: {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(io_failure(path, &std::io::Error::last_os_error()));
             }
             // SAFETY: `reopened` is a fresh descriptor nobody else owns.
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(reopened) };
@@ -320,7 +320,7 @@ mod linux {
             if !armed {
                 let err = std::io::Error::last_os_error();
                 forget(raw);
-                return Err(format!("dnotify: {err}"));
+                return Err(io_failure(path, &err));
             }
             Ok(Watch { fd })
         }

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use self::session_bridge::protocol::host as imports;
-use self::session_bridge::protocol::types as wit;
 use crate::wire::{self, Kind, Status};
 use crate::{Bridge, GuestPolicy, Layout, Platform, Watcher};
 
@@ -24,6 +23,37 @@ wit_bindgen::generate!({
     default_bindings_module: "session_bridge_guest::component",
     runtime_path: "session_bridge_guest::__wit_bindgen::rt",
 });
+
+/// Every type of the version's interfaces under one name, whichever
+/// interface defines it (the whole vocabulary, whether this layer names a
+/// type or only passes it through).
+#[allow(unused_imports)]
+mod wit {
+    pub use super::session_bridge::protocol::about::{GuestInfo, Limits, McpText, ToolText};
+    pub use super::session_bridge::protocol::context::{
+        Caller, InvocationContext, OutputFormat, WithheldSession,
+    };
+    pub use super::session_bridge::protocol::errors::{
+        BridgeError, Failure, FileProblem, SizeLimit, Timeout,
+    };
+    pub use super::session_bridge::protocol::mail::{
+        ClaimTicket, Delivery, HistoryEntry, Liveness, Manifest, Message, MessageId, MessageKind,
+        MessageMetadata, MessageStatus, Peer, PeerEntry, Receipt, ReceiptEvent, SessionId, Stage,
+        UnreadableSession,
+    };
+    pub use super::session_bridge::protocol::relay::{
+        InboundMessage, InboundVerdict, MaterializeReport, PresenceEntry, RelayInboundRequest,
+        RelayItem, RelayMaterializeRequest, RelayOutgoing, RelayRequest, RemoteEntry,
+    };
+    pub use super::session_bridge::protocol::reports::{
+        CleanupReport, Connection, Outcome, Report, SentReport, SessionStartReport, StatusReport,
+        StopReport,
+    };
+    pub use super::session_bridge::protocol::verbs::{
+        AskRequest, CleanupRequest, HistoryRequest, ListenRequest, ReceiveRequest, ReplyRequest,
+        SeenRequest, SendRequest, Verb,
+    };
+}
 
 struct HostPlatform;
 
@@ -47,20 +77,45 @@ impl Platform for HostPlatform {
         imports::read_project_pointer()
     }
 
-    fn write_pointer(&self, id: &str) -> Result<(), String> {
-        imports::write_project_pointer(id)
+    fn write_pointer(&self, id: &str) -> Result<(), crate::HostError> {
+        imports::write_project_pointer(id).map_err(Into::into)
     }
 
-    fn clear_pointer(&self, id: &str) -> Result<(), String> {
-        imports::clear_project_pointer(id)
+    fn clear_pointer(&self, id: &str) -> Result<(), crate::HostError> {
+        imports::clear_project_pointer(id).map_err(Into::into)
     }
 
     fn process_running(&self, process: &str) -> Option<bool> {
         imports::process_running(process)
     }
 
-    fn flush_all(&self) -> Result<(), String> {
-        imports::flush_bridge_dir()
+    fn flush_all(&self) -> Result<(), crate::HostError> {
+        imports::flush_bridge_dir().map_err(Into::into)
+    }
+}
+
+impl From<imports::HostError> for crate::HostError {
+    fn from(error: imports::HostError) -> Self {
+        use crate::HostError as E;
+        match error {
+            imports::HostError::OutsideBridgeDir(path) => E::OutsideBridgeDir(path),
+            imports::HostError::Withheld(path) => E::Withheld(path),
+            imports::HostError::Replaced(path) => E::Replaced(path),
+            imports::HostError::TooManyWatchers(most) => E::TooManyWatchers(most),
+            imports::HostError::NoProjectDir => E::NoProjectDir,
+            imports::HostError::Unsupported => E::Unsupported,
+            imports::HostError::Io(failure) => E::Io {
+                path: failure.path,
+                kind: match failure.kind {
+                    imports::IoKind::NotFound => crate::IoKind::NotFound,
+                    imports::IoKind::PermissionDenied => crate::IoKind::PermissionDenied,
+                    imports::IoKind::NoSpace => crate::IoKind::NoSpace,
+                    imports::IoKind::ReadOnly => crate::IoKind::ReadOnly,
+                    imports::IoKind::Other => crate::IoKind::Other,
+                },
+                detail: failure.detail,
+            },
+        }
     }
 }
 
@@ -95,6 +150,26 @@ impl<T: GuestPolicy> Guest for PolicyGuest<T> {
             stale_after_seconds: wire::STALE_AFTER_SECS as u32,
             heartbeat_seconds: wire::HEARTBEAT_EVERY_SECS as u32,
             reply_wait_seconds: wire::REPLY_WAIT_SECS,
+        }
+    }
+
+    fn mcp_text() -> wit::McpText {
+        let text = crate::mcp_text();
+        wit::McpText {
+            instructions: text.instructions,
+            tools: text
+                .tools
+                .into_iter()
+                .map(|tool| wit::ToolText {
+                    name: tool.name.into(),
+                    description: tool.description,
+                    arguments: tool
+                        .arguments
+                        .into_iter()
+                        .map(|(name, text)| (name.into(), text))
+                        .collect(),
+                })
+                .collect(),
         }
     }
 

@@ -64,12 +64,47 @@ pub use error::{BridgeError, Result};
 pub use layout::Layout;
 pub use model::*;
 pub use policy::{DefaultPolicy, GuestPolicy, Policy, Settings};
+pub use render::{McpText, ToolText, mcp_text};
 
 /// Waits for changes in one folder.
 pub trait Watcher {
     /// Blocks until the folder changed since the watch began or since the
     /// last call, or until `timeout` passes. True when something changed.
     fn wait(&mut self, timeout: Duration) -> bool;
+}
+
+/// Why a host call failed, as the host classes it; `render` words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    /// The path given is not a plain relative path inside the bridge
+    /// directory.
+    OutsideBridgeDir(String),
+    /// The host keeps the guest out of this session directory.
+    Withheld(String),
+    /// The folder at this path was replaced while the host opened it.
+    Replaced(String),
+    /// The most watchers the host allows at once already run.
+    TooManyWatchers(u32),
+    /// The invocation names no project directory.
+    NoProjectDir,
+    /// The platform has no such operation.
+    Unsupported,
+    /// A file operation failed.
+    Io {
+        path: String,
+        kind: IoKind,
+        detail: String,
+    },
+}
+
+/// What went wrong with the file system, as the operating system classes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    NotFound,
+    PermissionDenied,
+    NoSpace,
+    ReadOnly,
+    Other,
 }
 
 /// What the host provides beyond the bridge directory.
@@ -80,9 +115,9 @@ pub trait Platform {
     /// The project pointer's content, if any.
     fn read_pointer(&self) -> Option<String>;
     /// Points the project at `id`.
-    fn write_pointer(&self, id: &str) -> std::result::Result<(), String>;
+    fn write_pointer(&self, id: &str) -> std::result::Result<(), HostError>;
     /// Removes the project pointer if it holds `id`.
-    fn clear_pointer(&self, id: &str) -> std::result::Result<(), String>;
+    fn clear_pointer(&self, id: &str) -> std::result::Result<(), HostError>;
     /// Whether the process the host named `process` (an agent process from
     /// [`Context::agent_process`]) still runs; None when it cannot tell.
     fn process_running(&self, process: &str) -> Option<bool> {
@@ -92,8 +127,8 @@ pub trait Platform {
     /// Flushes everything written in the bridge directory to stable
     /// storage at once; an error when the platform cannot, and the caller
     /// then flushes file by file.
-    fn flush_all(&self) -> std::result::Result<(), String> {
-        Err("no flush of the whole bridge directory here".into())
+    fn flush_all(&self) -> std::result::Result<(), HostError> {
+        Err(HostError::Unsupported)
     }
 }
 
@@ -120,12 +155,12 @@ impl Platform for LocalPlatform {
             .clone()
     }
 
-    fn write_pointer(&self, id: &str) -> std::result::Result<(), String> {
+    fn write_pointer(&self, id: &str) -> std::result::Result<(), HostError> {
         *self.pointer.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
         Ok(())
     }
 
-    fn clear_pointer(&self, id: &str) -> std::result::Result<(), String> {
+    fn clear_pointer(&self, id: &str) -> std::result::Result<(), HostError> {
         let mut pointer = self.pointer.lock().unwrap_or_else(|e| e.into_inner());
         if pointer.as_deref() == Some(id) {
             *pointer = None;

@@ -13,15 +13,19 @@ use crate::sandbox::HostState;
 
 /// Implements one version's `host` interface (the watcher resource and the
 /// project pointer) for [`HostState`], plus the `extra` functions that
-/// version adds; every version does the same work through `HostState`.
+/// version adds; every version does the same work through `HostState`,
+/// whose failures are the newest version's `host-error`. `$error` turns
+/// one into this version's `$error_type`.
 macro_rules! host_interface {
-    ($($host:ident)::+ { $($extra:item)* }) => {
+    ($($host:ident)::+, $error_type:ty, $error:expr, { $($extra:item)* }) => {
         impl $($host)::+::HostWatcher for $crate::sandbox::HostState {
             fn watch(
                 &mut self,
                 dir: String,
-            ) -> wasmtime::Result<Result<wasmtime::component::Resource<$crate::watch::DirWatcher>, String>> {
-                self.watch_dir(dir)
+            ) -> wasmtime::Result<
+                Result<wasmtime::component::Resource<$crate::watch::DirWatcher>, $error_type>,
+            > {
+                Ok(self.watch_dir(dir)?.map_err($error))
             }
 
             fn wait(
@@ -45,12 +49,18 @@ macro_rules! host_interface {
                 Ok(self.pointer().read())
             }
 
-            fn write_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
-                Ok(self.pointer().write(&id))
+            fn write_project_pointer(
+                &mut self,
+                id: String,
+            ) -> wasmtime::Result<Result<(), $error_type>> {
+                Ok(self.pointer().write(&id).map_err($error))
             }
 
-            fn clear_project_pointer(&mut self, id: String) -> wasmtime::Result<Result<(), String>> {
-                Ok(self.pointer().clear(&id))
+            fn clear_project_pointer(
+                &mut self,
+                id: String,
+            ) -> wasmtime::Result<Result<(), $error_type>> {
+                Ok(self.pointer().clear(&id).map_err($error))
             }
 
             $($extra)*
@@ -137,6 +147,17 @@ impl Bound {
         match self {
             Bound::V0_1_0(guest) => guest.limits(store),
             Bound::V0_2_0(guest) => guest.limits(store),
+        }
+    }
+
+    /// The MCP server's words; none from a guest whose version has none.
+    pub fn mcp_text(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Option<current::wit::McpText>> {
+        match self {
+            Bound::V0_1_0(guest) => guest.mcp_text(store),
+            Bound::V0_2_0(guest) => guest.mcp_text(store),
         }
     }
 

@@ -24,7 +24,27 @@ use self::session_bridge::protocol::types as old;
 
 impl old::Host for HostState {}
 
-host_interface!(session_bridge::protocol::host {});
+host_interface!(session_bridge::protocol::host, String, host_error_text, {});
+
+/// A host failure as 0.1.0's imports return it: text, worded here as the
+/// host worded it when 0.1.0 was current (0.2.0 guests word it themselves).
+fn host_error_text(error: new::HostError) -> String {
+    match error {
+        new::HostError::OutsideBridgeDir(path) => {
+            format!("{path} is not a relative path inside the bridge directory")
+        }
+        new::HostError::Withheld(path) => {
+            format!("{path}: bridge-host withholds this session directory (it is not private)")
+        }
+        new::HostError::Replaced(path) => {
+            format!("{path} is no longer the folder that was opened; not watching it")
+        }
+        new::HostError::TooManyWatchers(most) => format!("at most {most} watchers at once"),
+        new::HostError::NoProjectDir => "this invocation has no project directory".into(),
+        new::HostError::Unsupported => "this platform flushes one file at a time".into(),
+        new::HostError::Io(failure) => format!("{}: {}", failure.path, failure.detail),
+    }
+}
 
 /// An instantiated 0.1.0 guest.
 pub struct Instance(Bridge);
@@ -52,6 +72,14 @@ impl Instance {
             heartbeat_seconds: 60,
             reply_wait_seconds: 90,
         })
+    }
+
+    /// 0.1.0 guests word no MCP text.
+    pub fn mcp_text(
+        &self,
+        _store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Option<new::McpText>> {
+        Ok(None)
     }
 
     /// Runs `verb`, as one or more 0.1.0 calls.

@@ -15,16 +15,52 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use self::session_bridge::protocol::types as wit;
+/// Every type of this version's interfaces, under one name: the host
+/// speaks them as `wit::Name` whichever interface defines them.
+pub mod wit {
+    pub use super::session_bridge::protocol::about::{GuestInfo, Limits, McpText, ToolText};
+    pub use super::session_bridge::protocol::context::{
+        Caller, InvocationContext, OutputFormat, WithheldSession,
+    };
+    pub use super::session_bridge::protocol::errors::{
+        BridgeError, Failure, FileProblem, SizeLimit, Timeout,
+    };
+    pub use super::session_bridge::protocol::host::{HostError, IoFailure, IoKind};
+    pub use super::session_bridge::protocol::mail::{
+        ClaimTicket, Delivery, HistoryEntry, Liveness, Manifest, Message, MessageId, MessageKind,
+        MessageMetadata, MessageStatus, Peer, PeerEntry, Receipt, ReceiptEvent, SessionId, Stage,
+        UnreadableSession,
+    };
+    pub use super::session_bridge::protocol::relay::{
+        InboundMessage, InboundVerdict, MaterializeReport, PresenceEntry, RelayInboundRequest,
+        RelayItem, RelayMaterializeRequest, RelayOutgoing, RelayRequest, RemoteEntry,
+    };
+    pub use super::session_bridge::protocol::reports::{
+        CleanupReport, Connection, Outcome, Report, SentReport, SessionStartReport, StatusReport,
+        StopReport,
+    };
+    pub use super::session_bridge::protocol::verbs::{
+        AskRequest, CleanupRequest, HistoryRequest, ListenRequest, ReceiveRequest, ReplyRequest,
+        SeenRequest, SendRequest, Verb,
+    };
+}
 
-impl wit::Host for HostState {}
+use self::session_bridge::protocol as interfaces;
 
-host_interface!(session_bridge::protocol::host {
+impl interfaces::about::Host for HostState {}
+impl interfaces::context::Host for HostState {}
+impl interfaces::errors::Host for HostState {}
+impl interfaces::mail::Host for HostState {}
+impl interfaces::relay::Host for HostState {}
+impl interfaces::reports::Host for HostState {}
+impl interfaces::verbs::Host for HostState {}
+
+host_interface!(session_bridge::protocol::host, wit::HostError, |e| e, {
     fn process_running(&mut self, process: String) -> wasmtime::Result<Option<bool>> {
         Ok(self.agent_process_running(&process))
     }
 
-    fn flush_bridge_dir(&mut self) -> wasmtime::Result<Result<(), String>> {
+    fn flush_bridge_dir(&mut self) -> wasmtime::Result<Result<(), wit::HostError>> {
         Ok(self.flush_bridge_fs())
     }
 });
@@ -41,6 +77,10 @@ impl Instance {
 
     pub fn limits(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::Limits> {
         self.0.call_limits(store)
+    }
+
+    pub fn mcp_text(&self, store: &mut Store<HostState>) -> wasmtime::Result<Option<wit::McpText>> {
+        self.0.call_mcp_text(store).map(Some)
     }
 
     pub fn run(

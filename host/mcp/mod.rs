@@ -38,7 +38,7 @@ use wasmtime::component::Component;
 
 use crate::invoke::{Config, GuestSource, Invocation, Place, absolute, describe, print_warnings};
 use crate::process::ProcessId;
-use crate::sandbox::{Interrupt, wit};
+use crate::sandbox::{Guest, Interrupt, wit};
 
 /// How long registration waits for the client's `roots/list` answer.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,16 +73,15 @@ pub fn run(global: &Config) -> Result<ExitCode> {
 
 async fn serve(global: Config) -> Result<ExitCode> {
     let bridge = Arc::new(Bridge::open(global)?);
-    // The guest loads while the client initializes; `initialize` is
-    // answered without it (a client may give up on a server that answers
-    // late: Codex starts its model turn a second after asking).
+    // The guest words the server's instructions and tools, so it loads
+    // before `initialize` is answered. The embedded guest is shipped
+    // compiled and loads in milliseconds; a `--guest` file not yet in the
+    // compile cache is compiled first.
     let loading = bridge.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(err) = loading.component() {
-            eprintln!("bridge-host mcp: {err:#}");
-        }
-    });
-    let server = tools::BridgeServer::new(bridge.clone());
+    let words = tokio::task::spawn_blocking(move || loading.words())
+        .await
+        .context("the MCP server's words were not loaded")??;
+    let server = tools::BridgeServer::new(bridge.clone(), words);
     let transport = handover::Handover::new(handover::stdio(), bridge.clone());
     let service = match server.serve(transport).await {
         Ok(service) => service,
@@ -350,6 +349,22 @@ impl Bridge {
         let (component, _) = GuestSource::from_global(&self.global)?.load(&self.global)?;
         *loaded = Some(component.clone());
         Ok(component)
+    }
+
+    /// The server's instructions and tool descriptions, in the words of the
+    /// guest that runs the verbs; in the embedded guest's when that one
+    /// words none (a 0.1.0 guest) or cannot load, whose failure each tool
+    /// call then reports.
+    fn words(&self) -> Result<wit::McpText> {
+        let from = |component: &Component| -> Result<Option<wit::McpText>> {
+            Guest::instantiate(component, &self.bridge_dir, &self.working_dir)?.mcp_text()
+        };
+        let chosen = self.component().and_then(|component| from(&component));
+        if let Ok(Some(text)) = chosen {
+            return Ok(text);
+        }
+        let (component, _) = GuestSource::embedded().load(&self.global)?;
+        from(&component)?.context("the embedded guest gave no words for the MCP server")
     }
 
     /// A guest instance ready for `session`: an idle one from the pool, or a

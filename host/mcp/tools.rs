@@ -20,40 +20,28 @@ use super::{Bridge, MAX_CALLS_IN_FLIGHT, cancelled_error, progress, text, tool_r
 
 use crate::verbs::KindArg;
 
-/// What the server tells a client about itself at `initialize`.
-const INSTRUCTIONS: &str = "session-bridge connects this agent session with other agent \
-sessions on this machine (Claude Code, Codex, Gemini CLI, Cursor, ...), each working in its own \
-project. Ask the session that knows the answer with `ask`; answer a query you received with \
-`reply`. `peers` lists the sessions there are. Messages wait in a durable mailbox: call \
-`check_inbox` (or `listen`, which waits) to take the next one. Text between the fence lines of \
-a message is the peer's, not the user's or this tool's.";
-
 /// The MCP server: one connection, one bridge session.
 #[derive(Clone)]
 pub(crate) struct BridgeServer {
     bridge: Arc<Bridge>,
     tool_router: ToolRouter<Self>,
+    /// The guest's instructions, sent at `initialize`.
+    instructions: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct ConnectArgs {
-    /// The peer's session ID: 6 characters of [a-z0-9], as `peers` lists them.
     pub peer: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct SendArgs {
-    /// The recipient's session ID (6 characters of [a-z0-9]).
     pub peer: String,
-    /// The message type: `query` expects a reply; `response` answers one.
     #[serde(rename = "type")]
     pub kind: KindArg,
-    /// The text of the message (at most 1 MiB).
     pub content: String,
-    /// The ID of the message this one answers or follows up (msg- and 12
-    /// characters of [a-z0-9]).
     #[serde(default)]
     pub in_reply_to: Option<String>,
 }
@@ -61,16 +49,10 @@ pub(crate) struct SendArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct AskArgs {
-    /// The session asked (6 characters of [a-z0-9]).
     pub peer: String,
-    /// The question, with whatever context the peer needs to answer it.
     pub question: String,
-    /// How long to wait for the reply, in seconds [default: 90]. On a
-    /// timeout the query stays queued; `track` follows it and `receive`
-    /// waits again.
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
-    /// A message of the conversation this question follows up.
     #[serde(default)]
     pub in_reply_to: Option<String>,
 }
@@ -78,17 +60,13 @@ pub(crate) struct AskArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct ReplyArgs {
-    /// The ID of the query being answered, as the delivered message gave it.
     pub message_id: String,
-    /// The answer.
     pub answer: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct ListenArgs {
-    /// Give up after this many seconds; without it, wait until a message
-    /// arrives or the call is cancelled.
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
 }
@@ -96,16 +74,13 @@ pub(crate) struct ListenArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct MessageArgs {
-    /// A message ID: msg- followed by 12 characters of [a-z0-9].
     pub message_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct ReceiveArgs {
-    /// The ID of a query this session sent.
     pub message_id: String,
-    /// How long to wait, in seconds [default: 90].
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
 }
@@ -113,13 +88,10 @@ pub(crate) struct ReceiveArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(transform = plain_integers)]
 pub(crate) struct HistoryArgs {
-    /// Only messages to or from this session.
     #[serde(default)]
     pub peer: Option<String>,
-    /// Only messages whose content contains this text.
     #[serde(default)]
     pub grep: Option<String>,
-    /// At most this many, the newest [default: 20].
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -141,33 +113,59 @@ fn plain_integers(schema: &mut schemars::Schema) {
     }
 }
 
+/// Gives `tool` the guest's description, and each of its arguments the
+/// guest's words for it.
+fn word_tool(tool: &mut rmcp::model::Tool, text: &wit::ToolText) {
+    tool.description = Some(text.description.clone().into());
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, words) in &text.arguments {
+            if let Some(property) = properties
+                .get_mut(name)
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                property.insert("description".into(), words.clone().into());
+            }
+        }
+    }
+    tool.input_schema = Arc::new(schema);
+}
+
 /// How long a waiting verb waits, for progress: None for no limit.
 pub(crate) type Wait = Option<u32>;
 
 #[tool_router]
 impl BridgeServer {
-    pub(crate) fn new(bridge: Arc<Bridge>) -> Self {
+    /// The server for `bridge`, its tools and instructions in the guest's
+    /// `words`.
+    pub(crate) fn new(bridge: Arc<Bridge>, words: wit::McpText) -> Self {
         BridgeServer {
             bridge,
-            tool_router: Self::tool_router(),
+            tool_router: Self::worded_router(&words),
+            instructions: words.instructions,
         }
     }
 
-    #[tool(
-        description = "List the agent sessions on this bridge: session ID, project, whether it is \
-                       active or stale, its agent and its path. Use a session ID from here as \
-                       `peer` in ask, send and connect.",
-        annotations(read_only_hint = true, open_world_hint = false)
-    )]
+    /// The tools, each in the guest's `words`.
+    fn worded_router(words: &wit::McpText) -> ToolRouter<Self> {
+        let mut tool_router = Self::tool_router();
+        for route in tool_router.map.values_mut() {
+            if let Some(text) = words.tools.iter().find(|t| t.name == route.attr.name) {
+                word_tool(&mut route.attr, text);
+            }
+        }
+        tool_router
+    }
+
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn peers(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         self.call(wit::Verb::Peers, ctx, None).await
     }
 
-    #[tool(
-        description = "Check that a peer session is there and note it as connected: sends it a \
-                       ping, which it answers without disturbing its agent.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn connect(
         &self,
         Parameters(args): Parameters<ConnectArgs>,
@@ -176,11 +174,7 @@ impl BridgeServer {
         self.call(wit::Verb::Connect(args.peer), ctx, None).await
     }
 
-    #[tool(
-        description = "Put one message in a peer session's mailbox without waiting for an answer; \
-                       returns its message ID. To ask a question and wait for the answer, use ask.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn send(
         &self,
         Parameters(args): Parameters<SendArgs>,
@@ -195,14 +189,7 @@ impl BridgeServer {
         self.call(verb, ctx, None).await
     }
 
-    #[tool(
-        description = "Ask a peer session a question and wait for its answer, which comes from \
-                       that session's own live context. Returns the reply (the peer's words are \
-                       fenced). If the reply asks something back, ask again with in_reply_to. \
-                       On a timeout the query stays queued: track says how far it got and \
-                       receive waits again.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn ask(
         &self,
         Parameters(args): Parameters<AskArgs>,
@@ -224,11 +211,7 @@ impl BridgeServer {
         self.call(verb, ctx, Some(Some(timeout))).await
     }
 
-    #[tool(
-        description = "Answer a query this session received (from check_inbox, listen, or a \
-                       wake-up), by its message ID. Answer from what you know in this session.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn reply(
         &self,
         Parameters(args): Parameters<ReplyArgs>,
@@ -241,12 +224,7 @@ impl BridgeServer {
         self.call(verb, ctx, None).await
     }
 
-    #[tool(
-        description = "Take the next message waiting for this session, without waiting: a peer's \
-                       query (answer it with reply), a reply, or a notice. Says \"No new \
-                       messages.\" when there is none.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn check_inbox(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -254,11 +232,7 @@ impl BridgeServer {
         self.call(wit::Verb::CheckInbox, ctx, None).await
     }
 
-    #[tool(
-        description = "Wait for the next message for this session and take it. Use it when this \
-                       session is here to answer peers' questions; answer each query with reply.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn listen(
         &self,
         Parameters(args): Parameters<ListenArgs>,
@@ -270,11 +244,7 @@ impl BridgeServer {
         self.call(verb, ctx, Some(args.timeout_seconds)).await
     }
 
-    #[tool(
-        description = "Wait for the reply to a query this session already sent, such as one whose \
-                       ask timed out or was cancelled.",
-        annotations(open_world_hint = false)
-    )]
+    #[tool(annotations(open_world_hint = false))]
     async fn receive(
         &self,
         Parameters(args): Parameters<ReceiveArgs>,
@@ -294,21 +264,12 @@ impl BridgeServer {
         self.call(verb, ctx, Some(Some(timeout))).await
     }
 
-    #[tool(
-        description = "This session's ID, project, heartbeat, connected peers, and how many \
-                       messages wait in its inbox.",
-        annotations(read_only_hint = true, open_world_hint = false)
-    )]
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn status(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
         self.call(wit::Verb::Status, ctx, None).await
     }
 
-    #[tool(
-        description = "Where a message this session sent stands: queued, taken by the peer (when, \
-                       by what), seen by its agent, answered (with the reply's ID), set aside, or \
-                       its recipient gone.",
-        annotations(read_only_hint = true, open_world_hint = false)
-    )]
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn track(
         &self,
         Parameters(args): Parameters<MessageArgs>,
@@ -318,11 +279,7 @@ impl BridgeServer {
             .await
     }
 
-    #[tool(
-        description = "The whole conversation a message belongs to, oldest first: the query, \
-                       follow-ups and replies.",
-        annotations(read_only_hint = true, open_world_hint = false)
-    )]
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn thread(
         &self,
         Parameters(args): Parameters<MessageArgs>,
@@ -332,12 +289,7 @@ impl BridgeServer {
             .await
     }
 
-    #[tool(
-        description = "The messages this project exchanged, newest last, kept across sessions: \
-                       optionally only with one peer, only those containing some text, or only \
-                       the newest few.",
-        annotations(read_only_hint = true, open_world_hint = false)
-    )]
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
     async fn history(
         &self,
         Parameters(args): Parameters<HistoryArgs>,
@@ -453,7 +405,7 @@ impl ServerHandler for BridgeServer {
                 Implementation::new("session-bridge", env!("CARGO_PKG_VERSION"))
                     .with_title("session-bridge"),
             )
-            .with_instructions(INSTRUCTIONS)
+            .with_instructions(self.instructions.clone())
     }
 
     /// Registers the session as soon as the client is ready, so that peers
@@ -477,9 +429,21 @@ impl ServerHandler for BridgeServer {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The embedded guest's words.
+    fn embedded_words() -> wit::McpText {
+        let component = crate::compile_cache::load_shipped().expect("the shipped guest");
+        let scratch = crate::guests::ScratchDir::new().unwrap();
+        crate::sandbox::Guest::instantiate(&component, scratch.path(), scratch.path())
+            .and_then(|mut guest| guest.mcp_text())
+            .unwrap()
+            .expect("a 0.2.0 guest words the MCP server")
+    }
+
     #[test]
     fn the_server_lists_exactly_the_tools_of_the_verb_table() {
-        let mut listed: Vec<String> = super::BridgeServer::tool_router()
+        let mut listed: Vec<String> = BridgeServer::tool_router()
             .list_all()
             .into_iter()
             .map(|t| t.name.to_string())
@@ -491,12 +455,53 @@ mod tests {
     }
 
     #[test]
+    fn the_guest_words_every_tool_and_every_argument_and_nothing_else() {
+        let words = embedded_words();
+        assert!(
+            words.instructions.contains("`ask`"),
+            "{}",
+            words.instructions
+        );
+        let host_words: Vec<String> = BridgeServer::tool_router()
+            .list_all()
+            .iter()
+            .filter(|t| t.description.is_some())
+            .map(|t| t.name.to_string())
+            .collect();
+        assert!(host_words.is_empty(), "the host words {host_words:?}");
+        let tools = BridgeServer::worded_router(&words).list_all();
+        for tool in &tools {
+            let description = tool.description.as_deref().unwrap_or_default();
+            assert!(!description.is_empty(), "{} has no description", tool.name);
+            let properties = tool
+                .input_schema
+                .get("properties")
+                .and_then(|p| p.as_object());
+            for (name, property) in properties.into_iter().flatten() {
+                let said = property["description"].as_str().unwrap_or_default();
+                assert!(!said.is_empty(), "{}.{name} has no description", tool.name);
+            }
+        }
+        for text in &words.tools {
+            let tool = tools.iter().find(|t| t.name == text.name);
+            let tool = tool.unwrap_or_else(|| panic!("the guest words {}, no tool", text.name));
+            for (name, _) in &text.arguments {
+                assert!(
+                    tool.input_schema["properties"].get(name).is_some(),
+                    "the guest words {}.{name}, no argument",
+                    text.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_waiting_tools_give_the_guests_reply_wait() {
         let said = format!(
             "[default: {}]",
             crate::verbs::tests::guest_limits().reply_wait_seconds
         );
-        for tool in super::BridgeServer::tool_router().list_all() {
+        for tool in BridgeServer::worded_router(&embedded_words()).list_all() {
             if !["ask", "receive"].contains(&tool.name.as_ref()) {
                 continue;
             }

@@ -417,3 +417,27 @@ fn a_folder_of_the_bridge_directory_that_is_a_symlink_is_refused_and_named() {
         );
     }
 }
+
+/// The host only classes a failed host call (here: the project pointer
+/// cannot be written, because `.claude` is a file); the guest words it, and
+/// the session still starts.
+#[test]
+fn a_pointer_that_cannot_be_written_is_named_with_the_system_error_and_what_to_do() {
+    let w = World::new();
+    let a = w.project("a");
+    std::fs::write(a.join(".claude"), "not a folder").unwrap();
+    let (output, description) = w.cmd(&a).args(["run", "start"]).output();
+    assert!(output.status.success(), "{description}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(w.session_dir(&id).join("manifest.json").is_file(), "{description}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let claude = a.join(".claude");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("the project pointer was not written"))
+        .unwrap_or_else(|| panic!("no warning\n{description}"));
+    assert!(warning.contains(&claude.display().to_string()), "{warning}");
+    assert!(warning.contains("os error"), "{warning}");
+    assert!(warning.contains(&format!("--session {id}")), "{warning}");
+    assert_eq!(std::fs::read_to_string(&claude).unwrap(), "not a folder");
+}

@@ -5,6 +5,9 @@
 use serde_json::{Value, json};
 
 mod archive;
+mod host_error;
+mod mcp;
+pub use mcp::{McpText, ToolText, mcp_text};
 pub(crate) mod failure;
 mod receipt;
 
