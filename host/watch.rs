@@ -291,20 +291,14 @@ mod linux {
             }
             // cap-std may hold the folder as an O_PATH descriptor, which
             // fcntl(F_NOTIFY) refuses; reopen it for reading through itself.
-            // SAFETY: openat on a descriptor we borrow, with a constant path;
-            // the result is checked and owned below.
-            let reopened = unsafe {
-                libc::openat(
-                    std::os::fd::AsFd::as_fd(dir).as_raw_fd(),
-                    c".".as_ptr(),
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                )
-            };
-            if reopened < 0 {
-                return Err(io_failure(path, &std::io::Error::last_os_error()));
-            }
-            // SAFETY: `reopened` is a fresh descriptor nobody else owns.
-            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(reopened) };
+            use rustix::fs::{Mode, OFlags};
+            let fd = rustix::fs::openat(
+                dir,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_failure(path, &e.into()))?;
             let raw = fd.as_raw_fd();
             let dispatcher = dispatcher();
             dispatcher

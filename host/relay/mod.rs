@@ -325,18 +325,10 @@ fn log(line: impl AsRef<str>) {
 /// a-z, 0-9 and `-` turned into `-` (the guest checks the result).
 fn host_name() -> String {
     #[cfg(unix)]
-    let name = {
-        let mut buf = [0u8; 256];
-        // SAFETY: the buffer is valid for its length; gethostname writes at
-        // most that many bytes.
-        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if ok {
-            String::from_utf8_lossy(&buf[..end]).into_owned()
-        } else {
-            String::new()
-        }
-    };
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     #[cfg(not(unix))]
     let name = std::env::var("COMPUTERNAME").unwrap_or_default();
     let name: String = name
@@ -371,4 +363,32 @@ fn check_prefix(prefix: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn the_default_machine_name_is_the_kernels_host_name_up_to_the_first_dot() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let first = kernel
+            .trim()
+            .split('.')
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        let name = super::host_name();
+        assert!(!name.is_empty());
+        if first
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && first.len() <= 32
+        {
+            assert_eq!(name, first.trim_matches('-'));
+        } else {
+            assert!(
+                name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                "{name}"
+            );
+        }
+    }
 }

@@ -429,7 +429,10 @@ fn a_pointer_that_cannot_be_written_is_named_with_the_system_error_and_what_to_d
     let (output, description) = w.cmd(&a).args(["run", "start"]).output();
     assert!(output.status.success(), "{description}");
     let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert!(w.session_dir(&id).join("manifest.json").is_file(), "{description}");
+    assert!(
+        w.session_dir(&id).join("manifest.json").is_file(),
+        "{description}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     let claude = a.join(".claude");
     let warning = stderr
