@@ -11,12 +11,7 @@ use wasmtime::component::Component;
 /// The protocol package every guest implements.
 pub const PACKAGE: &str = "session-bridge:protocol";
 
-/// The protocol versions this host runs. A released version is frozen; a
-/// new one is added beside it with its own `wit/vX.Y.Z/`.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", CURRENT_VERSION];
-
-/// The newest version, which the embedded guest implements.
-pub const CURRENT_VERSION: &str = "0.2.0";
+pub use crate::bindings::{CURRENT_VERSION, SUPPORTED_VERSIONS};
 
 /// The protocol version a component targets, from its imports; None when it
 /// imports no `session-bridge:protocol` interface at all.

@@ -107,6 +107,14 @@ pub mod v0_2_0;
 /// The newest version: the types the host speaks.
 pub use v0_2_0 as current;
 
+/// The newest version, which the embedded guest implements.
+pub const CURRENT_VERSION: &str = "0.2.0";
+
+/// The protocol versions this host runs, one per module here. A released
+/// version is frozen; a new one is added beside it with its own
+/// `wit/vX.Y.Z/`.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", CURRENT_VERSION];
+
 /// A guest instance, bound through the module of the version it targets.
 pub enum Bound {
     V0_1_0(v0_1_0::Instance),
