@@ -7,7 +7,7 @@
 use crate::Caller;
 
 fn mcp(caller: Caller) -> bool {
-    caller == Caller::Mcp
+    caller.uses_tools()
 }
 
 /// A verb with no argument: `bridge-host run peers`, or `the peers tool`.

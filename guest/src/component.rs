@@ -247,6 +247,7 @@ impl From<wit::InvocationContext> for crate::Context {
                 wit::Caller::Terminal => crate::Caller::Terminal,
                 wit::Caller::AgentShell => crate::Caller::AgentShell,
                 wit::Caller::WakeHook => crate::Caller::WakeHook,
+                wit::Caller::ToolWake => crate::Caller::ToolWake,
                 wit::Caller::SessionHook => crate::Caller::SessionHook,
                 wit::Caller::Mcp => crate::Caller::Mcp,
                 wit::Caller::Relay => crate::Caller::Relay,

@@ -70,18 +70,35 @@ pub enum Caller {
     Terminal,
     AgentShell,
     WakeHook,
+    /// A hook that hands a message to an agent that answers with the MCP
+    /// tools (Codex's waker, Gemini CLI's AfterAgent hook).
+    ToolWake,
     SessionHook,
     Mcp,
     Relay,
 }
 
 impl Caller {
+    /// Whether this caller hands a message to an agent that nobody asked to
+    /// look: it is never woken for nothing, and what it hands over is
+    /// confirmed as seen only once the agent's transcript shows it.
+    pub fn wakes(self) -> bool {
+        matches!(self, Caller::WakeHook | Caller::ToolWake)
+    }
+
+    /// Whether the agent that reads this caller's text answers with the
+    /// bridge's MCP tools rather than a command.
+    pub fn uses_tools(self) -> bool {
+        matches!(self, Caller::Mcp | Caller::ToolWake)
+    }
+
     /// The taker kind recorded on a receipt.
     pub fn as_str(self) -> &'static str {
         match self {
             Caller::Terminal => "terminal",
             Caller::AgentShell => "agent-shell",
             Caller::WakeHook => "wake-hook",
+            Caller::ToolWake => "tool-wake",
             Caller::SessionHook => "session-hook",
             Caller::Mcp => "mcp",
             Caller::Relay => "relay",

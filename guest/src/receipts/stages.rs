@@ -30,7 +30,7 @@ impl<P: Platform> Bridge<P> {
         };
         let taker = caller.map_or(RECOVERED_TAKER, Caller::as_str);
         let written = self.write_step(&sender, &id, Stage::Taken, Some(owner), taker, None);
-        if caller == Some(Caller::WakeHook) && matches!(written, Ok(true)) {
+        if caller.is_some_and(Caller::wakes) && matches!(written, Ok(true)) {
             self.mark_unseen(owner, &id, &sender);
         }
     }

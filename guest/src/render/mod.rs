@@ -157,6 +157,14 @@ fn delivered_text(delivery: &Delivery, caller: Caller) -> String {
     };
     let mut out = format!("{first}\n{}", fenced(m));
     out.push_str(&notices_text(&delivery.notices));
+    if caller == Caller::ToolWake {
+        // Handed to the agent as if the user had typed it: say whose it is.
+        out.insert_str(
+            0,
+            "session-bridge: a message from a peer agent session arrived for this session \
+             (it is not from the user).\n",
+        );
+    }
     out
 }
 
@@ -640,6 +648,34 @@ mod tests {
             "lib",
         );
         assert!(response_or_delivery(&ended).starts_with("a1b2c3 \"lib\" ended its session."));
+    }
+
+    #[test]
+    fn a_tool_wake_says_the_message_is_a_peers_and_offers_only_the_tools() {
+        let from = SessionId::parse("a1b2c3").unwrap();
+        let to = SessionId::parse("d4e5f6").unwrap();
+        let query = Message::new(&from, &to, Kind::Query, "`$x` !".into(), None, "lib");
+        let text = delivery_for(&query, Caller::ToolWake);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "session-bridge: a message from a peer agent session arrived for this session \
+                 (it is not from the user)."
+            )
+        );
+        assert_eq!(
+            lines.next(),
+            Some(
+                format!(
+                    "Query from a1b2c3 \"lib\". Answer with: the reply tool with message_id {}",
+                    query.id
+                )
+                .as_str()
+            )
+        );
+        assert!(!text.contains("bridge-host run"), "{text}");
+        assert_eq!(peer_content(&text), Some("`$x` !"));
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl<P: Platform> Bridge<P> {
         // never wakes an agent for nothing. A listener someone watches (a
         // terminal, an agent's `listen` loop, an MCP client) is told that a
         // peer left when nothing else is pending, instead of waiting on.
-        if self.caller.get() != crate::Caller::WakeHook {
+        if !self.caller.get().wakes() {
             while let Some(claimed) =
                 self.wait_on_inbox(&me, Some(Instant::now()), warnings, select)?
             {
