@@ -314,14 +314,29 @@ impl Invocation {
         verb_name: &str,
         out: &mut dyn Write,
     ) -> Result<()> {
+        self.hand_over_with(report, verb_name, |text| {
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+            Ok(())
+        })
+    }
+
+    /// As [`Self::hand_over`], with `deliver` putting the text where it
+    /// goes (another program's queue, for instance); the claim is given up
+    /// only when `deliver` succeeds.
+    pub fn hand_over_with(
+        &mut self,
+        report: &wit::Report,
+        verb_name: &str,
+        deliver: impl FnOnce(&str) -> Result<()>,
+    ) -> Result<()> {
         if report.rendered.len() > MAX_OUTPUT_BYTES {
             bail!(
                 "the guest produced {} bytes of output, over the host's {MAX_OUTPUT_BYTES}-byte cap",
                 report.rendered.len()
             );
         }
-        out.write_all(report.rendered.as_bytes())?;
-        out.flush()?;
+        deliver(&report.rendered)?;
         if let wit::Outcome::Delivered(d) | wit::Outcome::Answered(d) = &report.outcome
             && let Err(err) = self.guest.commit_delivery(&self.context, &d.ticket)?
         {

@@ -42,7 +42,7 @@ enum Command {
     /// Code, Claude Code) over standard input and output: one connection is
     /// one bridge session, registered at `initialize` and stopped when the
     /// connection closes.
-    Mcp,
+    Mcp(mcp::McpArgs),
     /// Connect this machine's bridge directory to a NATS JetStream server,
     /// so that sessions on other machines can be asked and answer as if
     /// they were local. Runs in the foreground; SIGTERM stops it.
@@ -83,7 +83,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { verb } => cli::run_verb(&cli.global, verb),
         Command::Guest { action } => cli::guest_command(&cli.global, action),
         Command::Hook { event } => hooks::run(&cli.global, event),
-        Command::Mcp => mcp::run(&cli.global),
+        Command::Mcp(args) => mcp::run(&cli.global, &args),
         Command::Relay(args) => relay::run(&cli.global, args),
     }
 }

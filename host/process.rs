@@ -182,3 +182,22 @@ mod tests {
         assert!(is_shell("-zsh") && is_shell("/bin/sh") && !is_shell("node"));
     }
 }
+
+/// Makes `command` start in a session of its own, so that it outlives the
+/// hook that starts it: the hook's process group ends with the hook.
+/// Elsewhere than Unix the child is left as it is.
+pub fn detach(command: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches nothing else.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+}

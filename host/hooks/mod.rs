@@ -20,9 +20,10 @@ use crate::sandbox::wit;
 use crate::{compile_cache, dirs};
 
 pub mod approve;
+mod codex;
 
 /// The hook events the plugin handles.
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub enum Event {
     /// SessionStart: register this Claude session's bridge session and tell
     /// Claude its ID (printed on standard output, which Claude reads).
@@ -30,20 +31,35 @@ pub enum Event {
     /// SessionEnd: stop the bridge session of this Claude session, and no
     /// other.
     SessionEnd,
-    /// For an `asyncRewake` hook: wait for the next message for this Claude
-    /// session, then print it on standard error and exit 2, which wakes
-    /// Claude with it. Exits 0 at once when another wake hook of the same
-    /// session is already waiting.
     /// PreToolUse: approve a Bash call that is exactly one
     /// `bridge-host run <verb> …` with literal arguments, so a woken session
     /// answers with nobody at the terminal; say nothing about any other.
     Approve,
+    /// For an `asyncRewake` hook: wait for the next message for this Claude
+    /// session, then print it on standard error and exit 2, which wakes
+    /// Claude with it. Exits 0 at once when another wake hook of the same
+    /// session is already waiting.
     Wake {
         /// Wait up to this many seconds for the session to be registered
         /// (SessionStart hooks run side by side, so the one that registers
         /// may not have finished yet).
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         registration_grace: u64,
+    },
+    /// Codex's SessionStart: register this Codex thread's bridge session,
+    /// print who it is, and start its waker.
+    CodexSessionStart,
+    /// Codex's Stop: confirm which handed-over messages the thread's
+    /// rollout shows.
+    CodexStop,
+    /// The waker CodexSessionStart leaves behind: queue each message that
+    /// should wake the thread into it with `codex queue`, until the session
+    /// ends. Takes no standard input.
+    #[command(hide = true)]
+    CodexWake {
+        /// The Codex thread ID.
+        #[arg(long)]
+        thread: String,
     },
 }
 
@@ -105,6 +121,19 @@ impl HookInput {
         })
     }
 
+    /// The input of a hook that runs for the agent session `id` alone (the
+    /// Codex waker, which has no hook input of its own).
+    fn for_session(id: &str) -> Result<Self> {
+        if !is_agent_session(id) {
+            bail!("the session ID {id:?} is not 1 to 128 letters, digits, '-' or '_'");
+        }
+        Ok(HookInput {
+            session_id: id.to_string(),
+            cwd: None,
+            transcript: None,
+        })
+    }
+
     /// The session's own directory: `cwd` from the input, else
     /// `CLAUDE_PROJECT_DIR`, which Claude Code sets for hooks.
     fn project_dir(&self, global: &Config) -> Result<PathBuf> {
@@ -124,7 +153,7 @@ impl HookInput {
 
 /// Claude Code session IDs are UUIDs; anything outside this set is refused
 /// before it reaches a file or a shell line.
-fn is_agent_session(id: &str) -> bool {
+pub(crate) fn is_agent_session(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()
@@ -135,28 +164,39 @@ pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
     if let Event::Approve = event {
         return approve::run();
     }
+    if let Event::CodexWake { thread } = &event {
+        return codex::wake(global, thread);
+    }
     let input = HookInput::read(io::stdin().lock())?;
     match event {
         Event::SessionStart => session_start(global, &input),
         Event::SessionEnd => session_end(global, &input),
-        Event::Approve => unreachable!("handled above"),
         Event::Wake { registration_grace } => {
             wake(global, &input, Duration::from_secs(registration_grace))
         }
+        Event::CodexSessionStart => codex::session_start(global, &input),
+        Event::CodexStop => codex::stop(global, &input),
+        Event::Approve | Event::CodexWake { .. } => unreachable!("handled above"),
     }
 }
 
 /// The text Claude sees at session start. Failures are said there too, and
 /// the hook still exits 0: a bridge problem must not stop the session.
+/// `BRIDGE_AUTO_START=0`: SessionStart registers nothing.
+fn auto_start_off() -> bool {
+    std::env::var(AUTO_START_VAR).is_ok_and(|v| v == "0")
+}
+
 fn session_start(global: &Config, input: &HookInput) -> Result<ExitCode> {
-    if std::env::var(AUTO_START_VAR).is_ok_and(|v| v == "0") {
+    if auto_start_off() {
         return Ok(ExitCode::SUCCESS);
     }
     export_session_for_old_claude(input);
     if let Err(err) = crate::relay::start_if_configured(global) {
         eprintln!("session-bridge: the relay was not started: {err:#}");
     }
-    let registered = register(global, input);
+    let claude = ProcessId::claude().map(|p| p.to_text());
+    let registered = register(global, input, wit::Caller::SessionHook, claude);
     if registered.is_ok() {
         // Without the record, only the restart-race protection is lost.
         let recorded =
@@ -184,14 +224,22 @@ fn session_start(global: &Config, input: &HookInput) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn register(global: &Config, input: &HookInput) -> Result<String> {
+/// Registers the agent session `input` names with the guest's
+/// `session-start`, for the agent process `agent_process` when the hook
+/// knows it; returns the guest's note, worded for `caller`.
+fn register(
+    global: &Config,
+    input: &HookInput,
+    caller: wit::Caller,
+    agent_process: Option<String>,
+) -> Result<String> {
     let project_dir = input.project_dir(global)?;
     let place = Place {
         working_dir: project_dir.clone(),
         project_dir,
         agent_session: Some(input.session_id.clone()),
-        caller: wit::Caller::SessionHook,
-        agent_process: ProcessId::claude().map(|p| p.to_text()),
+        caller,
+        agent_process,
         client: None,
     };
     let mut invocation = Invocation::open(global, place)?;

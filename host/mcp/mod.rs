@@ -58,21 +58,31 @@ const BLOCKING_THREADS: usize = MAX_CALLS_IN_FLIGHT + 16;
 
 /// Runs the server until the client closes the connection or a signal
 /// (SIGTERM, SIGINT) ends it; either way the session is stopped.
-pub fn run(global: &Config) -> Result<ExitCode> {
+/// Options of `bridge-host mcp`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct McpArgs {
+    /// The client's hooks register each session (Codex, as `bridge-host
+    /// setup codex` sets it up): register none at `initialize`, and join the
+    /// session of the thread that each tool call names (`_meta.threadId`).
+    #[arg(long)]
+    pub session_from_hooks: bool,
+}
+
+pub fn run(global: &Config, args: &McpArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the MCP server's runtime")?;
-    let ended = runtime.block_on(serve(global.clone()));
+    let ended = runtime.block_on(serve(global.clone(), args.clone()));
     // A read of standard input blocks a thread that shutdown would wait
     // for; after a signal the client may keep the pipe open, so leave it.
     runtime.shutdown_background();
     ended
 }
 
-async fn serve(global: Config) -> Result<ExitCode> {
-    let bridge = Arc::new(Bridge::open(global)?);
+async fn serve(global: Config, args: McpArgs) -> Result<ExitCode> {
+    let bridge = Arc::new(Bridge::open(global, args)?);
     // The guest words the server's instructions and tools, so it loads
     // before `initialize` is answered. The embedded guest is shipped
     // compiled and loads in milliseconds; a `--guest` file not yet in the
@@ -155,6 +165,10 @@ struct Session {
 /// What the server keeps for its one connection.
 pub(crate) struct Bridge {
     global: Config,
+    args: McpArgs,
+    /// The agent thread the client's tool calls name (`_meta.threadId`),
+    /// with `--session-from-hooks`: the first one seen.
+    thread: std::sync::OnceLock<String>,
     /// The guest, loaded on first use (see [`Bridge::component`]).
     component: Mutex<Option<Component>>,
     /// Tool calls running now, at most [`MAX_CALLS_IN_FLIGHT`].
@@ -178,11 +192,13 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    fn open(global: Config) -> Result<Self> {
+    fn open(global: Config, args: McpArgs) -> Result<Self> {
         let bridge_dir = crate::invoke::bridge_dir(&global)?;
         let working_dir = std::env::current_dir().context("cannot read the working directory")?;
         Ok(Bridge {
             global,
+            args,
+            thread: std::sync::OnceLock::new(),
             component: Mutex::new(None),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT)),
             bridge_dir,
@@ -252,13 +268,19 @@ impl Bridge {
         };
         // Inside Claude Code, the session Claude Code registered through the
         // plugin's hooks; any other client is a new agent of its own.
+        // With --session-from-hooks, the session the client's hooks
+        // registered for the thread, which records no process of its own.
         let in_claude_code = self.in_claude_code();
-        let agent_session = match &self.global.agent_session {
-            Some(agent) => agent.clone(),
-            None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
+        let thread = self.thread.get().filter(|_| self.args.session_from_hooks);
+        let agent_session = match (&self.global.agent_session, thread) {
+            (Some(agent), _) => agent.clone(),
+            (None, Some(thread)) => thread.clone(),
+            (None, None) => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
         };
         let agent_process = if in_claude_code {
             ProcessId::claude()
+        } else if thread.is_some() {
+            None
         } else {
             ProcessId::of(std::process::id())
         }
@@ -309,6 +331,24 @@ impl Bridge {
     /// and its Bash commands.
     fn in_claude_code(&self) -> bool {
         self.global.agent_session.is_some()
+    }
+
+    /// True when the client's hooks register its sessions: the server
+    /// registers none at `initialize`.
+    pub(crate) fn hooks_register(&self) -> bool {
+        self.in_claude_code() || self.args.session_from_hooks
+    }
+
+    /// Notes the thread a tool call names (`_meta.threadId`), with
+    /// `--session-from-hooks`; the first one seen is this connection's.
+    pub(crate) fn note_thread(&self, meta: &rmcp::model::RequestMetaObject) {
+        if !self.args.session_from_hooks || self.thread.get().is_some() {
+            return;
+        }
+        let named = meta.get("threadId").and_then(|v| v.as_str());
+        if let Some(thread) = named.filter(|t| crate::hooks::is_agent_session(t)) {
+            let _ = self.thread.set(thread.to_string());
+        }
     }
 
     /// The project directory the client's roots name: the first `file:`

@@ -195,6 +195,7 @@ impl BridgeServer {
         Parameters(args): Parameters<AskArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.bridge.note_thread(&ctx.meta);
         let timeout = match args.timeout_seconds {
             Some(timeout) => timeout,
             None => match self.bridge.reply_wait(&ctx.peer).await {
@@ -250,6 +251,7 @@ impl BridgeServer {
         Parameters(args): Parameters<ReceiveArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.bridge.note_thread(&ctx.meta);
         let timeout = match args.timeout_seconds {
             Some(timeout) => timeout,
             None => match self.bridge.reply_wait(&ctx.peer).await {
@@ -324,6 +326,7 @@ impl BridgeServer {
         ctx: RequestContext<RoleServer>,
         wait: Option<Wait>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.bridge.note_thread(&ctx.meta);
         let Ok(in_flight) = self.bridge.in_flight.clone().try_acquire_owned() else {
             return Ok(CallToolResult::error(vec![text(format!(
                 "bridge-host mcp: {MAX_CALLS_IN_FLIGHT} calls of this connection are already \
@@ -414,7 +417,7 @@ impl ServerHandler for BridgeServer {
     /// as this server starts; the server joins that session at its first
     /// tool call instead, so that the two never race to create it.
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
-        if self.bridge.in_claude_code() {
+        if self.bridge.hooks_register() {
             return;
         }
         let bridge = self.bridge.clone();

@@ -244,18 +244,7 @@ pub fn start_if_configured(global: &Config) -> Result<()> {
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // Its own session: the hook's process group ends with the hook.
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches nothing else.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
+    crate::process::detach(&mut command);
     command.spawn().context("cannot start bridge-host relay")?;
     Ok(())
 }

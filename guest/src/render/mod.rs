@@ -18,6 +18,10 @@ use crate::{Caller, Delivery, Format, Outcome, Peer, PeerEntry, StatusReport, St
 /// The length of the random tag that closes a peer's content.
 const FENCE_LEN: usize = 8;
 
+/// The most of a peer's content, fenced, that a tool wake hands over; a
+/// longer message is named, and read whole with the `thread` tool.
+pub const TOOL_WAKE_MAX_CONTENT: usize = 96 << 10;
+
 pub fn render(outcome: &Outcome, format: Format, caller: Caller) -> String {
     match format {
         Format::Text => text(outcome, caller),
@@ -63,7 +67,7 @@ fn text(outcome: &Outcome, caller: Caller) -> String {
         Outcome::Thread(messages) => archive::thread_text(messages),
         Outcome::History(entries) => archive::history_text(entries),
         Outcome::Cleaned(report) => archive::cleanup_text(report),
-        Outcome::SessionStarted(report) => session_note(report),
+        Outcome::SessionStarted(report) => session_note(report, caller),
         Outcome::Seen(_) => String::new(),
         Outcome::RelayOutgoing(out) => format!("{} to carry\n", out.items.len()),
         Outcome::RelayReceived(verdicts) => verdicts
@@ -95,9 +99,10 @@ fn short_name(name: &str) -> String {
     one_line(&name.chars().take(MAX_NAME_CHARS).collect::<String>())
 }
 
-/// What Claude reads when its session starts: who it is on the bridge,
-/// how others reach it, and who else is there.
-fn session_note(report: &crate::SessionStartReport) -> String {
+/// What the agent reads when its session starts: who it is on the bridge,
+/// how others reach it, and who else is there; worded for the plugin's
+/// commands (Claude Code) or, for a tool-wake agent (Codex), the MCP tools.
+fn session_note(report: &crate::SessionStartReport, caller: Caller) -> String {
     let live: Vec<String> = report
         .live_peers
         .iter()
@@ -113,16 +118,27 @@ fn session_note(report: &crate::SessionStartReport) -> String {
         0 => "No other live sessions yet.".to_string(),
         n if n <= MAX_PEERS_NAMED => format!("Live peers: {}.", live.join(", ")),
         n => format!(
-            "Live peers: {}, and {} more (bridge-host run peers).",
+            "Live peers: {}, and {} more ({}).",
             live[..MAX_PEERS_NAMED].join(", "),
-            n - MAX_PEERS_NAMED
+            n - MAX_PEERS_NAMED,
+            crate::commands::plain(caller, "peers")
         ),
+    };
+    let id = &report.session.session_id;
+    let (reach, answered) = if caller.uses_tools() {
+        (
+            crate::commands::connect(caller, id),
+            "each saying which tool answers it",
+        )
+    } else {
+        (
+            format!("/session-bridge:connect {id}"),
+            "each with the command that answers it",
+        )
     };
     format!(
         "session-bridge: this session is bridge session {id} (\"{name}\"); another session \
-         reaches it with /session-bridge:connect {id}. Peers' questions arrive by themselves, each \
-         with the command that answers it. {others}\n",
-        id = report.session.session_id,
+         reaches it with {reach}. Peers' questions arrive by themselves, {answered}. {others}\n",
         name = short_name(&report.session.project_name),
     )
 }
@@ -155,7 +171,18 @@ fn delivered_text(delivery: &Delivery, caller: Caller) -> String {
         (Kind::Ping, _) => format!("Ping from {who}. Nothing to do."),
         (Kind::SessionEnded, _) => format!("{who} ended its session. Nothing to answer."),
     };
-    let mut out = format!("{first}\n{}", fenced(m));
+    let mut body = fenced(m);
+    if caller == Caller::ToolWake && body.len() > TOOL_WAKE_MAX_CONTENT {
+        // A tool wake passes the text as one command-line argument (Codex's
+        // `codex queue --message`), which Linux caps at 128 KiB.
+        body = format!(
+            "Its content is {} bytes, too long to hand over here: read it whole with the \
+             thread tool with message_id {}.\n",
+            m.content.len(),
+            token(&m.id)
+        );
+    }
+    let mut out = format!("{first}\n{body}");
     out.push_str(&notices_text(&delivery.notices));
     if caller == Caller::ToolWake {
         // Handed to the agent as if the user had typed it: say whose it is.
@@ -676,6 +703,20 @@ mod tests {
         );
         assert!(!text.contains("bridge-host run"), "{text}");
         assert_eq!(peer_content(&text), Some("`$x` !"));
+
+        let long = "d".repeat(TOOL_WAKE_MAX_CONTENT + 1);
+        let query = Message::new(&from, &to, Kind::Query, long, None, "lib");
+        let text = delivery_for(&query, Caller::ToolWake);
+        assert!(text.len() < 1024, "{text}");
+        assert!(
+            text.contains(&format!(
+                "Its content is {} bytes, too long to hand over here: read it whole with the \
+                 thread tool with message_id {}.",
+                TOOL_WAKE_MAX_CONTENT + 1,
+                query.id
+            )),
+            "{text}"
+        );
     }
 
     #[test]
