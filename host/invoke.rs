@@ -131,7 +131,7 @@ impl GuestSource {
     }
 }
 
-fn default_bridge_dir() -> Result<PathBuf> {
+pub fn default_bridge_dir() -> Result<PathBuf> {
     // Git Bash sets HOME on Windows; cmd and PowerShell only USERPROFILE,
     // which is where Claude Code keeps `.claude` there.
     let home = std::env::var_os("HOME")
