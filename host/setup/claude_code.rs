@@ -69,7 +69,13 @@ pub(super) fn plugin_dir(places: &Places) -> PathBuf {
 pub(super) fn install(exe: &str, dir: &Path) -> Install {
     let mut files: Vec<(PathBuf, Vec<u8>, bool)> = PLUGIN_FILES
         .iter()
-        .map(|(path, bytes)| (PathBuf::from(path), bytes.to_vec(), path.starts_with("plugin/bin/")))
+        .map(|(path, bytes)| {
+            (
+                PathBuf::from(path),
+                bytes.to_vec(),
+                path.starts_with("plugin/bin/"),
+            )
+        })
         .collect();
     // The launcher runs under Git Bash on Windows, which names C:\x as /c/x.
     #[cfg(windows)]

@@ -113,11 +113,16 @@ impl Document {
                     allow_unary_plus_numbers: false,
                     ..ParseOptions::default()
                 };
-                let root = CstRootNode::parse(text, &options).map_err(|err| SyntaxError {
+                let located = |err: jsonc_parser::errors::ParseError| SyntaxError {
                     message: err.kind().to_string(),
                     line: Some(err.line_display()),
                     column: Some(err.column_display()),
-                })?;
+                };
+                // The syntax tree keeps comments as tokens and so lets them
+                // through whatever the options say; the plain parser first
+                // holds the file to exactly what the client reads.
+                jsonc_parser::parse_to_ast(text, &Default::default(), &options).map_err(located)?;
+                let root = CstRootNode::parse(text, &options).map_err(located)?;
                 match root.value() {
                     None => Ok(Document::Json(root)),
                     Some(value) if value.as_object().is_some() => Ok(Document::Json(root)),

@@ -28,7 +28,9 @@ impl Places {
             .ok_or_else(|| anyhow!(words::no_home()))?;
         let data = match env_path("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
             Some(base) => base,
-            None if cfg!(windows) => env_path("APPDATA").unwrap_or_else(|| home.join("AppData/Roaming")),
+            None if cfg!(windows) => {
+                env_path("APPDATA").unwrap_or_else(|| home.join("AppData/Roaming"))
+            }
             None => home.join(".local/share"),
         }
         .join("session-bridge");

@@ -106,7 +106,10 @@ pub fn run(args: SetupArgs) -> Result<ExitCode> {
     };
     let mut command = format!("bridge-host setup {}", words::client_arg(client));
     if args.config.is_some() {
-        command.push_str(&format!(" --config {}", shell_words::quote(&file.to_string_lossy())));
+        command.push_str(&format!(
+            " --config {}",
+            shell_words::quote(&file.to_string_lossy())
+        ));
     }
     let mut record = Record::load(&places.record_file())?;
     let job = Job {
@@ -146,8 +149,14 @@ fn holds(current: &Value, wanted: &Value) -> bool {
 
 impl Job<'_> {
     fn parse(&self, text: &str) -> Result<Document> {
-        Document::parse(self.install.format, text)
-            .map_err(|err| anyhow!(words::unparseable(self.client, self.command, self.file, &err)))
+        Document::parse(self.install.format, text).map_err(|err| {
+            anyhow!(words::unparseable(
+                self.client,
+                self.command,
+                self.file,
+                &err
+            ))
+        })
     }
 
     fn setup(&self, record: &mut Record, places: &Places, force: bool) -> Result<ExitCode> {
@@ -219,12 +228,18 @@ impl Job<'_> {
         let after = doc.render();
         if self.dry_run {
             if before != after || original.is_none() {
-                print!("{}", edit::unified_diff(&self.file.display().to_string(), &before, &after));
+                print!(
+                    "{}",
+                    edit::unified_diff(&self.file.display().to_string(), &before, &after)
+                );
             }
             if let Some(plugin) = &self.install.plugin
                 && !plugin_changes.is_empty()
             {
-                println!("{}", words::would_write_plugin(&plugin.dir, plugin_changes.len()));
+                println!(
+                    "{}",
+                    words::would_write_plugin(&plugin.dir, plugin_changes.len())
+                );
             }
             eprintln!("{}", words::dry_run_note(false));
             return Ok(ExitCode::SUCCESS);
@@ -270,7 +285,10 @@ impl Job<'_> {
         if let Some(plugin) = &self.install.plugin
             && !plugin_changes.is_empty()
         {
-            println!("{}", words::plugin_written(&plugin.dir, plugin_changes.len()));
+            println!(
+                "{}",
+                words::plugin_written(&plugin.dir, plugin_changes.len())
+            );
         }
         println!("{}", words::next_steps(self.client, self.command));
         Ok(ExitCode::SUCCESS)
@@ -290,7 +308,10 @@ impl Job<'_> {
                 }
                 None => Vec::new(),
             };
-            println!("{}", words::nothing_recorded(self.client, self.file, &foreign));
+            println!(
+                "{}",
+                words::nothing_recorded(self.client, self.file, &foreign)
+            );
             return Ok(ExitCode::SUCCESS);
         };
         let Some(current) = current else {
@@ -440,9 +461,10 @@ fn remove_plugin(owned: &FileRecord, record: &Record, file: &Path) {
     let Some(plugin) = &owned.plugin else {
         return;
     };
-    let shared = record.files.iter().any(|(other, r)| {
-        other != file && r.plugin.as_ref().is_some_and(|p| p.dir == plugin.dir)
-    });
+    let shared = record
+        .files
+        .iter()
+        .any(|(other, r)| other != file && r.plugin.as_ref().is_some_and(|p| p.dir == plugin.dir));
     if shared {
         return;
     }

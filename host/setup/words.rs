@@ -237,7 +237,12 @@ pub fn left_changed(file: &Path, piece: &Piece) -> String {
 }
 
 pub fn plugin_removed(dir: &Path) -> String {
-    format!("removed the session-bridge plugin from {}", dir.display())
+    format!(
+        "removed the session-bridge plugin from {}\nClaude Code keeps the marketplace in its \
+         own list (`claude plugin list` shows session-bridge disabled); \
+         `claude plugin marketplace remove session-bridge` makes it forget it too.",
+        dir.display()
+    )
 }
 
 pub fn nothing_recorded(client: Client, file: &Path, foreign: &[&Piece]) -> String {
