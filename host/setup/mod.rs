@@ -100,7 +100,7 @@ pub fn run(args: SetupArgs) -> Result<ExitCode> {
         Client::Vscode => (vscode::default_config(&places)?, vscode::install(&exe)),
     };
     let file = match &args.config {
-        Some(path) => std::path::absolute(&path)
+        Some(path) => std::path::absolute(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?,
         None => default,
     };
