@@ -1,7 +1,8 @@
 //! The host side of session-bridge: the sandbox that runs the protocol
 //! guest, the few capabilities it brokers, and the front ends that reach
 //! it: the CLI ([`cli`]), Claude Code's hooks ([`hooks`], [`approve`]),
-//! the MCP server ([`mcp`]) and the relay between machines ([`relay`]).
+//! the MCP server ([`mcp`]), the relay between machines ([`relay`]) and
+//! the installer into clients' configurations ([`setup`]).
 //! Each front end builds on the invocation core ([`invoke`]) and the verb
 //! table ([`verbs`]), never on another front end. `main.rs` only parses
 //! the command line; the benchmarks use this library directly.
@@ -24,6 +25,7 @@ pub mod mcp;
 pub mod process;
 pub mod relay;
 pub mod sandbox;
+pub mod setup;
 pub mod signals;
 pub mod verbs;
 pub mod wasi_link;

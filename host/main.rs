@@ -1,7 +1,8 @@
 //! `bridge-host`: runs the session-bridge guest component in a sandbox whose
 //! only directory is the bridge directory. This file parses the command
 //! line and hands it to a front end of the library: `run` and `guest` to
-//! [`cli`], `hook` to [`hooks`], `mcp` to [`mcp`], `relay` to [`relay`].
+//! [`cli`], `hook` to [`hooks`], `mcp` to [`mcp`], `relay` to [`relay`],
+//! `setup` to [`setup`].
 //! Every protocol decision is the guest's.
 
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use bridge_host::invoke::Config;
 use bridge_host::verbs::VerbArgs;
-use bridge_host::{cli, hooks, mcp, relay};
+use bridge_host::{cli, hooks, mcp, relay, setup};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,10 @@ enum Command {
     /// so that sessions on other machines can be asked and answer as if
     /// they were local. Runs in the foreground; SIGTERM stops it.
     Relay(relay::RelayArgs),
+    /// Install the bridge into a client's user-level configuration (Claude
+    /// Code, Codex, Gemini CLI, Cursor, VS Code), keeping everything else in
+    /// the file; `--remove` takes it out again.
+    Setup(setup::SetupArgs),
     /// Handle a Claude Code hook event, reading the hook's JSON on standard
     /// input (the plugin's hooks call this).
     Hook {
@@ -85,5 +90,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hook { event } => hooks::run(&cli.global, event),
         Command::Mcp(args) => mcp::run(&cli.global, &args),
         Command::Relay(args) => relay::run(&cli.global, args),
+        Command::Setup(args) => setup::run(args),
     }
 }

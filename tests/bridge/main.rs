@@ -19,5 +19,6 @@ mod real_client;
 mod relay;
 mod sandbox;
 mod second_agent;
+mod setup;
 mod util;
 mod versions;
