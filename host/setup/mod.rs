@@ -94,7 +94,14 @@ pub fn run(args: SetupArgs) -> Result<ExitCode> {
                 claude_code::install(&exe, &dir),
             )
         }
-        Client::Codex => (codex::default_config(&places), codex::install(&exe)),
+        Client::Codex => {
+            let file = match &args.config {
+                Some(path) => std::path::absolute(path)
+                    .with_context(|| format!("cannot resolve {}", path.display()))?,
+                None => codex::default_config(&places),
+            };
+            (codex::default_config(&places), codex::install(&exe, &file))
+        }
         Client::Gemini => (gemini::default_config(&places), gemini::install(&exe)),
         Client::Cursor => (cursor::default_config(&places), cursor::install(&exe)),
         Client::Vscode => (vscode::default_config(&places)?, vscode::install(&exe)),
