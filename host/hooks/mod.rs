@@ -20,6 +20,7 @@ use crate::sandbox::wit;
 use crate::{compile_cache, dirs};
 
 pub mod approve;
+mod gemini;
 
 /// The hook events the plugin handles.
 #[derive(Subcommand, Clone, Copy)]
@@ -45,6 +46,11 @@ pub enum Event {
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         registration_grace: u64,
     },
+    /// Gemini CLI's AfterAgent hook: at the end of a turn, hand the next
+    /// message for this Gemini session's bridge session (the one its
+    /// `bridge-host mcp` server registered) to the model as its next
+    /// prompt; print nothing when none is pending.
+    GeminiAfterAgent,
 }
 
 /// The largest hook input read; Claude Code's hook JSON is a few hundred bytes.
@@ -135,11 +141,14 @@ pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
     if let Event::Approve = event {
         return approve::run();
     }
+    if let Event::GeminiAfterAgent = event {
+        return Ok(gemini::after_agent(global));
+    }
     let input = HookInput::read(io::stdin().lock())?;
     match event {
         Event::SessionStart => session_start(global, &input),
         Event::SessionEnd => session_end(global, &input),
-        Event::Approve => unreachable!("handled above"),
+        Event::Approve | Event::GeminiAfterAgent => unreachable!("handled above"),
         Event::Wake { registration_grace } => {
             wake(global, &input, Duration::from_secs(registration_grace))
         }
@@ -323,7 +332,7 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
         }
     };
     invocation.context.session = Some(id);
-    confirm_seen(&mut invocation, input);
+    confirm_seen(&mut invocation, input.transcript.as_deref());
     let listen = wit::Verb::Listen(wit::ListenRequest {
         timeout_seconds: None,
     });
@@ -354,11 +363,11 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
 /// the end of the transcript says, so that it can confirm which messages
 /// the agent was handed and saw. A transcript that cannot be read only
 /// loses that confirmation.
-fn confirm_seen(invocation: &mut Invocation, input: &HookInput) {
+fn confirm_seen(invocation: &mut Invocation, transcript: Option<&Path>) {
     if invocation.guest_version() == "0.1.0" {
         return;
     }
-    let Some(path) = &input.transcript else {
+    let Some(path) = transcript else {
         return;
     };
     let Some(transcript) = transcript_tail(path) else {

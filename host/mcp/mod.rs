@@ -255,7 +255,10 @@ impl Bridge {
         let in_claude_code = self.in_claude_code();
         let agent_session = match &self.global.agent_session {
             Some(agent) => agent.clone(),
-            None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
+            None => match gemini_cli() {
+                Some(gemini) => gemini.gemini_agent_session(),
+                None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
+            },
         };
         let agent_process = if in_claude_code {
             ProcessId::claude()
@@ -509,6 +512,18 @@ fn file_uri_dir(uri: &str) -> Option<PathBuf> {
     };
     let dir = PathBuf::from(text);
     (dir.is_absolute() && dir.is_dir()).then_some(dir)
+}
+
+/// Gemini CLI marks the servers it starts with `GEMINI_CLI=1`. Its process
+/// (this server's parent, past a shell) names the connection's agent
+/// session, so that its AfterAgent hook (`bridge-host hook
+/// gemini-after-agent`), another child of the same process, finds the same
+/// bridge session.
+fn gemini_cli() -> Option<ProcessId> {
+    std::env::var_os("GEMINI_CLI")
+        .is_some_and(|v| v == "1")
+        .then(ProcessId::claude)
+        .flatten()
 }
 
 /// A suffix that tells this connection's agent session apart from an
