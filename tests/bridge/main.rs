@@ -5,6 +5,7 @@ mod bad_input;
 mod cache;
 mod concurrency;
 mod flows;
+mod gemini_hook;
 mod guest_library;
 mod hostile;
 mod identity;
