@@ -255,7 +255,7 @@ impl Bridge {
         let in_claude_code = self.in_claude_code();
         let agent_session = match &self.global.agent_session {
             Some(agent) => agent.clone(),
-            None => match gemini_cli() {
+            None => match gemini_cli(info.as_ref().map(|i| i.client_info.name.as_str())) {
                 Some(gemini) => gemini.gemini_agent_session(),
                 None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
             },
@@ -514,16 +514,19 @@ fn file_uri_dir(uri: &str) -> Option<PathBuf> {
     (dir.is_absolute() && dir.is_dir()).then_some(dir)
 }
 
-/// Gemini CLI marks the servers it starts with `GEMINI_CLI=1`. Its process
-/// (this server's parent, past a shell) names the connection's agent
-/// session, so that its AfterAgent hook (`bridge-host hook
+/// The Gemini CLI process that started this server, when the client is
+/// Gemini CLI: it marks the servers it starts with `GEMINI_CLI=1` and names
+/// itself `gemini-cli-mcp-client` (0.61.0). The variable alone is not
+/// enough: every command Gemini's shell tool runs inherits it, and so
+/// would a test suite, or another client, started from there. The
+/// process (this server's parent, past a shell) names the connection's
+/// agent session, so that its AfterAgent hook (`bridge-host hook
 /// gemini-after-agent`), another child of the same process, finds the same
 /// bridge session.
-fn gemini_cli() -> Option<ProcessId> {
-    std::env::var_os("GEMINI_CLI")
-        .is_some_and(|v| v == "1")
-        .then(ProcessId::claude)
-        .flatten()
+fn gemini_cli(client_name: Option<&str>) -> Option<ProcessId> {
+    let marked = std::env::var_os("GEMINI_CLI").is_some_and(|v| v == "1");
+    let named = client_name.is_some_and(|n| n.starts_with("gemini-cli"));
+    (marked && named).then(ProcessId::claude).flatten()
 }
 
 /// A suffix that tells this connection's agent session apart from an

@@ -18,7 +18,6 @@ use crate::util::{World, absent, on_path, python_scenario};
 
 /// Gemini CLI 0.61.0's AfterAgent input, as it sent it headless.
 const AFTER_AGENT: &str = r#"{"session_id":"83e688e0-ce73-4436-832f-dac72f303d86","transcript_path":"","cwd":"/tmp/app","hook_event_name":"AfterAgent","timestamp":"2026-12-06T21:58:41.335Z","prompt":"say hello","prompt_response":"hello","stop_hook_active":false}"#;
-const CLIENT: &str = "gemini-cli-mcp-client 0.61.0";
 
 /// `bridge-host mcp` started by this process as Gemini CLI starts it, and
 /// initialized; its session's ID.
@@ -29,6 +28,11 @@ struct GeminiServer {
 
 impl GeminiServer {
     fn start(world: &World, project: &Path) -> Self {
+        Self::start_as(world, project, "gemini-cli-mcp-client")
+    }
+
+    /// As [`GeminiServer::start`], for a client that names itself `name`.
+    fn start_as(world: &World, project: &Path, name: &str) -> Self {
         let mut server = world
             .cmd(project)
             .env("GEMINI_CLI", "1")
@@ -39,7 +43,7 @@ impl GeminiServer {
         let initialize = serde_json::json!({
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "gemini-cli-mcp-client", "version": "0.61.0"}}
+                       "clientInfo": {"name": name, "version": "0.61.0"}}
         });
         writeln!(input, "{initialize}").expect("initialize");
         let mut answer = String::new();
@@ -56,7 +60,7 @@ impl GeminiServer {
             let peers = world.cmd(project).args(["run", "peers"]).json();
             let found = peers["peers"].as_array().and_then(|rows| {
                 rows.iter()
-                    .find(|r| r["client"] == CLIENT)
+                    .find(|r| r["client"] == format!("{name} 0.61.0").as_str())
                     .and_then(|r| r["sessionId"].as_str())
                     .map(str::to_string)
             });
@@ -240,6 +244,20 @@ fn bad_input_or_no_session_fails_with_exit_1_which_gemini_shows_as_a_warning() {
             "{input}: {stderr}"
         );
     }
+}
+
+#[test]
+fn another_client_started_from_gemini_clis_shell_keeps_a_session_of_its_own() {
+    // Every command Gemini's shell tool runs inherits GEMINI_CLI=1.
+    let world = World::new();
+    let app = world.project("app");
+    let _other = GeminiServer::start_as(&world, &app, "codex-mcp-client");
+    let (out, description) = hook(&world, &app, AFTER_AGENT);
+    assert_eq!(out.status.code(), Some(1), "{description}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no bridge session"),
+        "{description}"
+    );
 }
 
 /// The pinned Gemini CLI (`.ci/gemini`), headless and offline against a
