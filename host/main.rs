@@ -47,8 +47,9 @@ enum Command {
     /// so that sessions on other machines can be asked and answer as if
     /// they were local. Runs in the foreground; SIGTERM stops it.
     Relay(relay::RelayArgs),
-    /// Handle a Claude Code hook event, reading the hook's JSON on standard
-    /// input (the plugin's hooks call this).
+    /// Handle a Claude Code hook event (the plugin's hooks call this), or
+    /// Gemini CLI's AfterAgent hook, reading the hook's JSON on standard
+    /// input.
     Hook {
         #[command(subcommand)]
         event: hooks::Event,

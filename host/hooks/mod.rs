@@ -3,6 +3,7 @@
 //! module turns that JSON into an invocation and runs the guest's verbs.
 //! Claude Code's session ID comes from the JSON, never from the hook's
 //! working directory, so a hook behaves the same wherever it is started.
+//! Gemini CLI's AfterAgent hook is in [`gemini`].
 
 use std::fs;
 use std::io::{self, Read, Write};
