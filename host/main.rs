@@ -52,8 +52,9 @@ enum Command {
     /// Code, Codex, Gemini CLI, Cursor, VS Code), keeping everything else in
     /// the file; `--remove` takes it out again.
     Setup(setup::SetupArgs),
-    /// Handle a Claude Code hook event, reading the hook's JSON on standard
-    /// input (the plugin's hooks call this).
+    /// Handle a Claude Code hook event (the plugin's hooks call this), a
+    /// Codex hook (`bridge-host setup codex` installs them) or Gemini CLI's
+    /// AfterAgent hook, reading the hook's JSON on standard input.
     Hook {
         #[command(subcommand)]
         event: hooks::Event,

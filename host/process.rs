@@ -74,6 +74,27 @@ impl ProcessId {
         }
     }
 
+    /// The agent session ID of the bridge session that the Gemini CLI
+    /// process `self` has: its MCP server (`bridge-host mcp`) and its hooks
+    /// are both its children, so each finds it with [`ProcessId::claude`]
+    /// and names the same session. Gemini CLI tells neither its session ID
+    /// when it starts the server (checked with 0.61.0: no variable, and a
+    /// tool call's `_meta` holds only the progress token).
+    pub fn gemini_agent_session(&self) -> String {
+        // `ps` gives the start as a date with colons; the agent session ID
+        // takes letters, digits, '-', '_' and '.'.
+        let start: String = self
+            .start_time
+            .chars()
+            .take(64)
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' => c,
+                _ => '.',
+            })
+            .collect();
+        format!("gemini-{}-{start}", self.pid)
+    }
+
     /// The form [`ProcessId::parse`] reads.
     pub fn to_text(&self) -> String {
         format!("{} {}", self.pid, self.start_time)
@@ -180,6 +201,17 @@ mod tests {
             "a PID reused later is another process"
         );
         assert!(is_shell("-zsh") && is_shell("/bin/sh") && !is_shell("node"));
+    }
+
+    #[test]
+    fn a_gemini_process_names_an_agent_session_the_guest_accepts() {
+        let linux = ProcessId::parse("4242 123456").unwrap();
+        assert_eq!(linux.gemini_agent_session(), "gemini-4242-123456");
+        let ps = ProcessId::parse("4242 Tue_Dec_1_22:40:53_2026").unwrap();
+        assert_eq!(
+            ps.gemini_agent_session(),
+            "gemini-4242-Tue_Dec_1_22.40.53_2026"
+        );
     }
 }
 

@@ -67,7 +67,7 @@ pub(super) fn stop(global: &Config, input: &HookInput) -> Result<ExitCode> {
     let mut invocation = Invocation::open(global, agent_only(input, wit::Caller::ToolWake))?;
     if let Some(id) = own_session(&mut invocation)? {
         invocation.context.session = Some(id);
-        confirm_seen(&mut invocation, input);
+        confirm_seen(&mut invocation, input.transcript.as_deref());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! module turns that JSON into an invocation and runs the guest's verbs.
 //! Claude Code's session ID comes from the JSON, never from the hook's
 //! working directory, so a hook behaves the same wherever it is started.
+//! Gemini CLI's AfterAgent hook is in [`gemini`].
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -21,6 +22,7 @@ use crate::{compile_cache, dirs};
 
 pub mod approve;
 mod codex;
+mod gemini;
 
 /// The hook events the plugin handles.
 #[derive(Subcommand, Clone)]
@@ -61,6 +63,11 @@ pub enum Event {
         #[arg(long)]
         thread: String,
     },
+    /// Gemini CLI's AfterAgent hook: at the end of a turn, hand the next
+    /// message for this Gemini session's bridge session (the one its
+    /// `bridge-host mcp` server registered) to the model as its next
+    /// prompt; print nothing when none is pending.
+    GeminiAfterAgent,
 }
 
 /// The largest hook input read; Claude Code's hook JSON is a few hundred bytes.
@@ -167,6 +174,9 @@ pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
     if let Event::CodexWake { thread } = &event {
         return codex::wake(global, thread);
     }
+    if let Event::GeminiAfterAgent = event {
+        return Ok(gemini::after_agent(global));
+    }
     let input = HookInput::read(io::stdin().lock())?;
     match event {
         Event::SessionStart => session_start(global, &input),
@@ -176,17 +186,19 @@ pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
         }
         Event::CodexSessionStart => codex::session_start(global, &input),
         Event::CodexStop => codex::stop(global, &input),
-        Event::Approve | Event::CodexWake { .. } => unreachable!("handled above"),
+        Event::Approve | Event::CodexWake { .. } | Event::GeminiAfterAgent => {
+            unreachable!("handled above")
+        }
     }
 }
 
-/// The text Claude sees at session start. Failures are said there too, and
-/// the hook still exits 0: a bridge problem must not stop the session.
 /// `BRIDGE_AUTO_START=0`: SessionStart registers nothing.
 fn auto_start_off() -> bool {
     std::env::var(AUTO_START_VAR).is_ok_and(|v| v == "0")
 }
 
+/// The text Claude sees at session start. Failures are said there too, and
+/// the hook still exits 0: a bridge problem must not stop the session.
 fn session_start(global: &Config, input: &HookInput) -> Result<ExitCode> {
     if auto_start_off() {
         return Ok(ExitCode::SUCCESS);
@@ -371,7 +383,7 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
         }
     };
     invocation.context.session = Some(id);
-    confirm_seen(&mut invocation, input);
+    confirm_seen(&mut invocation, input.transcript.as_deref());
     let listen = wit::Verb::Listen(wit::ListenRequest {
         timeout_seconds: None,
     });
@@ -402,11 +414,11 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
 /// the end of the transcript says, so that it can confirm which messages
 /// the agent was handed and saw. A transcript that cannot be read only
 /// loses that confirmation.
-fn confirm_seen(invocation: &mut Invocation, input: &HookInput) {
+fn confirm_seen(invocation: &mut Invocation, transcript: Option<&Path>) {
     if invocation.guest_version() == "0.1.0" {
         return;
     }
-    let Some(path) = &input.transcript else {
+    let Some(path) = transcript else {
         return;
     };
     let Some(transcript) = transcript_tail(path) else {

@@ -267,15 +267,20 @@ impl Bridge {
             None => self.working_dir.clone(),
         };
         // Inside Claude Code, the session Claude Code registered through the
-        // plugin's hooks; any other client is a new agent of its own.
-        // With --session-from-hooks, the session the client's hooks
-        // registered for the thread, which records no process of its own.
+        // plugin's hooks; with --session-from-hooks (Codex), the session the
+        // client's hooks registered for the thread, which records no process
+        // of its own; under Gemini CLI, a session named after the Gemini
+        // process, which its AfterAgent hook names the same way; any other
+        // client is a new agent of its own.
         let in_claude_code = self.in_claude_code();
         let thread = self.thread.get().filter(|_| self.args.session_from_hooks);
         let agent_session = match (&self.global.agent_session, thread) {
             (Some(agent), _) => agent.clone(),
             (None, Some(thread)) => thread.clone(),
-            (None, None) => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
+            (None, None) => match gemini_cli(info.as_ref().map(|i| i.client_info.name.as_str())) {
+                Some(gemini) => gemini.gemini_agent_session(),
+                None => format!("mcp-{}-{}", std::process::id(), unique_suffix()),
+            },
         };
         let agent_process = if in_claude_code {
             ProcessId::claude()
@@ -549,6 +554,21 @@ fn file_uri_dir(uri: &str) -> Option<PathBuf> {
     };
     let dir = PathBuf::from(text);
     (dir.is_absolute() && dir.is_dir()).then_some(dir)
+}
+
+/// The Gemini CLI process that started this server, when the client is
+/// Gemini CLI: it marks the servers it starts with `GEMINI_CLI=1` and names
+/// itself `gemini-cli-mcp-client` (0.61.0). The variable alone is not
+/// enough: every command Gemini's shell tool runs inherits it, and so
+/// would a test suite, or another client, started from there. The
+/// process (this server's parent, past a shell) names the connection's
+/// agent session, so that its AfterAgent hook (`bridge-host hook
+/// gemini-after-agent`), another child of the same process, finds the same
+/// bridge session.
+fn gemini_cli(client_name: Option<&str>) -> Option<ProcessId> {
+    let marked = std::env::var_os("GEMINI_CLI").is_some_and(|v| v == "1");
+    let named = client_name.is_some_and(|n| n.starts_with("gemini-cli"));
+    (marked && named).then(ProcessId::claude).flatten()
 }
 
 /// A suffix that tells this connection's agent session apart from an

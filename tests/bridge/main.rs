@@ -6,6 +6,7 @@ mod cache;
 mod codex_hooks;
 mod concurrency;
 mod flows;
+mod gemini_hook;
 mod guest_library;
 mod hostile;
 mod identity;

@@ -187,6 +187,16 @@ impl Cmd {
         child
     }
 
+    /// Starts the command with its standard input left open to the
+    /// caller (a client that speaks to it, such as an MCP client).
+    pub fn spawn_open(mut self) -> Child {
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        self.command.spawn().expect("spawn bridge-host")
+    }
+
     pub fn output(self) -> (Output, String) {
         let (shown, bridge) = (self.shown.clone(), self.bridge.clone());
         let output = self.spawn().wait_with_output().expect("wait bridge-host");

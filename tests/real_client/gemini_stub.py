@@ -21,10 +21,22 @@ The "model" reads the conversation it is sent, and nothing else:
 - once the ask's result comes back, it ends the turn with the text of that
   result (so the CLI prints the peer's answer).
 
+A message handed over by the bridge's AfterAgent hook arrives as the newest
+user text. When that text says `Answer with: the reply tool with message_id
+<id>`, the "model" calls the `reply` tool (the declaration ending in
+`_reply`) with that id, and an answer that quotes the question it read
+between the text's `<peer-message …>` lines; once the result comes back, it
+ends the turn in text.
+
+`--hold FILE` holds the answer to the first `streamGenerateContent` request
+until FILE exists (at most 120 s): a slow API, which keeps the first turn
+open while a test writes to the session's mailbox. The "model" reads
+nothing from it.
+
 Side requests (`generateContent`: the CLI's routing, next-speaker or
 summary helpers) get a small JSON answer that ends the turn.
 
-Usage: gemini_stub.py --log-dir DIR --port-file FILE
+Usage: gemini_stub.py --log-dir DIR --port-file FILE [--hold FILE]
 """
 
 import argparse
@@ -32,13 +44,17 @@ import json
 import os
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"n": 0}
+STATE = {"n": 0, "streams": 0}
 LOG_DIR = None
+HOLD = None
 
 ASK = re.compile(r"connect to session ([a-z0-9]{6}) and ask it: (.+)", re.S)
+HANDED = re.compile(r"Answer with: the reply tool with message_id (msg-[a-z0-9]+)")
+FENCED = re.compile(r"^<peer-message [^\n]*\n(.*)\n</peer-message fence=[a-z0-9]+>$", re.S | re.M)
 
 
 def log(kind, handler, body):
@@ -91,8 +107,34 @@ def response_text(response):
     return str(response)
 
 
+def answer_handed_over(body):
+    """The reply to a message the bridge handed over as the newest user
+    text, or None when the newest user text hands none over."""
+    contents = body.get("contents") or []
+    newest = max((i for i, c in enumerate(contents)
+                  if c.get("role") == "user" and texts(c).strip()), default=None)
+    if newest is None:
+        return None
+    handed = HANDED.search(texts(contents[newest]))
+    if not handed:
+        return None
+    message_id = handed.group(1)
+    reply = next((n for n in declared(body) if n.endswith("_reply")), None)
+    if not reply:
+        return {"text": f"I cannot answer {message_id}: I was offered no reply tool."}
+    if any(name == reply for name, _ in function_responses(contents[newest:])):
+        return {"text": f"I answered {message_id} with the reply tool."}
+    question = FENCED.search(texts(contents[newest]))
+    read = question.group(1) if question else "(nothing between the fence lines)"
+    return {"functionCall": {"name": reply, "args": {
+        "message_id": message_id, "answer": f"The stand-in model read your question: {read}"}}}
+
+
 def next_part(body):
     """What the model says next, from the conversation alone."""
+    handed = answer_handed_over(body)
+    if handed:
+        return handed
     contents = body.get("contents") or []
     users = [texts(c) for c in contents if c.get("role") == "user"]
     wanted = next((m for m in (ASK.search(u) for u in users) if m), None)
@@ -167,6 +209,13 @@ class Handler(BaseHTTPRequestHandler):
             log("count", self, body)
             return self.send_json(200, {"totalTokens": 20})
         if path.endswith(":streamGenerateContent"):
+            with LOCK:
+                STATE["streams"] += 1
+                first = STATE["streams"] == 1
+            if first and HOLD:
+                deadline = time.monotonic() + 120
+                while not os.path.exists(HOLD) and time.monotonic() < deadline:
+                    time.sleep(0.05)
             part = next_part(body)
             log("stream", self, {"request": body, "answer": part})
             data = b"data: " + json.dumps(sse_chunk(part)).encode() + b"\r\n\r\n"
@@ -188,12 +237,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global LOG_DIR
+    global LOG_DIR, HOLD
     parser = argparse.ArgumentParser()
     parser.add_argument("--log-dir", required=True)
     parser.add_argument("--port-file", required=True)
+    parser.add_argument("--hold")
     args = parser.parse_args()
     LOG_DIR = args.log_dir
+    HOLD = args.hold
     os.makedirs(LOG_DIR, exist_ok=True)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port = server.server_address[1]
