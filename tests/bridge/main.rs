@@ -3,6 +3,7 @@
 mod answer_path;
 mod bad_input;
 mod cache;
+mod codex_tui;
 mod concurrency;
 mod flows;
 mod guest_library;

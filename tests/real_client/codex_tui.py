@@ -19,6 +19,10 @@ B. Codex asks an idle Claude Code session (the plugin loaded, woken by its
 C. Nothing wakes Codex for nothing: a peer's `connect` (a ping) and a peer's
    session-ended notice cause no model request; the notice is shown with the
    next real message.
+D. (--closed, about 80 s more) The TUI quits: a query that comes while the
+   daemon keeps the thread loaded is answered headless; when the daemon
+   unloads the thread (about 60 s after the TUI left), SessionEnd stops the
+   thread's session and its waker, and a peer's ask is refused at once.
 
 Every network request stays on 127.0.0.1: when run as root with `unshare`,
 the script runs itself in a network namespace of its own with only `lo`;
@@ -29,7 +33,7 @@ Prints `ok <check>` or `FAIL <check>: why` per check, `measure <what>: ...`
 lines, and a last line `codex tui: N passed, M failed`; exits 1 when a check
 failed.
 
-Usage: python3 codex_tui.py [--runs N] [--keep] [--no-netns]
+Usage: python3 codex_tui.py [--runs N] [--closed] [--keep] [--no-netns]
   (`--runs 20` gives the figures docs/codex.md reports)
 Codex: CODEX_BIN (a path), else .ci/codex/node_modules/.bin/codex.
 bridge-host: BRIDGE_HOST_BIN, else target/release or target/debug.
@@ -308,6 +312,9 @@ class CodexTUI:
         self.tmux("send-keys", "-t", "main", "Enter")
         return sent
 
+    def exited(self) -> bool:
+        return self.tmux("display-message", "-p", "-t", "main", "#{pane_dead}", check=False).strip() == "1"
+
     def thread_id(self) -> str | None:
         """The thread the TUI opened (Codex names a file after it)."""
         folder = self.codex_home / "tui-thread-reference-capabilities"
@@ -373,6 +380,8 @@ def figures(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3, help="wake runs in scenario A")
+    parser.add_argument("--closed", action="store_true",
+                        help="also scenario D: what happens once the TUI has quit (about 80 s)")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-netns", action="store_true")
     args = parser.parse_args()
@@ -492,7 +501,7 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
         wait_for(lambda: any("function_call_output" in json.dumps(input_items(r)[-1:])
                              for r in model.records()[before:]), 30, "the reply tool's output")
         wait_for(lambda: not tui.busy(), 30, "the turn to end")
-    check(f"A: {args.runs} asks from a terminal woke the idle Codex, which answered with the MCP reply "
+    check(f"A: {args.runs} ask(s) from a terminal woke the idle Codex, which answered with the MCP reply "
           "tool, and each ask printed the answer", not failures and len(wakes) == args.runs,
           "; ".join(failures))
     screen = tui.capture()
@@ -570,6 +579,48 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
         check("no approval prompt appeared in Codex at any point", not tui.seen_approval,
               f"{tui.seen_approval}")
         lib.exit()
+    if args.closed:
+        closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj)
+
+
+def closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj) -> None:
+    """D: after the TUI quits."""
+    tui.type_line("/quit")
+    wait_for(tui.exited, 30, "the TUI to exit")
+    quit_at = time.monotonic()
+    time.sleep(2)
+    question = "Asked after the TUI quit: who answers?"
+    sent = time.monotonic()
+    ask = terminal(peer2_proj, "run", "ask", codex_sid, question, "--timeout", "60")
+    check("D: 2 s after the TUI quit, a query is answered headless by the daemon",
+          ask.returncode == 0 and answer_to(question) in ask.stdout,
+          f"exit {ask.returncode} {ask.stdout!r} {ask.stderr[-500:]!r}")
+    print(f"measure D: ask -> answer with the TUI closed: {time.monotonic() - sent:.2f} s", flush=True)
+
+    def listed() -> bool:
+        res = terminal(peer2_proj, "run", "peers", "--json")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return codex_sid in {p["sessionId"] for p in json.loads(res.stdout)["peers"]}
+        return True
+
+    with contextlib.suppress(HarnessError):
+        wait_for(lambda: not listed(), 150, "the thread's session to end", interval=0.5)
+    gone = not listed()
+    check("D: the thread's session ends when the daemon unloads the thread (SessionEnd)", gone,
+          f"still listed {time.monotonic() - quit_at:.0f} s after the TUI quit")
+    if gone:
+        print(f"measure D: TUI quit -> its bridge session ended: {time.monotonic() - quit_at:.0f} s",
+              flush=True)
+    wakers = [p for p in tui.processes() if pid_alive(p)
+              and b"codex-wake" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    check("D: the thread's waker is gone with its session", not wakers, f"waker pids {wakers}")
+    sent = time.monotonic()
+    late = terminal(peer2_proj, "run", "ask", codex_sid, "Anyone there?", "--timeout", "20")
+    took = time.monotonic() - sent
+    check("D: an ask to the ended session is refused at once, saying so",
+          late.returncode != 0 and took < 10,
+          f"exit {late.returncode} after {took:.1f} s: {late.stdout!r} {late.stderr[-300:]!r}")
+    print(f"info: D: the late ask said: {(late.stderr or late.stdout).strip()[:300]}", flush=True)
 
 
 if __name__ == "__main__":
