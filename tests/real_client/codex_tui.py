@@ -7,12 +7,13 @@ acts only on what each request shows).
 A. Woken while idle. Codex is opened in a project and given one prompt (its
    SessionStart hook registers the thread's bridge session at the first
    turn), then left alone. A terminal peer in another project runs
-   `bridge-host run ask <codex session> "<question>"` (backticks, `$`,
-   quotes); the waker queues the message into the thread with
-   `codex queue`, Codex starts a turn with nobody typing, answers with the
-   MCP `reply` tool (no approval prompt on screen), and the ask prints the
-   answer. Repeated --runs times (default 3); prints the median and p90 of
-   message sent -> Codex's first model request, and of ask -> answer.
+   `bridge-host run ask <codex session> <question>`, the question holding
+   backticks, `$` and quotes, passed as one argument; the waker queues the
+   message into the thread with `codex queue`, Codex starts a turn with
+   nobody typing, answers with the MCP `reply` tool (no approval prompt on
+   screen), and the ask prints the answer. Repeated --runs times (default
+   3); prints the median and p90 of message sent -> Codex's first model
+   request, and of ask -> answer.
 B. Codex asks an idle Claude Code session (the plugin loaded, woken by its
    wake hook, answering with the plugin's MCP reply tool): a prompt typed
    into the TUI -> Codex's `ask` tool -> the answer shown on Codex's screen.
@@ -34,7 +35,7 @@ lines, and a last line `codex tui: N passed, M failed`; exits 1 when a check
 failed.
 
 Usage: python3 codex_tui.py [--runs N] [--closed] [--keep] [--no-netns]
-  (`--runs 20` gives the figures docs/codex.md reports)
+  (`--runs 20 --closed` gives the figures docs/codex.md reports)
 Codex: CODEX_BIN (a path), else .ci/codex/node_modules/.bin/codex.
 bridge-host: BRIDGE_HOST_BIN, else target/release or target/debug.
 """
