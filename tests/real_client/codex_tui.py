@@ -438,7 +438,7 @@ def main() -> int:
         try:
             scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, lib_proj,
                       codex_proj, peer_proj, peer2_proj)
-        except HarnessError as err:
+        except (HarnessError, subprocess.TimeoutExpired) as err:
             check("the scenario ran to its end", False, f"{err}\n--- Codex's screen ---\n{tui.capture()}")
         finally:
             tui.stop()
