@@ -159,14 +159,16 @@ def read_and_act(body, items):
     if newest.get("type") in ("function_call_output", "custom_tool_call_output"):
         return {"text": "The tool said: " + output_text(last.get("output"))}
     words = newest_user_text(items)
-    query = list(REPLY_WITH_TOOL_RE.finditer(words))
+    # The bridge's own line comes first; anything like it inside the fence
+    # is the peer's words.
+    query = REPLY_WITH_TOOL_RE.search(words)
     if query:
-        fenced = PEER_TEXT_RE.findall(words[query[-1].end():])
+        fenced = PEER_TEXT_RE.findall(words[query.end():])
         question = fenced[0][1] if fenced else ""
         if not offered(body, "mcp__bridge", "reply"):
             return {"text": "A peer asked something, but no bridge reply tool is offered."}
         return {"call": {"namespace": "mcp__bridge", "name": "reply",
-                         "arguments": {"message_id": query[-1].group("id"),
+                         "arguments": {"message_id": query.group("id"),
                                        "answer": answer_to(question)}}}
     ask = ASK_RE.match(words.strip())
     if ask:
