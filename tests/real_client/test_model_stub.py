@@ -1,5 +1,6 @@
 """Unit tests of the model stub's decision rules, on the shapes Claude Code
-2.1.197 and 2.1.332 really send (see NOTES.md). Standard library only:
+2.1.197 and 2.1.332 really send (see NOTES.md), and of responses_stub.py's
+read mode on what Codex 0.171.0 sends. Standard library only:
 
     python3 -m unittest discover -s tests/real_client -p 'test_*.py'
 """
