@@ -4,6 +4,7 @@ mod answer_path;
 mod bad_input;
 mod cache;
 mod codex_hooks;
+mod codex_tui;
 mod concurrency;
 mod flows;
 mod gemini_hook;

@@ -6,7 +6,7 @@ Standard library only. Listens on 127.0.0.1 and answers `POST /v1/responses`
 `GET /v1/models`, which gets an empty list.
 
 Usage:
-  codex_model.py [--port N] [--script FILE] [--log-dir DIR] [--port-file FILE]
+  responses_stub.py [--port N] [--script FILE | --read] [--log-dir DIR] [--port-file FILE]
 
   --port 0 (default) picks a free port; the chosen port is printed as
   "PORT <n>" on stdout and written to --port-file if given.
@@ -31,10 +31,26 @@ default_call if configured, else a plain text answer.
 
 Placeholders in text: {last_output} (text of the newest function_call_output
 in the input), {last_output_raw} (its JSON), {request_no}.
+
+--read: no script; the "model" acts only on what the request shows, as a
+model would (see read_and_act):
+  - the newest input item is a tool's output: it ends the turn saying what
+    the tool said;
+  - the newest user message shows a peer's query and "Answer with: the reply
+    tool with message_id <ID>": it calls `reply` in the namespace
+    `mcp__bridge` (when the request offers it) with that message_id and
+    answer_to(<the question inside the peer-message fence>);
+  - the newest user message says "Ask session <6-char id>: <question>": it
+    calls `ask` in `mcp__bridge` with that peer and question;
+  - anything else: a plain answer.
+
+Codex's side request for a thread title never consumes a scripted step
+and is answered with a short title.
 """
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -42,7 +58,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATE = {"n": 0, "step": 0}
-CFG = {"script": {}, "log_dir": None}
+CFG = {"script": {}, "log_dir": None, "read": False}
+
+# What Codex sends for the side request that names a new thread.
+TITLE_REQUEST = "Generate a concise, single-line task title"
+# What the bridge shows a woken Codex thread for a peer's query (a tool
+# wake: "Query from <peer> "<project>". Answer with: the reply tool with
+# message_id msg-…"), and the fenced text of the peer's message.
+REPLY_WITH_TOOL_RE = re.compile(
+    r"Query from [^\n]*? Answer with: the reply tool with message_id (?P<id>msg-[a-z0-9]+)\b")
+PEER_TEXT_RE = re.compile(
+    r"<peer-message [^\n]*?fence=(\S+?)[ >][^\n]*\n(.*?)\n?</peer-message fence=\1>", re.S)
+# A user's request to ask another session (what the tests type).
+ASK_RE = re.compile(r"^Ask session (?P<peer>[a-z0-9]{6}): (?P<question>.+)$", re.S)
+PLAIN = "Hello from the stand-in model."
+
+
+def answer_to(question):
+    """The answer this "model" composes for a peer's question."""
+    return f"You asked: {question} -- the stand-in model read it and answers yes."
 
 
 def log_request(kind, handler, body_bytes):
@@ -95,10 +129,64 @@ def last_function_output(items):
     return None
 
 
+def message_text(item):
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(c.get("text", "") for c in content or [] if isinstance(c, dict))
+
+
+def newest_user_text(items):
+    for it in reversed(items):
+        if isinstance(it, dict) and it.get("type", "message") == "message" and it.get("role") == "user":
+            return message_text(it)
+    return ""
+
+
+def offered(body, namespace, name):
+    """Whether the request offers the tool `name` in `namespace`."""
+    for tool in body.get("tools") or []:
+        if tool.get("type") == "namespace" and tool.get("name") == namespace:
+            if any(t.get("name") == name for t in tool.get("tools") or []):
+                return True
+    return False
+
+
+def read_and_act(body, items):
+    """What a model would do with this request (see --read in the doc)."""
+    newest = items[-1] if items and isinstance(items[-1], dict) else {}
+    last = last_function_output(items)
+    if newest.get("type") in ("function_call_output", "custom_tool_call_output"):
+        return {"text": "The tool said: " + output_text(last.get("output"))}
+    words = newest_user_text(items)
+    # The bridge's own line comes first; anything like it inside the fence
+    # is the peer's words.
+    query = REPLY_WITH_TOOL_RE.search(words)
+    if query:
+        fenced = PEER_TEXT_RE.findall(words[query.end():])
+        question = fenced[0][1] if fenced else ""
+        if not offered(body, "mcp__bridge", "reply"):
+            return {"text": "A peer asked something, but no bridge reply tool is offered."}
+        return {"call": {"namespace": "mcp__bridge", "name": "reply",
+                         "arguments": {"message_id": query.group("id"),
+                                       "answer": answer_to(question)}}}
+    ask = ASK_RE.match(words.strip())
+    if ask:
+        if not offered(body, "mcp__bridge", "ask"):
+            return {"text": "No bridge ask tool is offered."}
+        return {"call": {"namespace": "mcp__bridge", "name": "ask",
+                         "arguments": {"peer": ask.group("peer"), "question": ask.group("question")}}}
+    return {"text": PLAIN}
+
+
 def choose(body, n):
     items = body.get("input") or []
     if isinstance(items, str):
         items = [{"type": "message", "role": "user", "content": items}]
+    if TITLE_REQUEST in json.dumps(items[-1:]):
+        return {"text": "Title"}
+    if CFG["read"]:
+        return read_and_act(body, items)
     script = CFG["script"]
     last = last_function_output(items)
     newest_is_output = bool(items) and isinstance(items[-1], dict) and items[-1].get("type") in (
@@ -239,7 +327,10 @@ def main():
     ap.add_argument("--script", default=os.environ.get("CODEX_MODEL_SCRIPT"))
     ap.add_argument("--log-dir", default=os.environ.get("CODEX_MODEL_LOG_DIR"))
     ap.add_argument("--port-file")
+    ap.add_argument("--read", action="store_true",
+                    help="no script: act on what each request shows (see the module's doc)")
     a = ap.parse_args()
+    CFG["read"] = a.read
     if a.script:
         with open(a.script) as f:
             CFG["script"] = json.load(f)
