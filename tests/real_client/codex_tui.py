@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -202,57 +201,20 @@ enabled = false
 {trusted}""")
 
 
-# The bridge's hooks: (event in hooks.json, its snake_case name in trust
-# keys, the `bridge-host hook` subcommand, timeout in seconds or None).
-BRIDGE_HOOKS = [
-    ("SessionStart", "session_start", "codex-session-start", None),
-    ("Stop", "stop", "codex-stop", None),
-    ("SessionEnd", "session_end", "session-end", 3),
-]
-
-
-def trusted_hash(event_snake: str, handler: dict) -> str:
-    """Codex 0.171.0's trust fingerprint of one command hook with no matcher
-    (docs/codex.md): sha256 of the compact, key-sorted JSON of
-    {event_name, hooks: [{type, command, timeout, async}]}, the timeout
-    normalised (SessionEnd: 1..3, default 1; others: default 600)."""
-    timeout = handler.get("timeout")
-    if event_snake == "session_end":
-        timeout = min(3, max(1, timeout or 1))
-    else:
-        timeout = max(1, timeout or 600)
-    identity = {"event_name": event_snake,
-                "hooks": [{"type": "command", "command": handler["command"], "timeout": timeout,
-                           "async": bool(handler.get("async", False))}]}
-    data = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def install_bridge(codex_home: Path, host: Path) -> None:
-    """What `bridge-host setup codex` installs: the hooks in
-    $CODEX_HOME/hooks.json, trusted in config.toml, and the MCP server
-    `bridge` (`bridge-host mcp --session-from-hooks`) with its tools
-    approved. The one place to call `bridge-host setup codex` instead."""
-    hooks_file = codex_home / "hooks.json"
-    hooks: dict[str, list] = {}
-    trust = []
-    for event, snake, sub, timeout in BRIDGE_HOOKS:
-        handler: dict[str, Any] = {"type": "command", "command": f"{host} hook {sub}"}
-        if timeout is not None:
-            handler["timeout"] = timeout
-        hooks[event] = [{"hooks": [handler]}]
-        trust.append(f'[hooks.state."{hooks_file}:{snake}:0:0"]\n'
-                     f'trusted_hash = "{trusted_hash(snake, handler)}"\n')
-    hooks_file.write_text(json.dumps({"hooks": hooks}, indent=2) + "\n")
-    with open(codex_home / "config.toml", "a") as config:
-        config.write(f"""
-[mcp_servers.bridge]
-command = "{host}"
-args = ["mcp", "--session-from-hooks"]
-env_vars = ["BRIDGE_DIR"]
-default_tools_approval_mode = "approve"
-
-""" + "\n".join(trust))
+def install_bridge(codex_home: Path, host: Path, home: Path) -> None:
+    """The bridge into Codex as a user installs it: `bridge-host setup
+    codex`, which adds the MCP server, the hooks and their trust to
+    $CODEX_HOME/config.toml (docs/codex.md)."""
+    env = {"PATH": SYSTEM_PATH, "HOME": str(home), "CODEX_HOME": str(codex_home),
+           "XDG_DATA_HOME": str(home / ".local/share")}
+    res = subprocess.run([str(host), "setup", "codex"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    if res.returncode != 0:
+        raise HarnessError(f"bridge-host setup codex failed ({res.returncode}): {res.stderr.strip()}")
+    config = (codex_home / "config.toml").read_text()
+    for needed in ("[mcp_servers.bridge]", "codex-session-start", "[hooks.state."):
+        if needed not in config:
+            raise HarnessError(f"bridge-host setup codex wrote no {needed}:\n{config}")
 
 
 # --------------------------------------------------------------------------
@@ -411,7 +373,7 @@ def main() -> int:
         codex_home.mkdir()
         codex_user.mkdir()
         base_config(codex_home, model.port, [codex_proj])
-        install_bridge(codex_home, host)
+        install_bridge(codex_home, host, codex_user)
         proxy = f"http://127.0.0.1:{model.port}"
         env = {
             # `codex` on PATH, as an npm install puts it: the waker runs

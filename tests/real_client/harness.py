@@ -121,7 +121,7 @@ def bridge_host_bin() -> Path | None:
     """The real bridge-host: $BRIDGE_HOST_BIN, else target/release, else
     target/debug."""
     if os.environ.get("BRIDGE_HOST_BIN"):
-        return Path(os.environ["BRIDGE_HOST_BIN"])
+        return Path(os.environ["BRIDGE_HOST_BIN"]).absolute()
     for kind in ("release", "debug"):
         candidate = REPO / "target" / kind / "bridge-host"
         if candidate.is_file() and os.access(candidate, os.X_OK):
