@@ -120,17 +120,26 @@ class Run:
             home, app = self.root / "gemini-home", self.root / "app"
             (home / ".gemini").mkdir(parents=True)
             app.mkdir()
-            # Headless Gemini CLI's offline settings (docs/mcp.md), the
-            # bridge's server, and the hook as docs/gemini.md gives it.
-            (home / ".gemini" / "settings.json").write_text(json.dumps({
+            # Headless Gemini CLI's offline settings (docs/mcp.md), then the
+            # bridge as a user installs it: `bridge-host setup gemini` (the
+            # server and the AfterAgent hook), and `"trust": true` added by
+            # hand as setup says, so that `gemini -p` offers the tools.
+            settings = home / ".gemini" / "settings.json"
+            settings.write_text(json.dumps({
                 "security": {"auth": {"selectedType": "gemini-api-key"}},
                 "privacy": {"usageStatisticsEnabled": False},
-                "mcpServers": {"bridge": {"command": str(self.host), "args": ["mcp"],
-                                          "trust": True}},
-                "hooks": {"AfterAgent": [{"hooks": [{
-                    "name": "session-bridge", "type": "command",
-                    "command": f"{self.host} hook gemini-after-agent", "timeout": 30000}]}]},
             }))
+            setup = subprocess.run(
+                [str(self.host), "setup", "gemini"], capture_output=True, text=True, timeout=60,
+                env={"PATH": SYSTEM_PATH, "HOME": str(home),
+                     "XDG_DATA_HOME": str(home / ".local/share")})
+            if setup.returncode != 0:
+                raise RuntimeError(f"bridge-host setup gemini failed: {setup.stderr}")
+            written = json.loads(settings.read_text())
+            if "gemini-after-agent" not in json.dumps(written.get("hooks", {})):
+                raise RuntimeError(f"bridge-host setup gemini wrote no AfterAgent hook: {written}")
+            written["mcpServers"]["bridge"]["trust"] = True
+            settings.write_text(json.dumps(written))
             env = {
                 "PATH": SYSTEM_PATH, "HOME": str(home), "LANG": "C.UTF-8",
                 "GEMINI_API_KEY": "dummy", "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{port}",
