@@ -16,6 +16,7 @@ pub mod cli;
 pub mod compile_cache;
 pub mod confine;
 pub mod dirs;
+pub mod doctor;
 mod engine_config;
 pub mod guests;
 pub mod hooks;

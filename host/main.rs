@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 use bridge_host::invoke::Config;
 use bridge_host::verbs::VerbArgs;
-use bridge_host::{cli, hooks, mcp, relay, setup};
+use bridge_host::{cli, doctor, hooks, mcp, relay, setup};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +52,11 @@ enum Command {
     /// Code, Codex, Gemini CLI, Cursor, VS Code), keeping everything else in
     /// the file; `--remove` takes it out again.
     Setup(setup::SetupArgs),
+    /// Say what works on this machine: the bridge directory, the compile
+    /// cache, the relay, and each agent client (installed, its version, set
+    /// up, and its wake path, checked live where that takes no model call).
+    /// A table, or one JSON object with --json; exit 1 when a check failed.
+    Doctor,
     /// Handle a Claude Code hook event (the plugin's hooks call this), a
     /// Codex hook (`bridge-host setup codex` installs them) or Gemini CLI's
     /// AfterAgent hook, reading the hook's JSON on standard input.
@@ -92,5 +97,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mcp(args) => mcp::run(&cli.global, &args),
         Command::Relay(args) => relay::run(&cli.global, args),
         Command::Setup(args) => setup::run(args),
+        Command::Doctor => doctor::run(&cli.global, cli.global.json),
     }
 }

@@ -32,7 +32,10 @@ mod outbound;
 mod presence;
 mod serve;
 mod state;
+mod status;
 mod turns;
+
+pub use status::{RelayHealth, health};
 
 use admin::{Layout, MAX_MESSAGE_BYTES};
 use serve::{connect, serve};

@@ -45,6 +45,93 @@ pub enum Client {
     Vscode,
 }
 
+impl Client {
+    /// Every client, in the order `bridge-host doctor` lists them.
+    pub const ALL: [Client; 5] = [
+        Client::ClaudeCode,
+        Client::Codex,
+        Client::Gemini,
+        Client::Cursor,
+        Client::Vscode,
+    ];
+
+    /// The name `bridge-host setup` takes.
+    pub fn name(self) -> &'static str {
+        words::client_arg(self)
+    }
+}
+
+/// The file to edit (`config`, else the client's user-level file) and
+/// what makes up the bridge in it, for the `bridge-host` at `exe`.
+fn what_to_install(
+    client: Client,
+    places: &Places,
+    exe: &str,
+    config: Option<&Path>,
+) -> Result<(PathBuf, Install)> {
+    let default = match client {
+        Client::ClaudeCode => claude_code::default_config(places),
+        Client::Codex => codex::default_config(places),
+        Client::Gemini => gemini::default_config(places),
+        Client::Cursor => cursor::default_config(places),
+        Client::Vscode => vscode::default_config(places)?,
+    };
+    let file = match config {
+        Some(path) => std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?,
+        None => default,
+    };
+    let install = match client {
+        Client::ClaudeCode => claude_code::install(exe, &claude_code::plugin_dir(places)),
+        Client::Codex => codex::install(exe, &file),
+        Client::Gemini => gemini::install(exe),
+        Client::Cursor => cursor::install(exe),
+        Client::Vscode => vscode::install(exe),
+    };
+    Ok((file, install))
+}
+
+/// How much of what setup adds a client's configuration holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetUp {
+    /// None of it (or no file).
+    No,
+    /// Some entries, not all as setup writes them for this `bridge-host`.
+    Partly,
+    /// Everything.
+    Yes,
+}
+
+/// How much of what setup would add for this `bridge-host` `client`'s
+/// user-level configuration holds, for `bridge-host doctor`; an error when
+/// the file cannot be read or parsed.
+pub fn installed(client: Client) -> Result<SetUp> {
+    let places = Places::of_environment()?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|_| anyhow!(words::exe_unknown()))?;
+    let (file, install) = what_to_install(client, &places, &exe.to_string_lossy(), None)?;
+    let Some(text) = files::read_config(&file)? else {
+        return Ok(SetUp::No);
+    };
+    let doc = Document::parse(install.format, &text).map_err(|err| {
+        let command = format!("bridge-host setup {}", words::client_arg(client));
+        anyhow!(words::unparseable(client, &command, &file, &err))
+    })?;
+    let present = |piece: &&Piece| doc.get(&piece.path).is_some();
+    let held = |piece: &&Piece| {
+        doc.get(&piece.path)
+            .is_some_and(|v| holds(&v, &piece.value))
+    };
+    Ok(if install.pieces.iter().all(|p| held(&p)) {
+        SetUp::Yes
+    } else if install.pieces.iter().any(|p| present(&p)) {
+        SetUp::Partly
+    } else {
+        SetUp::No
+    })
+}
+
 /// `bridge-host setup`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct SetupArgs {
@@ -86,31 +173,7 @@ pub fn run(args: SetupArgs) -> Result<ExitCode> {
         .map_err(|_| anyhow!(words::exe_unknown()))?;
     let exe = exe.to_string_lossy().into_owned();
     let client = args.client;
-    let (default, install) = match client {
-        Client::ClaudeCode => {
-            let dir = claude_code::plugin_dir(&places);
-            (
-                claude_code::default_config(&places),
-                claude_code::install(&exe, &dir),
-            )
-        }
-        Client::Codex => {
-            let file = match &args.config {
-                Some(path) => std::path::absolute(path)
-                    .with_context(|| format!("cannot resolve {}", path.display()))?,
-                None => codex::default_config(&places),
-            };
-            (codex::default_config(&places), codex::install(&exe, &file))
-        }
-        Client::Gemini => (gemini::default_config(&places), gemini::install(&exe)),
-        Client::Cursor => (cursor::default_config(&places), cursor::install(&exe)),
-        Client::Vscode => (vscode::default_config(&places)?, vscode::install(&exe)),
-    };
-    let file = match &args.config {
-        Some(path) => std::path::absolute(path)
-            .with_context(|| format!("cannot resolve {}", path.display()))?,
-        None => default,
-    };
+    let (file, install) = what_to_install(client, &places, &exe, args.config.as_deref())?;
     let mut command = format!("bridge-host setup {}", words::client_arg(client));
     if args.config.is_some() {
         command.push_str(&format!(

@@ -6,6 +6,7 @@ mod cache;
 mod codex_hooks;
 mod codex_tui;
 mod concurrency;
+mod doctor;
 mod flows;
 mod gemini_hook;
 mod guest_library;

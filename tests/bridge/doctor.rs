@@ -1,0 +1,165 @@
+//! `bridge-host doctor`: what it says on a bare machine, on a bridge
+//! directory others can write, and, with the pinned Codex CLI, whether
+//! Codex runs the bridge's hooks (trusted, or not after a hand edit) and
+//! whether `codex queue` reaches Codex.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::util::World;
+
+fn pinned_codex() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/codex/node_modules/.bin");
+    bin.join("codex").exists().then_some(bin)
+}
+
+fn checks_of(report: &Value) -> Vec<(String, String, String)> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn find<'a>(checks: &'a [(String, String, String)], name: &str) -> &'a (String, String, String) {
+    checks
+        .iter()
+        .find(|c| c.0 == name)
+        .unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
+}
+
+#[test]
+fn on_a_bare_machine_every_check_is_listed_and_nothing_is_created() {
+    let w = World::new();
+    let here = w.project("p");
+    let table = w
+        .cmd(&here)
+        .args(["doctor"])
+        .env("PATH", "/usr/bin:/bin")
+        .ok();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["CHECK", "STATUS", "DETAIL"]
+    );
+    for name in [
+        "bridge directory",
+        "compile cache",
+        "relay",
+        "claude-code",
+        "codex",
+        "gemini",
+        "cursor",
+        "vscode",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(name)),
+            "{name}:\n{table}"
+        );
+    }
+    assert!(table.contains("does not exist yet"), "{table}");
+    assert!(!w.bridge.exists(), "doctor created {}", w.bridge.display());
+
+    let (output, description) = w
+        .cmd(&here)
+        .args(["doctor", "--json"])
+        .env("PATH", "/usr/bin:/bin")
+        .output();
+    assert!(output.status.success(), "{description}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let checks = checks_of(&report);
+    assert_eq!(find(&checks, "relay").1, "off");
+    assert_eq!(find(&checks, "gemini").1, "off");
+    assert!(
+        find(&checks, "gemini")
+            .2
+            .contains("not installed (no `gemini` on PATH)")
+    );
+}
+
+#[test]
+fn a_bridge_directory_others_can_write_fails_with_the_fix() {
+    let w = World::new();
+    let here = w.project("p");
+    w.start(&here);
+    let mut permissions = std::fs::metadata(&w.bridge).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o777);
+    std::fs::set_permissions(&w.bridge, permissions).unwrap();
+    let (output, description) = w
+        .cmd(&here)
+        .args(["doctor", "--json"])
+        .env("PATH", "/usr/bin:/bin")
+        .output();
+    assert_eq!(output.status.code(), Some(1), "{description}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let checks = checks_of(&report);
+    let (_, status, detail) = find(&checks, "bridge directory");
+    assert_eq!(status, "fail");
+    assert!(detail.contains("mode 777"), "{detail}");
+    assert!(detail.contains("chmod"), "{detail}");
+}
+
+#[test]
+fn with_codex_set_up_doctor_checks_its_hooks_are_trusted_and_codex_queue_reaches_it() {
+    let Some(codex_bin) = pinned_codex() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the doctor's Codex test cannot run under CI: no .ci/codex"
+        );
+        eprintln!("skipped: the doctor's Codex test needs npm ci --prefix .ci/codex");
+        return;
+    };
+    let w = World::new();
+    let here = w.project("p");
+    let codex_home = w.root.path().join("codex-home");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    let config = codex_home.join("config.toml");
+    std::fs::write(&config, "[analytics]\nenabled = false\n").unwrap();
+    let path = format!("{}:/usr/bin:/bin", codex_bin.display());
+    let run = |args: &[&str]| {
+        w.cmd(&here)
+            .args(args)
+            .env("PATH", &path)
+            .env("CODEX_HOME", &codex_home)
+            .env("XDG_DATA_HOME", w.home().join(".local/share"))
+    };
+    run(&["setup", "codex"]).ok();
+    let report = run(&["doctor"]).json();
+    let checks = checks_of(&report);
+    let (_, status, detail) = find(&checks, "codex");
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("codex-cli 0.171.0"), "{detail}");
+    assert!(
+        detail.contains("set up (bridge-host setup codex)"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("the bridge's 3 hooks are trusted, and codex queue reaches Codex"),
+        "{detail}"
+    );
+
+    // A hand edit of a hook's command: Codex no longer trusts it, and the
+    // doctor says so (the hook would silently not run).
+    let edited = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("hook codex-stop", "hook codex-stop ");
+    std::fs::write(&config, edited).unwrap();
+    let (output, description) = run(&["doctor", "--json"]).output();
+    assert_eq!(output.status.code(), Some(1), "{description}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let checks = checks_of(&report);
+    let (_, status, detail) = find(&checks, "codex");
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.contains("until they are trusted"), "{detail}");
+    assert!(detail.contains("(modified)"), "{detail}");
+}
