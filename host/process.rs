@@ -183,6 +183,25 @@ mod sys {
     }
 }
 
+/// Makes `command` start in a session of its own, so that it outlives the
+/// hook that starts it: the hook's process group ends with the hook.
+/// Elsewhere than Unix the child is left as it is.
+pub fn detach(command: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches nothing else.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,23 +232,4 @@ mod tests {
             "gemini-4242-Tue_Dec_1_22.40.53_2026"
         );
     }
-}
-
-/// Makes `command` start in a session of its own, so that it outlives the
-/// hook that starts it: the hook's process group ends with the hook.
-/// Elsewhere than Unix the child is left as it is.
-pub fn detach(command: &mut std::process::Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches nothing else.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = command;
 }
