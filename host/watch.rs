@@ -413,6 +413,9 @@ mod tests {
         std::fs::rename(&inbox, root.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &inbox).unwrap();
         let refused = DirWatcher::new(&opened, &inbox).err().expect("refused");
-        assert!(refused.contains("no longer the folder"), "{refused}");
+        assert!(
+            matches!(&refused, HostError::Replaced(path) if *path == inbox.display().to_string()),
+            "{refused:?}"
+        );
     }
 }

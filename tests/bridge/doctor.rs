@@ -163,3 +163,49 @@ fn with_codex_set_up_doctor_checks_its_hooks_are_trusted_and_codex_queue_reaches
     assert!(detail.contains("until they are trusted"), "{detail}");
     assert!(detail.contains("(modified)"), "{detail}");
 }
+
+/// The relay check connects to the server as this machine's relay would:
+/// a real nats-server with JetStream is reached and named; nothing
+/// listening is a failure that names the server.
+#[test]
+fn the_relay_check_reaches_a_real_server_and_fails_on_one_that_does_not_answer() {
+    let Some(bin) = crate::nats::server_bin("doctor") else {
+        return;
+    };
+    let server = crate::nats::Server::start(&bin, "");
+    let w = World::new();
+    let here = w.project("p");
+    let report = w
+        .cmd(&here)
+        .args(["doctor"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("BRIDGE_RELAY_SERVER", server.url())
+        .json();
+    let checks = checks_of(&report);
+    let (_, status, detail) = find(&checks, "relay");
+    // No relay runs for this bridge directory: reached, with a warning.
+    assert_eq!(status, "warn", "{detail}");
+    assert!(
+        detail.contains(&format!("{}: reached", server.url())),
+        "{detail}"
+    );
+    assert!(detail.contains("JetStream on"), "{detail}");
+    assert!(
+        detail.contains("no relay runs for this bridge directory"),
+        "{detail}"
+    );
+
+    let nobody = format!("nats://127.0.0.1:{}", crate::nats::free_port());
+    let (output, description) = w
+        .cmd(&here)
+        .args(["doctor", "--json"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("BRIDGE_RELAY_SERVER", &nobody)
+        .output();
+    assert_eq!(output.status.code(), Some(1), "{description}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let checks = checks_of(&report);
+    let (_, status, detail) = find(&checks, "relay");
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.starts_with(&format!("{nobody}: ")), "{detail}");
+}
