@@ -3,7 +3,8 @@
 //! local stand-in for the Responses API whose "model" acts only on what it
 //! is sent (`tests/real_client/codex_tui.py`): an idle Codex is woken by a
 //! terminal's `ask` and answers with the MCP `reply` tool, unprompted;
-//! Codex asks an idle Claude Code session; a ping or a peer's
+//! Codex asks an idle Claude Code session, and a prompt typed into that
+//! Claude Code session asks the idle Codex; a ping or a peer's
 //! session-ended notice wakes nobody. Three wake runs here; the script's
 //! `--runs 20` gives the figures docs/codex.md reports.
 //!

@@ -24,6 +24,14 @@ D. (--closed, about 80 s more) The TUI quits: a query that comes while the
    daemon keeps the thread loaded is answered headless; when the daemon
    unloads the thread (about 60 s after the TUI left), SessionEnd stops the
    thread's session and its waker, and a peer's ask is refused at once.
+E. (run right after B) The reverse of B: a prompt typed into that Claude
+   Code session gives the exact command `bridge-host run ask <codex
+   session> '<question>'`; Claude Code's model runs it with its Bash tool
+   (the plugin's hook approves it), the waker wakes the idle Codex with
+   nobody typing, Codex answers with its MCP `reply` tool, and Claude
+   Code's model relays the answer on its screen. Repeated --runs times;
+   prints the median of prompt entered -> answer shown. No permission
+   prompt in either client, and the reply wakes nobody.
 
 Every network request stays on 127.0.0.1: when run as root with `unshare`,
 the script runs itself in a network namespace of its own with only `lo`;
@@ -342,7 +350,7 @@ def figures(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3, help="wake runs in scenario A")
+    parser.add_argument("--runs", type=int, default=3, help="wake runs in scenario A, and asks in E")
     parser.add_argument("--closed", action="store_true",
                         help="also scenario D: what happens once the TUI has quit (about 80 s)")
     parser.add_argument("--keep", action="store_true")
@@ -539,11 +547,112 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
         check("B: the reply did not also wake Codex (0 extra model requests)",
               len(model.records()) == settled,
               f"{[newest_user_text(r)[:200] for r in model.records()[settled:]]}")
+        claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid)
         check("no approval prompt appeared in Codex at any point", not tui.seen_approval,
               f"{tui.seen_approval}")
         lib.exit()
     if args.closed:
         closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj)
+
+
+class PromptWatch:
+    """Notes any permission prompt Claude Code shows, however briefly, while
+    it runs (a `with` block)."""
+
+    def __init__(self, claude: Claude):
+        self.claude = claude
+        self.seen: list[str] = []
+        self._on = False
+        self._thread: threading.Thread | None = None
+
+    def _watch(self) -> None:
+        while self._on:
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                prompt = self.claude.permission_prompt()
+                if prompt and prompt not in self.seen:
+                    self.seen.append(prompt)
+            time.sleep(0.1)
+
+    def __enter__(self) -> "PromptWatch":
+        self._on = True
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._on = False
+        if self._thread:
+            self._thread.join(2)
+
+
+def claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid) -> None:
+    """E: a prompt typed into the (idle) Claude Code session asks the idle
+    Codex, giving the exact command to run; Claude Code's model runs it with
+    its Bash tool, Codex is woken with nobody typing and answers with its
+    MCP reply tool, and Claude Code shows the answer."""
+    times, failures = [], []
+    with PromptWatch(lib) as watch:
+        for i in range(1, args.runs + 1):
+            lib.wait_for(lib.prompt_ready, 30, "Claude Code's empty prompt")
+            wait_for(lambda: not tui.busy(), 30, "Codex to be idle")
+            before, marker = len(model.records()), len(lib_stub.entries())
+            question = f'E run {i}: does the build read $HOME or "HOME"?'
+            answer = answer_to(question)
+            # What Claude Code's model says once `ask` printed the answer.
+            relayed = f"The peer answered: {answer}"
+            command = f"bridge-host run ask {codex_sid} '{question}'"
+            lib.type_line(f"Ask the Codex session {codex_sid}. Run exactly: `{command}`")
+            typed = time.time()
+            try:
+                lib.wait_for(lambda: relayed in lib.capture(), 120, "Codex's answer on Claude's screen",
+                             interval=0.05)
+            except HarnessError as err:
+                failures.append(f"run {i}: {err}\n--- Claude's screen ---\n{lib.capture()[-2500:]}")
+                break
+            shown = time.time()
+            wait_for(lambda: not tui.busy(), 30, "Codex's turn to end")
+            lib.wait_for(lib.prompt_ready, 30, "Claude Code's turn to end")
+            # Claude Code's model: ran the command the prompt gave, with its
+            # Bash tool, and read the answer in what it printed.
+            entries = [e for e in lib_stub.entries()[marker:] if e.get("main")]
+            ran = [e for e in entries if (e.get("answer") or {}).get("rule") == "rule_c_run_exactly"
+                   and (e.get("answer") or {}).get("command") == command]
+            read = [e for e in entries if (e.get("answer") or {}).get("rule") == "rule_a_tool_result"
+                    and answer in e.get("newest_user_text", "")]
+            # Codex: a turn that starts with the bridge's text (queued by the
+            # waker, not typed), then a reply tool call with the message's ID.
+            new = model.records()[before:]
+            woken = [newest_user_text(r) for r in new if question in newest_user_text(r)
+                     and not is_title_request(r)]
+            replies = [json.loads(item.get("arguments") or "{}") for r in new for item in input_items(r)
+                       if isinstance(item, dict) and item.get("type") == "function_call"
+                       and item.get("name") == "reply"]
+            ids = re.findall(r"message_id (msg-[a-z0-9]+)", woken[0]) if woken else []
+            problems = []
+            if not ran:
+                problems.append("Claude's model ran no `" + command + "`")
+            if not read:
+                problems.append("no Bash result showed Claude's model the answer")
+            if not woken or not woken[0].startswith("session-bridge: a message from a peer agent session"):
+                problems.append(f"Codex was not woken by the bridge's text: {woken[:1]!r}")
+            if not any(c.get("message_id") in ids and c.get("answer") == answer for c in replies):
+                problems.append(f"no reply tool call answered {ids}: {replies}")
+            if problems:
+                failures.append(f"run {i}: " + "; ".join(problems))
+                continue
+            times.append(shown - typed)
+    check(f"E: {args.runs} prompt(s) typed into Claude Code asked the idle Codex with the command they "
+          "gave, Codex was woken with nobody typing and answered with its MCP reply tool, and Claude "
+          "Code showed the answer", not failures and len(times) == args.runs, "; ".join(failures))
+    check("E: no permission prompt appeared in Claude Code", not watch.seen, f"{watch.seen}")
+    # The reply went to Claude's `ask`; it must not also wake Claude.
+    settled = len(lib_stub.entries())
+    time.sleep(3)
+    late = [e.get("newest_user_text", "")[:200] for e in lib_stub.entries()[settled:] if e.get("main")]
+    check("E: the reply did not also wake Claude Code (0 extra model requests)", not late, f"{late}")
+    if times:
+        print(f"measure E: prompt entered in Claude Code -> Codex's answer shown in Claude Code: "
+              f"{figures(times)}", flush=True)
 
 
 def closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj) -> None:

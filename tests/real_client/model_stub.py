@@ -424,6 +424,7 @@ def rule_a_tool_result(persona: Persona, request: dict) -> dict | None:
     - a query (the output of listen or check-inbox): answer it;
     - a peer's reply that asks something back: answer with the command its
       first line gives;
+    - any other peer's reply: end the turn relaying its words to the user;
     - else say it is done."""
     results = own_tool_results(newest_user_message(request))
     if not results:
@@ -445,6 +446,9 @@ def rule_a_tool_result(persona: Persona, request: dict) -> dict | None:
     if line and fenced and fenced[0].rstrip().endswith("?"):
         return bash(fill_answer(line.group("block"), persona.clarification, result[line.end():]),
                     "Answer the peer's clarifying question")
+    if line and fenced:
+        # The peer's final answer: relay it to the user.
+        return text(f"The peer answered: {fenced[0]}")
     first = next((l for l in result.splitlines() if l.strip()), "(no output)")
     return text(f"Done. {first.strip()}")
 

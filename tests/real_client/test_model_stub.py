@@ -133,9 +133,11 @@ class Rules(unittest.TestCase):
         self.assertEqual(action["command"], heredoc("bridge-host run ask k3x9q2 --in-reply-to msg-2aaaaaaaaaaa",
                                                     "ANSWER_r5t6y7u8", "The v2 API."))
 
-    def test_a_final_reply_ends_the_turn(self):
+    def test_a_final_reply_ends_the_turn_relaying_the_answer(self):
         req = request(user("go"), *tool_turn("bridge-host run ask k3x9q2 'x'", reply_text(ms.PLAIN_ANSWER)))
-        self.assertEqual(ms.decide(PERSONA, req)["type"], "text")
+        action = ms.decide(PERSONA, req)
+        self.assertEqual(action["type"], "text")
+        self.assertEqual(action["text"], f"The peer answered: {ms.PLAIN_ANSWER}")
 
     def test_a_ignores_foreign_tool_results(self):
         req = request(user("go"), *tool_turn("ls", "a\nb", tid="toolu_01realmodel"))
