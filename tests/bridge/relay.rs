@@ -738,7 +738,10 @@ fn admin(server: &Server, creds: &Path, machines: &[&str]) -> String {
 /// Every way a machine `m` holding its own valid credentials might use the
 /// JetStream API to read or forge the mail of machine `b`, or to learn more
 /// than `peers` shows: (subject, body, headers). `lib` is a session of `b`.
-fn abuse_catalogue(m: &str, lib: &str) -> Vec<(String, String, Vec<(&'static str, String)>)> {
+/// One abuse: the subject, the body, and the headers.
+type Abuse = (String, String, Vec<(&'static str, String)>);
+
+fn abuse_catalogue(m: &str, lib: &str) -> Vec<Abuse> {
     let own = format!("bridge-mail-{m}");
     let stream = |extra: &str| {
         format!(r#"{{"name":"{own}","subjects":["bridge.mail.{m}.*"],"storage":"file",{extra}}}"#)
@@ -1331,7 +1334,9 @@ fn a_forged_or_unsigned_message_is_refused_under_a_server_that_allows_everything
     let altered = message("msg-alteredaaaaa", SECRET);
     let rightly = message("msg-rightlyaaaaa", "signed by a");
     let changed = message("msg-newkeyeeeeee", "signed by a's new key");
-    let publish = |items: Vec<(&str, String, Option<(String, String)>)>| {
+    // Each: a message ID, its payload, and its (signer, signature).
+    type Item<'a> = (&'a str, String, Option<(String, String)>);
+    let publish = |items: Vec<Item>| {
         raw_client(
             &server.url(),
             async_nats::ConnectOptions::new(),
