@@ -66,9 +66,17 @@ pub struct McpArgs {
     /// session of the thread that each tool call names (`_meta.threadId`).
     #[arg(long)]
     pub session_from_hooks: bool,
+    /// Internal: wait until standard input closes (the server that started
+    /// this process ended, however it ended), then stop SESSION unless it
+    /// is stopped already.
+    #[arg(long, value_name = "SESSION", hide = true)]
+    pub reap: Option<String>,
 }
 
 pub fn run(global: &Config, args: &McpArgs) -> Result<ExitCode> {
+    if let Some(session) = &args.reap {
+        return reap(global, session);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -121,6 +129,72 @@ async fn serve(global: Config, args: McpArgs) -> Result<ExitCode> {
     stopped.map(|()| ExitCode::SUCCESS)
 }
 
+/// The reaper: a process of its own session, started once the server has
+/// registered its session, which outlives the server however it ends. A
+/// client may kill its server outright: Codex 0.171.0 sends SIGTERM and,
+/// milliseconds later, SIGKILL to the server's process group, before a
+/// session can be stopped. When the server's end of the reaper's standard
+/// input closes, the reaper stops the session; a server that stopped it
+/// itself leaves it nothing to do.
+fn reap(global: &Config, session: &str) -> Result<ExitCode> {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    while std::io::Read::read(&mut stdin, &mut sink).is_ok_and(|n| n > 0) {}
+    let mut invocation = Invocation::open(global, Place::of_process(global)?)?;
+    invocation.context.session = Some(session.to_string());
+    invocation.context.caller = wit::Caller::Mcp;
+    match invocation.run(&wit::Verb::Stop)? {
+        Ok(report) => {
+            print_warnings(&report.warnings);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => match failure.error {
+            wit::BridgeError::NoSuchSession(_) | wit::BridgeError::NoIdentity => {
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => anyhow::bail!("{}", Invocation::failure_text(&failure)),
+        },
+    }
+}
+
+/// Starts the reaper of `session` (see [`reap`]), holding its standard
+/// input open until this process ends.
+fn start_reaper(global: &Config, session: &Session) -> Result<std::process::ChildStdin> {
+    let exe = std::env::current_exe().context("cannot find this bridge-host executable")?;
+    let mut command = std::process::Command::new(exe);
+    if let Some(dir) = &global.bridge_dir {
+        command.arg("--bridge-dir").arg(dir);
+    }
+    if let Some(dir) = &global.cache_dir {
+        command.arg("--cache-dir").arg(dir);
+    }
+    if let Some(guest) = &global.guest {
+        command.arg("--guest").arg(guest);
+    }
+    for (key, value) in &global.guest_settings {
+        command.arg("--guest-setting").arg(format!("{key}={value}"));
+    }
+    if let Some(retention) = &global.retention {
+        command.arg("--retention").arg(retention);
+    }
+    command
+        .arg("--project-dir")
+        .arg(&session.project_dir)
+        .args(["mcp", "--reap", &session.id])
+        .current_dir(&session.project_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    crate::process::detach(&mut command);
+    let mut child = command
+        .spawn()
+        .context("cannot start the session's reaper")?;
+    child
+        .stdin
+        .take()
+        .context("the reaper has no standard input")
+}
+
 /// Refreshes the session's heartbeat while connected, as often as the
 /// guest's limits say, from its registration on.
 async fn heartbeats(bridge: Arc<Bridge>) {
@@ -165,6 +239,8 @@ struct Session {
 /// What the server keeps for its one connection.
 pub(crate) struct Bridge {
     global: Config,
+    /// The reaper's standard input, held open for this process's life.
+    reaper: Mutex<Option<std::process::ChildStdin>>,
     args: McpArgs,
     /// The agent thread the client's tool calls name (`_meta.threadId`),
     /// with `--session-from-hooks`: the first one seen.
@@ -197,6 +273,7 @@ impl Bridge {
         let working_dir = std::env::current_dir().context("cannot read the working directory")?;
         Ok(Bridge {
             global,
+            reaper: Mutex::new(None),
             args,
             thread: std::sync::OnceLock::new(),
             component: Mutex::new(None),
@@ -321,6 +398,15 @@ impl Bridge {
                     ..session
                 };
                 self.checkin(invocation);
+                match start_reaper(&self.global, &session) {
+                    Ok(stdin) => {
+                        *self.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stdin);
+                    }
+                    Err(err) => eprintln!(
+                        "bridge-host mcp: {err:#}; if this server is killed, its session stays \
+                         until a cleanup"
+                    ),
+                }
                 Ok(session)
             }
             Err(failure) => Err(format!(

@@ -604,6 +604,21 @@ async def case_disconnect(w):
     finally:
         raw.close()
 
+    # SIGTERM and, at once, SIGKILL, as Codex 0.171.0 ends its servers: the
+    # server cannot stop its session itself, and its reaper does.
+    raw = Raw(w, w.project("killed"))
+    try:
+        await raw.initialize()
+        st = await raw.call("status", {})
+        sid = st["result"]["structuredContent"]["session"]["sessionId"]
+        raw.proc.send_signal(signal.SIGTERM)
+        raw.proc.kill()
+        await raw.exited(6)
+        stopped = await until(lambda: sid not in w.peers(pt), 10)
+        check("killed: a server killed outright still has its session stopped", stopped, w.peers(pt))
+    finally:
+        raw.close()
+
 
 async def case_early_sigterm(w):
     """SIGTERM the moment `initialize` is answered, while the session is
