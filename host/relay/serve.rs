@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::invoke::{Config, GuestSource, Invocation, Place, bridge_dir};
 use crate::sandbox::wit;
-use crate::signals::termination;
+use crate::signals::Termination;
 
 use super::admin::{self, Layout};
 use super::inbound::inbound;
@@ -107,6 +107,10 @@ pub(super) async fn connect(
 }
 
 pub(super) async fn serve(global: Config, args: RunArgs) -> Result<ExitCode> {
+    // Listening from the start, and to the end: a SIGTERM that lands while
+    // the relay loads, connects or prepares, or between that and the wait
+    // for it below, is seen, never lost.
+    let mut stop_signal = Termination::listen();
     let Some(server) = args.server.clone() else {
         bail!(
             "no relay server given: pass --server URL (or set BRIDGE_RELAY_SERVER), for example \
@@ -167,7 +171,7 @@ pub(super) async fn serve(global: Config, args: RunArgs) -> Result<ExitCode> {
     let wake = Arc::new(Notify::new());
     let setup = tokio::select! {
         setup = prepare(&relay, &js, &client, &layout, args.team.replicas) => Some(setup),
-        signal = termination() => {
+        signal = stop_signal.recv() => {
             log(format!("{signal}; stopping"));
             None
         }
@@ -195,7 +199,7 @@ pub(super) async fn serve(global: Config, args: RunArgs) -> Result<ExitCode> {
             layout.presence_ttl,
         )),
     ];
-    let signal = termination().await;
+    let signal = stop_signal.recv().await;
     log(format!("{signal}; stopping"));
     relay.stopping.store(true, Ordering::Release);
     relay.stop.notify_waiters();
