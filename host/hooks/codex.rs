@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::{HookInput, WakeLock, agent_only, confirm_seen, own_session};
-use crate::invoke::{Config, Invocation, print_warnings};
+use crate::invoke::{Config, Invocation};
 use crate::sandbox::wit;
 
 /// The program that queues into a Codex thread: `codex` on PATH, unless
@@ -121,28 +121,10 @@ pub(super) fn wake(global: &Config, thread: &str) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     invocation.context.session = Some(id);
-    let listen = wit::Verb::Listen(wit::ListenRequest {
-        timeout_seconds: None,
-    });
     let codex = codex_bin();
     let mut failures = 0;
-    loop {
-        let report = match invocation.run(&listen)? {
-            Ok(report) => report,
-            Err(failure) => match failure.error {
-                // Stopped: nothing left to wake for.
-                wit::BridgeError::NoSuchSession(_) | wit::BridgeError::NoIdentity => {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                _ => bail!("{}", Invocation::failure_text(&failure)),
-            },
-        };
-        print_warnings(&report.warnings);
-        let silent = matches!(&report.outcome, wit::Outcome::Delivered(d) if d.silent);
-        if silent {
-            invocation.hand_over(&report, "listen", &mut std::io::sink())?;
-            continue;
-        }
+    // Until the session is stopped: nothing left to wake for then.
+    while let Some(report) = super::next_to_wake_for(&mut invocation)? {
         let queued =
             invocation.hand_over_with(&report, "listen", |text| queue(&codex, thread, text));
         match queued {
@@ -160,6 +142,7 @@ pub(super) fn wake(global: &Config, thread: &str) -> Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn codex_bin() -> PathBuf {

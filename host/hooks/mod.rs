@@ -384,6 +384,18 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
     };
     invocation.context.session = Some(id);
     confirm_seen(&mut invocation, input.transcript.as_deref());
+    let Some(report) = next_to_wake_for(&mut invocation)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    invocation.hand_over(&report, "listen", &mut io::stderr().lock())?;
+    Ok(ExitCode::from(WAKE_CLAUDE))
+}
+
+/// Waits for the next message the agent should be woken for, filing the
+/// ones the guest says the agent has nothing to do with (a pong, a ping it
+/// answered); None once the session is stopped. The claim of the message
+/// returned is the caller's to hand over.
+fn next_to_wake_for(invocation: &mut Invocation) -> Result<Option<wit::Report>> {
     let listen = wit::Verb::Listen(wit::ListenRequest {
         timeout_seconds: None,
     });
@@ -393,20 +405,17 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
             Err(failure) => match failure.error {
                 // Stopped while waiting: nothing left to wake for.
                 wit::BridgeError::NoSuchSession(_) | wit::BridgeError::NoIdentity => {
-                    return Ok(ExitCode::SUCCESS);
+                    return Ok(None);
                 }
                 _ => bail!("{}", Invocation::failure_text(&failure)),
             },
         };
         print_warnings(&report.warnings);
-        // The guest says when Claude has nothing to do with a delivery.
         let silent = matches!(&report.outcome, wit::Outcome::Delivered(d) if d.silent);
-        if silent {
-            invocation.hand_over(&report, "listen", &mut io::sink())?;
-            continue;
+        if !silent {
+            return Ok(Some(report));
         }
-        invocation.hand_over(&report, "listen", &mut io::stderr().lock())?;
-        return Ok(ExitCode::from(WAKE_CLAUDE));
+        invocation.hand_over(&report, "listen", &mut io::sink())?;
     }
 }
 
