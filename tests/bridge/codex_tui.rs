@@ -12,17 +12,12 @@
 //! Code, `tmux` and `python3`. Without them it fails under `CI=true` and is
 //! skipped elsewhere, saying so.
 
-use std::path::Path;
-
 use crate::real_client::claude_code_present;
-use crate::util::{absent, on_path, python_scenario};
+use crate::util::{absent, on_path, pinned_cli, python_scenario};
 
 #[test]
 fn codex_tui_idle_is_woken_by_a_peer_and_answers_with_the_mcp_reply_tool() {
-    let codex = std::env::var_os("CODEX_BIN").is_some()
-        || Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".ci/codex/node_modules/.bin/codex")
-            .exists();
+    let codex = pinned_cli("CODEX_BIN", "codex", "codex");
     let missing = absent(&[
         ("the Codex CLI (npm ci --prefix .ci/codex)", codex),
         (

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{World, absent, on_path, python_scenario};
+use crate::util::{World, absent, on_path, pinned_cli, python_scenario};
 
 /// Gemini CLI 0.61.0's AfterAgent input, as it sent it headless.
 const AFTER_AGENT: &str = r#"{"session_id":"83e688e0-ce73-4436-832f-dac72f303d86","transcript_path":"","cwd":"/tmp/app","hook_event_name":"AfterAgent","timestamp":"2026-12-06T21:58:41.335Z","prompt":"say hello","prompt_response":"hello","stop_hook_active":false}"#;
@@ -269,10 +269,7 @@ fn another_client_started_from_gemini_clis_shell_keeps_a_session_of_its_own() {
 /// (`tests/real_client/gemini_hook.py`).
 #[test]
 fn gemini_cli_gets_a_pending_question_at_the_end_of_its_turn_and_answers_it() {
-    let gemini = std::env::var_os("GEMINI_BIN").is_some()
-        || Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".ci/gemini/node_modules/.bin/gemini")
-            .exists();
+    let gemini = pinned_cli("GEMINI_BIN", "gemini", "gemini");
     let missing = absent(&[
         ("the Gemini CLI (npm ci --prefix .ci/gemini)", gemini),
         ("python3", on_path("python3")),

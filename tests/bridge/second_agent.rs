@@ -10,17 +10,12 @@
 //! Code, `tmux` and `python3`. Without them it fails under `CI=true` and is
 //! skipped elsewhere, saying so.
 
-use std::path::Path;
-
 use crate::real_client::claude_code_present;
-use crate::util::{absent, on_path, python_scenario};
+use crate::util::{absent, on_path, pinned_cli, python_scenario};
 
 #[test]
 fn codex_asks_and_an_idle_claude_code_session_answers_with_the_mcp_reply_tool() {
-    let codex = std::env::var_os("CODEX_BIN").is_some()
-        || Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".ci/codex/node_modules/.bin/codex")
-            .exists();
+    let codex = pinned_cli("CODEX_BIN", "codex", "codex");
     let missing = absent(&[
         ("the Codex CLI (npm ci --prefix .ci/codex)", codex),
         (
@@ -40,10 +35,7 @@ fn codex_asks_and_an_idle_claude_code_session_answers_with_the_mcp_reply_tool() 
 /// local stand-in for the Gemini API).
 #[test]
 fn gemini_cli_on_a_cold_start_connects_asks_with_wait_for_previous_and_prints_the_answer() {
-    let gemini = std::env::var_os("GEMINI_BIN").is_some()
-        || Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".ci/gemini/node_modules/.bin/gemini")
-            .exists();
+    let gemini = pinned_cli("GEMINI_BIN", "gemini", "gemini");
     let missing = absent(&[
         ("the Gemini CLI (npm ci --prefix .ci/gemini)", gemini),
         ("python3", on_path("python3")),

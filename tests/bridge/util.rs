@@ -384,6 +384,18 @@ pub fn on_path(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether a pinned client CLI is there: `$env_var` names one, or `npm ci
+/// --prefix .ci/<prefix>` installed `bin`.
+pub fn pinned_cli(env_var: &str, prefix: &str, bin: &str) -> bool {
+    std::env::var_os(env_var).is_some()
+        || Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".ci")
+            .join(prefix)
+            .join("node_modules/.bin")
+            .join(bin)
+            .exists()
+}
+
 /// The names of the `needs` that are not there, joined; None when all are.
 pub fn absent(needs: &[(&str, bool)]) -> Option<String> {
     let missing: Vec<&str> = needs
