@@ -34,7 +34,7 @@ mod wit {
         Caller, InvocationContext, OutputFormat, WithheldSession,
     };
     pub use super::session_bridge::protocol::errors::{
-        BridgeError, Failure, FileProblem, SizeLimit, Timeout,
+        BridgeError, Failure, FileProblem, HeldQuery, SizeLimit, Timeout,
     };
     pub use super::session_bridge::protocol::mail::{
         ClaimTicket, Delivery, HistoryEntry, Liveness, Manifest, Message, MessageId, MessageKind,
@@ -46,12 +46,13 @@ mod wit {
         RelayItem, RelayMaterializeRequest, RelayOutgoing, RelayRequest, RemoteEntry,
     };
     pub use super::session_bridge::protocol::reports::{
-        CleanupReport, Connection, Outcome, Report, SentReport, SessionStartReport, StatusReport,
-        StopReport,
+        AwayJob, AwaySession, AwayStatus, CleanupReport, Connection, Outcome, Report, SentReport,
+        SessionStartReport, StatusReport, StopReport,
     };
     pub use super::session_bridge::protocol::verbs::{
-        AskRequest, CleanupRequest, HistoryRequest, ListenRequest, ReceiveRequest, ReplyRequest,
-        SeenRequest, SendRequest, Verb,
+        AskRequest, AwayFailure, AwayOutcome, AwayRequest, AwayResult, AwaySettings,
+        CleanupRequest, HistoryRequest, ListenRequest, ReceiveRequest, ReplyRequest, SeenRequest,
+        SendRequest, SessionEndRequest, Verb,
     };
 }
 
@@ -91,6 +92,10 @@ impl Platform for HostPlatform {
 
     fn flush_all(&self) -> Result<(), crate::HostError> {
         imports::flush_bridge_dir().map_err(Into::into)
+    }
+
+    fn answer_away(&self, session: &str) -> Result<(), crate::HostError> {
+        imports::answer_away(session).map_err(Into::into)
     }
 }
 
@@ -251,6 +256,7 @@ impl From<wit::InvocationContext> for crate::Context {
                 wit::Caller::SessionHook => crate::Caller::SessionHook,
                 wit::Caller::Mcp => crate::Caller::Mcp,
                 wit::Caller::Relay => crate::Caller::Relay,
+                wit::Caller::AwayAnswerer => crate::Caller::AwayAnswerer,
             },
             agent_process: c.agent_process,
             withheld: c
@@ -363,6 +369,44 @@ impl From<wit::Verb> for crate::Verb {
                 complete: r.complete,
                 gone: r.gone,
             }),
+            wit::Verb::Away(r) => V::Away(match r {
+                wit::AwayRequest::On(s) => crate::AwayRequest::On(crate::AwaySettings {
+                    max_turns: s.max_turns,
+                    max_seconds: s.max_seconds,
+                    per_hour: s.per_hour,
+                    per_day: s.per_day,
+                    spend_per_day: s.spend_per_day,
+                    allow_other_machines: s.allow_other_machines,
+                }),
+                wit::AwayRequest::Off => crate::AwayRequest::Off,
+                wit::AwayRequest::Status => crate::AwayRequest::Status,
+            }),
+            wit::Verb::SessionEnd(r) => V::SessionEnd {
+                transcript: r.transcript,
+            },
+            wit::Verb::AwayTake(seconds) => V::AwayTake {
+                timeout_seconds: seconds,
+            },
+            wit::Verb::AwayRenew(t) => V::AwayRenew(t.into()),
+            wit::Verb::AwayFinish(r) => V::AwayFinish(crate::AwayResult {
+                ticket: r.ticket.into(),
+                outcome: match r.outcome {
+                    wit::AwayOutcome::Answered(text) => crate::AwayOutcome::Answered(text),
+                    wit::AwayOutcome::Failed(f) => crate::AwayOutcome::Failed(match f {
+                        wit::AwayFailure::TimedOut(s) => crate::AwayFailure::TimedOut(s),
+                        wit::AwayFailure::TurnLimit(t) => crate::AwayFailure::TurnLimit(t),
+                        wit::AwayFailure::TranscriptMissing(p) => {
+                            crate::AwayFailure::TranscriptMissing(p)
+                        }
+                        wit::AwayFailure::NotStarted(w) => crate::AwayFailure::NotStarted(w),
+                        wit::AwayFailure::ClientError(w) => crate::AwayFailure::ClientError(w),
+                    }),
+                },
+                turns: r.turns,
+                cost_usd: r.cost_usd,
+                elapsed_ms: r.elapsed_ms,
+                last_written_ms: r.last_written_ms,
+            }),
         }
     }
 }
@@ -454,6 +498,7 @@ impl From<crate::Liveness> for wit::Liveness {
             crate::Liveness::Running => wit::Liveness::Running,
             crate::Liveness::NotRunning => wit::Liveness::NotRunning,
             crate::Liveness::Unknown => wit::Liveness::Unknown,
+            crate::Liveness::Away => wit::Liveness::Away,
         }
     }
 }
@@ -468,6 +513,7 @@ impl From<crate::Stage> for wit::Stage {
             crate::Stage::Answered => wit::Stage::Answered,
             crate::Stage::SetAside => wit::Stage::SetAside,
             crate::Stage::RecipientGone => wit::Stage::RecipientGone,
+            crate::Stage::Held => wit::Stage::Held,
         }
     }
 }
@@ -613,6 +659,46 @@ impl From<crate::Outcome> for wit::Outcome {
                 removed: r.removed,
                 refused: r.refused,
             }),
+            O::Away(s) => wit::Outcome::Away(wit::AwayStatus {
+                project_dir: s.project_dir,
+                enabled: s.enabled,
+                max_turns: s.max_turns,
+                max_seconds: s.max_seconds,
+                per_hour: s.per_hour,
+                per_day: s.per_day,
+                spend_per_day: s.spend_per_day,
+                allow_other_machines: s.allow_other_machines,
+                answers_last_hour: s.answers_last_hour,
+                answers_last_day: s.answers_last_day,
+                spent_last_day: s.spent_last_day,
+                sessions: s
+                    .sessions
+                    .into_iter()
+                    .map(|a| wit::AwaySession {
+                        session_id: a.session_id,
+                        agent_session: a.agent_session,
+                        working_dir: a.working_dir,
+                        transcript: a.transcript,
+                        since: a.since,
+                        pending: a.pending,
+                        held: a.held,
+                    })
+                    .collect(),
+                stopped: s.stopped,
+            }),
+            O::WentAway(m) => wit::Outcome::WentAway(m.into()),
+            O::AwayJob(job) => wit::Outcome::AwayJob(job.map(|j| wit::AwayJob {
+                ticket: j.ticket.into(),
+                query: j.query.into(),
+                prompt: j.prompt,
+                agent_session: j.agent_session,
+                working_dir: j.working_dir,
+                transcript: j.transcript,
+                max_turns: j.max_turns,
+                max_seconds: j.max_seconds,
+            })),
+            O::AwayRenewed(t) => wit::Outcome::AwayRenewed(t.into()),
+            O::AwayFinished(m) => wit::Outcome::AwayFinished(m.map(Into::into)),
         }
     }
 }
@@ -643,6 +729,15 @@ impl From<crate::BridgeError> for wit::BridgeError {
             }
             E::Io { path, reason } => wit::BridgeError::Io(wit::FileProblem { path, reason }),
             E::Pointer(s) => wit::BridgeError::Pointer(s),
+            E::Held {
+                session_id,
+                message_id,
+                reason,
+            } => wit::BridgeError::Held(wit::HeldQuery {
+                session_id,
+                message_id,
+                reason,
+            }),
         }
     }
 }

@@ -35,6 +35,13 @@ pub enum BridgeError {
     Io { path: String, reason: String },
     /// The project pointer could not be read or written.
     Pointer(String),
+    /// The session asked is away and a limit keeps its read-only copy from
+    /// answering; the query stays queued for its next live session.
+    Held {
+        session_id: String,
+        message_id: String,
+        reason: String,
+    },
 }
 
 impl BridgeError {
@@ -88,6 +95,14 @@ impl fmt::Display for BridgeError {
                 write!(f, "content is {size} bytes; the limit is {limit} bytes")
             }
             BridgeError::TimedOut(secs) => write!(f, "nothing arrived within {secs}s"),
+            BridgeError::Held {
+                session_id,
+                message_id,
+                reason,
+            } => write!(
+                f,
+                "{session_id} is away and did not answer {message_id}: {reason}"
+            ),
             BridgeError::NotAnswered { seconds, receipt } => write!(
                 f,
                 "no reply to {} within {seconds}s (it is {})",

@@ -134,6 +134,9 @@ impl<P: Platform> Bridge<P> {
             if !project.is_absolute()
                 || !within.starts_with(project)
                 || !self.usable_by(&id, context)
+                // An away session answers only through its read-only
+                // copies; nothing run in its project acts as it.
+                || manifest.status == crate::away::AWAY_STATUS
             {
                 continue;
             }

@@ -33,6 +33,7 @@ pub mod wire;
 pub mod policy;
 
 mod archive;
+mod away;
 mod commands;
 mod identity;
 #[cfg(target_family = "wasm")]
@@ -130,6 +131,12 @@ pub trait Platform {
     fn flush_all(&self) -> std::result::Result<(), HostError> {
         Err(HostError::Unsupported)
     }
+    /// Starts the host's away answerer for the away session `session`,
+    /// detached; an error when the host cannot.
+    fn answer_away(&self, session: &str) -> std::result::Result<(), HostError> {
+        let _ = session;
+        Err(HostError::Unsupported)
+    }
 }
 
 /// A platform for running the protocol natively (tests, fuzzing, tools):
@@ -141,6 +148,8 @@ pub struct LocalPlatform {
     /// Agent processes that run, for [`Platform::process_running`]: an
     /// unlisted process has ended. None (the default) cannot tell.
     pub running: std::sync::Mutex<Option<Vec<String>>>,
+    /// The sessions [`Platform::answer_away`] was asked to answer, in order.
+    pub answerers: std::sync::Mutex<Vec<String>>,
 }
 
 impl Platform for LocalPlatform {
@@ -165,6 +174,14 @@ impl Platform for LocalPlatform {
         if pointer.as_deref() == Some(id) {
             *pointer = None;
         }
+        Ok(())
+    }
+
+    fn answer_away(&self, session: &str) -> std::result::Result<(), HostError> {
+        self.answerers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session.to_string());
         Ok(())
     }
 

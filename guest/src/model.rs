@@ -76,6 +76,9 @@ pub enum Caller {
     SessionHook,
     Mcp,
     Relay,
+    /// The away answerer, which answers an away session's queries with
+    /// read-only forks of its transcript.
+    AwayAnswerer,
 }
 
 impl Caller {
@@ -102,6 +105,7 @@ impl Caller {
             Caller::SessionHook => "session-hook",
             Caller::Mcp => "mcp",
             Caller::Relay => "relay",
+            Caller::AwayAnswerer => "away",
         }
     }
 }
@@ -164,6 +168,107 @@ pub enum Verb {
         machine: String,
     },
     RelayMaterialize(MaterializeRequest),
+    Away(AwayRequest),
+    SessionEnd {
+        transcript: Option<String>,
+    },
+    AwayTake {
+        timeout_seconds: u32,
+    },
+    AwayRenew(ClaimTicket),
+    AwayFinish(AwayResult),
+}
+
+/// Limits of away answers as `away on` sets them; None keeps the current
+/// value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AwaySettings {
+    pub max_turns: Option<u32>,
+    pub max_seconds: Option<u32>,
+    pub per_hour: Option<u32>,
+    pub per_day: Option<u32>,
+    pub spend_per_day: Option<f64>,
+    pub allow_other_machines: Option<bool>,
+}
+
+/// What `away` does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwayRequest {
+    On(AwaySettings),
+    Off,
+    Status,
+}
+
+/// Why a read-only fork gave no answer, as the host classes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwayFailure {
+    TimedOut(u32),
+    TurnLimit(u32),
+    TranscriptMissing(String),
+    NotStarted(String),
+    ClientError(String),
+}
+
+/// How a read-only fork ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwayOutcome {
+    Answered(String),
+    Failed(AwayFailure),
+}
+
+/// What the fork of an away job did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwayResult {
+    pub ticket: ClaimTicket,
+    pub outcome: AwayOutcome,
+    pub turns: u32,
+    pub cost_usd: f64,
+    pub elapsed_ms: u64,
+    /// When the transcript was last written (ms since the Unix epoch).
+    pub last_written_ms: Option<u64>,
+}
+
+/// An away session, as `away status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwaySession {
+    pub session_id: String,
+    pub agent_session: String,
+    pub working_dir: String,
+    pub transcript: Option<String>,
+    pub since: String,
+    pub pending: u32,
+    pub held: u32,
+}
+
+/// What `away` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwayStatus {
+    pub project_dir: String,
+    pub enabled: bool,
+    pub max_turns: u32,
+    pub max_seconds: u32,
+    pub per_hour: u32,
+    pub per_day: u32,
+    pub spend_per_day: f64,
+    pub allow_other_machines: bool,
+    pub answers_last_hour: u32,
+    pub answers_last_day: u32,
+    pub spent_last_day: f64,
+    pub sessions: Vec<AwaySession>,
+    pub stopped: Vec<String>,
+}
+
+/// A query claimed for a read-only fork.
+#[derive(Debug, Clone)]
+pub struct AwayJob {
+    pub ticket: ClaimTicket,
+    pub query: Message,
+    pub prompt: String,
+    pub agent_session: String,
+    pub working_dir: String,
+    pub transcript: Option<String>,
+    pub max_turns: u32,
+    pub max_seconds: u32,
 }
 
 /// A session of another machine, as the presence bucket holds it.
@@ -256,6 +361,11 @@ impl Verb {
             Verb::RelayInbound { .. } => "relay-inbound",
             Verb::RelayPresence { .. } => "relay-presence",
             Verb::RelayMaterialize(_) => "relay-materialize",
+            Verb::Away(_) => "away",
+            Verb::SessionEnd { .. } => "session-end",
+            Verb::AwayTake { .. } => "away-take",
+            Verb::AwayRenew(_) => "away-renew",
+            Verb::AwayFinish(_) => "away-finish",
         }
     }
 }
@@ -274,6 +384,8 @@ pub enum Liveness {
     Running,
     NotRunning,
     Unknown,
+    /// Its agent stopped; a read-only copy of its transcript answers.
+    Away,
 }
 
 /// What `send`, `reply` and `ask` wrote.
@@ -288,6 +400,9 @@ pub struct SentReport {
 pub enum Stage {
     Queued,
     Relayed,
+    /// The recipient is away and a limit held the message for its next
+    /// live session; a later take supersedes it.
+    Held,
     Taken,
     Seen,
     Answered,
@@ -305,6 +420,7 @@ impl Stage {
             Stage::Answered => "answered",
             Stage::SetAside => "set-aside",
             Stage::RecipientGone => "recipient-gone",
+            Stage::Held => "held",
         }
     }
 }
@@ -447,6 +563,11 @@ pub enum Outcome {
     RelayReceived(Vec<InboundVerdict>),
     RelayPresence(Vec<PresenceEntry>),
     RelayMaterialized(MaterializeReport),
+    Away(AwayStatus),
+    WentAway(Manifest),
+    AwayJob(Option<AwayJob>),
+    AwayRenewed(ClaimTicket),
+    AwayFinished(Option<Message>),
 }
 
 /// A verb's result as the host prints it.

@@ -230,7 +230,11 @@ impl<P: Platform> Bridge<P> {
     pub(crate) fn touch(&self, manifest: &Manifest) -> Result<Manifest> {
         let mut fresh = manifest.clone();
         fresh.last_heartbeat = clock::now_stamp();
-        fresh.status = "active".into();
+        // An away session stays away until its agent registers it again
+        // (`start`, which ends the away state first).
+        if !self.is_away(&crate::ids::SessionId::parse(&manifest.session_id)?) {
+            fresh.status = "active".into();
+        }
         self.write_manifest(&fresh)?;
         Ok(fresh)
     }
@@ -310,7 +314,11 @@ impl<P: Platform> Bridge<P> {
     /// Removes `id` if its heartbeat is more than 30 minutes old (see
     /// [`Self::remove_session_if`]).
     pub(crate) fn prune_if_abandoned(&self, id: &SessionId) -> Result<bool> {
-        let abandoned = |m: &Manifest| m.heartbeat_older_than(PRUNE_AFTER_SECS);
+        // An away session's heartbeat stops with its agent; only `away
+        // off`, `cleanup` or its transcript's end remove it.
+        let abandoned = |m: &Manifest| {
+            m.heartbeat_older_than(PRUNE_AFTER_SECS) && m.status != crate::away::AWAY_STATUS
+        };
         Ok(self
             .remove_session_if(id, abandoned, &mut Vec::new())?
             .is_some())

@@ -168,12 +168,30 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// What cleanup makes of session `id`.
-    pub(super) fn fate(&self, id: &SessionId, manifest: &Manifest, me: Option<&SessionId>) -> Fate {
+    pub(super) fn fate(
+        &self,
+        id: &SessionId,
+        manifest: &Manifest,
+        me: Option<&SessionId>,
+        thorough: bool,
+    ) -> Fate {
         let age = clock::age(&manifest.last_heartbeat);
         if me == Some(id) {
             return Fate::Keep {
                 reason: format!("{id}: this session"),
                 tidy: true,
+            };
+        }
+        // An away session is ended by `cleanup` itself, never by the
+        // cheap pass that every session start runs.
+        if manifest.status == crate::away::AWAY_STATUS && self.is_away(id) {
+            return if thorough {
+                Fate::Remove { stale_after: 0 }
+            } else {
+                Fate::Keep {
+                    reason: format!("{id}: away, answered from its transcript"),
+                    tidy: false,
+                }
             };
         }
         if !manifest.heartbeat_older_than(STALE_AFTER_SECS) {
@@ -233,9 +251,16 @@ impl<P: Platform> Bridge<P> {
                 return;
             }
         };
-        match self.fate(id, &manifest, me) {
+        match self.fate(id, &manifest, me, thorough) {
             Fate::Remove { stale_after } => {
-                let abandoned = |m: &Manifest| m.heartbeat_older_than(stale_after);
+                // An away session (`stale_after` 0) goes while it is away.
+                let abandoned = |m: &Manifest| {
+                    if stale_after == 0 {
+                        m.status == crate::away::AWAY_STATUS
+                    } else {
+                        m.heartbeat_older_than(stale_after)
+                    }
+                };
                 if report.dry_run {
                     match self.archive_removed_session(
                         &self.layout.session(id),

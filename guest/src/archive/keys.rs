@@ -25,7 +25,7 @@ pub(super) fn candidate_keys(base: &str) -> impl Iterator<Item = String> + '_ {
 
 impl<P: Platform> Bridge<P> {
     /// The archive key of `project`, creating the archive if needed.
-    pub(super) fn archive_key_for_write(&self, project: &str) -> Result<String> {
+    pub(crate) fn archive_key_for_write(&self, project: &str) -> Result<String> {
         let project = normalized_project(project);
         let base = Layout::archive_key(project);
         for key in candidate_keys(&base) {
@@ -49,7 +49,7 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// The archive key of `project`, if it has an archive.
-    pub(super) fn archive_key_of(&self, project: &str) -> Option<String> {
+    pub(crate) fn archive_key_of(&self, project: &str) -> Option<String> {
         let project = normalized_project(project);
         let base = Layout::archive_key(project);
         for key in candidate_keys(&base) {

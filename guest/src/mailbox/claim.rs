@@ -119,6 +119,62 @@ impl<P: Platform> Bridge<P> {
         Ok(Some((message, ticket)))
     }
 
+    /// Renews the claim `ticket` holds, for a holder that needs it longer
+    /// than the lease (an away session's fork): the claim is renamed to
+    /// the same name with the time now, which succeeds only while the
+    /// claim is still the holder's. Returns the renewed ticket.
+    ///
+    /// # Errors
+    /// `Io` when the claim lapsed (and went back to the inbox).
+    pub(crate) fn renew_claim(&self, ticket: &ClaimTicket) -> Result<ClaimTicket> {
+        let owner = SessionId::parse(&ticket.session_id)?;
+        let id = MessageId::parse(&ticket.message_id)?;
+        let dir = self.layout.claimed(&owner);
+        let current = dir.join(&ticket.claim_name);
+        let lapsed = || BridgeError::Io {
+            path: display_path(&current),
+            reason: format!("the claim on {id} lapsed and the message went back to the inbox"),
+        };
+        let parsed = ClaimName::parse(&ticket.claim_name)
+            .filter(|c| c.message_id == id && !c.taken)
+            .ok_or_else(lapsed)?;
+        let token = ticket.claim_name[id.as_str().len() + 1..]
+            .split('.')
+            .next()
+            .unwrap_or_default();
+        let renewed = format!(
+            "{id}.{token}.{}{CLAIM_SUFFIX}",
+            clock::epoch_millis().max(parsed.claimed_at_ms + 1)
+        );
+        fs::rename(&current, dir.join(&renewed)).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => lapsed(),
+            _ => BridgeError::io("cannot renew the claim", &current, &err),
+        })?;
+        Ok(ClaimTicket {
+            claim_name: renewed,
+            ..ticket.clone()
+        })
+    }
+
+    /// Gives the claimed message back to the inbox at once, as a lapsed
+    /// lease would. A claim that already lapsed is left as it is.
+    pub(crate) fn release_claim(&self, ticket: &ClaimTicket) -> Result<()> {
+        let owner = SessionId::parse(&ticket.session_id)?;
+        let id = MessageId::parse(&ticket.message_id)?;
+        if !ClaimName::parse(&ticket.claim_name).is_some_and(|c| c.message_id == id && !c.taken) {
+            return Err(BridgeError::InvalidArgument(format!(
+                "{:?} is not a claim on {id}",
+                ticket.claim_name
+            )));
+        }
+        let claimed = self.layout.claimed(&owner).join(&ticket.claim_name);
+        match fs::rename(&claimed, self.layout.inbox(&owner).join(id.file_name())) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(BridgeError::io("cannot give the claim back", &claimed, &err)),
+        }
+    }
+
     /// Keeps the bytes of a claim this bridge handed out, for its commit
     /// (see [`Caches::claimed_bytes`](crate::memo::Caches)). A claim whose
     /// lease lapsed is forgotten: it was committed elsewhere (an MCP commit
@@ -158,7 +214,10 @@ impl<P: Platform> Bridge<P> {
             .claim_name
             .strip_prefix(id.as_str())
             .is_some_and(|stage| {
-                matches!(stage, ".taken" | ".seen" | ".set-aside" | ".recipient-gone")
+                matches!(
+                    stage,
+                    ".taken" | ".seen" | ".set-aside" | ".recipient-gone" | ".held"
+                )
             });
         // Read once: every path below depends on it.
         let remote = self.remote_machine(&owner);

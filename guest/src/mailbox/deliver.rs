@@ -47,7 +47,15 @@ impl<P: Platform> Bridge<P> {
         if message.in_reply_to.is_some() && matches!(message.kind, Kind::Query | Kind::Response) {
             self.receipt_answered(message);
         }
+        self.answer_if_away(message, &to, warnings);
         Ok(())
+    }
+
+    /// A query delivered to an away session starts its answerer.
+    fn answer_if_away(&self, message: &Message, to: &SessionId, warnings: &mut Vec<String>) {
+        if crate::away::answerable(message.kind) && self.is_away(to) {
+            self.start_answerer(to, warnings);
+        }
     }
 
     /// Writes a message received from another machine into its
@@ -77,6 +85,7 @@ impl<P: Platform> Bridge<P> {
         if message.in_reply_to.is_some() && matches!(message.kind, Kind::Query | Kind::Response) {
             self.receipt_answered(message);
         }
+        self.answer_if_away(message, &to, warnings);
         Ok(Some(written))
     }
 

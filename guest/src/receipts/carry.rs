@@ -37,6 +37,7 @@ impl<P: Platform> Bridge<P> {
                 "seen" => Stage::Seen,
                 "set-aside" => Stage::SetAside,
                 "recipient-gone" => Stage::RecipientGone,
+                "held" => Stage::Held,
                 _ => continue,
             };
             let Ok(id) = MessageId::parse(id) else {
@@ -73,6 +74,7 @@ impl<P: Platform> Bridge<P> {
             "seen" => Stage::Seen,
             "set-aside" => Stage::SetAside,
             "recipient-gone" => Stage::RecipientGone,
+            "held" => Stage::Held,
             other => {
                 return Err(format!(
                     "{id}: {:?} is not a stage carried between machines",

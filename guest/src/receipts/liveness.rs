@@ -28,6 +28,9 @@ impl<P: Platform> Bridge<P> {
 
     /// [`Self::liveness`], looked up afresh.
     pub(crate) fn liveness_now(&self, id: &SessionId) -> Liveness {
+        if self.is_away(id) {
+            return Liveness::Away;
+        }
         match self.agent_process_running(id) {
             Some(true) => return Liveness::Running,
             Some(false) => return Liveness::NotRunning,

@@ -55,13 +55,14 @@ pub(crate) const UNSEEN_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const RECOVERED_TAKER: &str = "recovered";
 
 /// The steps read from files, in the order they are looked for.
-const RECORDED: [Stage; 6] = [
+const RECORDED: [Stage; 7] = [
     Stage::Relayed,
     Stage::Taken,
     Stage::Seen,
     Stage::Answered,
     Stage::SetAside,
     Stage::RecipientGone,
+    Stage::Held,
 ];
 
 /// Only queries and responses have receipts; pings and session-ended

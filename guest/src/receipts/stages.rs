@@ -48,6 +48,23 @@ impl<P: Platform> Bridge<P> {
         let _ = self.write_step(&sender, &id, Stage::Relayed, None, "relay", Some(&detail));
     }
 
+    /// Called when a limit holds `message`, a query to the away session
+    /// `owner`, for its next live session: the sender's receipt says
+    /// `held`, with `reason`.
+    pub(crate) fn receipt_held(&self, message: &Message, owner: &SessionId, reason: &str) {
+        let (Some(sender), Ok(id)) = (message.sender(), MessageId::parse(&message.id)) else {
+            return;
+        };
+        let _ = self.write_step(&sender, &id, Stage::Held, Some(owner), "away", Some(reason));
+    }
+
+    /// Whether the query `id` that `sender` sent was held by an away
+    /// session's limit, and why.
+    pub(crate) fn held_reason(&self, sender: &SessionId, id: &MessageId) -> Option<String> {
+        self.read_step(sender, id, Stage::Held, &mut Vec::new())
+            .map(|step| step.detail.unwrap_or_default())
+    }
+
     /// Called just before the file `path` in `owner`'s inbox (or its
     /// `claimed/`) is set aside as malformed, `reason` saying why. The file
     /// may name its sender even so; then the sender's receipt says

@@ -93,6 +93,8 @@ impl<P: Platform> Bridge<P> {
             Stage::SetAside
         } else if later.iter().any(|e| e.stage == Stage::RecipientGone) {
             Stage::RecipientGone
+        } else if later.iter().any(|e| e.stage == Stage::Held) {
+            Stage::Held
         } else if relayed {
             Stage::Relayed
         } else {
@@ -140,7 +142,7 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// The copy of `id` in `sender`'s outbox, if `sender` sent it.
-    pub(super) fn sent_copy(&self, sender: &SessionId, id: &MessageId) -> Option<Message> {
+    pub(crate) fn sent_copy(&self, sender: &SessionId, id: &MessageId) -> Option<Message> {
         let path = self.layout.outbox(sender).join(id.file_name());
         let bytes = files::read_bounded(&path, MAX_MESSAGE_FILE_BYTES).ok()?;
         Message::parse(&bytes, id.as_str(), None)

@@ -75,6 +75,7 @@ fn kind(error: &BridgeError) -> &'static str {
         BridgeError::Corrupt { .. } => "corrupt",
         BridgeError::Io { .. } => "io",
         BridgeError::Pointer(_) => "pointer",
+        BridgeError::Held { .. } => "held",
     }
 }
 
@@ -106,6 +107,16 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
              [a-z0-9], as printed by send, ask and listen"
         ),
         BridgeError::InvalidArgument(why) => why.clone(),
+        BridgeError::Held {
+            session_id,
+            message_id,
+            reason,
+        } => format!(
+            "session {session_id} is away: its agent stopped, and a read-only copy of its \
+             transcript answers queries, but not this one: {reason}. The question stays queued \
+             in its inbox for when it runs again; {} shows where it stands",
+            crate::commands::on_message(context.caller, "track", message_id)
+        ),
         BridgeError::NoSuchSession(id) => {
             format!(
                 "no session {id} under {bridge}; {} lists them",
@@ -189,6 +200,12 @@ fn not_answered(seconds: u32, receipt: &Receipt, caller: Caller) -> String {
             Some(machine) => format!("it is queued {machine}, not carried yet"),
             None => format!("it is queued in {to}'s inbox, not taken yet"),
         },
+        Stage::Held => format!(
+            "{to} is away and held it for its next live session: {}",
+            step(Stage::Held)
+                .and_then(|e| e.detail.as_deref())
+                .unwrap_or("a limit holds it")
+        ),
         Stage::Relayed => format!(
             "it is {}, not taken yet",
             step(Stage::Relayed)

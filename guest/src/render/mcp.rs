@@ -55,6 +55,40 @@ pub fn mcp_text() -> McpText {
             "At most this many, the newest [default: 20].".to_string(),
         ),
     ];
+    let away_args = [
+        (
+            "action",
+            "`on` (opt in, optionally with limits), `off` (opt out; away sessions stop) or \
+             `status`."
+                .to_string(),
+        ),
+        (
+            "max_turns",
+            "With `on`: model turns one answer may take [default: 8].".to_string(),
+        ),
+        (
+            "max_seconds",
+            "With `on`: seconds one answer may take [default: 180].".to_string(),
+        ),
+        (
+            "per_hour",
+            "With `on`: answers in any hour [default: 20].".to_string(),
+        ),
+        (
+            "per_day",
+            "With `on`: answers in any 24 hours [default: 100].".to_string(),
+        ),
+        (
+            "spend_per_day",
+            "With `on`: US dollars the copies may spend in any 24 hours [default: 2.00]."
+                .to_string(),
+        ),
+        (
+            "allow_other_machines",
+            "With `on`: let sessions of other machines ask too [default: this machine only]."
+                .to_string(),
+        ),
+    ];
     McpText {
         instructions: "session-bridge connects this agent session with other agent sessions on \
                        this machine (Claude Code, Codex, Gemini CLI, Cursor, ...), each working \
@@ -205,6 +239,16 @@ pub fn mcp_text() -> McpText {
                  optionally only with one peer, only those containing some text, or only the \
                  newest few.",
                 &history_args,
+            ),
+            tool(
+                "away",
+                "Away answers for this project: with `on`, once this project's Claude Code \
+                 session ends it stays registered as away, and each query to it is answered by \
+                 a read-only copy of its transcript (it can read files, never run or change \
+                 anything), within limits; `off` stops that and ends its away sessions; \
+                 `status` shows the settings, the away sessions and what they used. Only on a \
+                 person's request: answers cost model calls.",
+                &away_args,
             ),
         ],
     }

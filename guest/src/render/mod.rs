@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 mod archive;
+mod away;
 mod host_error;
 mod mcp;
 pub use mcp::{McpText, ToolText, mcp_text};
@@ -75,6 +76,17 @@ fn text(outcome: &Outcome, caller: Caller) -> String {
             .map(|v| format!("{}\n", inbound_text(v)))
             .collect(),
         Outcome::RelayPresence(entries) => format!("{} sessions\n", entries.len()),
+        Outcome::Away(status) => away::status_text(status),
+        Outcome::WentAway(manifest) => format!(
+            "Session {} is away: a read-only copy of its transcript answers its queries.\n",
+            manifest.session_id
+        ),
+        Outcome::AwayJob(job) => away::job_text(job.as_ref()),
+        Outcome::AwayRenewed(_) => String::new(),
+        Outcome::AwayFinished(reply) => reply
+            .as_ref()
+            .map(|m| format!("{}\n", m.id))
+            .unwrap_or_default(),
         Outcome::RelayMaterialized(report) => {
             let mut out = String::new();
             for id in &report.added {
@@ -293,7 +305,15 @@ fn fenced(m: &Message) -> String {
 }
 
 fn status_word(peer: &Peer) -> String {
-    let base = if peer.stale { "stale" } else { "active" };
+    // An away session's heartbeat stopped with its agent; it is away, not
+    // stale.
+    let base = if peer.manifest.status == crate::away::AWAY_STATUS {
+        "away"
+    } else if peer.stale {
+        "stale"
+    } else {
+        "active"
+    };
     if peer.this_session {
         format!("{base} (this session)")
     } else {
@@ -467,6 +487,7 @@ pub(crate) fn liveness_word(liveness: crate::Liveness) -> &'static str {
         crate::Liveness::Running => "running",
         crate::Liveness::NotRunning => "not-running",
         crate::Liveness::Unknown => "unknown",
+        crate::Liveness::Away => "away",
     }
 }
 
@@ -529,6 +550,11 @@ fn to_json(outcome: &Outcome) -> Value {
         Outcome::RelayPresence(entries) => json!({
             "sessions": entries.iter().map(|e| e.session_id.clone()).collect::<Vec<_>>(),
         }),
+        Outcome::Away(status) => away::status_json(status),
+        Outcome::WentAway(manifest) => json!({ "away": manifest_json(manifest) }),
+        Outcome::AwayJob(job) => away::job_json(job.as_ref()),
+        Outcome::AwayRenewed(ticket) => json!({ "claim": ticket.claim_name }),
+        Outcome::AwayFinished(reply) => json!({ "reply": reply.as_ref().map(message_json) }),
         Outcome::RelayMaterialized(report) => json!({
             "added": report.added,
             "updated": report.updated,

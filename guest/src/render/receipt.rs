@@ -44,13 +44,20 @@ pub(crate) fn receipt_text(receipt: &Receipt, caller: crate::Caller) -> String {
             receipt.reply.as_deref().unwrap_or("a reply"),
             crate::commands::on_message(caller, "thread", &m.id)
         )),
-        Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen if m.kind == Kind::Query => {
+        Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen
+            if m.kind == Kind::Query =>
+        {
             Some(format!(
                 "Not answered yet; to wait for the reply: {}",
                 crate::commands::on_message(caller, "receive", &m.id)
             ))
         }
         Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen => None,
+        Stage::Held => Some(format!(
+            "{} is away, and a limit keeps its read-only copy from answering; the question \
+             waits in its inbox for when it runs again",
+            m.to
+        )),
         Stage::SetAside | Stage::RecipientGone => Some(format!(
             "{} will not take it; {} shows who is there now",
             m.to,

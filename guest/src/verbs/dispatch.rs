@@ -71,7 +71,7 @@ impl<P: Platform> Bridge<P> {
                 )?;
                 self.recipient_liveness(&query, warnings);
                 let query = MessageId::parse(&query.id)?;
-                self.wait_for_reply(&sender.0, &query, timeout_seconds, warnings)
+                self.wait_for_reply(&sender.0, &query, timeout_seconds, true, warnings)
                     .map(Outcome::Answered)
             }
             Verb::Receive {
@@ -83,7 +83,7 @@ impl<P: Platform> Bridge<P> {
                 if !self.sent_by(&me, &query) {
                     return Err(BridgeError::NoSuchMessage(query.to_string()));
                 }
-                self.wait_for_reply(&me, &query, timeout_seconds, warnings)
+                self.wait_for_reply(&me, &query, timeout_seconds, false, warnings)
                     .map(Outcome::Answered)
             }
             Verb::Peers => self.peers(context).map(Outcome::Peers),
@@ -121,6 +121,13 @@ impl<P: Platform> Bridge<P> {
             Verb::RelayMaterialize(request) => self
                 .relay_materialize(&request, warnings)
                 .map(Outcome::RelayMaterialized),
+            Verb::Away(request) => self.away(context, &request, warnings),
+            Verb::SessionEnd { transcript } => self.session_end(context, transcript, warnings),
+            Verb::AwayTake { timeout_seconds } => {
+                self.away_take(context, timeout_seconds, warnings)
+            }
+            Verb::AwayRenew(ticket) => self.away_renew(context, &ticket),
+            Verb::AwayFinish(result) => self.away_finish(context, &result, warnings),
         }
     }
 }

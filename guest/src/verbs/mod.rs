@@ -35,3 +35,6 @@ mod peers;
 mod send;
 mod session;
 mod wait;
+
+pub(crate) use session::refuse_remote;
+pub(crate) use wait::Pick;

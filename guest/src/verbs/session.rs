@@ -13,7 +13,7 @@ use crate::{Bridge, Context, Outcome, Peer, PeerEntry, Platform, StatusReport, S
 ///
 /// # Errors
 /// `InvalidArgument` naming the machine.
-pub(super) fn refuse_remote(manifest: &Manifest) -> Result<()> {
+pub(crate) fn refuse_remote(manifest: &Manifest) -> Result<()> {
     match &manifest.machine {
         Some(machine) => Err(BridgeError::InvalidArgument(format!(
             "session {} runs on machine {machine}; it is shown here by the relay and can be \
@@ -94,6 +94,7 @@ impl<P: Platform> Bridge<P> {
                     }
                     self.record_agent(&id, agent)?;
                     self.new_incarnation(&id)?;
+                    self.come_back(&id);
                     manifest.project_path = context.project_dir.clone();
                     manifest.project_name = crate::wire::project_name(&context.project_dir);
                     if client.is_some() {
@@ -157,7 +158,7 @@ impl<P: Platform> Bridge<P> {
         })
     }
 
-    pub(super) fn stop(&self, context: &Context, warnings: &mut Vec<String>) -> Result<StopReport> {
+    pub(crate) fn stop(&self, context: &Context, warnings: &mut Vec<String>) -> Result<StopReport> {
         let (me, mine) = self.me(context)?;
         if !self.project_owns(context, &me, &mine) {
             return Err(BridgeError::InvalidArgument(format!(
@@ -166,32 +167,7 @@ impl<P: Platform> Bridge<P> {
                 mine.project_path, context.project_dir, mine.project_path
             )));
         }
-        let incarnation = self.incarnation(&me);
-        let mut notified = Vec::new();
-        for peer in self.correspondents(&me, None)? {
-            let mut ended = Message::new(
-                &me,
-                &peer,
-                Kind::SessionEnded,
-                SESSION_ENDED_CONTENT.into(),
-                None,
-                &mine.project_name,
-            );
-            match self.deliver(&mut ended, warnings) {
-                Ok(()) => notified.push(peer.to_string()),
-                Err(err) => warnings.push(format!("could not notify {peer}: {err}")),
-            }
-        }
-        self.receipts_recipient_gone(&me);
-        if self.remove_own_session(&me, incarnation.as_deref())? {
-            if let Err(why) = self.platform.clear_pointer(me.as_str()) {
-                warnings.push(format!("the project pointer was not removed: {why}"));
-            }
-        } else {
-            warnings.push(format!(
-                "session {me} registered again while stopping; the new registration was left in place"
-            ));
-        }
+        let notified = self.end_session(&me, &mine, warnings)?;
         let mut pruned = Vec::new();
         for id in self.session_ids()? {
             if self.prune_if_abandoned(&id)? {
@@ -205,5 +181,44 @@ impl<P: Platform> Bridge<P> {
             notified,
             pruned,
         })
+    }
+
+    /// Ends session `me` (its manifest `mine`): its correspondents are sent
+    /// `session-ended`, the senders of what it never took are told, and
+    /// its directory is removed (its messages archived first). Returns the
+    /// peers notified.
+    pub(crate) fn end_session(
+        &self,
+        me: &SessionId,
+        mine: &Manifest,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<String>> {
+        let incarnation = self.incarnation(me);
+        let mut notified = Vec::new();
+        for peer in self.correspondents(me, None)? {
+            let mut ended = Message::new(
+                me,
+                &peer,
+                Kind::SessionEnded,
+                SESSION_ENDED_CONTENT.into(),
+                None,
+                &mine.project_name,
+            );
+            match self.deliver(&mut ended, warnings) {
+                Ok(()) => notified.push(peer.to_string()),
+                Err(err) => warnings.push(format!("could not notify {peer}: {err}")),
+            }
+        }
+        self.receipts_recipient_gone(me);
+        if self.remove_own_session(me, incarnation.as_deref())? {
+            if let Err(why) = self.platform.clear_pointer(me.as_str()) {
+                warnings.push(format!("the project pointer was not removed: {why}"));
+            }
+        } else {
+            warnings.push(format!(
+                "session {me} registered again while stopping; the new registration was left in place"
+            ));
+        }
+        Ok(notified)
     }
 }

@@ -21,11 +21,14 @@ pub(super) fn random_index(len: usize) -> usize {
 /// notification; it also refreshes the heartbeat then.
 pub(super) const MAX_WAIT_SLICE: Duration = Duration::from_secs(60);
 
+/// How often an `ask` to an away session looks whether a limit held it.
+pub(super) const HELD_LOOK: Duration = Duration::from_millis(500);
+
 /// The sleep between looks when the platform cannot watch the inbox.
 pub(super) const FALLBACK_POLL: Duration = Duration::from_millis(50);
 
 /// What a waiter makes of one pending message.
-pub(super) enum Pick {
+pub(crate) enum Pick {
     /// Claim it.
     Take,
     /// Not for this waiter.
@@ -35,11 +38,14 @@ pub(super) enum Pick {
 }
 
 impl<P: Platform> Bridge<P> {
+    /// Waits for the reply to `query`. With `held_ends_wait`, a query to an
+    /// away session that a limit held ends the wait at once, with why.
     pub(super) fn wait_for_reply(
         &self,
         me: &SessionId,
         query: &MessageId,
         timeout_seconds: u32,
+        held_ends_wait: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Delivery> {
         let timeout = Duration::from_secs(timeout_seconds.into());
@@ -52,7 +58,34 @@ impl<P: Platform> Bridge<P> {
                 Pick::Skip
             }
         };
-        let found = self.wait_on_inbox(me, Some(Instant::now() + timeout), warnings, select);
+        let end = Instant::now() + timeout;
+        // A held query is told in the asker's receipts, not its inbox, so
+        // the wait looks there between short waits on the inbox.
+        let away = held_ends_wait
+            .then(|| self.sent_copy(me, query).and_then(|m| m.recipient()))
+            .flatten()
+            .filter(|to| self.is_away(to));
+        let found = loop {
+            let slice_end = match &away {
+                Some(_) => end.min(Instant::now() + HELD_LOOK),
+                None => end,
+            };
+            match self.wait_on_inbox(me, Some(slice_end), warnings, &select) {
+                Ok(None) if Instant::now() < end => {
+                    if let Some(to) = &away
+                        && let Some(reason) = self.held_reason(me, query)
+                    {
+                        self.stop_awaiting(me, query);
+                        return Err(BridgeError::Held {
+                            session_id: to.to_string(),
+                            message_id: query.to_string(),
+                            reason,
+                        });
+                    }
+                }
+                other => break other,
+            }
+        };
         self.stop_awaiting(me, query);
         match found? {
             Some(delivery) => Ok(delivery),
@@ -69,7 +102,7 @@ impl<P: Platform> Bridge<P> {
     /// Waits until `select` picks a pending message of `owner` that this
     /// process manages to claim, or until `deadline`. Sleeps on the host's
     /// change notifications, never on a fixed poll.
-    pub(super) fn wait_on_inbox(
+    pub(crate) fn wait_on_inbox(
         &self,
         owner: &SessionId,
         deadline: Option<Instant>,
