@@ -234,6 +234,7 @@ impl Invocation {
     ) -> Result<Self> {
         let bridge_dir = bridge_dir.to_path_buf();
         let mut guest = Guest::instantiate(component, &bridge_dir, &place.project_dir)?;
+        guest.answerer(Some(crate::away::spawner(global, &bridge_dir)));
         let limits = guest.limits()?;
         let context = wit::InvocationContext {
             session: global.session.clone().filter(|s| !s.is_empty()),

@@ -11,6 +11,7 @@
 // binary; this keeps its body as it is.
 extern crate self as bridge_host;
 
+pub mod away;
 pub mod bindings;
 pub mod cli;
 pub mod compile_cache;

@@ -64,6 +64,15 @@ enum Command {
         #[command(subcommand)]
         event: hooks::Event,
     },
+    /// Answer an away session's queries with read-only forks of its
+    /// transcript; started by the bridge itself when a query reaches an
+    /// away session (docs/away.md).
+    #[command(hide = true)]
+    AwayAnswer {
+        /// The away session.
+        #[arg(long)]
+        session: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,5 +107,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Relay(args) => relay::run(&cli.global, args),
         Command::Setup(args) => setup::run(args),
         Command::Doctor => doctor::run(&cli.global, cli.global.json),
+        Command::AwayAnswer { session } => bridge_host::away::answer(&cli.global, &session),
     }
 }

@@ -141,7 +141,11 @@ pub struct HostState {
     confinement: Confinement,
     interrupt: Option<Interrupt>,
     before_flush: Option<BeforeFlush>,
+    answerer: Option<Answerer>,
 }
+
+/// Starts the away answerer for a session (see [`Guest::answerer`]).
+pub type Answerer = Box<dyn FnMut(&str) -> Result<(), wit::HostError> + Send>;
 
 /// Called once, the first time a verb asks for its writes to be flushed
 /// (see [`Guest::before_flush`]).
@@ -282,6 +286,15 @@ impl HostState {
 
     /// Whether the agent process `process` (as [`crate::process`] names
     /// one) runs; None when this platform cannot tell.
+    /// The guest's `answer-away`: starts the away answerer for `session`
+    /// through the front end's [`Answerer`]; `unsupported` without one.
+    pub(crate) fn start_answerer(&mut self, session: &str) -> Result<(), wit::HostError> {
+        match self.answerer.as_mut() {
+            Some(answerer) => answerer(session),
+            None => Err(wit::HostError::Unsupported),
+        }
+    }
+
     pub(crate) fn agent_process_running(&self, process: &str) -> Option<bool> {
         let process = crate::process::ProcessId::parse(process)?;
         crate::process::ProcessId::unsupported()
@@ -358,6 +371,7 @@ impl Guest {
             confinement: Confinement::default(),
             interrupt: None,
             before_flush: None,
+            answerer: None,
         };
         let engine = component.engine();
         let mut store = Store::new(engine, state);
@@ -397,6 +411,12 @@ impl Guest {
     /// writes, and only waits for the disk. The relay lets the next batch
     /// of received mail be written from then on, so that batches land in
     /// the order received while their flushes overlap.
+    /// How this guest's `answer-away` starts an away answerer; none (the
+    /// default) tells the guest it cannot.
+    pub fn answerer(&mut self, answerer: Option<Answerer>) {
+        self.store.data_mut().answerer = answerer;
+    }
+
     pub fn before_flush(&mut self, hook: Option<BeforeFlush>) {
         self.store.data_mut().before_flush = hook;
     }

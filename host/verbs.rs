@@ -42,7 +42,7 @@ const fn verb(name: &'static str, tool: Option<&'static str>, answers: bool) -> 
 
 /// Every verb a user or an agent runs, in the order `bridge-host run
 /// --help` lists them.
-pub const VERBS: [VerbSpec; 17] = [
+pub const VERBS: [VerbSpec; 18] = [
     verb("start", None, false),
     verb("id", None, true),
     verb("connect", Some("connect"), true),
@@ -60,6 +60,7 @@ pub const VERBS: [VerbSpec; 17] = [
     verb("status", Some("status"), true),
     verb("heartbeat", None, false),
     verb("stop", None, false),
+    verb("away", Some("away"), false),
 ];
 
 /// The verbs the approval hook lets a woken session run.
@@ -99,6 +100,11 @@ pub fn name_of(verb: &wit::Verb) -> &'static str {
         wit::Verb::RelayInbound(_) => "relay-inbound",
         wit::Verb::RelayPresence(_) => "relay-presence",
         wit::Verb::RelayMaterialize(_) => "relay-materialize",
+        wit::Verb::Away(_) => "away",
+        wit::Verb::SessionEnd(_) => "session-end",
+        wit::Verb::AwayTake(_) => "away-take",
+        wit::Verb::AwayRenew(_) => "away-renew",
+        wit::Verb::AwayFinish(_) => "away-finish",
     }
 }
 
@@ -232,6 +238,90 @@ pub enum VerbArgs {
     Heartbeat,
     /// End this session, notifying its peers.
     Stop,
+    /// Away answers for this project: once its Claude Code session ends,
+    /// the session stays registered as away and a read-only copy of its
+    /// transcript answers queries, within limits (docs/away.md).
+    Away {
+        #[command(subcommand)]
+        action: AwayAction,
+    },
+}
+
+/// What `run away` does.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AwayAction {
+    /// Opt this project in, optionally changing its limits (a limit not
+    /// given keeps its current value).
+    On(AwayLimits),
+    /// Opt this project out; its away sessions stop.
+    Off,
+    /// Show the settings, the away sessions and what they used.
+    Status,
+}
+
+/// The limits of `run away on`, also the MCP `away` tool's arguments.
+#[derive(clap::Args, Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
+pub struct AwayLimits {
+    /// Model turns one answer may take [default: 8].
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// Seconds one answer may take [default: 180].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(default)]
+    pub max_seconds: Option<u32>,
+    /// Answers in any hour [default: 20].
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub per_hour: Option<u32>,
+    /// Answers in any 24 hours [default: 100].
+    #[arg(long, value_name = "N")]
+    #[serde(default)]
+    pub per_day: Option<u32>,
+    /// US dollars the copies may spend in any 24 hours, as Claude Code
+    /// reports its cost [default: 2.00].
+    #[arg(long, value_name = "USD")]
+    #[serde(default)]
+    pub spend_per_day: Option<f64>,
+    /// Let sessions of other machines (through the relay) ask too
+    /// [default: this machine only].
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_other_machines: bool,
+    /// Let only sessions of this machine ask again.
+    #[arg(long, conflicts_with = "allow_other_machines")]
+    #[serde(default)]
+    pub this_machine_only: bool,
+}
+
+impl AwayLimits {
+    /// The guest's settings: what was not given stays as it is.
+    pub fn into_wit(self) -> wit::AwaySettings {
+        wit::AwaySettings {
+            max_turns: self.max_turns,
+            max_seconds: self.max_seconds,
+            per_hour: self.per_hour,
+            per_day: self.per_day,
+            spend_per_day: self.spend_per_day,
+            allow_other_machines: if self.allow_other_machines {
+                Some(true)
+            } else if self.this_machine_only {
+                Some(false)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+impl AwayAction {
+    pub fn into_wit(self) -> wit::AwayRequest {
+        match self {
+            AwayAction::On(limits) => wit::AwayRequest::On(limits.into_wit()),
+            AwayAction::Off => wit::AwayRequest::Off,
+            AwayAction::Status => wit::AwayRequest::Status,
+        }
+    }
 }
 
 impl VerbArgs {
@@ -299,6 +389,7 @@ impl VerbArgs {
             VerbArgs::Status => wit::Verb::Status,
             VerbArgs::Heartbeat => wit::Verb::Heartbeat,
             VerbArgs::Stop => wit::Verb::Stop,
+            VerbArgs::Away { action } => wit::Verb::Away(action.into_wit()),
         })
     }
 }

@@ -276,7 +276,12 @@ fn old_verb(verb: &new::Verb) -> Result<(old::Verb, &'static str), String> {
         new::Verb::Peers => (old::Verb::Peers, "peers"),
         new::Verb::Status => (old::Verb::Status, "status"),
         new::Verb::Heartbeat => (old::Verb::Heartbeat, "heartbeat"),
-        new::Verb::Stop => (old::Verb::Stop, "stop"),
+        // 0.1.0 has no away answers: a session that ends stops.
+        new::Verb::Stop | new::Verb::SessionEnd(_) => (old::Verb::Stop, "stop"),
+        new::Verb::Away(_)
+        | new::Verb::AwayTake(_)
+        | new::Verb::AwayRenew(_)
+        | new::Verb::AwayFinish(_) => return Err(missing("away answers")),
         new::Verb::Track(_) => return Err(missing("track")),
         new::Verb::Thread(_) => return Err(missing("thread")),
         new::Verb::History(_) => return Err(missing("history")),
@@ -488,6 +493,7 @@ fn legacy_kind(error: &new::BridgeError) -> &'static str {
         new::BridgeError::Corrupt(_) => "corrupt",
         new::BridgeError::Io(_) => "io",
         new::BridgeError::Pointer(_) => "pointer",
+        new::BridgeError::Held(_) => "held",
     }
 }
 
@@ -571,6 +577,8 @@ fn legacy_message(
             withheld(&p.path).unwrap_or_else(|| format!("{bridge}/{}: {}", p.path, p.reason))
         }
         new::BridgeError::Pointer(why) => format!("project pointer: {why}"),
+        // A 0.1.0 guest never holds a query.
+        new::BridgeError::Held(h) => format!("{} is away: {}", h.session_id, h.reason),
     };
     (message, false)
 }

@@ -23,7 +23,7 @@ pub mod wit {
         Caller, InvocationContext, OutputFormat, WithheldSession,
     };
     pub use super::session_bridge::protocol::errors::{
-        BridgeError, Failure, FileProblem, SizeLimit, Timeout,
+        BridgeError, Failure, FileProblem, HeldQuery, SizeLimit, Timeout,
     };
     pub use super::session_bridge::protocol::host::{HostError, IoFailure, IoKind};
     pub use super::session_bridge::protocol::mail::{
@@ -36,12 +36,13 @@ pub mod wit {
         RelayItem, RelayMaterializeRequest, RelayOutgoing, RelayRequest, RemoteEntry,
     };
     pub use super::session_bridge::protocol::reports::{
-        CleanupReport, Connection, Outcome, Report, SentReport, SessionStartReport, StatusReport,
-        StopReport,
+        AwayJob, AwaySession, AwayStatus, CleanupReport, Connection, Outcome, Report, SentReport,
+        SessionStartReport, StatusReport, StopReport,
     };
     pub use super::session_bridge::protocol::verbs::{
-        AskRequest, CleanupRequest, HistoryRequest, ListenRequest, ReceiveRequest, ReplyRequest,
-        SeenRequest, SendRequest, Verb,
+        AskRequest, AwayFailure, AwayOutcome, AwayRequest, AwayResult, AwaySettings,
+        CleanupRequest, HistoryRequest, ListenRequest, ReceiveRequest, ReplyRequest, SeenRequest,
+        SendRequest, SessionEndRequest, Verb,
     };
 }
 
@@ -62,6 +63,10 @@ host_interface!(session_bridge::protocol::host, wit::HostError, |e| e, {
 
     fn flush_bridge_dir(&mut self) -> wasmtime::Result<Result<(), wit::HostError>> {
         Ok(self.flush_bridge_fs())
+    }
+
+    fn answer_away(&mut self, session: String) -> wasmtime::Result<Result<(), wit::HostError>> {
+        Ok(self.start_answerer(&session))
     }
 });
 

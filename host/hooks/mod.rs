@@ -345,7 +345,19 @@ fn session_end(global: &Config, input: &HookInput) -> Result<ExitCode> {
     if let Ok(project_dir) = input.project_dir(global) {
         invocation.guest.use_project_pointer(&project_dir);
     }
-    let stopped = invocation.run(&wit::Verb::Stop)?;
+    // In a project that opted in to away answers, the guest keeps the
+    // session as away, answered from this transcript in this directory.
+    if let Some(cwd) = input.cwd.as_deref().and_then(Path::to_str) {
+        invocation.context.working_dir = cwd.to_string();
+    }
+    let end = wit::Verb::SessionEnd(wit::SessionEndRequest {
+        transcript: input
+            .transcript
+            .as_deref()
+            .and_then(Path::to_str)
+            .map(str::to_string),
+    });
+    let stopped = invocation.run(&end)?;
     if let Some(owner) = owner {
         owner.forget();
     }

@@ -96,6 +96,32 @@ pub(crate) struct HistoryArgs {
     pub limit: Option<u32>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AwayActionArg {
+    On,
+    Off,
+    Status,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(transform = plain_integers)]
+pub(crate) struct AwayArgs {
+    pub action: AwayActionArg,
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    #[serde(default)]
+    pub max_seconds: Option<u32>,
+    #[serde(default)]
+    pub per_hour: Option<u32>,
+    #[serde(default)]
+    pub per_day: Option<u32>,
+    #[serde(default)]
+    pub spend_per_day: Option<f64>,
+    #[serde(default)]
+    pub allow_other_machines: Option<bool>,
+}
+
 /// Drops the `format` schemars gives integers (`uint32`): it is no format
 /// JSON Schema defines, and clients that validate with Ajv (Gemini CLI)
 /// print `unknown format "uint32" ignored` on every call. `minimum: 0`
@@ -303,6 +329,27 @@ impl BridgeServer {
             limit: args.limit,
         });
         self.call(verb, ctx, None).await
+    }
+
+    #[tool(annotations(destructive_hint = true, open_world_hint = false))]
+    async fn away(
+        &self,
+        Parameters(args): Parameters<AwayArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let request = match args.action {
+            AwayActionArg::On => wit::AwayRequest::On(wit::AwaySettings {
+                max_turns: args.max_turns,
+                max_seconds: args.max_seconds,
+                per_hour: args.per_hour,
+                per_day: args.per_day,
+                spend_per_day: args.spend_per_day,
+                allow_other_machines: args.allow_other_machines,
+            }),
+            AwayActionArg::Off => wit::AwayRequest::Off,
+            AwayActionArg::Status => wit::AwayRequest::Status,
+        };
+        self.call(wit::Verb::Away(request), ctx, None).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: every test drives the real `bridge-host` binary.
 
 mod answer_path;
+mod away;
 mod bad_input;
 mod cache;
 mod codex_hooks;

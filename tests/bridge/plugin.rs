@@ -36,8 +36,8 @@ fn hook_command(event: &str, needle: &str) -> (String, Value) {
 }
 
 /// The slash commands the plugin documents, one command file each.
-const VERBS: [&str; 7] = [
-    "start", "connect", "listen", "ask", "peers", "status", "stop",
+const VERBS: [&str; 8] = [
+    "start", "connect", "listen", "ask", "peers", "status", "stop", "away",
 ];
 
 /// The Bash command that `plugin/commands/<verb>.md` (the slash command
@@ -252,7 +252,16 @@ fn the_prompt_text_is_at_most_half_of_the_originals() {
             .replace("<peer>", "k3x9q2")
             .replace("<question>", "what changed?");
         assert!(command.starts_with("bridge-host run "), "{verb}: {command}");
-        if ["start", "stop"].contains(&verb) {
+        if verb == "away" {
+            // Turning away answers on costs model calls: only a person's
+            // own `/session-bridge:away` runs it, never a woken session.
+            assert!(!bridge_host_approves(&command), "{verb}: {command}");
+            let doc = plugin_file("commands/away.md");
+            assert!(
+                doc.contains("\nallowed-tools: Bash(bridge-host run away:*)\n"),
+                "away.md does not allow exactly its own verb"
+            );
+        } else if ["start", "stop"].contains(&verb) {
             // Not for a woken session to run: the approval hook refuses
             // them, and the command file allows exactly its own call.
             assert!(!bridge_host_approves(&command), "{verb}: {command}");

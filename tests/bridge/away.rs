@@ -1,0 +1,275 @@
+//! Away answers through the real `bridge-host`, with a stand-in for the
+//! `claude` program (the real Claude Code CLI is driven in
+//! `tests/real_client/away.py`, run by `real_client.rs`): what the fork is
+//! run with, that an ask from a terminal gets its answer with its
+//! provenance, that a killed answerer loses no query and leaves no fork,
+//! and that a fork past its time is stopped and the asker told.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::World;
+
+const AGENT: &str = "6a0f4c2e-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+
+/// A `claude` that records its arguments, working directory and bridge
+/// variables in `<dir>/calls/<pid>`, waits while `<dir>/stall` exists if
+/// the question says SLOW,
+/// and answers with the question's last line, as `claude -p
+/// --output-format json` prints a result.
+fn stand_in_claude(dir: &Path) -> PathBuf {
+    let calls = dir.join("calls");
+    std::fs::create_dir_all(&calls).unwrap();
+    let program = dir.join("claude");
+    let script = format!(
+        r#"#!/usr/bin/env python3
+import json, os, sys, time
+prompt = sys.stdin.read()
+with open(os.path.join({calls:?}, str(os.getpid())), "w") as f:
+    f.write("\n".join(sys.argv[1:]))
+    f.write("\ncwd=" + os.getcwd())
+    f.write("\nagent=" + os.environ.get("CLAUDE_CODE_SESSION_ID", "none") + "\n")
+if "SLOW" in prompt:
+    while os.path.exists({stall:?}):
+        time.sleep(0.2)
+last = prompt.rstrip("\n").split("\n")[-1]
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False, "num_turns": 2,
+                  "total_cost_usd": 0.02, "result": "ANSWER to " + last}}))
+"#,
+        calls = calls.display().to_string(),
+        stall = dir.join("stall").display().to_string()
+    );
+    std::fs::write(&program, script).unwrap();
+    let mut permissions = std::fs::metadata(&program).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&program, permissions).unwrap();
+    program
+}
+
+struct Away {
+    w: World,
+    lib: PathBuf,
+    app: PathBuf,
+    claude: PathBuf,
+    transcript: PathBuf,
+    id: String,
+    asker: String,
+}
+
+/// A library project opted in, whose Claude Code session registered and
+/// ended (through the plugin's hooks), and an app session that asks it.
+fn away_library(limits: &[&str]) -> Away {
+    let w = World::new();
+    let lib = w.project("lib");
+    let app = w.project("app");
+    let claude = stand_in_claude(w.root.path());
+    let transcript = w.home().join(format!(".claude/projects/-lib/{AGENT}.jsonl"));
+    std::fs::create_dir_all(transcript.parent().unwrap()).unwrap();
+    std::fs::write(&transcript, "{\"type\":\"user\"}\n").unwrap();
+    w.cmd(&lib).args(["run", "away", "on"]).args(limits).ok();
+    let hook = |event: &str| {
+        json!({
+            "session_id": AGENT,
+            "transcript_path": transcript,
+            "cwd": lib,
+            "hook_event_name": event,
+        })
+        .to_string()
+    };
+    w.cmd(&lib)
+        .args(["hook", "session-start"])
+        .stdin(hook("SessionStart"))
+        .ok();
+    w.cmd(&lib)
+        .args(["hook", "session-end"])
+        .stdin(hook("SessionEnd"))
+        .ok();
+    let status = w.cmd(&lib).args(["--json", "run", "away", "status"]).json();
+    let id = status["sessions"][0]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no away session after SessionEnd: {status}"))
+        .to_string();
+    let asker = w.start(&app);
+    Away {
+        w,
+        lib,
+        app,
+        claude,
+        transcript,
+        id,
+        asker,
+    }
+}
+
+impl Away {
+    /// `run ask` from the app's terminal, with the stand-in as `claude`.
+    fn ask(&self, question: &str) -> crate::util::Cmd {
+        self.ask_for(question, 60)
+    }
+
+    fn ask_for(&self, question: &str, seconds: u32) -> crate::util::Cmd {
+        self.w
+            .cmd(&self.app)
+            .env("BRIDGE_CLAUDE_BIN", &self.claude)
+            .env("CLAUDE_CODE_SESSION_ID", "the-askers-own-agent")
+            .args(["run", "--session", &self.asker, "ask", &self.id, question])
+            .args(["--timeout", &seconds.to_string()])
+    }
+
+    fn calls(&self) -> Vec<String> {
+        let dir = self.w.root.path().join("calls");
+        let mut calls: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        calls.sort();
+        calls
+    }
+
+    /// The processes whose command line contains `needle`, for this
+    /// world only (its bridge directory or stand-in is on the line).
+    fn processes(&self, needle: &str) -> Vec<u32> {
+        let root = self.w.root.path().display().to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(line) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let line = String::from_utf8_lossy(&line).replace('\0', " ");
+            if line.contains(needle) && line.contains(&root) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let end = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < end, "{what}: not within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn an_ask_from_a_terminal_is_answered_by_a_read_only_fork_with_its_provenance() {
+    let a = away_library(&[]);
+    let peers = a.w.cmd(&a.app).args(["run", "peers"]).ok();
+    assert!(
+        peers.lines().any(|l| l.contains(&a.id) && l.contains("away")),
+        "{peers}"
+    );
+    let before = std::fs::read(&a.transcript).unwrap();
+    let question = "What does `init()` return? Quote \"$HOME\" and 'x' verbatim";
+    let out = a.ask(question).ok();
+    // The answer's own first line, inside the fence the asker sees.
+    let first = out
+        .lines()
+        .skip_while(|l| !l.starts_with("<peer-message "))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        first.contains(&format!("read-only copy of session {}", a.id)) && first.contains("Last active 20"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("ANSWER to {question}")), "{out}");
+    // What the fork was run with.
+    let calls = a.calls();
+    assert_eq!(calls.len(), 1, "one fork: {calls:?}");
+    let args: Vec<&str> = calls[0].lines().collect();
+    for expected in [
+        "-p",
+        "--fork-session",
+        "--no-session-persistence",
+        "Read,Grep,Glob",
+        "--strict-mcp-config",
+        r#"{"disableAllHooks": true}"#,
+        AGENT,
+    ] {
+        assert!(args.contains(&expected), "{expected} missing from {args:?}");
+    }
+    let denied = args[args.iter().position(|a| *a == "--disallowedTools").unwrap() + 1];
+    for tool in ["Bash", "Edit", "Write", "NotebookEdit", "Agent", "WebFetch"] {
+        assert!(denied.split(',').any(|t| t == tool), "{denied}");
+    }
+    assert!(args.contains(&format!("cwd={}", a.lib.display()).as_str()), "{args:?}");
+    assert!(args.contains(&"agent=none"), "the asker's agent leaked into the fork: {args:?}");
+    assert_eq!(std::fs::read(&a.transcript).unwrap(), before);
+    // track and history say who answered, and how.
+    let history = a.w.cmd(&a.app).args(["run", "--session", &a.asker, "history"]).ok();
+    assert!(history.contains("read-only copy"), "{history}");
+    a.wait_until("the answerer ends", Duration::from_secs(40), || {
+        a.processes("away-answer").is_empty()
+    });
+}
+
+#[test]
+fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() {
+    let a = away_library(&[]);
+    let stall = a.w.root.path().join("stall");
+    std::fs::write(&stall, "").unwrap();
+    let slow = a.ask("SLOW question").spawn();
+    a.wait_until("the fork runs", Duration::from_secs(30), || a.calls().len() == 1);
+    let answerers = a.processes("away-answer");
+    assert_eq!(answerers.len(), 1, "one answerer: {answerers:?}");
+    let claude = a.claude.display().to_string();
+    assert_eq!(a.processes(&claude).len(), 1, "one fork");
+    std::process::Command::new("kill")
+        .args(["-KILL", &answerers[0].to_string()])
+        .status()
+        .unwrap();
+    a.wait_until("the fork ends with its answerer", Duration::from_secs(10), || {
+        a.processes(&claude).is_empty()
+    });
+    std::fs::remove_file(&stall).unwrap();
+    // The next question starts a new answerer; the killed one's query is
+    // answered once its claim has lapsed, and its asker, still waiting,
+    // gets the answer.
+    let out = a.ask("quick question").ok();
+    assert!(out.contains("ANSWER to quick question"), "{out}");
+    let slow = slow.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&slow.stdout);
+    assert!(slow.status.success(), "{said}{}", String::from_utf8_lossy(&slow.stderr));
+    assert!(said.contains("ANSWER to SLOW question"), "{said}");
+    assert_eq!(a.calls().len(), 3, "the killed fork, then one fork per question");
+    a.wait_until("no answerer or fork is left", Duration::from_secs(40), || {
+        a.processes("away-answer").is_empty() && a.processes(&claude).is_empty()
+    });
+}
+
+#[test]
+fn a_fork_past_its_time_is_stopped_and_the_asker_told_the_question_waits() {
+    let a = away_library(&["--max-seconds", "10"]);
+    std::fs::write(a.w.root.path().join("stall"), "").unwrap();
+    let (out, err) = a.ask("SLOW question").fails();
+    let said = format!("{out}{err}");
+    assert!(said.contains("ran past 10 s") && said.contains("stays queued"), "{said}");
+    let inbox = a.w.session_dir(&a.id).join("inbox");
+    let waiting = std::fs::read_dir(inbox)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert_eq!(waiting, 1, "the query waits in the inbox");
+    let claude = a.claude.display().to_string();
+    assert!(a.processes(&claude).is_empty(), "the fork was stopped");
+}
+
+#[test]
+fn a_transcript_that_is_gone_stops_the_away_session_and_the_asker_is_told() {
+    let a = away_library(&[]);
+    std::fs::remove_file(&a.transcript).unwrap();
+    let (out, err) = a.ask_for("anyone there?", 15).fails();
+    let said = format!("{out}{err}");
+    assert!(said.contains(&a.id), "{said}");
+    let peers = a.w.cmd(&a.app).args(["run", "peers"]).ok();
+    assert!(!peers.contains(&a.id), "{peers}");
+    assert!(a.calls().is_empty(), "no fork without a transcript");
+}
