@@ -98,6 +98,7 @@ pub(crate) struct HistoryArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
 pub(crate) enum AwayActionArg {
     On,
     Off,
@@ -122,14 +123,15 @@ pub(crate) struct AwayArgs {
     pub allow_other_machines: Option<bool>,
 }
 
-/// Drops the `format` schemars gives integers (`uint32`): it is no format
+/// Drops the `format` schemars gives integers and numbers (`uint32`): it is no format
 /// JSON Schema defines, and clients that validate with Ajv (Gemini CLI)
 /// print `unknown format "uint32" ignored` on every call. `minimum: 0`
 /// still says the number is not negative.
 fn plain_integers(schema: &mut schemars::Schema) {
     schemars::transform::transform_subschemas(&mut plain_integers, schema);
     if let Some(object) = schema.as_object_mut() {
-        let integer = |t: &serde_json::Value| t == "integer";
+        // Numbers too: schemars gives an f64 `double`.
+        let integer = |t: &serde_json::Value| t == "integer" || t == "number";
         let is_integer = object.get("type").is_some_and(|t| {
             integer(t) || t.as_array().is_some_and(|types| types.iter().any(integer))
         });

@@ -39,6 +39,7 @@ pub const PLUGIN_FILES: &[(&str, &[u8])] = embedded![
     "plugin/.mcp.json",
     "plugin/bin/bridge-host",
     "plugin/commands/ask.md",
+    "plugin/commands/away.md",
     "plugin/commands/connect.md",
     "plugin/commands/listen.md",
     "plugin/commands/peers.md",

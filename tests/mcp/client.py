@@ -47,6 +47,7 @@ TOOLS = {
     "track": ["message_id"],
     "thread": ["message_id"],
     "history": [],
+    "away": ["action"],
 }
 INVALID_PARAMS = -32602
 
@@ -247,7 +248,7 @@ async def case_initialize(w):
         check("initialize: tools capability", caps.tools is not None, caps)
         listed = (await asyncio.wait_for(s.list_tools(), 10)).tools
         names = sorted(t.name for t in listed)
-        check("tools/list: exactly the 12 tools", names == sorted(TOOLS), names)
+        check(f"tools/list: exactly the {len(TOOLS)} tools", names == sorted(TOOLS), names)
         for t in listed:
             if t.name not in TOOLS:
                 continue
@@ -845,6 +846,7 @@ async def case_extra_arguments(w):
             ("track", {"message_id": qid}),
             ("thread", {"message_id": qid}),
             ("history", {"limit": 3}),
+            ("away", {"action": "status"}),
             ("receive", {"message_id": "msg-aaaaaaaaaaaa", "timeout_seconds": 1}),
             ("ask", {"peer": "zzzzzz", "question": "anyone?", "timeout_seconds": 1}),
         ]
@@ -907,7 +909,7 @@ async def case_busy(w):
         ping = await raw.request("ping", {}, timeout=20)
         check("busy: ping is answered with 32 calls waiting", "result" in ping, ping)
         tools = await raw.request("tools/list", {}, timeout=20)
-        check("busy: tools/list is answered", len(tools.get("result", {}).get("tools", [])) == 12,
+        check("busy: tools/list is answered", len(tools.get("result", {}).get("tools", [])) == len(TOOLS),
               short(tools))
         one = min(waiting)
         raw.write({"jsonrpc": "2.0", "method": "notifications/cancelled",

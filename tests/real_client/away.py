@@ -181,8 +181,12 @@ class StandIn:
 
 
 class World:
-    def __init__(self, root: Path, version: str, host: Path, stall_seconds: float = 300):
+    def __init__(self, root: Path, version: str, host: Path, stall_seconds: float = 300,
+                 plugin_dir: Path = PLUGIN_DIR, no_wake_hooks: bool = False):
         self.root = Path(root).resolve()
+        self.plugin_dir = Path(plugin_dir).resolve()
+        if no_wake_hooks:
+            self.plugin_dir = plugin_without_wake_hooks(self.plugin_dir, self.root / "plugin-no-wake")
         self.version = version
         self.claude = VERSIONS[version]
         if not self.claude.exists():
@@ -262,7 +266,7 @@ class World:
 
     def claude_run(self, args: list[str], cwd: Path, stdin: str = "", timeout: float = 180,
                    plugin: bool = True) -> dict:
-        cmd = [str(self.claude), "-p"] + (["--plugin-dir", str(PLUGIN_DIR)] if plugin else []) + args
+        cmd = [str(self.claude), "-p"] + (["--plugin-dir", str(self.plugin_dir)] if plugin else []) + args
         t0 = time.monotonic()
         timed_out, running = False, []
         p = subprocess.Popen(cmd, cwd=str(cwd), env=self.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -439,6 +443,24 @@ class World:
         return "\n".join(out)
 
 
+def plugin_without_wake_hooks(plugin: Path, dest: Path) -> Path:
+    """A copy of ``plugin`` without its ``hook wake`` hooks (SessionStart's
+    and Stop's). Diagnostic only (``--no-wake-hooks``): in print mode Claude
+    Code waits for those hooks, which wait for a message, so ``claude -p``
+    with the plugin never ends its turn."""
+    shutil.copytree(plugin, dest, symlinks=True)
+    hooks_file = dest / "hooks" / "hooks.json"
+    hooks = json.loads(hooks_file.read_text())
+    for event in list(hooks["hooks"]):
+        for group in hooks["hooks"][event]:
+            group["hooks"] = [h for h in group["hooks"] if " hook wake" not in h.get("command", "")]
+        hooks["hooks"][event] = [g for g in hooks["hooks"][event] if g["hooks"]]
+        if not hooks["hooks"][event]:
+            del hooks["hooks"][event]
+    hooks_file.write_text(json.dumps(hooks, indent=2))
+    return dest
+
+
 def remove_dead_socks(names: list[str]) -> list[str]:
     """Removes the /tmp/cc-socks/<pid>.sock among ``names`` (new since this
     run started) whose process has ended; the names removed."""
@@ -544,7 +566,10 @@ def test(args: argparse.Namespace) -> int:
         print(f"== Claude Code {version}, bridge-host {host}, work dir {root}", flush=True)
         world = None
         try:
-            world = World(root, version, host)
+            world = World(root, version, host, plugin_dir=Path(args.plugin_dir), no_wake_hooks=args.no_wake_hooks)
+            if args.no_wake_hooks or world.plugin_dir != PLUGIN_DIR.resolve():
+                c.note(f"DIAGNOSTIC RUN: plugin {world.plugin_dir}"
+                       + (" (a copy without its `hook wake` hooks)" if args.no_wake_hooks else ""))
             socks_before = set(os.listdir(CC_SOCKS)) if CC_SOCKS.exists() else set()
             TestRun(world, c, args).run()
             if c.failed():
@@ -583,6 +608,7 @@ class TestRun:
         self.project: Path | None = None
         self.transcript_sha: str | None = None
         self.transcripts_before: dict[str, str] = {}
+        self.built: set[str] = set()  # Claude sessions the checks themselves built after check 1
 
     def run(self) -> None:
         c = self.c
@@ -686,10 +712,12 @@ class TestRun:
         w = self.w
         now_sha = sha(w.transcript(self.sid))
         transcripts = w.transcripts()
-        new = sorted(set(transcripts) - set(self.transcripts_before))
+        new = sorted(k for k in set(transcripts) - set(self.transcripts_before)
+                     if Path(k).stem not in self.built)
         changed = sorted(k for k in self.transcripts_before if transcripts.get(k) != self.transcripts_before[k])
         listing = w.projects_listing()
-        extra = sorted(set(listing) - set(self.listing_before))
+        extra = sorted(k for k in set(listing) - set(self.listing_before)
+                       if not any(b in k for b in self.built) and not k.endswith("proj5"))
         self.c.check(f"3 transcript byte-identical, no new transcript ({when})",
                      now_sha == self.transcript_sha and not new and not changed,
                      f"sha same {now_sha == self.transcript_sha}; new transcripts {new or 'none'}; "
@@ -752,6 +780,7 @@ class TestRun:
             raise Failure(f"away on --per-hour 1: rc {on.returncode}: {on.stdout} {on.stderr}")
         colour = random.choice(["teal", "amber", "violet", "ochre"]) + word(3)
         sid5 = w.session_turns(p5, [f"Remember: the colour is {colour}."])
+        self.built.add(sid5)
         rows = w.away_sessions(p5)
         if len(rows) != 1:
             raise Failure(f"project 5: away sessions {rows}; peers {w.sessions_of(p5)}")
@@ -1014,7 +1043,9 @@ def bench(args: argparse.Namespace) -> int:
         return 2
     version = args.version or "2.1.197"
     root = Path(tempfile.mkdtemp(prefix=f"away-bench-{version}-"))
-    w = World(root, version, host)
+    w = World(root, version, host, plugin_dir=Path(args.plugin_dir), no_wake_hooks=args.no_wake_hooks)
+    if args.no_wake_hooks:
+        print(f"DIAGNOSTIC RUN: plugin {w.plugin_dir} (a copy without its `hook wake` hooks)")
     print(f"== bench: Claude Code {version}, bridge-host {host}, work dir {root}", flush=True)
     rc = 0
     try:
@@ -1127,6 +1158,10 @@ def main() -> int:
         s.add_argument("--version", choices=sorted(VERSIONS), help="default: both (bench: 2.1.197)")
         s.add_argument("--keep", action="store_true", help="keep the work directory")
         s.add_argument("--bridge-host", help="default: $BRIDGE_HOST_BIN, target/release, target/debug")
+        s.add_argument("--plugin-dir", default=str(PLUGIN_DIR), help="the plugin the sessions load")
+        s.add_argument("--no-wake-hooks", action="store_true",
+                       help="diagnostic: load a copy of the plugin without its `hook wake` hooks, which keep "
+                            "`claude -p` from ending")
         if name == "bench":
             s.add_argument("--runs", type=int, default=10)
             s.add_argument("--questions", type=int, default=100)
