@@ -729,14 +729,10 @@ impl From<crate::BridgeError> for wit::BridgeError {
             }
             E::Io { path, reason } => wit::BridgeError::Io(wit::FileProblem { path, reason }),
             E::Pointer(s) => wit::BridgeError::Pointer(s),
-            E::Held {
-                session_id,
-                message_id,
-                reason,
-            } => wit::BridgeError::Held(wit::HeldQuery {
-                session_id,
-                message_id,
-                reason,
+            E::Held(held) => wit::BridgeError::Held(wit::HeldQuery {
+                session_id: held.session_id,
+                message_id: held.message_id,
+                reason: held.reason,
             }),
         }
     }

@@ -37,11 +37,15 @@ pub enum BridgeError {
     Pointer(String),
     /// The session asked is away and a limit keeps its read-only copy from
     /// answering; the query stays queued for its next live session.
-    Held {
-        session_id: String,
-        message_id: String,
-        reason: String,
-    },
+    Held(Box<HeldQuery>),
+}
+
+/// A query an away session's read-only copy will not answer, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldQuery {
+    pub session_id: String,
+    pub message_id: String,
+    pub reason: String,
 }
 
 impl BridgeError {
@@ -95,13 +99,10 @@ impl fmt::Display for BridgeError {
                 write!(f, "content is {size} bytes; the limit is {limit} bytes")
             }
             BridgeError::TimedOut(secs) => write!(f, "nothing arrived within {secs}s"),
-            BridgeError::Held {
-                session_id,
-                message_id,
-                reason,
-            } => write!(
+            BridgeError::Held(held) => write!(
                 f,
-                "{session_id} is away and did not answer {message_id}: {reason}"
+                "{} is away and did not answer {}: {}",
+                held.session_id, held.message_id, held.reason
             ),
             BridgeError::NotAnswered { seconds, receipt } => write!(
                 f,

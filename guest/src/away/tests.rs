@@ -237,9 +237,10 @@ fn past_a_limit_the_query_stays_queued_and_its_ask_says_why() {
     }
     held.expect("the second query was held");
     let failure = asking.join().unwrap().expect_err("the ask ends with why");
-    let BridgeError::Held { reason, message_id, .. } = &failure.error else {
+    let BridgeError::Held(held) = &failure.error else {
         panic!("{:?}", failure.error)
     };
+    let (reason, message_id) = (&held.reason, &held.message_id);
     assert!(reason.contains("1 away answers per hour"), "{reason}");
     assert!(failure.rendered.contains("stays queued"), "{}", failure.rendered);
     assert_eq!(track_stage(&b, &app, message_id), Stage::Held);

@@ -75,7 +75,7 @@ fn kind(error: &BridgeError) -> &'static str {
         BridgeError::Corrupt { .. } => "corrupt",
         BridgeError::Io { .. } => "io",
         BridgeError::Pointer(_) => "pointer",
-        BridgeError::Held { .. } => "held",
+        BridgeError::Held(_) => "held",
     }
 }
 
@@ -107,15 +107,13 @@ fn message(error: &BridgeError, verb: &str, context: &Context) -> String {
              [a-z0-9], as printed by send, ask and listen"
         ),
         BridgeError::InvalidArgument(why) => why.clone(),
-        BridgeError::Held {
-            session_id,
-            message_id,
-            reason,
-        } => format!(
-            "session {session_id} is away: its agent stopped, and a read-only copy of its \
-             transcript answers queries, but not this one: {reason}. The question stays queued \
-             in its inbox for when it runs again; {} shows where it stands",
-            crate::commands::on_message(context.caller, "track", message_id)
+        BridgeError::Held(held) => format!(
+            "session {} is away: its agent stopped, and a read-only copy of its transcript \
+             answers queries, but not this one: {}. The question stays queued in its inbox for \
+             when it runs again; {} shows where it stands",
+            held.session_id,
+            held.reason,
+            crate::commands::on_message(context.caller, "track", &held.message_id)
         ),
         BridgeError::NoSuchSession(id) => {
             format!(

@@ -70,17 +70,17 @@ impl<P: Platform> Bridge<P> {
                 Some(_) => end.min(Instant::now() + HELD_LOOK),
                 None => end,
             };
-            match self.wait_on_inbox(me, Some(slice_end), warnings, &select) {
+            match self.wait_on_inbox(me, Some(slice_end), warnings, select) {
                 Ok(None) if Instant::now() < end => {
                     if let Some(to) = &away
                         && let Some(reason) = self.held_reason(me, query)
                     {
                         self.stop_awaiting(me, query);
-                        return Err(BridgeError::Held {
+                        return Err(BridgeError::Held(Box::new(crate::error::HeldQuery {
                             session_id: to.to_string(),
                             message_id: query.to_string(),
                             reason,
-                        });
+                        })));
                     }
                 }
                 other => break other,
