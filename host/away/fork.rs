@@ -68,10 +68,17 @@ pub(super) fn answer(invocation: &mut Invocation, job: &wit::AwayJob) -> Result<
     };
     let failed = |f| wit::AwayOutcome::Failed(f);
     let Some(transcript) = find_transcript(job) else {
-        let named = job.transcript.clone().unwrap_or_else(|| {
-            format!("~/.claude/projects/*/{}.jsonl", job.agent_session)
-        });
-        return Ok(result(ticket, failed(wit::AwayFailure::TranscriptMissing(named)), 0, 0.0, None));
+        let named = job
+            .transcript
+            .clone()
+            .unwrap_or_else(|| format!("~/.claude/projects/*/{}.jsonl", job.agent_session));
+        return Ok(result(
+            ticket,
+            failed(wit::AwayFailure::TranscriptMissing(named)),
+            0,
+            0.0,
+            None,
+        ));
     };
     let last_written_ms = std::fs::metadata(&transcript)
         .and_then(|m| m.modified())
@@ -80,7 +87,13 @@ pub(super) fn answer(invocation: &mut Invocation, job: &wit::AwayJob) -> Result<
         .map(|d| d.as_millis() as u64);
     if !Path::new(&job.working_dir).is_dir() {
         let why = format!("its working directory {} is gone", job.working_dir);
-        return Ok(result(ticket, failed(wit::AwayFailure::NotStarted(why)), 0, 0.0, last_written_ms));
+        return Ok(result(
+            ticket,
+            failed(wit::AwayFailure::NotStarted(why)),
+            0,
+            0.0,
+            last_written_ms,
+        ));
     }
     let mut child = match command(job).spawn() {
         Ok(child) => child,
@@ -89,7 +102,13 @@ pub(super) fn answer(invocation: &mut Invocation, job: &wit::AwayJob) -> Result<
                 "cannot run {}: {err} (install Claude Code, or name it with {CLAUDE_BIN_VAR})",
                 claude_bin().display()
             );
-            return Ok(result(ticket, failed(wit::AwayFailure::NotStarted(why)), 0, 0.0, last_written_ms));
+            return Ok(result(
+                ticket,
+                failed(wit::AwayFailure::NotStarted(why)),
+                0,
+                0.0,
+                last_written_ms,
+            ));
         }
     };
     let prompt = job.prompt.clone();
@@ -134,12 +153,20 @@ pub(super) fn answer(invocation: &mut Invocation, job: &wit::AwayJob) -> Result<
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     let Some(status) = status else {
-        return Ok(result(ticket, failed(wit::AwayFailure::TimedOut(job.max_seconds)), 0, 0.0, last_written_ms));
+        return Ok(result(
+            ticket,
+            failed(wit::AwayFailure::TimedOut(job.max_seconds)),
+            0,
+            0.0,
+            last_written_ms,
+        ));
     };
     let parsed = last_json(&stdout);
     let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name).cloned());
     let turns = field("num_turns").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-    let cost = field("total_cost_usd").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let cost = field("total_cost_usd")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
     let subtype = field("subtype").and_then(|v| v.as_str().map(str::to_string));
     let is_error = field("is_error").and_then(|v| v.as_bool()).unwrap_or(true);
     let answer = field("result").and_then(|v| v.as_str().map(str::to_string));
@@ -154,7 +181,14 @@ pub(super) fn answer(invocation: &mut Invocation, job: &wit::AwayJob) -> Result<
                 why.push_str(&format!(", result {subtype}"));
             }
             if !said.is_empty() {
-                let tail: String = said.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: String = said
+                    .chars()
+                    .rev()
+                    .take(400)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 why.push_str(&format!(": {tail}"));
             }
             failed(wit::AwayFailure::ClientError(why))

@@ -15,11 +15,11 @@
 //! inbox for [`LINGER`] before it ends, so a burst of queries is answered
 //! by one process.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -35,16 +35,22 @@ const LINGER: Duration = Duration::from_secs(20);
 /// How often the claim of a query being answered is renewed; the guest's
 /// lease is 10 s.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
-/// The most answerers one invocation starts.
-const MAX_STARTS: usize = 16;
+/// The most answerers one invocation starts in [`STARTS_WINDOW`] (the
+/// relay and the MCP server are invocations that last for days).
+const MAX_STARTS: usize = 64;
+const STARTS_WINDOW: Duration = Duration::from_secs(60);
+/// A session's answerer is not started again this soon: the one started
+/// sees what arrives meanwhile.
+const RESTART_AFTER: Duration = Duration::from_secs(2);
 
 /// The guest's `answer-away` for invocations of `global` on the bridge
 /// directory `bridge_dir`: starts `bridge-host away-answer --session <id>`,
-/// detached, at most once per session and [`MAX_STARTS`] in all.
+/// detached, at most once per [`RESTART_AFTER`] per session and
+/// [`MAX_STARTS`] a minute in all.
 pub fn spawner(global: &Config, bridge_dir: &Path) -> Answerer {
     let global = global.clone();
     let bridge_dir = bridge_dir.to_path_buf();
-    let mut started: HashSet<String> = HashSet::new();
+    let mut started: HashMap<String, Instant> = HashMap::new();
     Box::new(move |session: &str| {
         let valid = session.len() == 6
             && session
@@ -53,11 +59,21 @@ pub fn spawner(global: &Config, bridge_dir: &Path) -> Answerer {
         if !valid {
             return Err(wit::HostError::OutsideBridgeDir(session.to_string()));
         }
-        if started.contains(session) {
+        started.retain(|_, at| at.elapsed() < STARTS_WINDOW);
+        if started
+            .get(session)
+            .is_some_and(|at| at.elapsed() < RESTART_AFTER)
+        {
             return Ok(());
         }
         if started.len() >= MAX_STARTS {
-            return Err(wit::HostError::Unsupported);
+            return Err(wit::HostError::Io(wit::IoFailure {
+                path: "bridge-host away-answer".into(),
+                kind: wit::IoKind::Other,
+                detail: format!(
+                    "{MAX_STARTS} answerers were started in the last minute, the most allowed"
+                ),
+            }));
         }
         start(&global, &bridge_dir, session).map_err(|err| {
             wit::HostError::Io(wit::IoFailure {
@@ -66,7 +82,7 @@ pub fn spawner(global: &Config, bridge_dir: &Path) -> Answerer {
                 detail: format!("{err:#}"),
             })
         })?;
-        started.insert(session.to_string());
+        started.insert(session.to_string(), Instant::now());
         Ok(())
     })
 }
@@ -92,12 +108,10 @@ fn start(global: &Config, bridge_dir: &Path, session: &str) -> Result<()> {
         .stdin(Stdio::null());
     match state_file(global, bridge_dir, session, "log")? {
         Some(log) => {
-            let file = dirs::new_file_options(
-                fs::OpenOptions::new().append(true).create(true),
-                0o600,
-            )
-            .open(&log)
-            .with_context(|| format!("cannot open the answerer's log {}", log.display()))?;
+            let file =
+                dirs::new_file_options(fs::OpenOptions::new().append(true).create(true), 0o600)
+                    .open(&log)
+                    .with_context(|| format!("cannot open the answerer's log {}", log.display()))?;
             command.stdout(file.try_clone()?).stderr(file);
         }
         None => {
@@ -105,7 +119,10 @@ fn start(global: &Config, bridge_dir: &Path, session: &str) -> Result<()> {
         }
     }
     crate::process::detach(&mut command);
-    command.spawn().context("cannot start the away answerer")?;
+    let mut child = command.spawn().context("cannot start the away answerer")?;
+    // Reaped when it ends, so that a process that lasts (the relay, an MCP
+    // server) keeps no zombie; a short one exits first and init reaps it.
+    std::thread::spawn(move || child.wait());
     Ok(())
 }
 
@@ -191,7 +208,10 @@ pub fn answer(global: &Config, session: &str) -> Result<ExitCode> {
             Ok(report) => {
                 print_warnings(&report.warnings);
                 if let wit::Outcome::AwayFinished(Some(reply)) = report.outcome {
-                    eprintln!("session-bridge: answered {} with {}", job.query.id, reply.id);
+                    eprintln!(
+                        "session-bridge: answered {} with {}",
+                        job.query.id, reply.id
+                    );
                 }
             }
             Err(failure) => eprintln!("session-bridge: {}", Invocation::failure_text(&failure)),

@@ -14,8 +14,7 @@ use crate::mailbox::Pending;
 use crate::verbs::Pick;
 use crate::wire::{Kind, MAX_MESSAGE_FILE_BYTES, Manifest, Message};
 use crate::{
-    AwayFailure, AwayJob, AwayOutcome, AwayResult, Bridge, ClaimTicket, Context, Outcome,
-    Platform,
+    AwayFailure, AwayJob, AwayOutcome, AwayResult, Bridge, ClaimTicket, Context, Outcome, Platform,
 };
 
 /// How many times a query's fork may fail to start or be cut off before
@@ -146,10 +145,16 @@ impl<P: Platform> Bridge<P> {
         let marked = files::ensure_child_dir(&dir)
             .and_then(|()| files::replace(&dir, &query.id, reason.as_bytes()));
         if let Err(err) = marked {
-            warnings.push(format!("query {} could not be marked as held: {err}", query.id));
+            warnings.push(format!(
+                "query {} could not be marked as held: {err}",
+                query.id
+            ));
         }
         self.receipt_held(query, owner, &reason);
-        warnings.push(format!("held {} for the next live session: {reason}", query.id));
+        warnings.push(format!(
+            "held {} for the next live session: {reason}",
+            query.id
+        ));
     }
 
     /// `away-renew`: the claim of a job still being answered, renewed.
@@ -200,7 +205,9 @@ impl<P: Platform> Bridge<P> {
         let qid = MessageId::parse(&query.id)?;
         let project = manifest.project_path.clone();
         if let Err(err) = self.ledger_done(&project, &qid, result.cost_usd) {
-            warnings.push(format!("the cost of the fork for {qid} was not recorded: {err}"));
+            warnings.push(format!(
+                "the cost of the fork for {qid} was not recorded: {err}"
+            ));
         }
         let Some(marker) = self.away_marker(&id) else {
             // The agent came back while its copy answered: the live session
@@ -216,7 +223,14 @@ impl<P: Platform> Bridge<P> {
                     text.trim()
                 );
                 if crate::verbs::check_content(&content).is_ok() {
-                    return self.send_answer(&id, &manifest, &query, content, &result.ticket, warnings);
+                    return self.send_answer(
+                        &id,
+                        &manifest,
+                        &query,
+                        content,
+                        &result.ticket,
+                        warnings,
+                    );
                 }
                 AwayFailure::ClientError(format!(
                     "its answer is {} bytes, over the {} bytes a message may hold",
@@ -282,7 +296,9 @@ impl<P: Platform> Bridge<P> {
         self.deliver(&mut answer, warnings)?;
         self.archive_sent(&answer, manifest, warnings);
         if let Err(err) = self.commit(ticket) {
-            warnings.push(format!("{qid} was answered, but its claim was not closed: {err}"));
+            warnings.push(format!(
+                "{qid} was answered, but its claim was not closed: {err}"
+            ));
         }
         Ok(Outcome::AwayFinished(Some(answer)))
     }

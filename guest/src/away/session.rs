@@ -71,7 +71,9 @@ impl<P: Platform> Bridge<P> {
         let transcript = transcript.filter(|t| t.starts_with('/') && t.len() <= MAX_PATH_BYTES);
         let can_go_away = settings.enabled
             && context.caller == Caller::SessionHook
-            && agent.as_deref().is_some_and(|a| self.agent_of(&me).as_deref() == Some(a));
+            && agent
+                .as_deref()
+                .is_some_and(|a| self.agent_of(&me).as_deref() == Some(a));
         let Some(agent) = agent.filter(|_| can_go_away) else {
             return self.stop(context, warnings).map(Outcome::Stopped);
         };
@@ -160,7 +162,9 @@ impl<P: Platform> Bridge<P> {
                 for (id, manifest) in self.away_sessions(&project) {
                     match self.end_session(&id, &manifest, warnings) {
                         Ok(_) => stopped.push(id.to_string()),
-                        Err(err) => warnings.push(format!("away session {id} was not stopped: {err}")),
+                        Err(err) => {
+                            warnings.push(format!("away session {id} was not stopped: {err}"))
+                        }
                     }
                 }
             }
@@ -170,7 +174,9 @@ impl<P: Platform> Bridge<P> {
         let spent = self.away_spent(&project);
         let mut sessions = Vec::new();
         for (id, _) in self.away_sessions(&project) {
-            let Some(marker) = self.away_marker(&id) else { continue };
+            let Some(marker) = self.away_marker(&id) else {
+                continue;
+            };
             let pending = self.pending_queries(&id);
             let held = self.held_queries(&id);
             // Status looks after queries nobody is answering (after a
@@ -221,7 +227,11 @@ impl<P: Platform> Bridge<P> {
     }
 
     /// Stops away session `id` because its transcript is gone.
-    pub(crate) fn end_away(&self, id: &SessionId, warnings: &mut Vec<String>) -> Result<StopReport> {
+    pub(crate) fn end_away(
+        &self,
+        id: &SessionId,
+        warnings: &mut Vec<String>,
+    ) -> Result<StopReport> {
         let manifest = self.manifest(id)?;
         if manifest.status != AWAY_STATUS {
             return Err(BridgeError::InvalidArgument(format!(

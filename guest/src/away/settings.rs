@@ -150,11 +150,21 @@ impl<P: Platform> Bridge<P> {
 
     /// Records that the fork for `query` ended, having cost `dollars`.
     pub(crate) fn ledger_done(&self, project: &str, query: &MessageId, dollars: f64) -> Result<()> {
-        let dollars = if dollars.is_finite() && dollars > 0.0 { dollars } else { 0.0 };
+        let dollars = if dollars.is_finite() && dollars > 0.0 {
+            dollars
+        } else {
+            0.0
+        };
         self.ledger_write(project, query, "done", format!("{dollars:.6}").as_bytes())
     }
 
-    fn ledger_write(&self, project: &str, query: &MessageId, kind: &str, bytes: &[u8]) -> Result<()> {
+    fn ledger_write(
+        &self,
+        project: &str,
+        query: &MessageId,
+        kind: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
         let key = self.archive_key_for_write(project)?;
         let dir = self.layout.archive(&key).join("away-ledger");
         files::ensure_dir(&dir)?;
@@ -178,7 +188,9 @@ impl<P: Platform> Bridge<P> {
         };
         let now = clock::epoch_millis();
         for name in files::list(&dir).unwrap_or_default() {
-            let Some(at) = entry_time(&name) else { continue };
+            let Some(at) = entry_time(&name) else {
+                continue;
+            };
             let age = now.saturating_sub(at);
             if age > DAY_MS {
                 continue;

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::wire::Kind;
 use crate::{
-    AwayFailure, AwayJob, AwayOutcome, AwayRequest, AwayResult, AwaySettings, Bridge,
-    BridgeError, Caller, Context, Layout, Liveness, LocalPlatform, Outcome, Stage, Verb,
+    AwayFailure, AwayJob, AwayOutcome, AwayRequest, AwayResult, AwaySettings, Bridge, BridgeError,
+    Caller, Context, Layout, Liveness, LocalPlatform, Outcome, Stage, Verb,
 };
 
 fn bridge(root: &Path) -> Bridge<LocalPlatform> {
@@ -112,7 +112,12 @@ fn take(b: &Bridge<LocalPlatform>, id: &str) -> Option<AwayJob> {
     }
 }
 
-fn finish(b: &Bridge<LocalPlatform>, id: &str, job: &AwayJob, outcome: AwayOutcome) -> Option<crate::wire::Message> {
+fn finish(
+    b: &Bridge<LocalPlatform>,
+    id: &str,
+    job: &AwayJob,
+    outcome: AwayOutcome,
+) -> Option<crate::wire::Message> {
     let result = AwayResult {
         ticket: job.ticket.clone(),
         outcome,
@@ -160,7 +165,12 @@ fn a_project_that_opted_in_keeps_its_ended_session_as_away_until_it_comes_back()
     // The agent resumes: the same bridge session is live again.
     assert_eq!(library_session(&b), lib);
     assert!(away(&b, AwayRequest::Status).sessions.is_empty());
-    assert_eq!(b.manifest(&crate::ids::SessionId::parse(&lib).unwrap()).unwrap().status, "active");
+    assert_eq!(
+        b.manifest(&crate::ids::SessionId::parse(&lib).unwrap())
+            .unwrap()
+            .status,
+        "active"
+    );
 }
 
 #[test]
@@ -186,19 +196,35 @@ fn a_query_to_an_away_session_starts_its_answerer_and_is_answered_once_with_its_
     assert_eq!(job.query.id, query);
     assert_eq!(job.agent_session, AGENT);
     assert_eq!(job.working_dir, "/p/lib/src");
-    assert!(job.prompt.contains("What is the codeword? `$HOME` and 'quotes'"));
+    assert!(
+        job.prompt
+            .contains("What is the codeword? `$HOME` and 'quotes'")
+    );
     assert!(job.prompt.contains("read-only copy"));
     // Claimed: a second answerer finds nothing, and a renewal keeps it.
     assert!(take(&b, &lib).is_none());
-    let Outcome::AwayRenewed(renewed) = run(&b, &answerer(&lib), Verb::AwayRenew(job.ticket.clone())) else {
+    let Outcome::AwayRenewed(renewed) =
+        run(&b, &answerer(&lib), Verb::AwayRenew(job.ticket.clone()))
+    else {
         panic!()
     };
     assert_ne!(renewed.claim_name, job.ticket.claim_name);
-    assert!(b.run(&answerer(&lib), Verb::AwayRenew(job.ticket.clone())).is_err(), "the old claim name is gone");
-    let job = AwayJob { ticket: renewed, ..job };
-    let reply = finish(&b, &lib, &job, AwayOutcome::Answered("PELICAN-7731".into())).expect("a reply");
+    assert!(
+        b.run(&answerer(&lib), Verb::AwayRenew(job.ticket.clone()))
+            .is_err(),
+        "the old claim name is gone"
+    );
+    let job = AwayJob {
+        ticket: renewed,
+        ..job
+    };
+    let reply =
+        finish(&b, &lib, &job, AwayOutcome::Answered("PELICAN-7731".into())).expect("a reply");
     let first = reply.content.lines().next().unwrap();
-    assert!(first.contains("read-only copy of session") && first.contains("2026-12-06T"), "{first}");
+    assert!(
+        first.contains("read-only copy of session") && first.contains("2026-12-06T"),
+        "{first}"
+    );
     assert!(reply.content.ends_with("PELICAN-7731"));
     assert_eq!(reply.to, app);
     assert_eq!(track_stage(&b, &app, &query), Stage::Answered);
@@ -210,7 +236,13 @@ fn a_query_to_an_away_session_starts_its_answerer_and_is_answered_once_with_its_
 fn past_a_limit_the_query_stays_queued_and_its_ask_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let b = bridge(dir.path());
-    on(&b, AwaySettings { per_hour: Some(1), ..AwaySettings::default() });
+    on(
+        &b,
+        AwaySettings {
+            per_hour: Some(1),
+            ..AwaySettings::default()
+        },
+    );
     let lib = library_session(&b);
     end(&b);
     let app = asker(&b);
@@ -223,7 +255,12 @@ fn past_a_limit_the_query_stays_queued_and_its_ask_says_why() {
     let asking = std::thread::spawn(move || {
         bridge(&root).run(
             &as_session(&app2),
-            Verb::Ask { to: lib2, content: "second".into(), timeout_seconds: 20, in_reply_to: None },
+            Verb::Ask {
+                to: lib2,
+                content: "second".into(),
+                timeout_seconds: 20,
+                in_reply_to: None,
+            },
         )
     });
     let mut held = None;
@@ -242,14 +279,24 @@ fn past_a_limit_the_query_stays_queued_and_its_ask_says_why() {
     };
     let (reason, message_id) = (&held.reason, &held.message_id);
     assert!(reason.contains("1 away answers per hour"), "{reason}");
-    assert!(failure.rendered.contains("stays queued"), "{}", failure.rendered);
+    assert!(
+        failure.rendered.contains("stays queued"),
+        "{}",
+        failure.rendered
+    );
     assert_eq!(track_stage(&b, &app, message_id), Stage::Held);
     assert_eq!(track_stage(&b, &app, &first), Stage::Answered);
     let lib_id = crate::ids::SessionId::parse(&lib).unwrap();
     assert_eq!(b.pending_queries(&lib_id), 1, "still in the inbox");
     // The live session takes it when it comes back.
     library_session(&b);
-    let Outcome::Delivered(d) = run(&b, &as_session(&lib), Verb::Listen { timeout_seconds: Some(0) }) else {
+    let Outcome::Delivered(d) = run(
+        &b,
+        &as_session(&lib),
+        Verb::Listen {
+            timeout_seconds: Some(0),
+        },
+    ) else {
         panic!()
     };
     assert_eq!(&d.message.id, message_id);
@@ -276,7 +323,12 @@ fn a_fork_cut_off_is_tried_once_more_then_held_and_a_missing_transcript_stops_th
     let (other, _) = send_query(&b, &app, &lib, "q2");
     let job = take(&b, &lib).unwrap();
     assert_eq!(job.query.id, other);
-    finish(&b, &lib, &job, AwayOutcome::Failed(AwayFailure::TranscriptMissing("/gone.jsonl".into())));
+    finish(
+        &b,
+        &lib,
+        &job,
+        AwayOutcome::Failed(AwayFailure::TranscriptMissing("/gone.jsonl".into())),
+    );
     assert!(b.session_ids().unwrap().iter().all(|id| id.as_str() != lib));
     assert_eq!(track_stage(&b, &app, &other), Stage::RecipientGone);
 }
@@ -289,14 +341,18 @@ fn off_and_cleanup_end_away_sessions_and_a_session_start_does_not() {
     let lib = library_session(&b);
     end(&b);
     asker(&b);
-    assert!(b.session_ids().unwrap().iter().any(|id| id.as_str() == lib), "a start's cleanup keeps it");
+    assert!(
+        b.session_ids().unwrap().iter().any(|id| id.as_str() == lib),
+        "a start's cleanup keeps it"
+    );
     let status = away(&b, AwayRequest::Off);
     assert_eq!(status.stopped, vec![lib.clone()]);
     assert!(!status.enabled);
     on(&b, AwaySettings::default());
     let lib = library_session(&b);
     end(&b);
-    let Outcome::Cleaned(report) = run(&b, &project("/p/app"), Verb::Cleanup { dry_run: false }) else {
+    let Outcome::Cleaned(report) = run(&b, &project("/p/app"), Verb::Cleanup { dry_run: false })
+    else {
         panic!()
     };
     assert!(report.sessions_removed.contains(&lib), "{report:?}");
@@ -307,12 +363,32 @@ fn limits_out_of_range_are_refused_with_the_range_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     let b = bridge(dir.path());
     let failure = b
-        .run(&project(LIB), Verb::Away(AwayRequest::On(AwaySettings { max_turns: Some(0), ..AwaySettings::default() })))
+        .run(
+            &project(LIB),
+            Verb::Away(AwayRequest::On(AwaySettings {
+                max_turns: Some(0),
+                ..AwaySettings::default()
+            })),
+        )
         .unwrap_err();
-    assert!(failure.rendered.contains("1 to 100"), "{}", failure.rendered);
+    assert!(
+        failure.rendered.contains("1 to 100"),
+        "{}",
+        failure.rendered
+    );
     let failure = b
-        .run(&project(LIB), Verb::Away(AwayRequest::On(AwaySettings { spend_per_day: Some(f64::NAN), ..AwaySettings::default() })))
+        .run(
+            &project(LIB),
+            Verb::Away(AwayRequest::On(AwaySettings {
+                spend_per_day: Some(f64::NAN),
+                ..AwaySettings::default()
+            })),
+        )
         .unwrap_err();
-    assert!(failure.rendered.contains("--spend-per-day"), "{}", failure.rendered);
+    assert!(
+        failure.rendered.contains("--spend-per-day"),
+        "{}",
+        failure.rendered
+    );
     assert!(!away(&b, AwayRequest::Status).enabled);
 }

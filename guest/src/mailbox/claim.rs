@@ -171,7 +171,11 @@ impl<P: Platform> Bridge<P> {
         match fs::rename(&claimed, self.layout.inbox(&owner).join(id.file_name())) {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(BridgeError::io("cannot give the claim back", &claimed, &err)),
+            Err(err) => Err(BridgeError::io(
+                "cannot give the claim back",
+                &claimed,
+                &err,
+            )),
         }
     }
 

@@ -44,9 +44,7 @@ pub(crate) fn receipt_text(receipt: &Receipt, caller: crate::Caller) -> String {
             receipt.reply.as_deref().unwrap_or("a reply"),
             crate::commands::on_message(caller, "thread", &m.id)
         )),
-        Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen
-            if m.kind == Kind::Query =>
-        {
+        Stage::Queued | Stage::Relayed | Stage::Taken | Stage::Seen if m.kind == Kind::Query => {
             Some(format!(
                 "Not answered yet; to wait for the reply: {}",
                 crate::commands::on_message(caller, "receive", &m.id)
