@@ -68,9 +68,16 @@ pub fn answer_verbs() -> impl Iterator<Item = &'static str> {
     VERBS.iter().filter(|v| v.answers).map(|v| v.name)
 }
 
-/// The MCP server's tools, by name; the approval hook approves these.
+/// The MCP server's tools, by name.
 pub fn tools() -> impl Iterator<Item = &'static str> {
     VERBS.iter().filter_map(|v| v.tool)
+}
+
+/// The MCP tools the approval hook lets a woken session call: those of
+/// the verbs that belong in answering a peer (not `away`, which costs
+/// model calls and is for a person to turn on).
+pub fn answer_tools() -> impl Iterator<Item = &'static str> {
+    VERBS.iter().filter(|v| v.answers).filter_map(|v| v.tool)
 }
 
 /// The name a guest verb goes by in the host's own messages: the CLI

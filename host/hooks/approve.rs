@@ -87,7 +87,7 @@ pub const MCP_TOOL_PREFIX: &str = "mcp__plugin_session-bridge_bridge__";
 /// The bridge tool `tool_name` calls, when it is one of the plugin's own.
 pub fn approved_tool(tool_name: &str) -> Option<&'static str> {
     let tool = tool_name.strip_prefix(MCP_TOOL_PREFIX)?;
-    verbs::tools().find(|t| *t == tool)
+    verbs::answer_tools().find(|t| *t == tool)
 }
 
 /// The verb of `command` when the hook approves it, else None.
@@ -275,10 +275,12 @@ mod tests {
 
     #[test]
     fn exactly_the_bridges_own_mcp_tools_are_approved() {
-        for tool in verbs::tools() {
+        for tool in verbs::answer_tools() {
             let name = format!("{MCP_TOOL_PREFIX}{tool}");
             assert_eq!(approved_tool(&name), Some(tool), "{name}");
         }
+        // Away answers cost model calls: a person turns them on.
+        assert_eq!(approved_tool(&format!("{MCP_TOOL_PREFIX}away")), None);
         for other in [
             "mcp__plugin_session-bridge_bridge__",
             "mcp__plugin_session-bridge_bridge__run",

@@ -65,7 +65,9 @@ fn away_library(limits: &[&str]) -> Away {
     let lib = w.project("lib");
     let app = w.project("app");
     let claude = stand_in_claude(w.root.path());
-    let transcript = w.home().join(format!(".claude/projects/-lib/{AGENT}.jsonl"));
+    let transcript = w
+        .home()
+        .join(format!(".claude/projects/-lib/{AGENT}.jsonl"));
     std::fs::create_dir_all(transcript.parent().unwrap()).unwrap();
     std::fs::write(&transcript, "{\"type\":\"user\"}\n").unwrap();
     w.cmd(&lib).args(["run", "away", "on"]).args(limits).ok();
@@ -163,7 +165,9 @@ fn an_ask_from_a_terminal_is_answered_by_a_read_only_fork_with_its_provenance() 
     let a = away_library(&[]);
     let peers = a.w.cmd(&a.app).args(["run", "peers"]).ok();
     assert!(
-        peers.lines().any(|l| l.contains(&a.id) && l.contains("away")),
+        peers
+            .lines()
+            .any(|l| l.contains(&a.id) && l.contains("away")),
         "{peers}"
     );
     let before = std::fs::read(&a.transcript).unwrap();
@@ -176,7 +180,8 @@ fn an_ask_from_a_terminal_is_answered_by_a_read_only_fork_with_its_provenance() 
         .nth(1)
         .unwrap_or_default();
     assert!(
-        first.contains(&format!("read-only copy of session {}", a.id)) && first.contains("Last active 20"),
+        first.contains(&format!("read-only copy of session {}", a.id))
+            && first.contains("Last active 20"),
         "{out}"
     );
     assert!(out.contains(&format!("ANSWER to {question}")), "{out}");
@@ -199,11 +204,20 @@ fn an_ask_from_a_terminal_is_answered_by_a_read_only_fork_with_its_provenance() 
     for tool in ["Bash", "Edit", "Write", "NotebookEdit", "Agent", "WebFetch"] {
         assert!(denied.split(',').any(|t| t == tool), "{denied}");
     }
-    assert!(args.contains(&format!("cwd={}", a.lib.display()).as_str()), "{args:?}");
-    assert!(args.contains(&"agent=none"), "the asker's agent leaked into the fork: {args:?}");
+    assert!(
+        args.contains(&format!("cwd={}", a.lib.display()).as_str()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"agent=none"),
+        "the asker's agent leaked into the fork: {args:?}"
+    );
     assert_eq!(std::fs::read(&a.transcript).unwrap(), before);
     // track and history say who answered, and how.
-    let history = a.w.cmd(&a.app).args(["run", "--session", &a.asker, "history"]).ok();
+    let history =
+        a.w.cmd(&a.app)
+            .args(["run", "--session", &a.asker, "history"])
+            .ok();
     assert!(history.contains("read-only copy"), "{history}");
     a.wait_until("the answerer ends", Duration::from_secs(40), || {
         a.processes("away-answer").is_empty()
@@ -216,7 +230,9 @@ fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() 
     let stall = a.w.root.path().join("stall");
     std::fs::write(&stall, "").unwrap();
     let slow = a.ask("SLOW question").spawn();
-    a.wait_until("the fork runs", Duration::from_secs(30), || a.calls().len() == 1);
+    a.wait_until("the fork runs", Duration::from_secs(30), || {
+        a.calls().len() == 1
+    });
     let answerers = a.processes("away-answer");
     assert_eq!(answerers.len(), 1, "one answerer: {answerers:?}");
     let claude = a.claude.display().to_string();
@@ -225,9 +241,11 @@ fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() 
         .args(["-KILL", &answerers[0].to_string()])
         .status()
         .unwrap();
-    a.wait_until("the fork ends with its answerer", Duration::from_secs(10), || {
-        a.processes(&claude).is_empty()
-    });
+    a.wait_until(
+        "the fork ends with its answerer",
+        Duration::from_secs(10),
+        || a.processes(&claude).is_empty(),
+    );
     std::fs::remove_file(&stall).unwrap();
     // The next question starts a new answerer; the killed one's query is
     // answered once its claim has lapsed, and its asker, still waiting,
@@ -236,12 +254,22 @@ fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() 
     assert!(out.contains("ANSWER to quick question"), "{out}");
     let slow = slow.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&slow.stdout);
-    assert!(slow.status.success(), "{said}{}", String::from_utf8_lossy(&slow.stderr));
+    assert!(
+        slow.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&slow.stderr)
+    );
     assert!(said.contains("ANSWER to SLOW question"), "{said}");
-    assert_eq!(a.calls().len(), 3, "the killed fork, then one fork per question");
-    a.wait_until("no answerer or fork is left", Duration::from_secs(40), || {
-        a.processes("away-answer").is_empty() && a.processes(&claude).is_empty()
-    });
+    assert_eq!(
+        a.calls().len(),
+        3,
+        "the killed fork, then one fork per question"
+    );
+    a.wait_until(
+        "no answerer or fork is left",
+        Duration::from_secs(40),
+        || a.processes("away-answer").is_empty() && a.processes(&claude).is_empty(),
+    );
 }
 
 #[test]
@@ -250,7 +278,10 @@ fn a_fork_past_its_time_is_stopped_and_the_asker_told_the_question_waits() {
     std::fs::write(a.w.root.path().join("stall"), "").unwrap();
     let (out, err) = a.ask("SLOW question").fails();
     let said = format!("{out}{err}");
-    assert!(said.contains("ran past 10 s") && said.contains("stays queued"), "{said}");
+    assert!(
+        said.contains("ran past 10 s") && said.contains("stays queued"),
+        "{said}"
+    );
     let inbox = a.w.session_dir(&a.id).join("inbox");
     let waiting = std::fs::read_dir(inbox)
         .unwrap()
@@ -273,3 +304,4 @@ fn a_transcript_that_is_gone_stops_the_away_session_and_the_asker_is_told() {
     assert!(!peers.contains(&a.id), "{peers}");
     assert!(a.calls().is_empty(), "no fork without a transcript");
 }
+
