@@ -304,4 +304,3 @@ fn a_transcript_that_is_gone_stops_the_away_session_and_the_asker_is_told() {
     assert!(!peers.contains(&a.id), "{peers}");
     assert!(a.calls().is_empty(), "no fork without a transcript");
 }
-
