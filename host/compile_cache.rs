@@ -114,6 +114,22 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(base.join("session-bridge"))
 }
 
+/// The private folder `name` of the cache directory (`cache_dir`, else
+/// [`default_dir`]), created 0700 if needed, for state that front ends
+/// keep between runs; None without a cache directory (no HOME).
+pub fn private_subdir(
+    cache_dir: Option<&Path>,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(cache) = cache_dir.map(Path::to_path_buf).or_else(default_dir) else {
+        return Ok(None);
+    };
+    let dir = cache.join(name);
+    crate::dirs::prepare_private_dir(&dir, what)?;
+    Ok(Some(dir))
+}
+
 /// Where a loaded guest's machine code came from, for `bridge-host guest
 /// info` and benches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

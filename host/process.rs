@@ -186,6 +186,37 @@ mod sys {
 /// Makes `command` start in a session of its own, so that it outlives the
 /// hook that starts it: the hook's process group ends with the hook.
 /// Elsewhere than Unix the child is left as it is.
+/// Starts `command` detached (see [`detach`]), with no standard input and
+/// its output appended to the private file `log` (created 0600), or
+/// discarded without one. `what` names the process in errors.
+pub fn spawn_detached(
+    command: &mut std::process::Command,
+    log: Option<&std::path::Path>,
+    what: &str,
+) -> anyhow::Result<std::process::Child> {
+    use anyhow::Context;
+    use std::process::Stdio;
+    command.stdin(Stdio::null());
+    match log {
+        Some(log) => {
+            let file = crate::dirs::new_file_options(
+                std::fs::OpenOptions::new().append(true).create(true),
+                0o600,
+            )
+            .open(log)
+            .with_context(|| format!("cannot open the {what}'s log {}", log.display()))?;
+            command.stdout(file.try_clone()?).stderr(file);
+        }
+        None => {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    detach(command);
+    command
+        .spawn()
+        .with_context(|| format!("cannot start the {what}"))
+}
+
 pub fn detach(command: &mut std::process::Command) {
     #[cfg(unix)]
     {

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -104,22 +104,9 @@ fn start(global: &Config, bridge_dir: &Path, session: &str) -> Result<()> {
         .args(["away-answer", "--session", session])
         // The asker's identity is not the answerer's.
         .env_remove("BRIDGE_SESSION_ID")
-        .env_remove("PROJECT_DIR")
-        .stdin(Stdio::null());
-    match state_file(global, bridge_dir, session, "log")? {
-        Some(log) => {
-            let file =
-                dirs::new_file_options(fs::OpenOptions::new().append(true).create(true), 0o600)
-                    .open(&log)
-                    .with_context(|| format!("cannot open the answerer's log {}", log.display()))?;
-            command.stdout(file.try_clone()?).stderr(file);
-        }
-        None => {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-    }
-    crate::process::detach(&mut command);
-    let mut child = command.spawn().context("cannot start the away answerer")?;
+        .env_remove("PROJECT_DIR");
+    let log = state_file(global, bridge_dir, session, "log")?;
+    let mut child = crate::process::spawn_detached(&mut command, log.as_deref(), "away answerer")?;
     // Reaped when it ends, so that a process that lasts (the relay, an MCP
     // server) keeps no zombie; a short one exits first and init reaps it.
     std::thread::spawn(move || child.wait());
@@ -134,11 +121,14 @@ fn state_file(
     session: &str,
     kind: &str,
 ) -> Result<Option<PathBuf>> {
-    let Some(cache) = global.cache_dir.clone().or_else(compile_cache::default_dir) else {
+    let Some(dir) = compile_cache::private_subdir(
+        global.cache_dir.as_deref(),
+        "away",
+        "away answerer directory",
+    )?
+    else {
         return Ok(None);
     };
-    let dir = cache.join("away");
-    dirs::prepare_private_dir(&dir, "away answerer directory")?;
     let mut key = blake3::Hasher::new();
     key.update(bridge_dir.as_os_str().as_encoded_bytes());
     let key = key.finalize().to_hex();

@@ -87,25 +87,9 @@ fn spawn_waker(global: &Config, input: &HookInput) -> Result<()> {
     if let Some(guest) = &global.guest {
         command.arg("--guest").arg(guest);
     }
-    command
-        .args(["hook", "codex-wake", "--thread", &input.session_id])
-        .stdin(Stdio::null());
-    match super::state_file(global, input, "codex-wake.log")? {
-        Some(log) => {
-            let file = crate::dirs::new_file_options(
-                std::fs::OpenOptions::new().append(true).create(true),
-                0o600,
-            )
-            .open(&log)
-            .with_context(|| format!("cannot open the waker's log {}", log.display()))?;
-            command.stdout(file.try_clone()?).stderr(file);
-        }
-        None => {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-    }
-    crate::process::detach(&mut command);
-    command.spawn().context("cannot start the waker")?;
+    command.args(["hook", "codex-wake", "--thread", &input.session_id]);
+    let log = super::state_file(global, input, "codex-wake.log")?;
+    crate::process::spawn_detached(&mut command, log.as_deref(), "waker")?;
     Ok(())
 }
 

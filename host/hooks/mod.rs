@@ -473,11 +473,14 @@ fn transcript_tail(path: &Path) -> Option<String> {
 /// between calls: `<cache>/hooks/<key>.<kind>`, private like the compile
 /// cache. The key covers the bridge directory and Claude's session ID.
 fn state_file(global: &Config, input: &HookInput, kind: &str) -> Result<Option<PathBuf>> {
-    let Some(cache) = global.cache_dir.clone().or_else(compile_cache::default_dir) else {
+    let Some(dir) = compile_cache::private_subdir(
+        global.cache_dir.as_deref(),
+        "hooks",
+        "hook state directory",
+    )?
+    else {
         return Ok(None);
     };
-    let dir = cache.join("hooks");
-    dirs::prepare_private_dir(&dir, "hook state directory")?;
     let bridge = global.bridge_dir.clone().unwrap_or_default();
     let mut key = blake3::Hasher::new();
     key.update(bridge.as_os_str().as_encoded_bytes());
