@@ -379,7 +379,31 @@ const WAKE_CLAUDE: u8 = 2;
 /// being registered.
 const REGISTRATION_POLL: Duration = Duration::from_millis(100);
 
+/// Claude Code's `CLAUDE_CODE_ENTRYPOINT` in `claude -p` (an interactive
+/// session has `cli`). A print-mode run waits for its `asyncRewake` hooks
+/// before it ends, so a wake hook that waited there would keep it from ever
+/// ending. (The Agent SDKs' `sdk-ts` and `sdk-py` are left to wake: a
+/// streaming SDK session lives on like a terminal one.)
+const PRINT_MODE_ENTRYPOINT: &str = "sdk-cli";
+
+fn print_mode() -> bool {
+    std::env::var("CLAUDE_CODE_ENTRYPOINT").is_ok_and(|entry| entry == PRINT_MODE_ENTRYPOINT)
+}
+
 fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Result<ExitCode> {
+    if print_mode() {
+        // Nothing will be woken: confirm what the turn saw and leave any
+        // message queued for the next session's listen or wake.
+        if let Ok(mut invocation) =
+            Invocation::open(global, agent_only(input, wit::Caller::WakeHook))
+        {
+            if let Ok(Some(id)) = own_session(&mut invocation) {
+                invocation.context.session = Some(id);
+                confirm_seen(&mut invocation, input.transcript.as_deref());
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(_lock) = WakeLock::acquire(global, input)? else {
         // Another wake hook of this session is waiting already.
         return Ok(ExitCode::SUCCESS);

@@ -552,6 +552,49 @@ fn an_old_claude_process_ending_after_a_resume_leaves_the_session_running() {
     );
 }
 
+/// `claude -p` waits for its `asyncRewake` hooks before it ends; a wake hook
+/// that waited for a message there kept every print-mode run of a session
+/// with the plugin from ending.
+#[test]
+fn in_print_mode_the_wake_hooks_end_at_once_and_leave_the_message_queued() {
+    let w = World::new();
+    let lib = Agent::new(&w, "11111111-2222-4333-8444-555555555555", "lib");
+    let app = Agent::new(&w, "66666666-7777-4888-8999-000000000000", "app");
+    let lib_id = lib.session_start();
+    let _app_id = app.session_start();
+    let print_mode = |event| {
+        lib.hook(event, "wake")
+            .env("CLAUDE_CODE_ENTRYPOINT", "sdk-cli")
+            .spawn()
+    };
+
+    // Nothing pending: both end without waiting for one.
+    for event in ["SessionStart", "Stop"] {
+        let out = finish(print_mode(event), Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{event}");
+        assert!(out.stderr.is_empty(), "{event}: {:?}", out.stderr);
+    }
+
+    // A message pending: not handed over, still in the inbox for later.
+    app.bash(&format!(
+        "\"$BRIDGE_HOST_BIN\" run send {lib_id} query 'ping $HOME `x`'"
+    ))
+    .ok();
+    assert_eq!(json_files(&w.session_dir(&lib_id).join("inbox")), 1);
+    let out = finish(print_mode("Stop"), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty());
+    assert_eq!(json_files(&w.session_dir(&lib_id).join("inbox")), 1);
+
+    // An interactive session's wake hook still wakes with it.
+    let woken = woken_with(
+        lib.hook("Stop", "wake")
+            .env("CLAUDE_CODE_ENTRYPOINT", "cli")
+            .spawn(),
+    );
+    assert!(woken.contains("ping $HOME `x`"), "{woken}");
+}
+
 #[test]
 fn the_wake_hook_ignores_pings_and_wakes_claude_with_a_query() {
     let w = World::new();
