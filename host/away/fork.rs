@@ -239,9 +239,11 @@ fn command(job: &wit::AwayJob) -> Command {
         unsafe {
             command.pre_exec(|| {
                 // The fork ends with the answerer, however the answerer
-                // ends: a killed answerer leaves no fork behind.
+                // ends: a killed answerer leaves no fork behind. SIGTERM,
+                // not SIGKILL, so that Claude Code removes its own files
+                // (a KILLed 2.1.332 leaves its /tmp/cc-socks/<pid>.sock).
                 rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
+                    rustix::process::Signal::TERM,
                 ))
                 .map_err(std::io::Error::from)
             });

@@ -13,7 +13,11 @@
 //! and then looks once more, so a query delivered as the first was
 //! finishing is never left waiting; the first, meanwhile, waits on the
 //! inbox for [`LINGER`] before it ends, so a burst of queries is answered
-//! by one process.
+//! by one process. Only one waits: it holds a second lock while it waits,
+//! and a third answerer that finds that lock held ends at once, since the
+//! waiting one looks only after the third's query was delivered. So a
+//! burst of askers leaves at most two answerers per session, not one per
+//! query.
 
 use std::collections::HashMap;
 use std::fs;
@@ -135,22 +139,30 @@ fn state_file(
     Ok(Some(dir.join(format!("{}-{session}.{kind}", &key[..16]))))
 }
 
+/// Opens (creating it) the `kind` lock file of `session`'s answerers.
+fn open_lock(
+    global: &Config,
+    bridge_dir: &Path,
+    session: &str,
+    kind: &str,
+) -> Result<Option<fs::File>> {
+    let Some(path) = state_file(global, bridge_dir, session, kind)? else {
+        return Ok(None);
+    };
+    let file = dirs::new_file_options(
+        fs::OpenOptions::new().read(true).write(true).create(true),
+        0o600,
+    )
+    .open(&path)
+    .with_context(|| format!("cannot open the answerer's lock {}", path.display()))?;
+    Ok(Some(file))
+}
+
 /// `bridge-host away-answer --session <id>`: answers the away session's
 /// queries until none is left (see the module documentation).
 pub fn answer(global: &Config, session: &str) -> Result<ExitCode> {
     let bridge_dir = crate::invoke::bridge_dir(global)?;
-    let lock_path = state_file(global, &bridge_dir, session, "lock")?;
-    let lock = match &lock_path {
-        Some(path) => Some(
-            dirs::new_file_options(
-                fs::OpenOptions::new().read(true).write(true).create(true),
-                0o600,
-            )
-            .open(path)
-            .with_context(|| format!("cannot open the answerer's lock {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let lock = open_lock(global, &bridge_dir, session, "lock")?;
     // Another answerer runs: wait for it, then look once, without
     // lingering (it was waiting on the inbox until it ended).
     let mut linger = LINGER;
@@ -158,7 +170,21 @@ pub fn answer(global: &Config, session: &str) -> Result<ExitCode> {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
+                let Some(waiting) = open_lock(global, &bridge_dir, session, "wait")? else {
+                    bail!("the answerer's lock exists but its folder is gone");
+                };
+                match waiting.try_lock() {
+                    Ok(()) => {}
+                    // One is waiting already, and will look after this
+                    // answerer's query was delivered.
+                    Err(fs::TryLockError::WouldBlock) => return Ok(ExitCode::SUCCESS),
+                    Err(fs::TryLockError::Error(err)) => {
+                        return Err(err).context("cannot lock the answerers' waiting place");
+                    }
+                }
                 file.lock().context("cannot wait for the other answerer")?;
+                // Held no longer than this: the next one may wait from here.
+                drop(waiting);
                 linger = Duration::ZERO;
             }
             Err(fs::TryLockError::Error(err)) => return Err(err).context("cannot lock"),

@@ -272,6 +272,66 @@ fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() 
     );
 }
 
+/// Every query to a busy away session started an answerer that blocked on
+/// the first one's lock: a burst of askers left one process per query.
+#[test]
+fn a_burst_of_answerers_leaves_one_running_and_one_waiting() {
+    let a = away_library(&[]);
+    let stall = a.w.root.path().join("stall");
+    std::fs::write(&stall, "").unwrap();
+    let slow = a.ask("SLOW question").spawn();
+    a.wait_until("the fork runs", Duration::from_secs(30), || {
+        a.calls().len() == 1
+    });
+    let by_hand: Vec<_> = (0..5)
+        .map(|_| {
+            a.w.cmd(&a.lib)
+                .env("BRIDGE_CLAUDE_BIN", &a.claude)
+                .args(["away-answer", "--session", &a.id])
+                .spawn()
+        })
+        .collect();
+    // Four of the five end on their own, successfully: one waits.
+    let mut by_hand = by_hand;
+    a.wait_until(
+        "four of five answerers started by hand end",
+        Duration::from_secs(30),
+        || {
+            by_hand
+                .iter_mut()
+                .map(|c| c.try_wait().unwrap().is_some())
+                .filter(|&ended| ended)
+                .count()
+                == 4
+        },
+    );
+    for child in &mut by_hand {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+        }
+    }
+    // The one answering (started by the ask) and one waiting for it.
+    assert_eq!(a.processes("away-answer").len(), 1, "the one answering");
+    let waiting = by_hand
+        .iter_mut()
+        .filter_map(|c| c.try_wait().unwrap().is_none().then_some(()))
+        .count();
+    assert_eq!(waiting, 1, "one started by hand waits");
+    std::fs::remove_file(&stall).unwrap();
+    let slow = slow.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&slow.stdout);
+    assert!(said.contains("ANSWER to SLOW question"), "{said}");
+    for child in by_hand {
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+    assert_eq!(a.calls().len(), 1, "one fork for the one question");
+    a.wait_until(
+        "no answerer or fork is left",
+        Duration::from_secs(40),
+        || a.processes("away-answer").is_empty(),
+    );
+}
+
 #[test]
 fn a_fork_past_its_time_is_stopped_and_the_asker_told_the_question_waits() {
     let a = away_library(&["--max-seconds", "10"]);
