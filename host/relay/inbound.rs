@@ -13,7 +13,10 @@ use crate::sandbox::wit;
 use super::presence::{last_entry, remote_entry};
 use super::state::{INBOUND_WRITERS, Relay};
 use super::turns::Turn;
-use super::{INBOUND_BATCH, INBOUND_BYTES, MAX_WAITING, RETRY, UNTRUSTED_RETRY, log};
+use super::{
+    INBOUND_BATCH, INBOUND_BYTES, MAX_WAITING, RETRY, UNKNOWN_SENDER_OFFERS, UNKNOWN_SENDER_PAUSE,
+    UNTRUSTED_RETRY, log,
+};
 
 /// Takes this machine's mail from the server in batches, has the guest
 /// check and write it, and acknowledges each message only once the guest
@@ -105,8 +108,9 @@ fn publisher(subject: &str) -> String {
 }
 
 /// Has the guest write one batch, in its turn, and settles each message.
-/// A batch with a sender not known here yet is written by its second
-/// offer, after that sender's presence is read from the bucket.
+/// A batch with a sender not known here yet is offered again, that
+/// sender's presence read from the bucket each time, up to
+/// [`UNKNOWN_SENDER_OFFERS`] offers.
 async fn deliver(
     relay: &Arc<Relay>,
     bucket: &kv::Store,
@@ -155,34 +159,55 @@ async fn deliver(
             other => settle(relay, message, &other).await,
         }
     }
-    if again.is_empty() {
-        return;
-    }
     // A sender this machine has not seen yet: its presence may not have
-    // arrived. Read it from the bucket, show it, and offer the rest of the
-    // batch once more.
-    let mut remote = Vec::new();
-    for (message, sender) in &unknown {
-        let machine = publisher(message.subject.as_str());
-        let prefix = format!("$KV.{}.", relay.bucket());
-        let key = format!("{machine}.{sender}");
-        if let Ok(Some(entry)) = last_entry(&bucket.stream, &prefix, &key).await {
-            remote.push(remote_entry(
-                machine,
-                sender.clone(),
-                Some(&entry.headers),
-                &entry.payload,
-            ));
+    // arrived, or not even been published (its relay publishes mail and
+    // presence each as it notices them). Read it from the bucket, show it,
+    // and offer the rest of the batch again; the batch keeps its turn
+    // meanwhile, so nothing of a later turn lands before it.
+    let mut offers = 1;
+    while !again.is_empty() {
+        let mut remote = Vec::new();
+        for (message, sender) in &unknown {
+            let machine = publisher(message.subject.as_str());
+            let prefix = format!("$KV.{}.", relay.bucket());
+            let key = format!("{machine}.{sender}");
+            if let Ok(Some(entry)) = last_entry(&bucket.stream, &prefix, &key).await {
+                remote.push(remote_entry(
+                    machine,
+                    sender.clone(),
+                    Some(&entry.headers),
+                    &entry.payload,
+                ));
+            }
         }
-    }
-    if !remote.is_empty() {
-        materialize(relay, true, remote, false, Vec::new()).await;
-    }
-    let Some(verdicts) = received(offer(&again, true).await, &again).await else {
-        return;
-    };
-    for (message, verdict) in again.iter().zip(verdicts) {
-        settle(relay, message, &verdict).await;
+        if !remote.is_empty() {
+            materialize(relay, true, remote, false, Vec::new()).await;
+        }
+        offers += 1;
+        let last_offer = offers >= UNKNOWN_SENDER_OFFERS;
+        let Some(verdicts) = received(offer(&again, last_offer).await, &again).await else {
+            return;
+        };
+        let still_unknown = verdicts
+            .iter()
+            .any(|v| matches!(v, wit::InboundVerdict::UnknownSender(_)));
+        // (A guest that still says unknown on the last offer is settled
+        // as it says: refused.)
+        if !still_unknown || last_offer {
+            for (message, verdict) in again.iter().zip(verdicts) {
+                settle(relay, message, &verdict).await;
+            }
+            return;
+        }
+        unknown = again
+            .iter()
+            .zip(verdicts)
+            .filter_map(|(message, verdict)| match verdict {
+                wit::InboundVerdict::UnknownSender(sender) => Some((*message, sender)),
+                _ => None,
+            })
+            .collect();
+        tokio::time::sleep(UNKNOWN_SENDER_PAUSE).await;
     }
 }
 

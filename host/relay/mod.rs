@@ -63,6 +63,13 @@ const RETRY: Duration = Duration::from_secs(2);
 /// before it is offered again: at most this long after `bridge-host relay
 /// trust` it is delivered.
 const UNTRUSTED_RETRY: Duration = Duration::from_secs(15);
+/// How many times a batch whose sender is not known here yet is offered
+/// before its messages are refused, the sender's presence read from the
+/// bucket before each offer, [`UNKNOWN_SENDER_PAUSE`] apart. A session that
+/// sends at once after it starts can reach the other machine before its
+/// presence does (its relay publishes both, each as it notices them).
+const UNKNOWN_SENDER_OFFERS: u32 = 8;
+const UNKNOWN_SENDER_PAUSE: Duration = Duration::from_millis(500);
 /// How often the same line about waiting mail is logged again.
 const SAY_AGAIN: Duration = Duration::from_secs(600);
 /// The most messages left waiting on the server for a trusted key at once.

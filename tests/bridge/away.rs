@@ -364,3 +364,91 @@ fn a_transcript_that_is_gone_stops_the_away_session_and_the_asker_is_told() {
     assert!(!peers.contains(&a.id), "{peers}");
     assert!(a.calls().is_empty(), "no fork without a transcript");
 }
+
+#[test]
+fn a_peer_of_another_machine_is_answered_by_the_away_machines_relay_once_allowed() {
+    use crate::nats::{Machine, Server, introduce, server_bin};
+    let Some(bin) = server_bin("away answers across machines") else {
+        return;
+    };
+    let server = Server::start(&bin, "");
+    let mut a = Machine::new("a");
+    let mut b = Machine::new("b");
+    let claude = stand_in_claude(b.world.root.path());
+    b.env
+        .push(("BRIDGE_CLAUDE_BIN".into(), claude.display().to_string()));
+    introduce(&[&a, &b]);
+    for m in [&mut a, &mut b] {
+        m.start_relay(&server.url(), &[]);
+    }
+    a.wait_connected();
+    b.wait_connected();
+    // The library on machine b goes away.
+    let lib = b.world.project("lib");
+    let transcript = b
+        .world
+        .home()
+        .join(format!(".claude/projects/-lib/{AGENT}.jsonl"));
+    std::fs::create_dir_all(transcript.parent().unwrap()).unwrap();
+    std::fs::write(&transcript, "{}\n").unwrap();
+    b.world.cmd(&lib).args(["run", "away", "on"]).ok();
+    for event in ["session-start", "session-end"] {
+        let input = json!({"session_id": AGENT, "transcript_path": transcript, "cwd": lib});
+        b.world
+            .cmd(&lib)
+            .args(["hook", event])
+            .stdin(input.to_string())
+            .ok();
+    }
+    let status = b
+        .world
+        .cmd(&lib)
+        .args(["--json", "run", "away", "status"])
+        .json();
+    let lib_id = status["sessions"][0]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (app, _) = a.session("app");
+    a.wait_for_peer(&app, &lib_id, "b");
+    let ask = |question: &str| {
+        a.world
+            .cmd(&app)
+            .args(["run", "ask", &lib_id, question, "--timeout", "60"])
+            .output()
+    };
+    // By default only sessions of machine b may ask.
+    let (out, _) = ask("from afar?");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success()
+            && said.contains("is away: its agent stopped")
+            && said.contains("asked from machine \"a\"")
+            && said.contains("The question stays queued")
+            // Told at once, as a local asker is, not when the wait ran out.
+            && !said.contains("No response"),
+        "{said}\nrelay of a:\n{}\nrelay of b:\n{}",
+        a.relay_log(),
+        b.relay_log()
+    );
+    b.world
+        .cmd(&lib)
+        .args(["run", "away", "on", "--allow-other-machines"])
+        .ok();
+    let (out, _) = ask("from afar, allowed?");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("read-only copy of session")
+            && said.contains("ANSWER to from afar, allowed?"),
+        "{said}"
+    );
+}

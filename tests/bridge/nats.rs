@@ -173,6 +173,8 @@ pub struct Machine {
     relay: Option<Child>,
     /// Runs the relay through this command first (`ip netns exec NS`).
     pub wrapper: Vec<String>,
+    /// More environment for the relay (`BRIDGE_CLAUDE_BIN` for away answers).
+    pub env: Vec<(String, String)>,
 }
 
 impl Machine {
@@ -184,6 +186,7 @@ impl Machine {
             name: name.to_string(),
             relay: None,
             wrapper: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -225,6 +228,7 @@ impl Machine {
                 PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
             )
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .envs(self.env.iter().cloned())
             .args(["relay", "--server", url, "--machine", &self.name])
             .args(args)
             .current_dir(self.world.root.path())

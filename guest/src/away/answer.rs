@@ -69,6 +69,13 @@ impl<P: Platform> Bridge<P> {
             if files::stat(&held_dir.join(&p.message.id)).is_ok() {
                 return Pick::Skip;
             }
+            // Read again for each query: the user may have changed them
+            // while this answerer waited for one (`away on --per-hour`,
+            // `--allow-other-machines`, `off`).
+            let settings = self.away_settings(&project, &mut noted.borrow_mut());
+            if !settings.enabled {
+                return Pick::Skip;
+            }
             if let Some(reason) = self.hold_reason(&settings, &project, &p.message) {
                 self.hold(&id, &p.message, &reason, &mut noted.borrow_mut());
                 return Pick::Skip;
@@ -83,6 +90,8 @@ impl<P: Platform> Bridge<P> {
         };
         let query = delivery.message;
         let qid = MessageId::parse(&query.id)?;
+        // As they are now, not as they were when this answerer began.
+        let settings = self.away_settings(&project, &mut Vec::new());
         if let Err(err) = self.ledger_start(&project, &qid) {
             warnings.push(format!("the fork for {qid} was not counted: {err}"));
         }

@@ -37,6 +37,14 @@ impl<P: Platform> Bridge<P> {
         files::stat(&self.layout.session(id).join("away.json")).is_ok()
     }
 
+    /// Whether a query to session `id` may be held for its next live
+    /// session: it is away here, or it is a session of another machine,
+    /// which may be away there by now (its presence says so only some
+    /// time after it went away).
+    pub(crate) fn may_hold(&self, id: &SessionId) -> bool {
+        self.is_away(id) || self.manifest(id).is_ok_and(|m| m.machine.is_some())
+    }
+
     /// The away record of session `id`, if it is away.
     pub(crate) fn away_marker(&self, id: &SessionId) -> Option<Marker> {
         let bytes =

@@ -64,7 +64,7 @@ impl<P: Platform> Bridge<P> {
         let away = held_ends_wait
             .then(|| self.sent_copy(me, query).and_then(|m| m.recipient()))
             .flatten()
-            .filter(|to| self.is_away(to));
+            .filter(|to| self.may_hold(to));
         let found = loop {
             let slice_end = match &away {
                 Some(_) => end.min(Instant::now() + HELD_LOOK),
