@@ -71,6 +71,38 @@ fn every_answer_in_the_catalogue_arrives_byte_for_byte_by_both_paths_on_both_ver
     python_scenario("tests/real_client/catalogue.py", "catalogue", missing);
 }
 
+/// Away answers in the real CLI (`tests/real_client/away.py`, issue 32), on
+/// both pinned Claude Code versions, against the model stand-in
+/// (`away_stub.py`): a session with the plugin builds context in two turns
+/// and ends; a terminal's ask is answered from that context by a read-only
+/// fork (the stand-in sees the earlier turns; the asker prints the answer
+/// with its provenance line); the transcript stays byte-identical; Bash,
+/// Write and Edit do nothing despite an approving PreToolUse hook and allow
+/// rules; past the limit the query stays queued; two askers at once get one
+/// fork each; a SIGKILLed answerer's query is answered later, with nothing
+/// left running.
+#[test]
+fn away_answers_in_the_real_claude_code_on_both_versions() {
+    let installed = |dir: &str| {
+        Path::new(REPO)
+            .join(dir)
+            .join("node_modules/.bin/claude")
+            .exists()
+    };
+    let missing = absent(&[
+        (
+            "Claude Code 2.1.197 (npm ci --prefix .ci/claude-code)",
+            installed(".ci/claude-code"),
+        ),
+        (
+            "Claude Code 2.1.332 (npm ci --prefix .ci/claude-code-next)",
+            installed(".ci/claude-code-next"),
+        ),
+        ("python3", on_path("python3")),
+    ]);
+    python_scenario("tests/real_client/away.py", "away answers", missing);
+}
+
 #[test]
 fn the_model_stand_in_follows_only_the_commands_it_was_given() {
     if !on_path("python3") {
