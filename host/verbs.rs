@@ -80,6 +80,12 @@ pub fn answer_tools() -> impl Iterator<Item = &'static str> {
     VERBS.iter().filter(|v| v.answers).filter_map(|v| v.tool)
 }
 
+/// The MCP tools a person confirms in clients that approve tools one by
+/// one: those of the verbs that do not belong in answering (`away`).
+pub fn confirmed_tools() -> impl Iterator<Item = &'static str> {
+    VERBS.iter().filter(|v| !v.answers).filter_map(|v| v.tool)
+}
+
 /// The name a guest verb goes by in the host's own messages: the CLI
 /// name of a verb of [`VERBS`], or the internal verb's WIT name.
 pub fn name_of(verb: &wit::Verb) -> &'static str {

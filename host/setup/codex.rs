@@ -4,7 +4,9 @@
 //!   hooks registered for each thread (`--session-from-hooks`); Codex
 //!   starts a server with a filtered environment, so `env_vars` passes
 //!   `BRIDGE_DIR` on when it is set; and its tools, and only its tools,
-//!   run without asking (`default_tools_approval_mode = "approve"`).
+//!   run without asking (`default_tools_approval_mode = "approve"`), but
+//!   `away`, which a person confirms (`[mcp_servers.bridge.tools.away]
+//!   approval_mode = "prompt"`).
 //! - `[hooks]`: SessionStart registers the thread and starts its waker,
 //!   Stop confirms what was seen, SessionEnd stops the session.
 //! - `[hooks.state."<file>:<event>:0:0"]`: each of those hooks trusted.
@@ -48,6 +50,9 @@ pub(super) fn install(exe: &str, file: &Path) -> Install {
             "args": ["mcp", "--session-from-hooks"],
             "env_vars": ["BRIDGE_DIR"],
             "default_tools_approval_mode": "approve",
+            "tools": crate::verbs::confirmed_tools()
+                .map(|tool| (tool.to_string(), json!({"approval_mode": "prompt"})))
+                .collect::<serde_json::Map<_, _>>(),
         }),
     )];
     let quoted = shell_words::quote(exe).into_owned();

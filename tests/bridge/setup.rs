@@ -237,6 +237,15 @@ fn codex_config_with_a_provider_profiles_and_another_server() {
         let doc: toml_edit::DocumentMut = text.parse().expect("valid TOML");
         let bridge = &doc["mcp_servers"]["bridge"];
         assert_eq!(bridge["command"].as_str(), Some(exe().as_str()));
+        // Every bridge tool runs unasked but `away`, which a person confirms.
+        assert_eq!(
+            bridge["default_tools_approval_mode"].as_str(),
+            Some("approve")
+        );
+        assert_eq!(
+            bridge["tools"]["away"]["approval_mode"].as_str(),
+            Some("prompt")
+        );
         assert_eq!(
             bridge["args"]
                 .as_array()
