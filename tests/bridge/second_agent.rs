@@ -46,3 +46,23 @@ fn gemini_cli_on_a_cold_start_connects_asks_with_wait_for_previous_and_prints_th
         missing,
     );
 }
+
+/// After `bridge-host setup codex`, the pinned Codex CLI runs the bridge's
+/// tools unasked but not `away`, which turns on answers that cost model
+/// calls: in `codex exec` its call is refused for approval and the
+/// project's away settings stay off, while `send` in the same turn reaches
+/// the peer (`tests/real_client/codex_approval.py`, offline against the
+/// Responses stand-in).
+#[test]
+fn codex_runs_the_bridge_tools_unasked_but_not_away() {
+    let codex = pinned_cli("CODEX_BIN", "codex", "codex");
+    let missing = absent(&[
+        ("the Codex CLI (npm ci --prefix .ci/codex)", codex),
+        ("python3", on_path("python3")),
+    ]);
+    python_scenario(
+        "tests/real_client/codex_approval.py",
+        "codex approval",
+        missing,
+    );
+}
