@@ -332,6 +332,73 @@ fn a_burst_of_answerers_leaves_one_running_and_one_waiting() {
     );
 }
 
+/// An MCP client's `ask` (here a bare JSON-RPC exchange over the server's
+/// standard input and output, as any client makes it) is answered by the
+/// away session's read-only fork, as a terminal's is.
+#[test]
+fn an_mcp_ask_is_answered_by_the_away_sessions_fork() {
+    use std::io::{BufRead, BufReader, Write};
+    let a = away_library(&[]);
+    let mut server = std::process::Command::new(crate::util::BIN)
+        .arg("mcp")
+        .current_dir(&a.app)
+        .env("HOME", a.w.home())
+        .env("BRIDGE_DIR", &a.w.bridge)
+        .env("BRIDGE_CLAUDE_BIN", &a.claude)
+        .env_remove("BRIDGE_SESSION_ID")
+        .env_remove("CLAUDE_CODE_SESSION_ID")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_server = server.stdin.take().unwrap();
+    let mut from_server = BufReader::new(server.stdout.take().unwrap());
+    // Owns the server's standard input: dropping it ends the server.
+    let mut send = move |message: serde_json::Value| {
+        writeln!(to_server, "{message}").unwrap();
+        to_server.flush().unwrap();
+    };
+    let mut response = |id: u64| -> serde_json::Value {
+        loop {
+            let mut line = String::new();
+            assert!(
+                from_server.read_line(&mut line).unwrap() > 0,
+                "the server ended"
+            );
+            let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if message["id"] == json!(id) {
+                return message;
+            }
+        }
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "a-test-client", "version": "1"}}}),
+    );
+    response(1);
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "ask",
+        "arguments": {"peer": a.id, "question": "what does `init()` take? $HOME", "timeout_seconds": 60}}}),
+    );
+    let answer = response(2);
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert_ne!(answer["result"]["isError"], json!(true), "{answer}");
+    assert!(
+        text.contains("read-only copy of session")
+            && text.contains("ANSWER to what does `init()` take? $HOME"),
+        "{answer}"
+    );
+    assert_eq!(a.calls().len(), 1, "one fork");
+    drop(send);
+    let _ = server.wait();
+}
+
 #[test]
 fn a_fork_past_its_time_is_stopped_and_the_asker_told_the_question_waits() {
     let a = away_library(&["--max-seconds", "10"]);
