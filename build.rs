@@ -2,6 +2,13 @@
 //! ahead of time for the target being built, and hands both paths to the
 //! host crate, which embeds them: a user's first run loads the guest's
 //! machine code instead of compiling it.
+//!
+//! The published crate has no guest sources: it carries the guest as the
+//! component they build to ([`PREBUILT`]), so that it installs with a
+//! stable toolchain and no wasm target. In a checkout the guest is built
+//! from its sources, with paths that do not depend on the machine, and a
+//! test (`tests/bridge/versions.rs`) checks that the committed component is
+//! byte for byte what they build to.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -11,6 +18,9 @@ use std::process::Command;
 mod engine_config;
 
 const TARGET: &str = "wasm32-wasip2";
+/// The built guest the published crate carries (see the module
+/// documentation).
+const PREBUILT: &str = "guest/prebuilt/session_bridge_guest.wasm";
 
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -20,6 +30,7 @@ fn main() {
         "guest/Cargo.toml",
         "guest/Cargo.lock",
         "wit",
+        PREBUILT,
         "policies/Cargo.toml",
         "policies/Cargo.lock",
         "policies/redact-secrets/Cargo.toml",
@@ -41,26 +52,39 @@ fn main() {
         println!("cargo:rustc-cfg=native_linux");
     }
 
-    ensure_target_installed();
-
     // Target directories of their own under OUT_DIR: sharing the outer one
     // would deadlock on its lock. The policies get a separate one because
     // they build the guest crate without its default export, as a cdylib of
     // the same name.
     let guest_target = out.join("guest-target");
     let policies_target = out.join("policies-target");
-    build_wasm(&root.join("guest"), &guest_target, &[]);
-    build_wasm(&root.join("policies"), &policies_target, &["--workspace"]);
+    let wasm = if root.join("guest/src").is_dir() {
+        ensure_target_installed();
+        build_wasm(&root.join("guest"), &guest_target, &[]);
+        let wasm = guest_target
+            .join(TARGET)
+            .join("release")
+            .join("session_bridge_guest.wasm");
+        assert!(
+            wasm.is_file(),
+            "the guest build succeeded but {} is missing",
+            wasm.display()
+        );
+        wasm
+    } else {
+        let wasm = root.join(PREBUILT);
+        assert!(
+            wasm.is_file(),
+            "this copy of bridge-host has neither the guest's sources (guest/src) nor the \
+             built guest ({PREBUILT}); download the crate again"
+        );
+        wasm
+    };
+    // The example policies, for the tests; a published crate has none.
+    if root.join("policies/Cargo.toml").is_file() {
+        build_wasm(&root.join("policies"), &policies_target, &["--workspace"]);
+    }
 
-    let wasm = guest_target
-        .join(TARGET)
-        .join("release")
-        .join("session_bridge_guest.wasm");
-    assert!(
-        wasm.is_file(),
-        "the guest build succeeded but {} is missing",
-        wasm.display()
-    );
     println!("cargo:rustc-env=BRIDGE_GUEST_WASM={}", wasm.display());
     // Its digest keys the compile cache; computing it here spares every run
     // from hashing the embedded bytes.
@@ -135,6 +159,19 @@ fn build_wasm(dir: &Path, target_dir: &Path, extra: &[&str]) {
         "RUSTC_WORKSPACE_WRAPPER",
     ] {
         cargo.env_remove(var);
+    }
+    // The built guest names the sources of its dependencies (in panic
+    // locations): under a fixed prefix rather than this machine's
+    // CARGO_HOME, it is the same bytes on every machine with the same
+    // toolchain, which is what lets the published crate carry it.
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    if let Some(cargo_home) = cargo_home {
+        cargo.env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+        );
     }
     let status = cargo
         .status()

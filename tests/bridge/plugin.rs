@@ -829,7 +829,7 @@ fn two_agents_talk_by_following_the_command_files() {
 fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
     let w = World::new();
     // A plugin copy outside any checkout, as Claude Code installs it.
-    let installed = w.root.path().join("plugins-cache/session-bridge/0.1.0");
+    let installed = w.root.path().join("plugins-cache/session-bridge/0.2.0");
     std::fs::create_dir_all(installed.join("bin")).unwrap();
     std::fs::copy(
         Path::new(PLUGIN).join("bin/bridge-host"),

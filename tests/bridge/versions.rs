@@ -86,3 +86,69 @@ fn a_0_1_0_guest_sends_and_listens_beside_the_0_2_0_guest() {
     let status = w.cmd(&new_project).args(["run", "status"]).json();
     assert_eq!(status["pending"], 0, "{status}");
 }
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A released contract is frozen: `wit/RELEASED.sha256` lists the digest of
+/// every file of every released version, and no file of a released
+/// version's folder may change, appear or go.
+#[test]
+fn every_released_wit_file_is_unchanged() {
+    use sha2::{Digest, Sha256};
+    let wit = Path::new(REPO).join("wit");
+    let list = std::fs::read_to_string(wit.join("RELEASED.sha256")).unwrap();
+    let mut listed = std::collections::BTreeSet::new();
+    for line in list.lines().filter(|l| !l.trim().is_empty()) {
+        let (digest, file) = line
+            .split_once("  ")
+            .unwrap_or_else(|| panic!("not a `sha256sum` line: {line:?}"));
+        let bytes = std::fs::read(wit.join(file))
+            .unwrap_or_else(|err| panic!("released wit/{file} is gone ({err})"));
+        let now = format!("{:x}", Sha256::digest(&bytes));
+        assert_eq!(
+            now, digest,
+            "wit/{file} changed, but it belongs to a released version, which is frozen: \
+             undo the change, and put it in a new version folder beside it"
+        );
+        listed.insert(file.to_string());
+    }
+    let versions: std::collections::BTreeSet<&str> = listed
+        .iter()
+        .filter_map(|f| f.split_once('/'))
+        .map(|(v, _)| v)
+        .collect();
+    assert!(versions.contains("v0.1.0") && versions.contains("v0.2.0"));
+    for version in versions {
+        for entry in std::fs::read_dir(wit.join(version)).unwrap().flatten() {
+            let file = format!("{version}/{}", entry.file_name().to_string_lossy());
+            assert!(
+                listed.contains(&file),
+                "wit/{file} was added to the released version {version}, which is frozen"
+            );
+        }
+    }
+}
+
+/// The published crate carries the guest as a built component
+/// (`guest/prebuilt/`, used by build.rs when the sources are absent). It
+/// must be exactly what the sources build to. After a change to the guest,
+/// `BRIDGE_REFRESH_PREBUILT=1 cargo test --test bridge prebuilt` writes the
+/// new one.
+#[test]
+fn the_prebuilt_guest_is_what_the_guest_sources_build_to() {
+    let built = std::fs::read(env!("BRIDGE_GUEST_WASM")).unwrap();
+    let prebuilt = Path::new(REPO).join("guest/prebuilt/session_bridge_guest.wasm");
+    if std::env::var_os("BRIDGE_REFRESH_PREBUILT").is_some() {
+        std::fs::write(&prebuilt, &built).unwrap();
+    }
+    let committed = std::fs::read(&prebuilt).unwrap_or_default();
+    assert!(
+        committed == built,
+        "{} ({} bytes) is not what the guest's sources build to ({} bytes, {}); \
+         run BRIDGE_REFRESH_PREBUILT=1 cargo test --test bridge prebuilt and commit it",
+        prebuilt.display(),
+        committed.len(),
+        built.len(),
+        env!("BRIDGE_GUEST_WASM")
+    );
+}
