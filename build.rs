@@ -20,7 +20,7 @@ mod engine_config;
 const TARGET: &str = "wasm32-wasip2";
 /// The built guest the published crate carries (see the module
 /// documentation).
-const PREBUILT: &str = "guest/prebuilt/session_bridge_guest.wasm";
+const PREBUILT: &str = "host/prebuilt/session_bridge_guest.wasm";
 
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -130,14 +130,14 @@ fn every_released_wit_file_is_unchanged() {
 }
 
 /// The published crate carries the guest as a built component
-/// (`guest/prebuilt/`, used by build.rs when the sources are absent). It
+/// (`host/prebuilt/`, used by build.rs when the sources are absent). It
 /// must be exactly what the sources build to. After a change to the guest,
 /// `BRIDGE_REFRESH_PREBUILT=1 cargo test --test bridge prebuilt` writes the
 /// new one.
 #[test]
 fn the_prebuilt_guest_is_what_the_guest_sources_build_to() {
     let built = std::fs::read(env!("BRIDGE_GUEST_WASM")).unwrap();
-    let prebuilt = Path::new(REPO).join("guest/prebuilt/session_bridge_guest.wasm");
+    let prebuilt = Path::new(REPO).join("host/prebuilt/session_bridge_guest.wasm");
     if std::env::var_os("BRIDGE_REFRESH_PREBUILT").is_some() {
         std::fs::write(&prebuilt, &built).unwrap();
     }
