@@ -396,11 +396,10 @@ fn wake(global: &Config, input: &HookInput, registration_grace: Duration) -> Res
         // message queued for the next session's listen or wake.
         if let Ok(mut invocation) =
             Invocation::open(global, agent_only(input, wit::Caller::WakeHook))
+            && let Ok(Some(id)) = own_session(&mut invocation)
         {
-            if let Ok(Some(id)) = own_session(&mut invocation) {
-                invocation.context.session = Some(id);
-                confirm_seen(&mut invocation, input.transcript.as_deref());
-            }
+            invocation.context.session = Some(id);
+            confirm_seen(&mut invocation, input.transcript.as_deref());
         }
         return Ok(ExitCode::SUCCESS);
     }
