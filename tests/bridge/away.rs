@@ -120,6 +120,18 @@ impl Away {
             .args(["--timeout", &seconds.to_string()])
     }
 
+    /// An ask whose fork stalls (the stand-in waits while the returned
+    /// file exists), once that fork runs.
+    fn stalled_ask(&self) -> (PathBuf, std::process::Child) {
+        let stall = self.w.root.path().join("stall");
+        std::fs::write(&stall, "").unwrap();
+        let slow = self.ask("SLOW question").spawn();
+        self.wait_until("the fork runs", Duration::from_secs(30), || {
+            self.calls().len() == 1
+        });
+        (stall, slow)
+    }
+
     fn calls(&self) -> Vec<String> {
         let dir = self.w.root.path().join("calls");
         let mut calls: Vec<String> = std::fs::read_dir(dir)
@@ -227,12 +239,7 @@ fn an_ask_from_a_terminal_is_answered_by_a_read_only_fork_with_its_provenance() 
 #[test]
 fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() {
     let a = away_library(&[]);
-    let stall = a.w.root.path().join("stall");
-    std::fs::write(&stall, "").unwrap();
-    let slow = a.ask("SLOW question").spawn();
-    a.wait_until("the fork runs", Duration::from_secs(30), || {
-        a.calls().len() == 1
-    });
+    let (stall, slow) = a.stalled_ask();
     let answerers = a.processes("away-answer");
     assert_eq!(answerers.len(), 1, "one answerer: {answerers:?}");
     let claude = a.claude.display().to_string();
@@ -277,12 +284,7 @@ fn a_killed_answerer_leaves_no_fork_and_its_query_is_answered_after_the_lease() 
 #[test]
 fn a_burst_of_answerers_leaves_one_running_and_one_waiting() {
     let a = away_library(&[]);
-    let stall = a.w.root.path().join("stall");
-    std::fs::write(&stall, "").unwrap();
-    let slow = a.ask("SLOW question").spawn();
-    a.wait_until("the fork runs", Duration::from_secs(30), || {
-        a.calls().len() == 1
-    });
+    let (stall, slow) = a.stalled_ask();
     let by_hand: Vec<_> = (0..5)
         .map(|_| {
             a.w.cmd(&a.lib)

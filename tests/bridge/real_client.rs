@@ -27,6 +27,31 @@ pub fn claude_code_present() -> bool {
             .exists()
 }
 
+/// What a test on both pinned Claude Code versions needs (2.1.197 in
+/// `.ci/claude-code`, 2.1.332 in `.ci/claude-code-next`, and python3), with
+/// `more`, each with whether it is there.
+fn both_pinned_versions_and(more: &[(&'static str, bool)]) -> Vec<(&'static str, bool)> {
+    let installed = |dir: &str| {
+        Path::new(REPO)
+            .join(dir)
+            .join("node_modules/.bin/claude")
+            .exists()
+    };
+    let mut needs = vec![
+        (
+            "Claude Code 2.1.197 (npm ci --prefix .ci/claude-code)",
+            installed(".ci/claude-code"),
+        ),
+        (
+            "Claude Code 2.1.332 (npm ci --prefix .ci/claude-code-next)",
+            installed(".ci/claude-code-next"),
+        ),
+        ("python3", on_path("python3")),
+    ];
+    needs.extend_from_slice(more);
+    needs
+}
+
 #[test]
 fn the_plugin_works_in_the_real_claude_code() {
     let missing = absent(&[
@@ -50,24 +75,7 @@ fn the_plugin_works_in_the_real_claude_code() {
 /// (2.1.197 in `.ci/claude-code`, 2.1.332 in `.ci/claude-code-next`).
 #[test]
 fn every_answer_in_the_catalogue_arrives_byte_for_byte_by_both_paths_on_both_versions() {
-    let installed = |dir: &str| {
-        Path::new(REPO)
-            .join(dir)
-            .join("node_modules/.bin/claude")
-            .exists()
-    };
-    let missing = absent(&[
-        (
-            "Claude Code 2.1.197 (npm ci --prefix .ci/claude-code)",
-            installed(".ci/claude-code"),
-        ),
-        (
-            "Claude Code 2.1.332 (npm ci --prefix .ci/claude-code-next)",
-            installed(".ci/claude-code-next"),
-        ),
-        ("tmux", on_path("tmux")),
-        ("python3", on_path("python3")),
-    ]);
+    let missing = absent(&both_pinned_versions_and(&[("tmux", on_path("tmux"))]));
     python_scenario("tests/real_client/catalogue.py", "catalogue", missing);
 }
 
@@ -83,23 +91,7 @@ fn every_answer_in_the_catalogue_arrives_byte_for_byte_by_both_paths_on_both_ver
 /// left running.
 #[test]
 fn away_answers_in_the_real_claude_code_on_both_versions() {
-    let installed = |dir: &str| {
-        Path::new(REPO)
-            .join(dir)
-            .join("node_modules/.bin/claude")
-            .exists()
-    };
-    let missing = absent(&[
-        (
-            "Claude Code 2.1.197 (npm ci --prefix .ci/claude-code)",
-            installed(".ci/claude-code"),
-        ),
-        (
-            "Claude Code 2.1.332 (npm ci --prefix .ci/claude-code-next)",
-            installed(".ci/claude-code-next"),
-        ),
-        ("python3", on_path("python3")),
-    ]);
+    let missing = absent(&both_pinned_versions_and(&[]));
     python_scenario("tests/real_client/away.py", "away answers", missing);
 }
 
