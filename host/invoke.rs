@@ -62,6 +62,33 @@ pub struct Config {
     pub agent_session: Option<String>,
 }
 
+impl Config {
+    /// This bridge-host executable, with the flags that make a process it
+    /// starts (the MCP server's reaper, an away answerer) use the same
+    /// bridge directory, cache, guest, guest settings and retention as
+    /// this one.
+    pub fn this_program(&self) -> Result<std::process::Command> {
+        let exe = std::env::current_exe().context("cannot find this bridge-host executable")?;
+        let mut command = std::process::Command::new(exe);
+        if let Some(dir) = &self.bridge_dir {
+            command.arg("--bridge-dir").arg(dir);
+        }
+        if let Some(dir) = &self.cache_dir {
+            command.arg("--cache-dir").arg(dir);
+        }
+        if let Some(guest) = &self.guest {
+            command.arg("--guest").arg(guest);
+        }
+        for (key, value) in &self.guest_settings {
+            command.arg("--guest-setting").arg(format!("{key}={value}"));
+        }
+        if let Some(retention) = &self.retention {
+            command.arg("--retention").arg(retention);
+        }
+        Ok(command)
+    }
+}
+
 fn parse_setting(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {

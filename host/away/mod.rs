@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -92,18 +92,11 @@ pub fn spawner(global: &Config, bridge_dir: &Path) -> Answerer {
 }
 
 fn start(global: &Config, bridge_dir: &Path, session: &str) -> Result<()> {
-    let exe = std::env::current_exe().context("cannot find this bridge-host executable")?;
-    let mut command = Command::new(exe);
-    command.arg("--bridge-dir").arg(bridge_dir);
-    if let Some(dir) = &global.cache_dir {
-        command.arg("--cache-dir").arg(dir);
+    let mut command = Config {
+        bridge_dir: Some(bridge_dir.to_path_buf()),
+        ..global.clone()
     }
-    if let Some(guest) = &global.guest {
-        command.arg("--guest").arg(guest);
-    }
-    for (key, value) in &global.guest_settings {
-        command.arg("--guest-setting").arg(format!("{key}={value}"));
-    }
+    .this_program()?;
     command
         .args(["away-answer", "--session", session])
         // The asker's identity is not the answerer's.

@@ -160,23 +160,7 @@ fn reap(global: &Config, session: &str) -> Result<ExitCode> {
 /// Starts the reaper of `session` (see [`reap`]), holding its standard
 /// input open until this process ends.
 fn start_reaper(global: &Config, session: &Session) -> Result<std::process::ChildStdin> {
-    let exe = std::env::current_exe().context("cannot find this bridge-host executable")?;
-    let mut command = std::process::Command::new(exe);
-    if let Some(dir) = &global.bridge_dir {
-        command.arg("--bridge-dir").arg(dir);
-    }
-    if let Some(dir) = &global.cache_dir {
-        command.arg("--cache-dir").arg(dir);
-    }
-    if let Some(guest) = &global.guest {
-        command.arg("--guest").arg(guest);
-    }
-    for (key, value) in &global.guest_settings {
-        command.arg("--guest-setting").arg(format!("{key}={value}"));
-    }
-    if let Some(retention) = &global.retention {
-        command.arg("--retention").arg(retention);
-    }
+    let mut command = global.this_program()?;
     command
         .arg("--project-dir")
         .arg(&session.project_dir)
