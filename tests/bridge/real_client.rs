@@ -65,6 +65,28 @@ fn the_plugin_works_in_the_real_claude_code() {
     python_scenario("tests/real_client/scenario.py", "real client", missing);
 }
 
+/// The plugin on a machine without Rust (`tests/real_client/install.py`):
+/// in throwaway HOMEs with no cargo or rustup on PATH, the plugin installed
+/// with `claude plugin marketplace add` and `claude plugin install`, and a
+/// release archive of this build served on 127.0.0.1, the launcher refuses
+/// a tampered archive (nothing installed or run, the session goes on, the
+/// model is told why), tells the model what to do when offline, downloads
+/// the archive once at the first start, installs it under the plugin's data
+/// folder and registers; then, with the server stopped, a second session
+/// registers and gets an answer to its ask.
+#[test]
+fn a_home_without_rust_gets_the_binary_from_a_release_archive_and_answers() {
+    let missing = absent(&[
+        (
+            "the Claude Code CLI (npm ci --prefix .ci/claude-code)",
+            claude_code_present(),
+        ),
+        ("tmux", on_path("tmux")),
+        ("python3", on_path("python3")),
+    ]);
+    python_scenario("tests/real_client/install.py", "real client", missing);
+}
+
 /// The answer catalogue (`tests/real_client/catalogue.py`): an idle session,
 /// never prompted and with no allow rule, answers a terminal's ask with
 /// backticks and a fenced block, `$HOME`, `$(…)` and `!`, quotes and
