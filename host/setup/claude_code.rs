@@ -123,7 +123,17 @@ mod tests {
                     stack.push(path);
                 } else {
                     let relative = path.strip_prefix(root).unwrap();
-                    on_disk.push(relative.to_string_lossy().replace('\\', "/"));
+                    let relative = relative.to_string_lossy().replace('\\', "/");
+                    // Not embedded: the release archives' sums (an archive
+                    // holds this binary, so the binary cannot hold their
+                    // sums; the plugin setup writes names its binary in
+                    // installed-by-setup and needs no download), and the
+                    // files the launcher writes beside itself.
+                    if !relative.starts_with("plugin/release/")
+                        && !relative.starts_with("plugin/bin/installed-by-")
+                    {
+                        on_disk.push(relative);
+                    }
                 }
             }
         }

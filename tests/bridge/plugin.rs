@@ -956,6 +956,186 @@ fn the_bin_shim_finds_an_installed_bridge_host_or_says_how_to_install_it() {
     }
 }
 
+/// The release archive `name`, holding `program` as its bridge-host, in the
+/// layout .ci/release-archives gives it.
+fn release_archive(w: &World, folder: &str, program: &str) -> Vec<u8> {
+    let stage = tempfile::tempdir_in(w.root.path()).unwrap();
+    let dir = stage.path().join(folder);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bridge-host"), program).unwrap();
+    std::fs::set_permissions(
+        dir.join("bridge-host"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let archive = stage.path().join("archive.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(stage.path())
+        .arg(folder)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(archive).unwrap()
+}
+
+/// A local HTTP server on 127.0.0.1 that serves `body` at `path` (and 404
+/// elsewhere) for the rest of the test; its URL, and how many times it
+/// served the file.
+fn serve(path: String, body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            if request.split_whitespace().nth(1) == Some(path.as_str()) {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            } else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    (url, served)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// With no bridge-host anywhere, the launcher downloads the release archive
+/// its `release/SHA256SUMS` names, from `BRIDGE_HOST_DOWNLOAD_URL`: a
+/// tampered archive is refused (both sums named, nothing unpacked or run,
+/// and the wake hooks do not fetch it again), the right one is installed
+/// under `CLAUDE_PLUGIN_DATA` once and needs no network after, and with no
+/// network and nothing installed, SessionStart says what to do and exits 0.
+/// (`tests/real_client/install.py` runs the same in the real Claude Code.)
+#[test]
+fn the_bin_shim_installs_a_checked_release_archive_and_refuses_a_tampered_one() {
+    let w = World::new();
+    let project = w.project("p");
+    let arch = w.sh(&project, "uname -m").ok();
+    let target = match arch.trim() {
+        "x86_64" => "x86_64-unknown-linux-musl",
+        "aarch64" => "aarch64-unknown-linux-musl",
+        other => panic!("no release target for {other}"),
+    };
+    let folder = format!("bridge-host-v{}-{target}", env!("CARGO_PKG_VERSION"));
+    let name = format!("{folder}.tar.gz");
+    let good = release_archive(&w, &folder, "#!/bin/sh\necho \"downloaded bridge-host: $*\"\n");
+    let ran = w.root.path().join("tampered-program-ran");
+    let bad = release_archive(
+        &w,
+        &folder,
+        &format!("#!/bin/sh\ntouch '{}'\n", ran.display()),
+    );
+    let (good_sum, bad_sum) = (sha256_hex(&good), sha256_hex(&bad));
+    let plugin_copy = |at: &str| {
+        let dir = w.root.path().join(at);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("release")).unwrap();
+        std::fs::copy(
+            Path::new(PLUGIN).join("bin/bridge-host"),
+            dir.join("bin/bridge-host"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("release/SHA256SUMS"),
+            format!("{good_sum}  {name}\n"),
+        )
+        .unwrap();
+        dir
+    };
+    let plugin = plugin_copy("plugins-cache/session-bridge/0.2.0");
+    let data = w.root.path().join("plugin-data");
+    let (tampered_url, tampered_served) = serve(format!("/{name}"), bad);
+    let (url, served) = serve(format!("/{name}"), good);
+    let offline = "http://127.0.0.1:9/nothing-listens-here";
+    let command = |plugin: &Path, url: &str, script: &str| {
+        w.sh(&project, script)
+            .env("PATH", format!("{}/bin:/usr/bin:/bin", plugin.display()))
+            .env("BRIDGE_HOST_DOWNLOAD_URL", url)
+            .env("CLAUDE_PLUGIN_DATA", &data)
+            .stdin("{\"session_id\":\"x\"}")
+            .output()
+    };
+    let count = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A tampered archive: refused, nothing unpacked or run.
+    let (out, description) = command(&plugin, &tampered_url, "bridge-host run peers");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{description}");
+    assert!(
+        stderr.contains("refused") && stderr.contains(&bad_sum) && stderr.contains(&good_sum),
+        "{stderr}"
+    );
+    assert!(!ran.exists(), "the tampered archive's program ran");
+    assert!(!data.join(&folder).exists(), "{stderr}");
+    // The wake hook, which runs after every turn, does not fetch it again.
+    let (out, description) = command(&plugin, &tampered_url, "bridge-host hook wake");
+    assert!(out.status.success(), "{description}");
+    assert_eq!(count(&tampered_served), 1);
+
+    // The right archive: installed once, and run.
+    let (out, description) = command(&plugin, &url, "bridge-host run peers");
+    assert!(out.status.success(), "{description}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "downloaded bridge-host: run peers\n"
+    );
+    assert!(data.join(&folder).join("bridge-host").is_file());
+    // After that, no network: the installed copy runs.
+    let (out, description) = command(&plugin, offline, "bridge-host --version");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "downloaded bridge-host: --version\n",
+        "{description}"
+    );
+    assert_eq!(count(&served), 1);
+    assert!(!ran.exists());
+
+    // No network and nothing installed: SessionStart tells Claude what to
+    // do and lets the session go on.
+    let fresh = plugin_copy("plugins-cache/session-bridge/fresh");
+    std::fs::remove_dir_all(&data).unwrap();
+    let (out, description) = command(
+        &fresh,
+        offline,
+        &format!("\"{}/bin/bridge-host\" hook session-start", fresh.display()),
+    );
+    let told = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{description}");
+    assert!(
+        told.contains(&format!("downloading {offline}/{name} failed"))
+            && told.contains("To fix it")
+            && told.contains("cargo install --locked"),
+        "{told}"
+    );
+}
+
 /// With a relative entry such as `bin` on PATH, a repository's own
 /// `bin/bridge-host` must never run from the plugin's hooks or its approved
 /// commands: the shim takes only absolute PATH entries.
