@@ -1045,7 +1045,11 @@ fn the_bin_shim_installs_a_checked_release_archive_and_refuses_a_tampered_one() 
     };
     let folder = format!("bridge-host-v{}-{target}", env!("CARGO_PKG_VERSION"));
     let name = format!("{folder}.tar.gz");
-    let good = release_archive(&w, &folder, "#!/bin/sh\necho \"downloaded bridge-host: $*\"\n");
+    let good = release_archive(
+        &w,
+        &folder,
+        "#!/bin/sh\necho \"downloaded bridge-host: $*\"\n",
+    );
     let ran = w.root.path().join("tampered-program-ran");
     let bad = release_archive(
         &w,

@@ -152,3 +152,100 @@ fn the_prebuilt_guest_is_what_the_guest_sources_build_to() {
         env!("BRIDGE_GUEST_WASM")
     );
 }
+
+/// The release targets and their archives' suffixes, as
+/// `.ci/release-archives` makes them.
+const RELEASE_TARGETS: [(&str, &str); 5] = [
+    ("x86_64-unknown-linux-musl", ".tar.gz"),
+    ("aarch64-unknown-linux-musl", ".tar.gz"),
+    ("x86_64-pc-windows-gnu", ".zip"),
+    ("x86_64-apple-darwin", ".tar.gz"),
+    ("aarch64-apple-darwin", ".tar.gz"),
+];
+
+/// Every way to fetch a release archive names the same file: the
+/// `cargo binstall` metadata in Cargo.toml (for each release target, and
+/// for Windows MSVC hosts, which get the GNU build), the release script,
+/// and the plugin's launcher, whose committed `release/SHA256SUMS` must
+/// name this version's archives and whose default URL is the repository's
+/// releases.
+#[test]
+fn binstall_the_release_script_and_the_plugin_name_the_same_archives() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml_edit::DocumentMut = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let package = &manifest["package"];
+    let repo = package["repository"].as_str().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let binstall = &package["metadata"]["binstall"];
+    let mut targets: Vec<(&str, &str, &str)> = RELEASE_TARGETS
+        .iter()
+        .map(|&(target, suffix)| (target, target, suffix))
+        .collect();
+    targets.push(("x86_64-pc-windows-msvc", "x86_64-pc-windows-gnu", ".zip"));
+    for (host, archive_target, suffix) in targets {
+        let field = |key: &str| {
+            binstall
+                .get("overrides")
+                .and_then(|o| o.get(host))
+                .and_then(|o| o.get(key))
+                .or_else(|| binstall.get(key))
+                .and_then(|v| v.as_str())
+                .unwrap_or_else(|| panic!("no binstall {key} for {host}"))
+                .replace("{ repo }", repo)
+                .replace("{ version }", version)
+                .replace("{ name }", "bridge-host")
+                .replace("{ target }", host)
+                .replace("{ bin }", "bridge-host")
+                .replace(
+                    "{ binary-ext }",
+                    if host.contains("windows") { ".exe" } else { "" },
+                )
+        };
+        let folder = format!("bridge-host-v{version}-{archive_target}");
+        assert_eq!(
+            field("pkg-url"),
+            format!("{repo}/releases/download/v{version}/{folder}{suffix}"),
+            "{host}"
+        );
+        let exe = if host.contains("windows") { ".exe" } else { "" };
+        assert_eq!(
+            field("bin-dir"),
+            format!("{folder}/bridge-host{exe}"),
+            "{host}"
+        );
+        let format = if suffix == ".zip" { "zip" } else { "tgz" };
+        assert_eq!(field("pkg-fmt"), format, "{host}");
+    }
+
+    let script = std::fs::read_to_string(root.join(".ci/release-archives")).unwrap();
+    assert!(
+        script.contains("name=\"bridge-host-v$version-$target\"")
+            && script.contains("$name.tar.gz")
+            && script.contains("$name.zip"),
+        ".ci/release-archives names its archives otherwise"
+    );
+    let launcher = std::fs::read_to_string(root.join("plugin/bin/bridge-host")).unwrap();
+    assert!(
+        launcher.contains(&format!("release_url=\"{repo}/releases/download\"")),
+        "the launcher's default URL is not {repo}/releases/download"
+    );
+    let sums = std::fs::read_to_string(root.join("plugin/release/SHA256SUMS")).unwrap();
+    assert!(!sums.trim().is_empty());
+    for line in sums.lines() {
+        let (sum, name) = line.split_once("  ").unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line:?}"
+        );
+        assert!(
+            RELEASE_TARGETS
+                .iter()
+                .any(|(target, suffix)| name == format!("bridge-host-v{version}-{target}{suffix}")),
+            "plugin/release/SHA256SUMS names {name}, not an archive of {version}: \
+             after a version change, commit the new archives' sums (docs/release.md)"
+        );
+    }
+}

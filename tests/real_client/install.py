@@ -82,7 +82,7 @@ def make_archive(binary: Path, dest: Path, program: bytes | None = None) -> Path
     ``binary`` (or ``program``, for a tampered one)."""
     folder = archive_name().removesuffix(".tar.gz")
     path = dest / archive_name()
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
         data = program if program is not None else binary.read_bytes()
         info = tarfile.TarInfo(f"{folder}/bridge-host")
         info.size, info.mode = len(data), 0o755
