@@ -21,7 +21,9 @@ const CLAUDE_BIN_VAR: &str = "BRIDGE_CLAUDE_BIN";
 const MAX_OUTPUT: u64 = 8 << 20;
 /// The most of its standard error kept, for the failure's words.
 const MAX_ERROR: u64 = 64 << 10;
-/// How long a fork past its time has after SIGTERM before SIGKILL.
+/// How long a fork past its time has after SIGTERM before SIGKILL (Unix;
+/// Windows has no SIGTERM, and the fork is killed at once).
+#[cfg(unix)]
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How often the fork is looked at while it runs.
 const POLL: Duration = Duration::from_millis(50);
