@@ -112,9 +112,11 @@ fn main() {
 /// for others), with the host's engine configuration, and writes the
 /// artifact to `out`. The target is named explicitly, so the code uses only
 /// the features every CPU of that architecture has, never this machine's.
-/// Where Cranelift cannot compile for the target (this build's compiler
-/// has only the building machine's architecture), `out` is left empty and
-/// the host compiles the guest on its first run, as it does for `--guest`.
+/// This Cranelift has every architecture (Cargo.toml's `all-arch` on the
+/// build dependency), so a cross build for aarch64 gets machine code too.
+/// Where it still cannot compile for the target (an architecture Cranelift
+/// lacks), `out` is left empty and the host compiles the guest on its
+/// first run, as it does for `--guest`.
 fn precompile(wasm: &[u8], out: &Path) {
     let target = env::var("TARGET").expect("set by cargo");
     let windows = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "windows");
