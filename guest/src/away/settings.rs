@@ -4,7 +4,9 @@
 //! `archives/<key>/away.json` holds the settings, and
 //! `archives/<key>/away-ledger/` one small file per fork started
 //! (`<epoch-ms>.<msg-id>.start`) and per fork finished
-//! (`<epoch-ms>.<msg-id>.done`, holding the US dollars it cost). The rate
+//! (`<epoch-ms>.<msg-id>.done`, holding the US dollars it cost); an entry
+//! of the same kind for the same query in the same millisecond is named
+//! `<epoch-ms>-<n>.<msg-id>.<kind>`, so none replaces another. The rate
 //! limits count starts, so a fork that crashed still counts; the spend cap
 //! adds the costs. Entries older than a day are removed as new ones are
 //! written.
@@ -22,6 +24,8 @@ const MAX_SETTINGS_BYTES: u64 = 4096;
 const MAX_ENTRY_BYTES: u64 = 64;
 const HOUR_MS: u64 = 60 * 60 * 1000;
 const DAY_MS: u64 = 24 * HOUR_MS;
+/// The most ledger entries of one kind for one query in one millisecond.
+const MAX_SAME_MS: u32 = 1000;
 
 /// A project's away settings, with the defaults a project gets at `away on`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +173,29 @@ impl<P: Platform> Bridge<P> {
         let dir = self.layout.archive(&key).join("away-ledger");
         files::ensure_dir(&dir)?;
         let now = clock::epoch_millis();
-        files::replace(&dir, &format!("{now}.{query}.{kind}"), bytes)?;
+        // Two entries of one kind for one query can fall in the same
+        // millisecond (a fork cut off at once, then its retry): each gets a
+        // name of its own, so none replaces another and every one counts.
+        let mut written = false;
+        for n in 0..MAX_SAME_MS {
+            let name = if n == 0 {
+                format!("{now}.{query}.{kind}")
+            } else {
+                format!("{now}-{n}.{query}.{kind}")
+            };
+            if files::create(&dir, &name, bytes)? {
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(BridgeError::Io {
+                path: crate::error::display_path(&dir),
+                reason: format!(
+                    "{MAX_SAME_MS} ledger entries for {query} were written in one millisecond"
+                ),
+            });
+        }
         // Forget what no window counts any more.
         for name in files::list(&dir).unwrap_or_default() {
             if entry_time(&name).is_some_and(|at| now.saturating_sub(at) > DAY_MS) {
@@ -232,7 +258,9 @@ impl<P: Platform> Bridge<P> {
     }
 }
 
-/// The time part of a ledger entry's name.
+/// The time part of a ledger entry's name (`<epoch-ms>` or
+/// `<epoch-ms>-<n>`).
 fn entry_time(name: &str) -> Option<u64> {
-    name.split('.').next()?.parse().ok()
+    let stamp = name.split('.').next()?;
+    stamp.split('-').next()?.parse().ok()
 }

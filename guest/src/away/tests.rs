@@ -334,6 +334,23 @@ fn a_fork_cut_off_is_tried_once_more_then_held_and_a_missing_transcript_stops_th
 }
 
 #[test]
+fn ledger_entries_written_in_one_millisecond_each_count() {
+    // A fork cut off at once and its retry can end in the same
+    // millisecond; the second failure once replaced the first, and the
+    // query was tried a third time (seen in CI).
+    let dir = tempfile::tempdir().unwrap();
+    let b = bridge(dir.path());
+    let query = crate::ids::MessageId::parse("msg-0dzhx0wgcik9").unwrap();
+    for _ in 0..200 {
+        b.ledger_start(LIB, &query).unwrap();
+        b.ledger_failed(LIB, &query).unwrap();
+    }
+    assert_eq!(b.away_failures(LIB, &query), 200);
+    let spent = b.away_spent(LIB);
+    assert_eq!((spent.last_hour, spent.last_day), (200, 200));
+}
+
+#[test]
 fn off_and_cleanup_end_away_sessions_and_a_session_start_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let b = bridge(dir.path());
