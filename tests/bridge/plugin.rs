@@ -1102,6 +1102,37 @@ fn the_bin_shim_installs_a_checked_release_archive_and_refuses_a_tampered_one() 
     let (out, description) = command(&plugin, &tampered_url, "bridge-host hook wake");
     assert!(out.status.success(), "{description}");
     assert_eq!(count(&tampered_served), 1);
+    // A session's two start-up hooks start together and either may end
+    // before the other begins: here the wake hook fetches and fails first
+    // (ten minutes on, or in a fresh data folder), and then the session's
+    // SessionStart hook tells Claude why without fetching it again. Once,
+    // the second fetched it again (seen in the real Claude Code, in CI).
+    let hook_of = |session: &str, script: &str| {
+        w.sh(&project, script)
+            .env("PATH", format!("{}/bin:/usr/bin:/bin", plugin.display()))
+            .env("BRIDGE_HOST_DOWNLOAD_URL", &tampered_url)
+            .env("CLAUDE_PLUGIN_DATA", &data)
+            .env("CLAUDE_CODE_SESSION_ID", session)
+            .stdin("{\"session_id\":\"x\"}")
+            .output()
+    };
+    std::fs::remove_file(data.join(".failed")).unwrap();
+    let (out, description) = hook_of("session-1", "bridge-host hook wake");
+    assert!(out.status.success(), "{description}");
+    assert_eq!(count(&tampered_served), 2);
+    let (out, description) = hook_of("session-1", "bridge-host hook session-start");
+    let told = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{description}");
+    assert!(
+        told.contains("refused") && told.contains(&bad_sum) && told.contains("To fix it"),
+        "{told}"
+    );
+    assert_eq!(count(&tampered_served), 2, "{told}");
+    // A new session tries again.
+    let (out, description) = hook_of("session-2", "bridge-host hook session-start");
+    assert!(out.status.success(), "{description}");
+    assert_eq!(count(&tampered_served), 3);
+    assert!(!ran.exists() && !data.join(&folder).exists());
 
     // The right archive: installed once, and run.
     let (out, description) = command(&plugin, &url, "bridge-host run peers");
