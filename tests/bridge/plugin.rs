@@ -1078,14 +1078,18 @@ fn the_bin_shim_installs_a_checked_release_archive_and_refuses_a_tampered_one() 
     let (tampered_url, tampered_served) = serve(format!("/{name}"), bad);
     let (url, served) = serve(format!("/{name}"), good);
     let offline = "http://127.0.0.1:9/nothing-listens-here";
-    let command = |plugin: &Path, url: &str, script: &str| {
+    // As Claude Code runs it: in a session (its CLAUDE_CODE_SESSION_ID),
+    // or, with "", outside one.
+    let in_session = |session: &str, plugin: &Path, url: &str, script: &str| {
         w.sh(&project, script)
             .env("PATH", format!("{}/bin:/usr/bin:/bin", plugin.display()))
             .env("BRIDGE_HOST_DOWNLOAD_URL", url)
             .env("CLAUDE_PLUGIN_DATA", &data)
+            .env("CLAUDE_CODE_SESSION_ID", session)
             .stdin("{\"session_id\":\"x\"}")
             .output()
     };
+    let command = |plugin: &Path, url: &str, script: &str| in_session("", plugin, url, script);
     let count = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
 
     // A tampered archive: refused, nothing unpacked or run.
@@ -1107,15 +1111,7 @@ fn the_bin_shim_installs_a_checked_release_archive_and_refuses_a_tampered_one() 
     // (ten minutes on, or in a fresh data folder), and then the session's
     // SessionStart hook tells Claude why without fetching it again. Once,
     // the second fetched it again (seen in the real Claude Code, in CI).
-    let hook_of = |session: &str, script: &str| {
-        w.sh(&project, script)
-            .env("PATH", format!("{}/bin:/usr/bin:/bin", plugin.display()))
-            .env("BRIDGE_HOST_DOWNLOAD_URL", &tampered_url)
-            .env("CLAUDE_PLUGIN_DATA", &data)
-            .env("CLAUDE_CODE_SESSION_ID", session)
-            .stdin("{\"session_id\":\"x\"}")
-            .output()
-    };
+    let hook_of = |session: &str, script: &str| in_session(session, &plugin, &tampered_url, script);
     std::fs::remove_file(data.join(".failed")).unwrap();
     let (out, description) = hook_of("session-1", "bridge-host hook wake");
     assert!(out.status.success(), "{description}");
