@@ -64,7 +64,7 @@ pub struct Config {
 
 impl Config {
     /// This bridge-host executable, with the flags that make a process it
-    /// starts (the MCP server's reaper, an away answerer) use the same
+    /// starts (the MCP server's reaper, an away answerer, the Codex waker) use the same
     /// bridge directory, cache, guest, guest settings and retention as
     /// this one.
     pub fn this_program(&self) -> Result<std::process::Command> {

@@ -76,17 +76,9 @@ pub(super) fn stop(global: &Config, input: &HookInput) -> Result<ExitCode> {
 /// own session, with no standard input, and its output appended to a
 /// private log in the cache directory.
 fn spawn_waker(global: &Config, input: &HookInput) -> Result<()> {
-    let exe = std::env::current_exe().context("cannot find this bridge-host executable")?;
-    let mut command = Command::new(exe);
-    if let Some(dir) = &global.bridge_dir {
-        command.arg("--bridge-dir").arg(dir);
-    }
-    if let Some(dir) = &global.cache_dir {
-        command.arg("--cache-dir").arg(dir);
-    }
-    if let Some(guest) = &global.guest {
-        command.arg("--guest").arg(guest);
-    }
+    // The same bridge directory, cache, guest, guest settings and
+    // retention as the hook that starts it.
+    let mut command = global.this_program()?;
     command.args(["hook", "codex-wake", "--thread", &input.session_id]);
     let log = super::state_file(global, input, "codex-wake.log")?;
     crate::process::spawn_detached(&mut command, log.as_deref(), "waker")?;

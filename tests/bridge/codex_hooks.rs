@@ -64,8 +64,8 @@ fn hook_input(event: &str, cwd: &Path) -> String {
     .to_string()
 }
 
-/// The waker processes of this world, by their command lines.
-fn wakers(world: &World) -> usize {
+/// The command lines of this world's waker processes.
+fn waker_commands(world: &World) -> Vec<String> {
     let bridge = world.bridge.display().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -73,7 +73,11 @@ fn wakers(world: &World) -> usize {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains("codex-wake") && c.contains(&bridge))
-        .count()
+        .collect()
+}
+
+fn wakers(world: &World) -> usize {
+    waker_commands(world).len()
 }
 
 #[test]
@@ -84,9 +88,11 @@ fn a_codex_thread_is_registered_woken_through_codex_queue_and_stopped_at_its_end
     let (codex, calls, refuse) = stand_in_codex(w.root.path());
 
     // SessionStart: the thread's session, a note worded for the MCP tools.
+    // The user's own flags on the hook's command line (here a retention)
+    // go on to the waker it leaves.
     let note = w
         .cmd(&codex_project)
-        .args(["hook", "codex-session-start"])
+        .args(["--retention", "30d", "hook", "codex-session-start"])
         .env("BRIDGE_CODEX_BIN", &codex)
         .stdin(hook_input("SessionStart", &codex_project))
         .ok();
@@ -102,6 +108,8 @@ fn a_codex_thread_is_registered_woken_through_codex_queue_and_stopped_at_its_end
     );
     assert!(!note.contains("/session-bridge:"), "{note}");
     wait_for("the waker", || wakers(&w) == 1);
+    let waker = &waker_commands(&w)[0];
+    assert!(waker.contains(" --retention 30d "), "{waker}");
 
     // A second SessionStart (a resumed thread) leaves one waker.
     w.cmd(&codex_project)
