@@ -54,6 +54,10 @@ pub enum Event {
     /// Codex's Stop: confirm which handed-over messages the thread's
     /// rollout shows.
     CodexStop,
+    /// Codex's SessionEnd: stop the thread's bridge session. Unlike
+    /// Claude Code's, it never stays away: away answers resume a Claude
+    /// Code transcript, which a Codex thread does not have.
+    CodexSessionEnd,
     /// The waker CodexSessionStart leaves behind: queue each message that
     /// should wake the thread into it with `codex queue`, until the session
     /// ends. Takes no standard input.
@@ -180,12 +184,15 @@ pub fn run(global: &Config, event: Event) -> Result<ExitCode> {
     let input = HookInput::read(io::stdin().lock())?;
     match event {
         Event::SessionStart => session_start(global, &input),
-        Event::SessionEnd => session_end(global, &input),
+        Event::SessionEnd => session_end(global, &input, wit::Caller::SessionHook),
         Event::Wake { registration_grace } => {
             wake(global, &input, Duration::from_secs(registration_grace))
         }
         Event::CodexSessionStart => codex::session_start(global, &input),
         Event::CodexStop => codex::stop(global, &input),
+        // The guest keeps a session away only when a session hook (Claude
+        // Code's) ends it; for Codex's waker-side caller it stops.
+        Event::CodexSessionEnd => session_end(global, &input, wit::Caller::ToolWake),
         Event::Approve | Event::CodexWake { .. } | Event::GeminiAfterAgent => {
             unreachable!("handled above")
         }
@@ -322,7 +329,7 @@ fn own_session(invocation: &mut Invocation) -> Result<Option<String>> {
     }
 }
 
-fn session_end(global: &Config, input: &HookInput) -> Result<ExitCode> {
+fn session_end(global: &Config, input: &HookInput, caller: wit::Caller) -> Result<ExitCode> {
     let owner = Owner::of(global, input)?;
     if let Some(newer) = owner
         .as_ref()
@@ -335,7 +342,7 @@ fn session_end(global: &Config, input: &HookInput) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut invocation = Invocation::open(global, agent_only(input, wit::Caller::SessionHook))?;
+    let mut invocation = Invocation::open(global, agent_only(input, caller))?;
     let Some(id) = own_session(&mut invocation)? else {
         return Ok(ExitCode::SUCCESS);
     };

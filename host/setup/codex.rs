@@ -3,7 +3,8 @@
 //! - `[mcp_servers.bridge]`, the MCP server. It joins the session Codex's
 //!   hooks registered for each thread (`--session-from-hooks`); Codex
 //!   starts a server with a filtered environment, so `env_vars` passes
-//!   `BRIDGE_DIR` on when it is set; and its tools, and only its tools,
+//!   the bridge's own variables on when they are set ([`PASSED_ON`]); and
+//!   its tools, and only its tools,
 //!   run without asking (`default_tools_approval_mode = "approve"`), but
 //!   `away`, which a person confirms (`[mcp_servers.bridge.tools.away]
 //!   approval_mode = "prompt"`).
@@ -39,7 +40,20 @@ pub(super) fn default_config(places: &Places) -> PathBuf {
 const HOOKS: [(&str, &str, &str, u64); 3] = [
     ("SessionStart", "session_start", "codex-session-start", 30),
     ("Stop", "stop", "codex-stop", 30),
-    ("SessionEnd", "session_end", "session-end", 3),
+    ("SessionEnd", "session_end", "codex-session-end", 3),
+];
+
+/// The variables Codex passes on to the MCP server when they are set
+/// (it starts servers with a filtered environment): the ones that choose
+/// the bridge directory, the cache, the guest and its settings, and the
+/// retention, so that the server runs the same guest, with the same
+/// policy, as the hooks and the waker, which get Codex's whole environment.
+const PASSED_ON: [&str; 5] = [
+    "BRIDGE_DIR",
+    "BRIDGE_CACHE_DIR",
+    "BRIDGE_GUEST",
+    "BRIDGE_GUEST_SETTINGS",
+    "BRIDGE_RETENTION",
 ];
 
 pub(super) fn install(exe: &str, file: &Path) -> Install {
@@ -48,7 +62,7 @@ pub(super) fn install(exe: &str, file: &Path) -> Install {
         json!({
             "command": exe,
             "args": ["mcp", "--session-from-hooks"],
-            "env_vars": ["BRIDGE_DIR"],
+            "env_vars": PASSED_ON,
             "default_tools_approval_mode": "approve",
             "tools": crate::verbs::confirmed_tools()
                 .map(|tool| (tool.to_string(), json!({"approval_mode": "prompt"})))

@@ -173,14 +173,22 @@ fn a_codex_thread_is_registered_woken_through_codex_queue_and_stopped_at_its_end
     });
     assert!(queued(&calls)[1][4].contains(&second));
 
-    // SessionEnd stops the session, and the waker with it.
+    // SessionEnd stops the session, and the waker with it, even in a
+    // project that opted in to away answers: those are answered from a
+    // Claude Code transcript, which a Codex thread does not have.
+    w.cmd(&codex_project).args(["run", "away", "on"]).ok();
     w.cmd(&codex_project)
-        .args(["hook", "session-end"])
+        .args(["hook", "codex-session-end"])
         .stdin(hook_input("SessionEnd", &codex_project))
         .ok();
     wait_for("the waker to end", || wakers(&w) == 0);
     let peers = w.cmd(&asker).args(["run", "peers"]).ok();
     assert!(!peers.contains(&id), "{peers}");
+    let away = w
+        .cmd(&codex_project)
+        .args(["--json", "run", "away", "status"])
+        .json();
+    assert_eq!(away["sessions"], serde_json::json!([]), "{away}");
     // Two queries, two calls: the ping woke nothing.
     assert_eq!(queued(&calls).len(), 2);
 }

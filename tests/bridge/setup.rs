@@ -256,15 +256,24 @@ fn codex_config_with_a_provider_profiles_and_another_server() {
                 .as_str(),
             Some("mcp")
         );
+        // Codex gives a server only the variables named here: each one
+        // that chooses the directory, cache, guest, its settings or the
+        // retention, so the server runs the guest the hooks run.
+        let passed: Vec<&str> = bridge["env_vars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(
-            bridge["env_vars"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .next()
-                .unwrap()
-                .as_str(),
-            Some("BRIDGE_DIR")
+            passed,
+            [
+                "BRIDGE_DIR",
+                "BRIDGE_CACHE_DIR",
+                "BRIDGE_GUEST",
+                "BRIDGE_GUEST_SETTINGS",
+                "BRIDGE_RETENTION"
+            ]
         );
         assert_eq!(
             doc["mcp_servers"]["docs"]["command"].as_str(),
