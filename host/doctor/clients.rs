@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Check, Status, check, first_line_of, on_path};
+use super::{Check, Status, check, first_line_of, on_path, output_of};
 use crate::setup::{Client, SetUp};
 
 /// How long Codex's app server may take to list its hooks.
@@ -95,12 +95,7 @@ fn one(client: Client) -> Check {
 /// model call.
 fn wake_path(client: Client, program: &Path) -> (Status, String) {
     match client {
-        Client::ClaudeCode => (
-            Status::Ok,
-            "wake: the plugin's hooks wake an idle session (not checked live: that takes a \
-             model turn)"
-                .into(),
-        ),
+        Client::ClaudeCode => claude_wake(program),
         Client::Codex => codex_wake(program),
         Client::Gemini => (
             Status::Ok,
@@ -113,6 +108,99 @@ fn wake_path(client: Client, program: &Path) -> (Status, String) {
             "wake: none; the agent takes messages with the check_inbox or listen tool".into(),
         ),
     }
+}
+
+/// The plugin as Claude Code itself lists it.
+const PLUGIN_ID: &str = "session-bridge@session-bridge";
+
+/// Claude Code: its own list of plugins says whether the session-bridge
+/// plugin is installed and enabled, and the installed copy's hooks file
+/// whether it has the wake hooks. The wake itself takes a model turn, so
+/// it is not run.
+fn claude_wake(program: &Path) -> (Status, String) {
+    let listed = match output_of(program, &["plugin", "list", "--json"]) {
+        Ok(listed) => listed,
+        Err(why) => {
+            return (
+                Status::Warn,
+                format!("wake: cannot list Claude Code's plugins: {why}"),
+            );
+        }
+    };
+    let plugins: Vec<Value> = match serde_json::from_str(&listed) {
+        Ok(plugins) => plugins,
+        Err(err) => {
+            return (
+                Status::Warn,
+                format!("wake: claude plugin list --json printed no list this doctor reads: {err}"),
+            );
+        }
+    };
+    let Some(plugin) = plugins.iter().find(|p| p["id"] == PLUGIN_ID) else {
+        return (
+            Status::Ok,
+            format!(
+                "wake: Claude Code does not list {PLUGIN_ID} yet; it installs the plugin at its \
+                 next start, and its sessions are woken from then on"
+            ),
+        );
+    };
+    let version = plugin["version"].as_str().unwrap_or("of unknown version");
+    if plugin["enabled"] != true {
+        return (
+            Status::Warn,
+            format!(
+                "wake: the plugin ({version}) is installed but disabled, so nothing wakes a \
+                 session: claude plugin enable {PLUGIN_ID}"
+            ),
+        );
+    }
+    let hooks = plugin["installPath"]
+        .as_str()
+        .map(|dir| Path::new(dir).join("hooks/hooks.json"));
+    let wake_hooks = hooks
+        .as_deref()
+        .and_then(|file| std::fs::read(file).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .map_or(0, |value| count_wake_hooks(&value));
+    if wake_hooks == 0 {
+        let file = hooks.map_or_else(|| "its hooks file".into(), |f| f.display().to_string());
+        return (
+            Status::Fail,
+            format!(
+                "wake: the plugin ({version}) is enabled, but {file} has no wake hook; \
+                 claude plugin update {PLUGIN_ID}, or bridge-host setup claude-code again"
+            ),
+        );
+    }
+    (
+        Status::Ok,
+        format!(
+            "wake: the plugin ({version}) is enabled in Claude Code with its {wake_hooks} wake \
+             hooks (not run here: a wake takes a model turn)"
+        ),
+    )
+}
+
+/// The hooks of a Claude Code hooks file that wake an idle session: an
+/// `asyncRewake` command running `bridge-host hook wake`.
+fn count_wake_hooks(file: &Value) -> usize {
+    let Some(events) = file["hooks"].as_object() else {
+        return 0;
+    };
+    events
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|matcher| matcher["hooks"].as_array())
+        .flatten()
+        .filter(|hook| {
+            hook["asyncRewake"] == true
+                && hook["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("bridge-host") && c.contains(" hook wake"))
+        })
+        .count()
 }
 
 /// Codex: its own list of hooks says whether the bridge's are trusted (an

@@ -242,6 +242,17 @@ fn relay(global: &Config) -> Check {
 /// Runs `program args` and returns its standard output's first line, or
 /// why not; a program that runs longer than [`VERSION_WAIT`] is killed.
 fn first_line_of(program: &Path, args: &[&str]) -> Result<String, String> {
+    Ok(output_of(program, args)?
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// Runs `program args` and returns its standard output, or why not; a
+/// program that runs longer than [`VERSION_WAIT`] is killed.
+fn output_of(program: &Path, args: &[&str]) -> Result<String, String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -278,12 +289,7 @@ fn first_line_of(program: &Path, args: &[&str]) -> Result<String, String> {
             output.status
         ));
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The first `name` on PATH that is an executable file.

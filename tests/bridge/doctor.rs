@@ -9,6 +9,11 @@ use serde_json::Value;
 
 use crate::util::World;
 
+fn pinned_claude() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/claude-code/node_modules/.bin");
+    bin.join("claude").exists().then_some(bin)
+}
+
 fn pinned_codex() -> Option<PathBuf> {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/codex/node_modules/.bin");
     bin.join("codex").exists().then_some(bin)
@@ -208,4 +213,97 @@ fn the_relay_check_reaches_a_real_server_and_fails_on_one_that_does_not_answer()
     let (_, status, detail) = find(&checks, "relay");
     assert_eq!(status, "fail", "{detail}");
     assert!(detail.starts_with(&format!("{nobody}: ")), "{detail}");
+}
+
+/// With the pinned Claude Code: the doctor reads Claude Code's own plugin
+/// list. Set up but not started yet, the plugin is not listed and comes at
+/// the next start; installed, it is enabled with its wake hooks; disabled,
+/// nothing wakes a session and the doctor says how to enable it.
+#[test]
+fn with_claude_code_set_up_doctor_reads_its_plugin_list_and_the_wake_hooks() {
+    let Some(claude_bin) = pinned_claude() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the doctor's Claude Code test cannot run under CI: no .ci/claude-code"
+        );
+        eprintln!("skipped: the doctor's Claude Code test needs npm ci --prefix .ci/claude-code");
+        return;
+    };
+    let w = World::new();
+    let here = w.project("p");
+    let path = format!("{}:/usr/bin:/bin", claude_bin.display());
+    let run = |program: &str, args: &[&str]| {
+        let command = if program == "claude" {
+            w.sh(&here, &format!("exec claude {}", args.join(" ")))
+        } else {
+            w.cmd(&here).args(args)
+        };
+        // Nothing leaves the machine: Claude Code's traffic is off, and
+        // its proxies lead nowhere.
+        command
+            .env("PATH", &path)
+            .env("XDG_DATA_HOME", w.home().join(".local/share"))
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+    };
+    let claude_check = || {
+        let report = run("bridge-host", &["doctor"]).json();
+        find(&checks_of(&report), "claude-code").clone()
+    };
+    run("bridge-host", &["setup", "claude-code"]).ok();
+    let (_, status, detail) = claude_check();
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("2.1.197 (Claude Code)"), "{detail}");
+    assert!(
+        detail.contains(
+            "wake: Claude Code does not list session-bridge@session-bridge yet; it installs \
+             the plugin at its next start"
+        ),
+        "{detail}"
+    );
+
+    // What Claude Code's first start does: the marketplace setup declared
+    // is added, and the plugin installed from it.
+    let marketplace = w.home().join(".local/share/session-bridge/claude-code");
+    run(
+        "claude",
+        &[
+            "plugin",
+            "marketplace",
+            "add",
+            &marketplace.display().to_string(),
+        ],
+    )
+    .ok();
+    run(
+        "claude",
+        &["plugin", "install", "session-bridge@session-bridge"],
+    )
+    .ok();
+    let (_, status, detail) = claude_check();
+    assert_eq!(status, "ok", "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "wake: the plugin ({}) is enabled in Claude Code with its 2 wake hooks",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{detail}"
+    );
+
+    run(
+        "claude",
+        &["plugin", "disable", "session-bridge@session-bridge"],
+    )
+    .ok();
+    let (_, status, detail) = claude_check();
+    assert_eq!(status, "warn", "{detail}");
+    assert!(
+        detail.contains(
+            "is installed but disabled, so nothing wakes a session: claude plugin \
+             enable session-bridge@session-bridge"
+        ),
+        "{detail}"
+    );
 }
