@@ -1,11 +1,20 @@
 //! The host side of session-bridge: the sandbox that runs the protocol
 //! guest, the few capabilities it brokers, and the front ends that reach
-//! it: the CLI ([`cli`]), Claude Code's hooks ([`hooks`], [`approve`]),
-//! the MCP server ([`mcp`]), the relay between machines ([`relay`]) and
-//! the installer into clients' configurations ([`setup`]).
+//! it: the CLI ([`cli`]), the agents' hooks ([`hooks`], with the approval
+//! hook [`hooks::approve`]), the MCP server ([`mcp`]), the relay between
+//! machines ([`relay`]), the installer into clients' configurations
+//! ([`setup`]), `bridge-host doctor` ([`doctor`]) and the away answerer
+//! ([`away`]).
+//!
 //! Each front end builds on the invocation core ([`invoke`]) and the verb
-//! table ([`verbs`]), never on another front end. `main.rs` only parses
-//! the command line; the benchmarks use this library directly.
+//! table ([`verbs`]). Front ends call one another in a few places only:
+//! the SessionStart hooks start the relay (`relay::start_if_configured`),
+//! the MCP server checks a thread ID as the hooks check a session ID
+//! (`hooks::is_agent_session`), and the doctor asks the relay
+//! (`relay::health`) and setup (`setup::installed`). The core calls one
+//! front end: [`invoke`] gives each guest `away::spawner`, which starts
+//! the away answerer when the guest asks. `main.rs` only parses the
+//! command line; the benchmarks use this library directly.
 
 // The relay names library items by the crate's name, as it did from the
 // binary; this keeps its body as it is.

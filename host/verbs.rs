@@ -9,11 +9,14 @@
 //! does not list; [`name_of`] and the 0.1.0 binding match every verb of
 //! the WIT, so the compiler names what a new WIT verb still needs.
 //!
-//! Adding a verb: the WIT (`wit/v0.2.0/verbs.wit`), the guest, a row of
-//! [`VERBS`] with its [`VerbArgs`] variant and conversion, an arm in
-//! [`name_of`] and in `bindings/v0_1_0.rs`, the MCP tool in
-//! `mcp/tools.rs` (its words in the guest's `render/mcp.rs`) when the row
-//! names one, and docs/cli.md.
+//! Adding a verb (docs/architecture.md, "Adding a verb", has the full
+//! list): 0.1.0 and 0.2.0 are frozen, so the verb goes into the next
+//! version's WIT (`wit/v0.3.0/verbs.wit`, created with that version), with
+//! arms refusing it in `bindings/v0_2_0.rs` and `bindings/v0_1_0.rs`; then
+//! the guest, a row of [`VERBS`] with its [`VerbArgs`] variant and
+//! conversion, an arm in [`name_of`], the MCP tool in `mcp/tools.rs` (its
+//! words in the guest's `render/mcp.rs`) when the row names one, and
+//! docs/cli.md.
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
