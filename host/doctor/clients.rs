@@ -29,13 +29,36 @@ fn program(client: Client) -> &'static str {
     }
 }
 
+/// Where the client's program is: on PATH, or for Codex where
+/// `BRIDGE_CODEX_BIN` says, since that is the one the waker runs.
+fn find(client: Client) -> Option<std::path::PathBuf> {
+    let chosen = match client {
+        Client::Codex => std::env::var_os("BRIDGE_CODEX_BIN").filter(|v| !v.is_empty()),
+        _ => None,
+    };
+    match chosen.map(std::path::PathBuf::from) {
+        Some(path) if path.components().count() > 1 => path.is_file().then_some(path),
+        Some(name) => on_path(&name.to_string_lossy()),
+        None => on_path(program(client)),
+    }
+}
+
+fn not_found(client: Client) -> String {
+    match std::env::var("BRIDGE_CODEX_BIN") {
+        Ok(chosen) if client == Client::Codex && !chosen.is_empty() => {
+            format!("not installed (BRIDGE_CODEX_BIN names {chosen:?}, which is not there)")
+        }
+        _ => format!("not installed (no `{}` on PATH)", program(client)),
+    }
+}
+
 pub(super) fn checks() -> Vec<Check> {
     Client::ALL.iter().map(|&client| one(client)).collect()
 }
 
 fn one(client: Client) -> Check {
     let name = client.name();
-    let installed = on_path(program(client));
+    let installed = find(client);
     let version = installed
         .as_deref()
         .map(|path| first_line_of(path, &["--version"]));
@@ -52,7 +75,7 @@ fn one(client: Client) -> Check {
                 format!("{} is installed but {why}", path.display()),
             );
         }
-        _ => lines.push(format!("not installed (no `{}` on PATH)", program(client))),
+        _ => lines.push(not_found(client)),
     }
     let set_up = match set_up {
         Ok(set_up) => set_up,

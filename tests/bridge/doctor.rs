@@ -153,6 +153,20 @@ fn with_codex_set_up_doctor_checks_its_hooks_are_trusted_and_codex_queue_reaches
         "{detail}"
     );
 
+    // Codex where BRIDGE_CODEX_BIN says, as the waker finds it, is the
+    // Codex checked.
+    let chosen = w
+        .cmd(&here)
+        .args(["doctor"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("CODEX_HOME", &codex_home)
+        .env("XDG_DATA_HOME", w.home().join(".local/share"))
+        .env("BRIDGE_CODEX_BIN", codex_bin.join("codex"))
+        .json();
+    let (_, status, detail) = find(&checks_of(&chosen), "codex").clone();
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("codex queue reaches Codex"), "{detail}");
+
     // A hand edit of a hook's command: Codex no longer trusts it, and the
     // doctor says so (the hook would silently not run).
     let edited = std::fs::read_to_string(&config)
