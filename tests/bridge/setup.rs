@@ -4,7 +4,9 @@
 //! `--dry-run` prints the diff and writes nothing; `--remove` gives the
 //! file back byte for byte. Plus a file that did not exist, a file the
 //! client could not read either, a user's own `bridge` entry, and paths
-//! that are not regular files.
+//! that are not regular files. And files the pinned Codex and Gemini CLIs
+//! wrote themselves (`mcp add`), which each client still reads whole after
+//! setup.
 
 use std::path::{Path, PathBuf};
 
@@ -654,4 +656,147 @@ fn links_folders_and_non_text_files_are_refused() {
         stderr.contains("is not UTF-8 text. Nothing was written."),
         "{stderr}"
     );
+}
+
+/// A pinned client's program, from `.ci/<dir>`; under CI its absence fails.
+fn pinned(dir: &str, program: &str) -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".ci")
+        .join(dir)
+        .join("node_modules/.bin")
+        .join(program);
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this setup test cannot run under CI: no .ci/{dir}"
+    );
+    eprintln!("skipped: this setup test needs npm ci --prefix .ci/{dir}");
+    None
+}
+
+/// `program args` run as a client's own CLI in the world's home, with
+/// nothing reaching the network; its standard output and standard error
+/// (where Gemini CLI prints its list).
+fn client(
+    world: &World,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, PathBuf)],
+) -> (String, String) {
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(world.home())
+        .env_clear()
+        .env("HOME", world.home())
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn a_codex_config_that_codex_wrote_is_set_up_read_by_codex_and_given_back() {
+    let Some(codex) = pinned("codex", "codex") else {
+        return;
+    };
+    let world = World::new();
+    let home = world.home().join(".codex");
+    std::fs::create_dir_all(&home).unwrap();
+    let env = [("CODEX_HOME", home.clone())];
+    let codex_says = |args: &[&str]| client(&world, &codex, args, &env).0;
+    codex_says(&["mcp", "add", "docs", "--", "docs-mcp", "--stdio"]);
+    codex_says(&[
+        "mcp",
+        "add",
+        "--env",
+        "TOKEN=abc",
+        "search",
+        "--",
+        "search-mcp",
+        "--port",
+        "9",
+    ]);
+    // The user's own lines, which Codex keeps too.
+    let file = home.join("config.toml");
+    let written = std::fs::read_to_string(&file).unwrap();
+    let fixture =
+        format!("# my servers, added with codex mcp add\n{written}model = \"o4\" # mine\n");
+    let listed = || -> Vec<String> {
+        let said = codex_says(&["mcp", "list", "--json"]);
+        let list: Value = serde_json::from_str(&said).unwrap_or_else(|e| panic!("{e}: {said}"));
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    full_cycle(&world, "codex", &file, &fixture, |_| {
+        // Codex reads what setup wrote: its own list has all three.
+        assert_eq!(listed(), ["bridge", "docs", "search"]);
+        let bridge: Value =
+            serde_json::from_str(&codex_says(&["mcp", "get", "bridge", "--json"])).unwrap();
+        assert_eq!(bridge["transport"]["command"], exe());
+        assert_eq!(
+            bridge["transport"]["args"],
+            serde_json::json!(["mcp", "--session-from-hooks"])
+        );
+    });
+    assert_eq!(listed(), ["docs", "search"]);
+}
+
+#[test]
+fn a_gemini_settings_file_that_gemini_wrote_is_set_up_read_by_gemini_and_given_back() {
+    let Some(gemini) = pinned("gemini", "gemini") else {
+        return;
+    };
+    let world = World::new();
+    std::fs::create_dir_all(world.home()).unwrap();
+    let gemini_says = |args: &[&str]| {
+        let (stdout, stderr) = client(&world, &gemini, args, &[]);
+        stdout + &stderr
+    };
+    gemini_says(&["mcp", "add", "-s", "user", "docs", "docs-mcp", "--stdio"]);
+    gemini_says(&[
+        "mcp",
+        "add",
+        "-s",
+        "user",
+        "-e",
+        "TOKEN=abc",
+        "search",
+        "search-mcp",
+        "--port",
+        "9",
+    ]);
+    let file = world.home().join(".gemini/settings.json");
+    let fixture = std::fs::read_to_string(&file).unwrap();
+    // Gemini's own list names each server with its command.
+    let listed = || gemini_says(&["mcp", "list"]);
+    let before = listed();
+    assert!(before.contains("docs: docs-mcp --stdio"), "{before}");
+    full_cycle(&world, "gemini", &file, &fixture, |_| {
+        let after = listed();
+        assert!(after.contains("docs: docs-mcp --stdio"), "{after}");
+        assert!(after.contains("search: search-mcp --port 9"), "{after}");
+        assert!(after.contains(&format!("bridge: {} mcp", exe())), "{after}");
+    });
+    let after = listed();
+    assert!(!after.contains("bridge:"), "{after}");
+    assert!(after.contains("search: search-mcp --port 9"), "{after}");
 }
