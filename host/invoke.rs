@@ -322,9 +322,10 @@ impl Invocation {
         }
     }
 
-    /// The protocol version the guest implements.
-    pub fn guest_version(&self) -> &'static str {
-        self.guest.version()
+    /// Whether the guest has tool wakes, `seen` and away answers, which a
+    /// 0.1.0 guest lacks.
+    pub fn guest_has_tool_wakes_and_away(&self) -> bool {
+        self.guest.has_tool_wakes_and_away()
     }
 
     /// The guest's text for a failure, as the hooks, the MCP tools and the

@@ -480,6 +480,12 @@ impl Guest {
         self.bindings.version()
     }
 
+    /// Whether the guest has tool wakes, `seen` and away answers
+    /// ([`Bound::has_tool_wakes_and_away`]).
+    pub fn has_tool_wakes_and_away(&self) -> bool {
+        self.bindings.has_tool_wakes_and_away()
+    }
+
     /// What the guest says about itself.
     pub fn info(&mut self) -> Result<wit::GuestInfo> {
         let _entered = self.refuel()?;

@@ -192,7 +192,7 @@ pub fn answer(global: &Config, session: &str) -> Result<ExitCode> {
         client: None,
     };
     let mut invocation = Invocation::open(global, place)?;
-    if invocation.guest_version() == "0.1.0" {
+    if !invocation.guest_has_tool_wakes_and_away() {
         bail!("the guest implements protocol 0.1.0, which has no away answers");
     }
     invocation.context.session = Some(session.to_string());

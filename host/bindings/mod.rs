@@ -195,6 +195,17 @@ impl Bound {
         }
     }
 
+    /// Whether the guest words a message for an agent that answers with
+    /// MCP tools (the `tool-wake` caller), confirms what a transcript shows
+    /// (`seen`) and answers for away sessions: all three came with 0.2.0.
+    /// A front end asks this instead of comparing version numbers.
+    pub fn has_tool_wakes_and_away(&self) -> bool {
+        match self {
+            Bound::V0_1_0(_) => false,
+            Bound::V0_2_0(_) => true,
+        }
+    }
+
     /// The protocol version bound.
     pub fn version(&self) -> &'static str {
         match self {

@@ -125,7 +125,7 @@ fn hand_over_next(global: &Config, input: &AfterAgentInput, out: &mut dyn Write)
         client: None,
     };
     let mut invocation = Invocation::open(global, place)?;
-    if invocation.guest_version() == "0.1.0" {
+    if !invocation.guest_has_tool_wakes_and_away() {
         bail!(
             "the guest speaks protocol 0.1.0, which cannot word a message for an agent that \
              answers with MCP tools; run the embedded guest"

@@ -466,7 +466,7 @@ fn next_to_wake_for(invocation: &mut Invocation) -> Result<Option<wit::Report>> 
 /// the agent was handed and saw. A transcript that cannot be read only
 /// loses that confirmation.
 fn confirm_seen(invocation: &mut Invocation, transcript: Option<&Path>) {
-    if invocation.guest_version() == "0.1.0" {
+    if !invocation.guest_has_tool_wakes_and_away() {
         return;
     }
     let Some(path) = transcript else {

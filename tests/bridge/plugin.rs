@@ -1129,7 +1129,10 @@ fn the_bin_shim_installs_a_checked_release_archive_and_refuses_a_tampered_one() 
     let (out, description) = hook_of("session-1", "bridge-host mcp </dev/null");
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(127), "{description}");
-    assert!(said.contains("refused") && said.contains(&bad_sum), "{said}");
+    assert!(
+        said.contains("refused") && said.contains(&bad_sum),
+        "{said}"
+    );
     assert_eq!(count(&tampered_served), 2, "{said}");
     // A new session tries again.
     let (out, description) = hook_of("session-2", "bridge-host hook session-start");
