@@ -32,6 +32,14 @@ E. (run right after B) The reverse of B: a prompt typed into that Claude
    Code's model relays the answer on its screen. Repeated --runs times;
    prints the median of prompt entered -> answer shown. No permission
    prompt in either client, and the reply wakes nobody.
+Over the whole run, every request a stand-in model received (Codex's, and
+Claude Code's in B and E) is accounted for: a typed prompt's turn, a wake for
+a query this script sent (each query wakes once), a tool call's follow-up, or
+a side request the client makes on its own (a title). A second wake for the
+same message, or bridge text that names no pending query, is a wake-up for
+nothing; the script prints `measure: wake-ups for nothing: N` and fails
+unless N is 0 (1 with --spurious, which causes one on purpose to show the
+count can fail), or if any request is unexplained.
 
 Every network request stays on 127.0.0.1: when run as root with `unshare`,
 the script runs itself in a network namespace of its own with only `lo`;
@@ -42,7 +50,7 @@ Prints `ok <check>` or `FAIL <check>: why` per check, `measure <what>: ...`
 lines, and a last line `codex tui: N passed, M failed`; exits 1 when a check
 failed.
 
-Usage: python3 codex_tui.py [--runs N] [--closed] [--keep] [--no-netns]
+Usage: python3 codex_tui.py [--runs N] [--closed] [--spurious] [--keep] [--no-netns]
   (`--runs 20 --closed` gives the figures docs/codex.md reports)
 Codex: CODEX_BIN (a path), else .ci/codex/node_modules/.bin/codex.
 bridge-host: BRIDGE_HOST_BIN, else target/release or target/debug.
@@ -90,6 +98,16 @@ APPROVAL_RE = re.compile(r"Allow the \S+ MCP server to run tool|Would you like t
                          r"|Hooks need review")
 # Codex is running a turn.
 BUSY_RE = re.compile(r"esc to interrupt")
+# The first line of the bridge's text in a woken turn: Codex's (queued by the
+# waker) and Claude Code's (from its wake hook).
+BRIDGE_TEXT_RE = re.compile(r"session-bridge: a (?:message from a peer agent session arrived"
+                            r"|peer session sent this session a message)")
+# A peer's words in the bridge's text, fenced; the id is the message's.
+FENCED_RE = re.compile(r"<peer-message id=(?P<id>msg-[a-z0-9]+) [^\n]*?fence=(?P<fence>\S+?)[ >][^\n]*\n"
+                       r"(?P<text>.*?)\n?</peer-message fence=(?P=fence)>", re.S)
+# How the bridge's own lines name the query to answer (the reply tool's
+# message_id, or the reply command).
+NAMED_QUERY_RE = re.compile(r"(?:message_id|run reply) (msg-[a-z0-9]+)")
 
 
 def codex_bin() -> Path:
@@ -344,6 +362,201 @@ def figures(values: list[float]) -> str:
 
 
 # --------------------------------------------------------------------------
+# Every model request, accounted for.
+# --------------------------------------------------------------------------
+
+
+class Expected:
+    """What this script did that should reach a model: the lines it typed
+    into each client ("codex", "claude"), and the queries it sent to each,
+    with the time it saw each answer (a wake after that is for nothing)."""
+
+    def __init__(self) -> None:
+        self.typed: dict[str, list[str]] = {"codex": [], "claude": []}
+        self.queries: dict[tuple[str, str], float | None] = {}
+        self.woke: set[tuple[str, str]] = set()  # the queries that woke their client
+
+    def query(self, client: str, question: str) -> str:
+        self.queries[(client, question)] = None
+        return question
+
+    def answered(self, client: str, question: str) -> None:
+        self.queries[(client, question)] = time.time()
+
+    def pending(self, client: str, question: str, at: float) -> bool:
+        if (client, question) not in self.queries:
+            return False
+        done = self.queries[(client, question)]
+        return done is None or at < done
+
+
+def named_queries(text: str) -> dict[str, str]:
+    """The queries the bridge's text names (message ID -> the peer's words).
+    Only the bridge's own lines count: the fenced words are the peer's."""
+    fenced = {m.group("id"): m.group("text") for m in FENCED_RE.finditer(text)}
+    outside = FENCED_RE.sub("", text)
+    return {mid: fenced.get(mid, "") for mid in NAMED_QUERY_RE.findall(outside)}
+
+
+class Wakes:
+    """Judges the turns a client's bridge text started: each names queries,
+    and is a wake for a query only if one of them was sent by this script,
+    has not woken the client before, and was not answered yet."""
+
+    def __init__(self, client: str, expected: Expected):
+        self.client = client
+        self.expected = expected
+        self.seen: dict[str, str] = {}  # message ID -> the request it woke
+
+    def judge(self, label: str, text: str, at: float) -> tuple[str, str]:
+        named = named_queries(text)
+        fresh = [mid for mid, words in named.items()
+                 if mid not in self.seen and self.expected.pending(self.client, words, at)]
+        why = "; ".join(self._why_not(mid, words, at) for mid, words in named.items()) or "names no query"
+        for mid in named:
+            self.seen.setdefault(mid, label)
+        self.expected.woke |= {(self.client, named[mid]) for mid in fresh}
+        if fresh:
+            return "wake", ", ".join(fresh)
+        return "for nothing", why
+
+    def _why_not(self, mid: str, words: str, at: float) -> str:
+        if mid in self.seen:
+            return f"{mid} already woke it ({self.seen[mid]})"
+        if (self.client, words) not in self.expected.queries:
+            return f"{mid} is no query this script sent: {words[:80]!r}"
+        if not self.expected.pending(self.client, words, at):
+            return f"{mid} was answered before"
+        return f"{mid} ok"
+
+
+def turn_metadata(record: dict) -> dict:
+    """Codex's x-codex-turn-metadata header: which thread made the request
+    (thread_source "user", or "thread_title" for the title side request), what
+    started its turn (turn_trigger "user" typed, "queue" queued) and turn_id."""
+    headers = {k.lower(): v for k, v in (record.get("headers") or {}).items()}
+    with contextlib.suppress(ValueError, TypeError):
+        return json.loads(headers.get("x-codex-turn-metadata", "{}"))
+    return {}
+
+
+def codex_kinds(records: list[dict], expected: Expected) -> list[tuple[dict, str, str]]:
+    """Each Codex request with its kind and why (shapes seen in 0.171.0)."""
+    typed, turns, wakes = list(expected.typed["codex"]), set(), Wakes("codex", expected)
+    out = []
+    for record in records:
+        meta, items, text = turn_metadata(record), input_items(record), newest_user_text(record)
+        newest = items[-1] if items and isinstance(items[-1], dict) else {}
+        label = f"Codex request {record['n']}"
+        if meta.get("thread_source") == "thread_title" and is_title_request(record):
+            kind, why = "side", "thread title"
+        elif meta.get("thread_source") != "user":
+            kind, why = "unexplained", f"thread_source {meta.get('thread_source')!r}"
+        elif newest.get("type") == "function_call_output":
+            # The model called a tool; this request carries its output.
+            kind, why = (("follow-up", "") if meta.get("turn_id") in turns
+                         else ("unexplained", "a tool's output, but no earlier request in its turn"))
+        elif newest.get("role") != "user":
+            kind, why = "unexplained", f"newest item {newest.get('type')!r}"
+        elif meta.get("turn_trigger") == "user" and text in typed:
+            typed.remove(text)
+            kind, why = "typed", text
+        elif meta.get("turn_trigger") == "queue" and BRIDGE_TEXT_RE.search(text):
+            kind, why = wakes.judge(label, text, record["time"])
+        else:
+            kind, why = "unexplained", f"turn_trigger {meta.get('turn_trigger')!r}"
+        turns.add(meta.get("turn_id"))
+        out.append((record, kind, why if kind != "unexplained" else f"{why}: {text[:200]!r}"))
+    return out
+
+
+def claude_kinds(entries: list[dict], expected: Expected) -> list[tuple[dict, str, str]]:
+    """Each Claude Code request for a model answer (model_stub's log), with
+    its kind and why. Its main agent is told apart from helpers by the stub
+    (the tools offered); a tool's result is what its rule a answers."""
+    typed, wakes = list(expected.typed["claude"]), Wakes("claude", expected)
+    out = []
+    for entry in entries:
+        if entry.get("method") != "POST" or entry.get("path", "").split("?")[0] != "/v1/messages":
+            continue  # token counts, start-up lookups: no model answer
+        text, rule = entry.get("newest_user_text", ""), (entry.get("answer") or {}).get("rule")
+        line = next((t for t in typed if t in text), None)
+        if not entry.get("main"):
+            kind, why = "side", str(entry.get("helper"))
+        elif rule == "rule_a_tool_result":
+            kind, why = "follow-up", ""
+        elif line is not None:
+            typed.remove(line)
+            kind, why = "typed", line
+        elif BRIDGE_TEXT_RE.search(text):
+            kind, why = wakes.judge(f"Claude Code request {entry['seq']}", text, entry.get("time", 0))
+        else:
+            kind, why = "unexplained", f"rule {rule}: {text[-200:]!r}"
+        out.append((entry, kind, why))
+    return out
+
+
+KINDS = ("typed", "wake", "follow-up", "side", "for nothing", "unexplained")
+
+
+def tally(name: str, kinds: list[tuple[dict, str, str]]) -> None:
+    counts = {k: sum(1 for _, kind, _ in kinds if kind == k) for k in KINDS}
+    print(f"measure: {name} model requests: {len(kinds)} = "
+          + ", ".join(f"{counts[k]} {k}" for k in KINDS), flush=True)
+
+
+def account(check, args, model: Standin, claude_log: Path, expected: Expected) -> None:
+    """The figure the issue asks for: wake-ups for nothing over the whole
+    run, from every request the stand-ins logged."""
+    codex = codex_kinds(model.records(), expected)
+    claude = claude_kinds(Stub(claude_log).entries(), expected)
+    tally("Codex", codex)
+    tally("Claude Code", claude)
+    both = [(f"Codex request {r['n']}", kind, why) for r, kind, why in codex] + \
+           [(f"Claude Code request {e['seq']}", kind, why) for e, kind, why in claude]
+    nothing = [f"{label}: {why}" for label, kind, why in both if kind == "for nothing"]
+    unexplained = [f"{label}: {why}" for label, kind, why in both if kind == "unexplained"]
+    print(f"measure: wake-ups for nothing: {len(nothing)}", flush=True)
+    for line in nothing + unexplained:
+        print(f"info:   {line}")
+    want = 1 if args.spurious else 0
+    check(f"wake-ups for nothing over the whole run: {want}"
+          + (" (the one --spurious caused)" if args.spurious else ""),
+          len(nothing) == want, f"{len(nothing)}: " + " | ".join(nothing))
+    check("every model request is accounted for (0 unexplained)", not unexplained, " | ".join(unexplained))
+    unwoken = [f"{client}: {q!r}" for client, q in expected.queries if (client, q) not in expected.woke]
+    check("each query this script sent woke its client once", not unwoken,
+          "never woke: " + " | ".join(unwoken))
+
+
+def wait_quiet(model: Standin, quiet: float = 3, limit: float = 30) -> None:
+    """Until the stand-in has had no request for `quiet` seconds, so that a
+    late stray wake still lands in the count."""
+    deadline = time.monotonic() + limit
+    seen, since = len(model.records()), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if len(model.records()) != seen:
+            seen, since = len(model.records()), time.monotonic()
+
+
+def wake_for_nothing(tui: CodexTUI, model: Standin, thread: str) -> None:
+    """--spurious: queues the bridge's text of A's first query, answered long
+    ago, into the thread again, as a waker that fired twice would. The count
+    must then be exactly 1."""
+    text = next(t for t in map(newest_user_text, model.records()) if BRIDGE_TEXT_RE.search(t))
+    before = len(model.records())
+    res = subprocess.run([str(codex_bin()), "queue", "--thread", thread, "--message", text],
+                         env=tui.env, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise HarnessError(f"codex queue failed ({res.returncode}): {res.stderr[-500:]}")
+    wait_for(lambda: any(newest_user_text(r) == text for r in model.records()[before:]), 30,
+             "the turn the spurious wake started")
+    wait_for(lambda: not tui.busy(), 30, "the spurious turn to end")
+    print("info: --spurious: queued A's first (answered) query into the thread again", flush=True)
+
+
+# --------------------------------------------------------------------------
 # The scenarios.
 # --------------------------------------------------------------------------
 
@@ -353,6 +566,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="wake runs in scenario A, and asks in E")
     parser.add_argument("--closed", action="store_true",
                         help="also scenario D: what happens once the TUI has quit (about 80 s)")
+    parser.add_argument("--spurious", action="store_true",
+                        help="self-check: cause one wake-up for nothing after A; the count must be 1")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-netns", action="store_true")
     args = parser.parse_args()
@@ -405,13 +620,16 @@ def main() -> int:
                      "BRIDGE_CACHE_DIR": str(term_cache)})
 
         tui = CodexTUI(codex_proj, env, "a")
+        expected = Expected()
         try:
             scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, lib_proj,
-                      codex_proj, peer_proj, peer2_proj)
+                      codex_proj, peer_proj, peer2_proj, expected)
         except (HarnessError, subprocess.TimeoutExpired) as err:
             check("the scenario ran to its end", False, f"{err}\n--- Codex's screen ---\n{tui.capture()}")
         finally:
             tui.stop()
+        # After stop: nothing more can reach the stand-ins.
+        account(check, args, model, root / "library.jsonl", expected)
         refused = model.refused()
         # With a namespace of its own nothing can leave; with proxies only,
         # Codex's own start-up lookups (raw.githubusercontent.com) come to the
@@ -425,7 +643,7 @@ def main() -> int:
 
 
 def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, lib_proj,
-              codex_proj, peer_proj, peer2_proj) -> None:
+              codex_proj, peer_proj, peer2_proj, expected) -> None:
     tui.start()
     wait_for(lambda: tui.thread_id(), 60, "Codex to open its thread")
     wait_for(lambda: "›" in tui.capture() and not APPROVAL_RE.search(tui.capture()), 30,
@@ -433,6 +651,7 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
     thread = tui.thread_id()
 
     # Its first turn: SessionStart registers the thread's session.
+    expected.typed["codex"].append("hello")
     tui.type_line("hello")
     wait_for(lambda: "Hello from the stand-in model." in tui.capture(), 60, "the first answer")
     codex_sid = session_of_project(codex_proj, bridge_dir, term_cache)
@@ -453,9 +672,11 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
             break
         before = len(model.records())
         question = f"Run {i}: does `cargo test` still read $HOME and \"HOME\" or 'home'?"
+        expected.query("codex", question)
         sent = time.time()
         ask = terminal(peer_proj, "run", "ask", codex_sid, question, "--timeout", "120")
         answered = time.time()
+        expected.answered("codex", question)
         new = model.records()[before:]
         woken = [r for r in new if question in newest_user_text(r) and not is_title_request(r)]
         if ask.returncode != 0 or answer_to(question) not in ask.stdout:
@@ -491,6 +712,8 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
     if wakes:
         print(f"measure A: message sent (ask started) -> idle Codex's first model request: {figures(wakes)}")
         print(f"measure A: ask started -> answer printed: {figures(answers)}", flush=True)
+    if args.spurious:
+        wake_for_nothing(tui, model, thread)
 
     # C. Nothing wakes it for nothing.
     time.sleep(2)
@@ -507,8 +730,9 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
           not extra, f"{len(extra)} requests: {[newest_user_text(r)[:300] for r in extra]}")
     # The next real message still wakes it, and carries the notice.
     before = len(model.records())
-    question = "After the quiet: is the waker still there?"
+    question = expected.query("codex", "After the quiet: is the waker still there?")
     ask = terminal(peer2_proj, "run", "ask", codex_sid, question, "--timeout", "120")
+    expected.answered("codex", question)
     woken = [newest_user_text(r) for r in model.records()[before:]
              if question in newest_user_text(r) and not is_title_request(r)]
     check("C: the next query still wakes Codex and is answered",
@@ -526,9 +750,12 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
         lib_id = session_of_project(lib_proj, bridge_dir, cache_dir)
         marker = len(lib_stub.entries())
         before = len(model.records())
-        typed = tui.type_line(f"Ask session {lib_id}: What changed in the v2 API of the library?")
+        question = expected.query("claude", "What changed in the v2 API of the library?")
+        expected.typed["codex"].append(f"Ask session {lib_id}: {question}")
+        typed = tui.type_line(expected.typed["codex"][-1])
         wait_for(lambda: PLAIN_ANSWER in tui.capture(), 150, "Claude's answer on Codex's screen")
         shown = time.time()
+        expected.answered("claude", question)
         wait_for(lambda: not tui.busy(), 30, "the turn to end")
         entries = lib_stub.entries()[marker:]
         mcp_replies = [e for e in entries if (e.get("answer") or {}).get("tool") == MCP_REPLY_TOOL]
@@ -547,12 +774,13 @@ def scenarios(args, check, root, model, tui, terminal, bridge_dir, term_cache, l
         check("B: the reply did not also wake Codex (0 extra model requests)",
               len(model.records()) == settled,
               f"{[newest_user_text(r)[:200] for r in model.records()[settled:]]}")
-        claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid)
+        claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid, expected)
         check("no approval prompt appeared in Codex at any point", not tui.seen_approval,
               f"{tui.seen_approval}")
         lib.exit()
     if args.closed:
-        closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj)
+        closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj, expected)
+    wait_quiet(model)
 
 
 class PromptWatch:
@@ -585,7 +813,7 @@ class PromptWatch:
             self._thread.join(2)
 
 
-def claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid) -> None:
+def claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid, expected) -> None:
     """E: a prompt typed into the (idle) Claude Code session asks the idle
     Codex, giving the exact command to run; Claude Code's model runs it with
     its Bash tool, Codex is woken with nobody typing and answers with its
@@ -596,12 +824,13 @@ def claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid) -> None
             lib.wait_for(lib.prompt_ready, 30, "Claude Code's empty prompt")
             wait_for(lambda: not tui.busy(), 30, "Codex to be idle")
             before, marker = len(model.records()), len(lib_stub.entries())
-            question = f'E run {i}: does the build read $HOME or "HOME"?'
+            question = expected.query("codex", f'E run {i}: does the build read $HOME or "HOME"?')
             answer = answer_to(question)
             # What Claude Code's model says once `ask` printed the answer.
             relayed = f"The peer answered: {answer}"
             command = f"bridge-host run ask {codex_sid} '{question}'"
-            lib.type_line(f"Ask the Codex session {codex_sid}. Run exactly: `{command}`")
+            expected.typed["claude"].append(f"Ask the Codex session {codex_sid}. Run exactly: `{command}`")
+            lib.type_line(expected.typed["claude"][-1])
             typed = time.time()
             try:
                 lib.wait_for(lambda: relayed in lib.capture(), 120, "Codex's answer on Claude's screen",
@@ -610,6 +839,7 @@ def claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid) -> None
                 failures.append(f"run {i}: {err}\n--- Claude's screen ---\n{lib.capture()[-2500:]}")
                 break
             shown = time.time()
+            expected.answered("codex", question)
             wait_for(lambda: not tui.busy(), 30, "Codex's turn to end")
             lib.wait_for(lib.prompt_ready, 30, "Claude Code's turn to end")
             # Claude Code's model: ran the command the prompt gave, with its
@@ -655,15 +885,16 @@ def claude_asks_codex(args, check, model, tui, lib, lib_stub, codex_sid) -> None
               f"{figures(times)}", flush=True)
 
 
-def closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj) -> None:
+def closed(check, tui, terminal, bridge_dir, term_cache, codex_sid, peer2_proj, expected) -> None:
     """D: after the TUI quits."""
     tui.type_line("/quit")
     wait_for(tui.exited, 30, "the TUI to exit")
     quit_at = time.monotonic()
     time.sleep(2)
-    question = "Asked after the TUI quit: who answers?"
+    question = expected.query("codex", "Asked after the TUI quit: who answers?")
     sent = time.monotonic()
     ask = terminal(peer2_proj, "run", "ask", codex_sid, question, "--timeout", "60")
+    expected.answered("codex", question)
     check("D: 2 s after the TUI quit, a query is answered headless by the daemon",
           ask.returncode == 0 and answer_to(question) in ask.stdout,
           f"exit {ask.returncode} {ask.stdout!r} {ask.stderr[-500:]!r}")
