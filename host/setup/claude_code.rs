@@ -55,6 +55,9 @@ pub const PLUGIN_FILES: &[(&str, &[u8])] = embedded![
 pub struct PluginFiles {
     pub dir: PathBuf,
     pub files: Vec<(PathBuf, Vec<u8>, bool)>,
+    /// Whether `--dry-run` shows each file's diff (a short text file), or
+    /// only how many would be written.
+    pub diff: bool,
 }
 
 pub(super) fn default_config(places: &Places) -> PathBuf {
@@ -103,6 +106,7 @@ pub(super) fn install(exe: &str, dir: &Path) -> Install {
         plugin: Some(PluginFiles {
             dir: dir.to_path_buf(),
             files,
+            diff: false,
         }),
     }
 }

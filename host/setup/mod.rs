@@ -84,7 +84,7 @@ fn what_to_install(
     let install = match client {
         Client::ClaudeCode => claude_code::install(exe, &claude_code::plugin_dir(places)),
         Client::Codex => codex::install(exe, &file),
-        Client::Gemini => gemini::install(exe),
+        Client::Gemini => gemini::install(exe, &gemini::policies_dir(&file)),
         Client::Cursor => cursor::install(exe),
         Client::Vscode => vscode::install(exe),
     };
@@ -284,6 +284,13 @@ impl Job<'_> {
         if !conflicts.is_empty() {
             bail!(words::conflict(self.command, self.file, &conflicts));
         }
+        if let Some(plugin) = &self.install.plugin {
+            let theirs = files_not_ours(plugin, owned.as_ref());
+            // Not even with --force: --remove could not give a whole file back.
+            if !theirs.is_empty() {
+                bail!(words::files_not_ours(self.command, &theirs));
+            }
+        }
 
         let plugin_changes = match &self.install.plugin {
             Some(plugin) => plugin_changes(plugin),
@@ -308,8 +315,19 @@ impl Job<'_> {
             {
                 println!(
                     "{}",
-                    words::would_write_plugin(&plugin.dir, plugin_changes.len())
+                    words::would_write_plugin(self.client, &plugin.dir, plugin_changes.len())
                 );
+                if plugin.diff {
+                    for (path, bytes, _) in &plugin.files {
+                        let target = plugin.dir.join(path);
+                        let now = fs::read_to_string(&target).unwrap_or_default();
+                        let after = String::from_utf8_lossy(bytes);
+                        if now != after {
+                            let name = target.display().to_string();
+                            print!("{}", edit::unified_diff(&name, &now, &after));
+                        }
+                    }
+                }
             }
             eprintln!("{}", words::dry_run_note(false));
             return Ok(ExitCode::SUCCESS);
@@ -357,7 +375,7 @@ impl Job<'_> {
         {
             println!(
                 "{}",
-                words::plugin_written(&plugin.dir, plugin_changes.len())
+                words::plugin_written(self.client, &plugin.dir, plugin_changes.len())
             );
         }
         println!("{}", words::next_steps(self.client, self.command));
@@ -452,7 +470,7 @@ impl Job<'_> {
                 None => println!("{}", words::would_delete(self.file)),
             }
             if let Some(plugin) = &owned.plugin {
-                println!("{}", words::would_remove_plugin(&plugin.dir));
+                println!("{}", words::would_remove_plugin(self.client, &plugin.dir));
             }
             eprintln!("{}", words::dry_run_note(true));
             return Ok(ExitCode::SUCCESS);
@@ -479,10 +497,29 @@ impl Job<'_> {
             println!("{}", words::left_changed(self.file, piece));
         }
         if let Some(plugin) = &owned.plugin {
-            println!("{}", words::plugin_removed(&plugin.dir));
+            println!("{}", words::plugin_removed(self.client, &plugin.dir));
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The files setup would write whole that exist with other contents and
+/// that no earlier setup of this configuration file wrote: a user's own.
+fn files_not_ours(plugin: &PluginFiles, owned: Option<&FileRecord>) -> Vec<PathBuf> {
+    let ours = owned
+        .and_then(|r| r.plugin.as_ref())
+        .filter(|p| p.dir == plugin.dir);
+    plugin
+        .files
+        .iter()
+        .filter(|(path, bytes, _)| {
+            let on_disk = fs::read(plugin.dir.join(path)).ok();
+            on_disk.is_some()
+                && on_disk.as_deref() != Some(bytes)
+                && !ours.is_some_and(|p| p.files.contains(path))
+        })
+        .map(|(path, _, _)| plugin.dir.join(path))
+        .collect()
 }
 
 /// The plugin files whose content on disk differs from what setup writes.

@@ -2,7 +2,7 @@
 //! configuration files, which are the host's business, not the protocol's,
 //! so its words are the host's; they are all here, in one place.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Client;
 use super::edit::{Piece, SyntaxError};
@@ -168,11 +168,17 @@ pub fn added(file: &Path, pieces: &[&Piece], created: bool) -> String {
     text
 }
 
-pub fn plugin_written(dir: &Path, count: usize) -> String {
-    format!(
-        "wrote the session-bridge plugin ({count} files) to {}",
-        dir.display()
-    )
+/// What setup writes beside the configuration file, in words: Claude
+/// Code's plugin, or Gemini CLI's policy file.
+fn files_named(client: Client, count: usize) -> String {
+    match client {
+        Client::Gemini => "the session-bridge policy file".to_string(),
+        _ => format!("the session-bridge plugin ({count} files)"),
+    }
+}
+
+pub fn plugin_written(client: Client, dir: &Path, count: usize) -> String {
+    format!("wrote {} to {}", files_named(client, count), dir.display())
 }
 
 /// What to do next, after a setup that changed something.
@@ -189,10 +195,10 @@ pub fn next_steps(client: Client, command: &str) -> String {
              `codex mcp list` shows `bridge`."
         }
         Client::Gemini => {
-            "Start Gemini CLI; `gemini mcp list` shows `bridge`. It asks before each call \
-             of the bridge's tools, and `gemini -p` offers them to the model only when the \
-             server is trusted: add \"trust\": true to mcpServers.bridge yourself if you \
-             want that."
+            "Start Gemini CLI; `gemini mcp list` shows `bridge`. The bridge's tools run \
+             without asking, `gemini -p` included, but `away`, which asks (the policy file); \
+             at the end of each turn, a message waiting for the session is handed to the \
+             model."
         }
         Client::Cursor => {
             "Restart Cursor (or reload its MCP servers in its settings); the server is \
@@ -236,12 +242,30 @@ pub fn left_changed(file: &Path, piece: &Piece) -> String {
     )
 }
 
-pub fn plugin_removed(dir: &Path) -> String {
+pub fn plugin_removed(client: Client, dir: &Path) -> String {
+    match client {
+        Client::Gemini => format!(
+            "removed the session-bridge policy file from {}",
+            dir.display()
+        ),
+        _ => format!(
+            "removed the session-bridge plugin from {}\nClaude Code keeps the marketplace in its \
+             own list (`claude plugin list` shows session-bridge disabled); \
+             `claude plugin marketplace remove session-bridge` makes it forget it too.",
+            dir.display()
+        ),
+    }
+}
+
+/// Files setup writes whole that already hold something else, and that it
+/// did not write.
+pub fn files_not_ours(command: &str, files: &[PathBuf]) -> String {
+    let names: Vec<String> = files.iter().map(|f| format!("  {}", f.display())).collect();
     format!(
-        "removed the session-bridge plugin from {}\nClaude Code keeps the marketplace in its \
-         own list (`claude plugin list` shows session-bridge disabled); \
-         `claude plugin marketplace remove session-bridge` makes it forget it too.",
-        dir.display()
+        "these files already exist with other contents, and setup did not write them:\n{}\n\
+         Nothing was written. Setup leaves your files alone: move them aside (or merge them \
+         into your own files) and run `{command}` again.",
+        names.join("\n")
     )
 }
 
@@ -274,16 +298,18 @@ pub fn would_delete(file: &Path) -> String {
     format!("would delete {} (setup created it)", file.display())
 }
 
-pub fn would_write_plugin(dir: &Path, count: usize) -> String {
+pub fn would_write_plugin(client: Client, dir: &Path, count: usize) -> String {
     format!(
-        "would write the session-bridge plugin ({count} files) to {}",
+        "would write {} to {}",
+        files_named(client, count),
         dir.display()
     )
 }
 
-pub fn would_remove_plugin(dir: &Path) -> String {
+pub fn would_remove_plugin(client: Client, dir: &Path) -> String {
     format!(
-        "would remove the session-bridge plugin from {}",
+        "would remove {} from {}",
+        files_named(client, 0),
         dir.display()
     )
 }

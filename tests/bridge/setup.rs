@@ -329,6 +329,7 @@ fn cursor_mcp_json_with_comments_and_other_servers() {
 fn gemini_settings_with_comments_auth_and_another_server() {
     let world = World::new();
     let file = world.home().join(".gemini/settings.json");
+    let policy = world.home().join(".gemini/policies/session-bridge.toml");
     full_cycle(&world, "gemini", &file, GEMINI, |text| {
         // Gemini reads comments but not trailing commas: none were added.
         let options = jsonc_parser::ParseOptions {
@@ -342,7 +343,49 @@ fn gemini_settings_with_comments_auth_and_another_server() {
         );
         assert_eq!(value["mcpServers"]["time"]["trust"], true);
         assert_eq!(value["security"]["auth"]["selectedType"], "gemini-api-key");
+        // Beside it, the policy: the bridge's tools unasked, `away` asks.
+        let policy = std::fs::read_to_string(&policy).expect("the policy file");
+        let rules: toml_edit::DocumentMut = policy.parse().expect("valid TOML");
+        let rules: Vec<(&str, &str, &str)> = rules["rule"]
+            .as_array_of_tables()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r["mcpName"].as_str(), Some("bridge"), "{policy}");
+                (
+                    r["toolName"].as_str().unwrap(),
+                    r["decision"].as_str().unwrap(),
+                    if r["priority"].as_integer() == Some(900) {
+                        "high"
+                    } else {
+                        "low"
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(rules, [("*", "allow", "low"), ("away", "ask_user", "high")]);
     });
+    // --remove took the policy file out too, and the folder setup made.
+    assert!(!policy.parent().unwrap().exists());
+
+    // A policy file of the user's own of that name: refused, nothing
+    // written, and the user's file kept.
+    std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
+    std::fs::write(&policy, "# mine\n").unwrap();
+    let config = config_arg(&file);
+    let (stderr, _) = {
+        let (output, description) = setup(&world, &["gemini", "--config", &config]).output();
+        assert_eq!(output.status.code(), Some(1), "{description}");
+        (String::from_utf8(output.stderr).unwrap(), description)
+    };
+    assert!(
+        stderr.contains("already exist with other contents, and setup did not write them")
+            && stderr.contains(&policy.display().to_string())
+            && stderr.contains("Nothing was written"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&policy).unwrap(), "# mine\n");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), GEMINI);
 }
 
 #[test]

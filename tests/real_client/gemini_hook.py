@@ -122,8 +122,9 @@ class Run:
             app.mkdir()
             # Headless Gemini CLI's offline settings (docs/mcp.md), then the
             # bridge as a user installs it: `bridge-host setup gemini` (the
-            # server and the AfterAgent hook), and `"trust": true` added by
-            # hand as setup says, so that `gemini -p` offers the tools.
+            # server, the AfterAgent hook, and the policy file that lets the
+            # bridge's tools run unasked, so that `gemini -p` offers them).
+            # Nothing is added by hand.
             settings = home / ".gemini" / "settings.json"
             settings.write_text(json.dumps({
                 "security": {"auth": {"selectedType": "gemini-api-key"}},
@@ -138,8 +139,11 @@ class Run:
             written = json.loads(settings.read_text())
             if "gemini-after-agent" not in json.dumps(written.get("hooks", {})):
                 raise RuntimeError(f"bridge-host setup gemini wrote no AfterAgent hook: {written}")
-            written["mcpServers"]["bridge"]["trust"] = True
-            settings.write_text(json.dumps(written))
+            if "trust" in json.dumps(written["mcpServers"]["bridge"]):
+                raise RuntimeError(f"bridge-host setup gemini trusted the whole server: {written}")
+            policy = home / ".gemini" / "policies" / "session-bridge.toml"
+            if not policy.is_file():
+                raise RuntimeError(f"bridge-host setup gemini wrote no policy file: {setup.stdout}")
             env = {
                 "PATH": SYSTEM_PATH, "HOME": str(home), "LANG": "C.UTF-8",
                 "GEMINI_API_KEY": "dummy", "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{port}",
