@@ -366,6 +366,10 @@ fn check_prefix(prefix: &str) -> Result<()> {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use std::time::Duration;
+
+    use crate::verbs::tests::guest_limits;
+
     #[test]
     fn the_default_machine_name_is_the_kernels_host_name_up_to_the_first_dot() {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
@@ -389,5 +393,22 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The relay's own sizes and waits, checked against the guest's limits
+    /// rather than copied from them.
+    #[test]
+    fn the_stream_holds_the_guests_largest_message_and_a_publish_ends_within_a_lease() {
+        let limits = guest_limits();
+        assert!(
+            super::admin::MAX_MESSAGE_BYTES as u64 >= limits.max_message_file_bytes,
+            "the stream's largest message ({} bytes) is smaller than the guest's ({} bytes)",
+            super::admin::MAX_MESSAGE_BYTES,
+            limits.max_message_file_bytes
+        );
+        assert!(
+            super::PUBLISH_ACK_WAIT < Duration::from_secs(limits.claim_lease_seconds.into()),
+            "a publish may wait past the guest's claim lease"
+        );
     }
 }

@@ -521,3 +521,44 @@ fn a_peer_of_another_machine_is_answered_by_the_away_machines_relay_once_allowed
         "{said}"
     );
 }
+
+/// The defaults `run away on --help` names are the guest's own, as a
+/// project that never opted in shows them: the host's help repeats them,
+/// and must not drift.
+#[test]
+fn the_help_of_away_on_names_the_guests_default_limits() {
+    let w = World::new();
+    let project = w.project("p");
+    let status = w
+        .cmd(&project)
+        .args(["--json", "run", "away", "status"])
+        .json();
+    let help = w.cmd(&project).args(["run", "away", "on", "--help"]).ok();
+    let default_of = |flag: &str| -> String {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        line.split("[default: ")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or_else(|| panic!("{flag} names no default: {line}"))
+            .to_string()
+    };
+    for (flag, key) in [
+        ("--max-turns", "maxTurns"),
+        ("--max-seconds", "maxSeconds"),
+        ("--per-hour", "perHour"),
+        ("--per-day", "perDay"),
+    ] {
+        assert_eq!(
+            default_of(flag),
+            status[key].to_string(),
+            "{flag}: {status}"
+        );
+    }
+    let spend: f64 = default_of("--spend-per-day").parse().unwrap();
+    assert_eq!(spend, status["spendPerDay"].as_f64().unwrap(), "{status}");
+    assert_eq!(status["allowOtherMachines"], false);
+    assert_eq!(default_of("--allow-other-machines"), "this machine only");
+}
