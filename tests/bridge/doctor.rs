@@ -1,23 +1,12 @@
 //! `bridge-host doctor`: what it says on a bare machine, on a bridge
-//! directory others can write, and, with the pinned Codex CLI, whether
-//! Codex runs the bridge's hooks (trusted, or not after a hand edit) and
-//! whether `codex queue` reaches Codex.
-
-use std::path::{Path, PathBuf};
+//! directory others can write, with the pinned Codex CLI whether Codex runs
+//! the bridge's hooks (trusted, or not after a hand edit) and whether
+//! `codex queue` reaches Codex, and with the pinned Claude Code whether it
+//! lists the plugin enabled with its wake hooks.
 
 use serde_json::Value;
 
-use crate::util::World;
-
-fn pinned_claude() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/claude-code/node_modules/.bin");
-    bin.join("claude").exists().then_some(bin)
-}
-
-fn pinned_codex() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/codex/node_modules/.bin");
-    bin.join("codex").exists().then_some(bin)
-}
+use crate::util::{World, pinned};
 
 fn checks_of(report: &Value) -> Vec<(String, String, String)> {
     report["checks"]
@@ -116,14 +105,10 @@ fn a_bridge_directory_others_can_write_fails_with_the_fix() {
 
 #[test]
 fn with_codex_set_up_doctor_checks_its_hooks_are_trusted_and_codex_queue_reaches_it() {
-    let Some(codex_bin) = pinned_codex() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the doctor's Codex test cannot run under CI: no .ci/codex"
-        );
-        eprintln!("skipped: the doctor's Codex test needs npm ci --prefix .ci/codex");
+    let Some(codex) = pinned("codex", "codex", "the doctor's Codex test") else {
         return;
     };
+    let codex_bin = codex.parent().unwrap();
     let w = World::new();
     let here = w.project("p");
     let codex_home = w.root.path().join("codex-home");
@@ -235,14 +220,10 @@ fn the_relay_check_reaches_a_real_server_and_fails_on_one_that_does_not_answer()
 /// nothing wakes a session and the doctor says how to enable it.
 #[test]
 fn with_claude_code_set_up_doctor_reads_its_plugin_list_and_the_wake_hooks() {
-    let Some(claude_bin) = pinned_claude() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the doctor's Claude Code test cannot run under CI: no .ci/claude-code"
-        );
-        eprintln!("skipped: the doctor's Claude Code test needs npm ci --prefix .ci/claude-code");
+    let Some(claude) = pinned("claude-code", "claude", "the doctor's Claude Code test") else {
         return;
     };
+    let claude_bin = claude.parent().unwrap();
     let w = World::new();
     let here = w.project("p");
     let path = format!("{}:/usr/bin:/bin", claude_bin.display());

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::util::{BIN, World};
+use crate::util::{BIN, World, pinned};
 
 /// The executable setup names: the binary's own path, resolved.
 fn exe() -> String {
@@ -701,24 +701,6 @@ fn links_folders_and_non_text_files_are_refused() {
     );
 }
 
-/// A pinned client's program, from `.ci/<dir>`; under CI its absence fails.
-fn pinned(dir: &str, program: &str) -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".ci")
-        .join(dir)
-        .join("node_modules/.bin")
-        .join(program);
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "this setup test cannot run under CI: no .ci/{dir}"
-    );
-    eprintln!("skipped: this setup test needs npm ci --prefix .ci/{dir}");
-    None
-}
-
 /// `program args` run as a client's own CLI in the world's home, with
 /// nothing reaching the network; its standard output and standard error
 /// (where Gemini CLI prints its list).
@@ -755,7 +737,7 @@ fn client(
 
 #[test]
 fn a_codex_config_that_codex_wrote_is_set_up_read_by_codex_and_given_back() {
-    let Some(codex) = pinned("codex", "codex") else {
+    let Some(codex) = pinned("codex", "codex", "this setup test") else {
         return;
     };
     let world = World::new();
@@ -805,7 +787,7 @@ fn a_codex_config_that_codex_wrote_is_set_up_read_by_codex_and_given_back() {
 
 #[test]
 fn a_gemini_settings_file_that_gemini_wrote_is_set_up_read_by_gemini_and_given_back() {
-    let Some(gemini) = pinned("gemini", "gemini") else {
+    let Some(gemini) = pinned("gemini", "gemini", "this setup test") else {
         return;
     };
     let world = World::new();

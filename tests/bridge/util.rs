@@ -396,6 +396,26 @@ pub fn pinned_cli(env_var: &str, prefix: &str, bin: &str) -> bool {
             .exists()
 }
 
+/// A pinned client's program, `npm ci --prefix .ci/<dir>` installed as
+/// `program`. When it is not there, `test` (its name, for the message)
+/// fails under `CI=true` and is skipped elsewhere, saying so.
+pub fn pinned(dir: &str, program: &str, test: &str) -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".ci")
+        .join(dir)
+        .join("node_modules/.bin")
+        .join(program);
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run under CI: no .ci/{dir}"
+    );
+    eprintln!("skipped: {test} needs npm ci --prefix .ci/{dir}");
+    None
+}
+
 /// The names of the `needs` that are not there, joined; None when all are.
 pub fn absent(needs: &[(&str, bool)]) -> Option<String> {
     let missing: Vec<&str> = needs
