@@ -64,9 +64,9 @@ pub struct Config {
 
 impl Config {
     /// This bridge-host executable, with the flags that make a process it
-    /// starts (the MCP server's reaper, an away answerer, the Codex waker) use the same
-    /// bridge directory, cache, guest, guest settings and retention as
-    /// this one.
+    /// starts (the MCP server's reaper, an away answerer, the Codex
+    /// waker) use the same bridge directory, cache, guest, guest settings
+    /// and retention as this one.
     pub fn this_program(&self) -> Result<std::process::Command> {
         let exe = std::env::current_exe().context("cannot find this bridge-host executable")?;
         let mut command = std::process::Command::new(exe);

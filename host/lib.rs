@@ -11,7 +11,8 @@
 //! the SessionStart hooks start the relay (`relay::start_if_configured`),
 //! the MCP server checks a thread ID as the hooks check a session ID
 //! (`hooks::is_agent_session`), and the doctor asks the relay
-//! (`relay::health`) and setup (`setup::installed`). The core calls one
+//! (`relay::health`) and setup (`setup::installed`) and checks the Codex
+//! program the waker runs (`hooks::codex_program`). The core calls one
 //! front end: [`invoke`] gives each guest `away::spawner`, which starts
 //! the away answerer when the guest asks. `main.rs` only parses the
 //! command line; the benchmarks use this library directly.

@@ -29,26 +29,31 @@ fn program(client: Client) -> &'static str {
     }
 }
 
-/// Where the client's program is: on PATH, or for Codex where
-/// `BRIDGE_CODEX_BIN` says, since that is the one the waker runs.
+/// The client's program: a name looked up on PATH, or for Codex a path
+/// when `BRIDGE_CODEX_BIN` gives one, as the waker runs it.
+fn wanted(client: Client) -> std::path::PathBuf {
+    match client {
+        Client::Codex => crate::hooks::codex_program(),
+        _ => program(client).into(),
+    }
+}
+
+/// Where the client's program is, if it is there.
 fn find(client: Client) -> Option<std::path::PathBuf> {
-    let chosen = match client {
-        Client::Codex => std::env::var_os("BRIDGE_CODEX_BIN").filter(|v| !v.is_empty()),
-        _ => None,
-    };
-    match chosen.map(std::path::PathBuf::from) {
-        Some(path) if path.components().count() > 1 => path.is_file().then_some(path),
-        Some(name) => on_path(&name.to_string_lossy()),
-        None => on_path(program(client)),
+    let wanted = wanted(client);
+    if wanted.components().count() > 1 {
+        wanted.is_file().then_some(wanted)
+    } else {
+        on_path(&wanted.to_string_lossy())
     }
 }
 
 fn not_found(client: Client) -> String {
-    match std::env::var("BRIDGE_CODEX_BIN") {
-        Ok(chosen) if client == Client::Codex && !chosen.is_empty() => {
-            format!("not installed (BRIDGE_CODEX_BIN names {chosen:?}, which is not there)")
-        }
-        _ => format!("not installed (no `{}` on PATH)", program(client)),
+    let wanted = wanted(client);
+    if wanted.components().count() > 1 {
+        format!("not installed (no {})", wanted.display())
+    } else {
+        format!("not installed (no `{}` on PATH)", wanted.display())
     }
 }
 

@@ -97,7 +97,7 @@ pub(super) fn wake(global: &Config, thread: &str) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     invocation.context.session = Some(id);
-    let codex = codex_bin();
+    let codex = codex_program();
     let mut failures = 0;
     // Until the session is stopped: nothing left to wake for then.
     while let Some(report) = super::next_to_wake_for(&mut invocation)? {
@@ -121,7 +121,9 @@ pub(super) fn wake(global: &Config, thread: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn codex_bin() -> PathBuf {
+/// The Codex program the waker runs: `BRIDGE_CODEX_BIN`, else `codex` (on
+/// PATH). The doctor checks this one.
+pub(crate) fn codex_program() -> PathBuf {
     std::env::var_os(CODEX_BIN_VAR)
         .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from("codex"), PathBuf::from)

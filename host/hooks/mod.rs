@@ -22,6 +22,7 @@ use crate::{compile_cache, dirs};
 
 pub mod approve;
 mod codex;
+pub(crate) use codex::codex_program;
 mod gemini;
 
 /// The hook events the plugin handles.
