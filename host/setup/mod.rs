@@ -285,7 +285,7 @@ impl Job<'_> {
             bail!(words::conflict(self.command, self.file, &conflicts));
         }
         if let Some(plugin) = &self.install.plugin {
-            let theirs = files_not_ours(plugin, owned.as_ref());
+            let theirs = files_not_ours(plugin, record);
             // Not even with --force: --remove could not give a whole file back.
             if !theirs.is_empty() {
                 bail!(words::files_not_ours(self.command, &theirs));
@@ -504,19 +504,22 @@ impl Job<'_> {
 }
 
 /// The files setup would write whole that exist with other contents and
-/// that no earlier setup of this configuration file wrote: a user's own.
-fn files_not_ours(plugin: &PluginFiles, owned: Option<&FileRecord>) -> Vec<PathBuf> {
-    let ours = owned
-        .and_then(|r| r.plugin.as_ref())
-        .filter(|p| p.dir == plugin.dir);
+/// that no earlier setup wrote (of this configuration file or another that
+/// shares them): a user's own.
+fn files_not_ours(plugin: &PluginFiles, record: &Record) -> Vec<PathBuf> {
+    let ours = |path: &PathBuf| {
+        record.files.values().any(|r| {
+            r.plugin
+                .as_ref()
+                .is_some_and(|p| p.dir == plugin.dir && p.files.contains(path))
+        })
+    };
     plugin
         .files
         .iter()
         .filter(|(path, bytes, _)| {
             let on_disk = fs::read(plugin.dir.join(path)).ok();
-            on_disk.is_some()
-                && on_disk.as_deref() != Some(bytes)
-                && !ours.is_some_and(|p| p.files.contains(path))
+            on_disk.is_some() && on_disk.as_deref() != Some(bytes) && !ours(path)
         })
         .map(|(path, _, _)| plugin.dir.join(path))
         .collect()
