@@ -133,3 +133,15 @@ fn no_text_shows_a_double_quoted_answer_template() {
         found.join("\n")
     );
 }
+
+/// README is a newcomer's page: at most 300 lines, the depth in `docs/`.
+#[test]
+fn the_readme_is_at_most_300_lines() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; move the depth into docs/ and link it"
+    );
+}
