@@ -346,7 +346,7 @@ fn gemini_settings_with_comments_auth_and_another_server() {
         // Beside it, the policy: the bridge's tools unasked, `away` asks.
         let policy = std::fs::read_to_string(&policy).expect("the policy file");
         let rules: toml_edit::DocumentMut = policy.parse().expect("valid TOML");
-        let rules: Vec<(&str, &str, &str)> = rules["rule"]
+        let rules: Vec<(&str, &str, i64)> = rules["rule"]
             .as_array_of_tables()
             .unwrap()
             .iter()
@@ -355,15 +355,11 @@ fn gemini_settings_with_comments_auth_and_another_server() {
                 (
                     r["toolName"].as_str().unwrap(),
                     r["decision"].as_str().unwrap(),
-                    if r["priority"].as_integer() == Some(900) {
-                        "high"
-                    } else {
-                        "low"
-                    },
+                    r["priority"].as_integer().unwrap(),
                 )
             })
             .collect();
-        assert_eq!(rules, [("*", "allow", "low"), ("away", "ask_user", "high")]);
+        assert_eq!(rules, [("*", "allow", 100), ("away", "ask_user", 900)]);
     });
     // --remove took the policy file out too, and the folder setup made.
     assert!(!policy.parent().unwrap().exists());
@@ -373,11 +369,9 @@ fn gemini_settings_with_comments_auth_and_another_server() {
     std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
     std::fs::write(&policy, "# mine\n").unwrap();
     let config = config_arg(&file);
-    let (stderr, _) = {
-        let (output, description) = setup(&world, &["gemini", "--config", &config]).output();
-        assert_eq!(output.status.code(), Some(1), "{description}");
-        (String::from_utf8(output.stderr).unwrap(), description)
-    };
+    let (output, description) = setup(&world, &["gemini", "--config", &config]).output();
+    assert_eq!(output.status.code(), Some(1), "{description}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains("already exist with other contents, and setup did not write them")
             && stderr.contains(&policy.display().to_string())
